@@ -1,0 +1,14 @@
+"""The ``leadpipe`` command: a thin shell over the library (one module per command group)."""
+
+from __future__ import annotations
+
+from pipeline.cli import config_cmd  # noqa: F401  (registers commands)
+from pipeline.cli.app import app
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,91 @@
+"""The typer application and the helpers every command shares. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from pipeline import __version__
+from pipeline.config import Settings, load_settings
+from pipeline.errors import ApiError, ConfigError, InputError, LeadpipeError, StateError
+
+app = typer.Typer(
+    name="leadpipe",
+    help="Move leads between spreadsheets on a shared drive and a HeroBase dialer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+#: Exit codes by error kind, so scripts can tell "fix the config" from "try later".
+EXIT_CODES: dict[type[LeadpipeError], int] = {
+    ConfigError: 3,
+    InputError: 4,
+    ApiError: 5,
+    StateError: 6,
+}
+
+T = TypeVar("T")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"leadpipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Config file (default: $LEADPIPE_CONFIG, else config/leadpipe.toml).",
+            envvar=None,
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """leadpipe: intake of lead spreadsheets into HeroBase, and scheduled exports."""
+    ctx.obj = {"config": config}
+
+
+def settings(ctx: typer.Context) -> Settings:
+    """Load the settings once per invocation (errors become one clear message)."""
+    obj = ctx.find_root().obj or {}
+    if "settings" not in obj:
+        obj["settings"] = run(lambda: load_settings(obj.get("config")))
+        ctx.find_root().obj = obj
+    result: Settings = obj["settings"]
+    return result
+
+
+def fail(exc: LeadpipeError) -> NoReturn:
+    """Print a library error as a message for people and exit with its code."""
+    err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+    code = next((c for k, c in EXIT_CODES.items() if isinstance(exc, k)), 1)
+    raise typer.Exit(code)
+
+
+def run(fn: Callable[[], T]) -> T:
+    """Call a library function, turning a :class:`LeadpipeError` into a clean exit."""
+    try:
+        return fn()
+    except LeadpipeError as exc:
+        fail(exc)
+
+
+def is_terminal() -> bool:
+    """True when stdout is a terminal (progress bars and colour allowed)."""
+    return sys.stdout.isatty()

@@ -1,0 +1,30 @@
+"""``leadpipe config``: show the effective configuration (never the password)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+
+from pipeline.cli.app import app, console, settings
+
+
+@app.command("config")
+def show_config(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")] = False,
+) -> None:
+    """Check the configuration and show the effective settings."""
+    s = settings(ctx)
+    data: dict[str, Any] = asdict(s)
+    data["api"]["password"] = "***" if s.api.password else ""
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    console.print(f"configuration read from [bold]{s.source}[/]: OK")
+    mode = "embedded sandbox (no API URL set)" if s.api.embedded else s.api.url
+    console.print(f"API: {mode}")
+    for name in ("inbox", "outbox", "state", "schemas"):
+        console.print(f"{name:8} {getattr(s.paths, name)}")

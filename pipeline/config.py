@@ -1,0 +1,381 @@
+"""Settings: ``config/leadpipe.toml`` plus ``LEADPIPE_*`` environment, validated once.
+
+Every problem is collected and raised together as one :class:`ConfigError` naming the key and
+where it was read. Secrets (the API password) come only from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError, ConfigProblem
+
+CONFIG_ENV = "LEADPIPE_CONFIG"
+DEFAULT_CONFIG = Path("config/leadpipe.toml")
+
+#: The [ours] paths of the contract (herobase-api.md), overridable under ``[api.endpoints]``.
+DEFAULT_ENDPOINTS: dict[str, str] = {
+    "myaccount": "/myaccount",
+    "limits": "/myaccount/request/limits",
+    "counts": "/myaccount/request/counts",
+    "projects": "/projects",
+    "campaigns": "/campaigns",
+    "import_example": "/leads/example",
+    "leads": "/leads",
+    "lead": "/leads/{uniqueId}",
+    "searches": "/leads/searches",
+    "leads_csv": "/leads/csv",
+    "simpleleads": "/simpleleads",
+}
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Folders, absolute after loading (relative ones are taken from the config file's folder)."""
+
+    inbox: Path = Path("inbox")
+    outbox: Path = Path("outbox")
+    state: Path = Path("state")
+    schemas: Path = Path("schemas")
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """How to reach HeroBase. ``url`` empty means: run against the embedded sandbox."""
+
+    url: str = ""
+    user: str = ""
+    password: str = field(default="", repr=False)
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    ca_bundle: str = ""
+    retry_after_cap: float = 300.0
+    max_retries: int = 5
+    retry_total_seconds: float = 120.0
+    requests_per_minute: int = 600
+    pool_size: int = 16
+    endpoints: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENDPOINTS))
+
+    @property
+    def embedded(self) -> bool:
+        """True when no API URL is configured: the built-in sandbox is used."""
+        return not self.url
+
+    def __repr__(self) -> str:  # never show the password, even by accident
+        return f"ApiSettings(url={self.url!r}, user={self.user!r}, password=***)"
+
+
+@dataclass(frozen=True)
+class CampaignSettings:
+    """Per-campaign reading and mapping options (``[campaigns.CODE]``)."""
+
+    columns: dict[str, str] = field(default_factory=dict)
+    encoding: str = ""
+    delimiter: str = ""
+    sheet: str = ""
+    header_row: int = 0
+    duplicates: str = "skip"
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    """Drop-folder and upload behaviour."""
+
+    settle_seconds: float = 5.0
+    sweep_seconds: float = 30.0
+    polling: bool = False
+    concurrency: int = 4
+    campaign_parallelism: int = 3
+    max_file_mb: int = 200
+    duplicates: str = "skip"
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """One ``[[exports]]`` entry."""
+
+    name: str
+    search: str
+    schedule: str = "0 2 * * *"
+    window: str = "previous-day"
+    start: str = ""
+    format: str = "csv"
+    encoding: str = "utf-8"
+    culture: str = "en-US"
+    use_system_headers: bool = True
+    filename: str = "{name}/{name}_{from}_{to}.csv"
+    keep_days: int = 0
+
+
+@dataclass(frozen=True)
+class StatusSettings:
+    """The status page of ``leadpipe run``."""
+
+    host: str = "127.0.0.1"
+    port: int = 8377
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """The embedded sandbox used when no API URL is configured."""
+
+    seed: str = ""
+    port: int = 0
+    simulate_every: float = 5.0
+    timezone: str = "Europe/Copenhagen"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything leadpipe needs, loaded once and passed down."""
+
+    paths: Paths = field(default_factory=Paths)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    intake: IntakeSettings = field(default_factory=IntakeSettings)
+    status: StatusSettings = field(default_factory=StatusSettings)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    campaigns: dict[str, CampaignSettings] = field(default_factory=dict)
+    exports: list[ExportJob] = field(default_factory=list)
+    timezone: str = "Europe/Copenhagen"
+    source: str = "defaults"
+
+    def campaign(self, code: str) -> CampaignSettings:
+        """Options for one campaign (defaults when it has no section)."""
+        return self.campaigns.get(code, CampaignSettings(duplicates=self.intake.duplicates))
+
+
+class _Collector:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[ConfigProblem] = []
+
+    def add(self, key: str, message: str, source: str | None = None) -> None:
+        self.problems.append(ConfigProblem(key, source or self.source, message))
+
+
+def _coerce(value: Any, target: Any, key: str, col: _Collector, source: str) -> Any:
+    """Check/convert one value to the declared field type; record a problem if impossible."""
+    kind = target if isinstance(target, type) else None
+    tname = str(target)
+    if kind is bool or tname == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {
+            "1",
+            "true",
+            "yes",
+            "on",
+            "0",
+            "false",
+            "no",
+            "off",
+        }:
+            return value.lower() in {"1", "true", "yes", "on"}
+        col.add(key, f"expected true or false, got {value!r}", source)
+    elif kind is int or tname == "int":
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        except (TypeError, ValueError):
+            col.add(key, f"expected a whole number, got {value!r}", source)
+    elif kind is float or tname == "float":
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            col.add(key, f"expected a number, got {value!r}", source)
+    elif kind is str or tname == "str":
+        if isinstance(value, str):
+            return value
+        col.add(key, f"expected text, got {value!r}", source)
+    elif kind is Path or tname == "Path":
+        if isinstance(value, str) and value:
+            return Path(value)
+        col.add(key, f"expected a folder path, got {value!r}", source)
+    elif tname.startswith("dict[str, str]"):
+        if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+            return {str(k): v for k, v in value.items()}
+        col.add(key, "expected a table of text values", source)
+    else:
+        return value
+    return None
+
+
+def _section(cls: Any, raw: Any, prefix: str, col: _Collector, **extra: Any) -> Any:
+    """Build dataclass ``cls`` from table ``raw``, reporting unknown keys and bad types."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        col.add(prefix, "expected a table")
+        raw = {}
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = dict(extra)
+    for k, v in raw.items():
+        if k not in known or k in extra:
+            col.add(f"{prefix}.{k}", f"unknown key (known: {', '.join(sorted(known))})")
+            continue
+        coerced = _coerce(v, known[k].type, f"{prefix}.{k}", col, col.source)
+        if coerced is not None:
+            kwargs[k] = coerced
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        col.add(prefix, f"incomplete: {exc}")
+        return None
+
+
+def find_config(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
+    """The config file to read: ``--config``, else ``$LEADPIPE_CONFIG``, else the default."""
+    if explicit is not None:
+        return explicit
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Load and validate settings once. Raises :class:`ConfigError` listing every problem."""
+    env = os.environ if env is None else env
+    cfg_path = find_config(path, env)
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    base = Path.cwd()
+    if cfg_path is not None:
+        source = str(cfg_path)
+        if not cfg_path.is_file():
+            raise ConfigError([ConfigProblem("config", source, "file not found")])
+        try:
+            raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError([ConfigProblem("config", source, f"not valid TOML: {exc}")]) from exc
+        base = cfg_path.resolve().parent
+    col = _Collector(source)
+
+    known_top = {"paths", "api", "intake", "status", "sandbox", "campaigns", "exports", "timezone"}
+    for k in raw:
+        if k not in known_top:
+            col.add(k, f"unknown section (known: {', '.join(sorted(known_top))})")
+
+    paths = _section(Paths, raw.get("paths"), "paths", col) or Paths()
+    paths = Paths(**{f.name: _absolute(getattr(paths, f.name), base) for f in fields(Paths)})
+
+    api_raw = dict(raw.get("api") or {}) if isinstance(raw.get("api"), dict) else raw.get("api")
+    endpoints = dict(DEFAULT_ENDPOINTS)
+    if isinstance(api_raw, dict):
+        if "password" in api_raw:
+            col.add("api.password", "passwords are read only from LEADPIPE_API_PASSWORD")
+            api_raw.pop("password")
+        ep = api_raw.pop("endpoints", None) or {}
+        if not isinstance(ep, dict):
+            col.add("api.endpoints", "expected a table")
+            ep = {}
+        for k, v in ep.items():
+            if k not in DEFAULT_ENDPOINTS:
+                col.add(
+                    f"api.endpoints.{k}",
+                    f"unknown endpoint (known: {', '.join(DEFAULT_ENDPOINTS)})",
+                )
+            elif not isinstance(v, str) or not v.startswith("/"):
+                col.add(f"api.endpoints.{k}", f"expected a path starting with '/', got {v!r}")
+            else:
+                endpoints[k] = v
+    api = _section(ApiSettings, api_raw, "api", col, endpoints=endpoints) or ApiSettings()
+    env_map = {
+        "LEADPIPE_API_URL": "url",
+        "LEADPIPE_API_USER": "user",
+        "LEADPIPE_API_PASSWORD": "password",
+    }
+    overrides = {attr: env[name] for name, attr in env_map.items() if env.get(name)}
+    api = replace(api, **overrides)
+    if api.url and not api.url.startswith(("http://", "https://")):
+        src = "LEADPIPE_API_URL" if "url" in overrides else source
+        col.add("api.url", f"expected an http(s) URL including /api, got {api.url!r}", src)
+    if api.url and not (api.user and api.password):
+        col.add(
+            "api.user",
+            "an API URL is set, so LEADPIPE_API_USER and LEADPIPE_API_PASSWORD are needed",
+            "environment",
+        )
+    for name in ("connect_timeout", "read_timeout", "retry_after_cap"):
+        if getattr(api, name) <= 0:
+            col.add(f"api.{name}", "must be greater than 0")
+    if api.requests_per_minute <= 0:
+        col.add("api.requests_per_minute", "must be greater than 0")
+
+    intake = _section(IntakeSettings, raw.get("intake"), "intake", col) or IntakeSettings()
+    if intake.concurrency < 1:
+        col.add("intake.concurrency", "must be at least 1")
+    if intake.duplicates not in {"skip", "upload"}:
+        col.add("intake.duplicates", "must be 'skip' or 'upload'")
+    status = _section(StatusSettings, raw.get("status"), "status", col) or StatusSettings()
+    sandbox = _section(SandboxSettings, raw.get("sandbox"), "sandbox", col) or SandboxSettings()
+
+    campaigns: dict[str, CampaignSettings] = {}
+    craw = raw.get("campaigns") or {}
+    if not isinstance(craw, dict):
+        col.add("campaigns", "expected tables [campaigns.CODE]")
+        craw = {}
+    for code, table in craw.items():
+        c = _section(CampaignSettings, table, f"campaigns.{code}", col)
+        if c is not None and not (isinstance(table, dict) and "duplicates" in table):
+            c = replace(c, duplicates=intake.duplicates)
+        if c is not None:
+            if c.duplicates not in {"skip", "upload"}:
+                col.add(f"campaigns.{code}.duplicates", "must be 'skip' or 'upload'")
+            campaigns[str(code)] = c
+
+    exports: list[ExportJob] = []
+    eraw = raw.get("exports") or []
+    if not isinstance(eraw, list):
+        col.add("exports", "expected [[exports]] entries")
+        eraw = []
+    seen: set[str] = set()
+    for i, table in enumerate(eraw):
+        job = _section(ExportJob, table, f"exports[{i}]", col)
+        if job is None:
+            continue
+        if job.name in seen:
+            col.add(f"exports[{i}].name", f"duplicate export name {job.name!r}")
+        seen.add(job.name)
+        if job.format not in {"csv", "objects"}:
+            col.add(f"exports[{i}].format", "must be 'csv' or 'objects'")
+        exports.append(job)
+
+    tz = raw.get("timezone", "Europe/Copenhagen")
+    if not isinstance(tz, str):
+        col.add("timezone", "expected a time zone name like 'Europe/Copenhagen'")
+        tz = "Europe/Copenhagen"
+    else:
+        try:
+            from zoneinfo import ZoneInfo
+
+            ZoneInfo(tz)
+        except Exception:
+            col.add("timezone", f"unknown time zone {tz!r}")
+
+    if col.problems:
+        raise ConfigError(col.problems)
+    return Settings(
+        paths=paths,
+        api=api,
+        intake=intake,
+        status=status,
+        sandbox=sandbox,
+        campaigns=campaigns,
+        exports=exports,
+        timezone=tz,
+        source=source,
+    )
+
+
+def _absolute(p: Path, base: Path) -> Path:
+    p = Path(os.path.expanduser(p))
+    return p if p.is_absolute() else (base / p).resolve()

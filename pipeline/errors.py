@@ -1,0 +1,193 @@
+"""The one error tree of leadpipe, grouped by what the caller should do next.
+
+::
+
+    LeadpipeError                  base; ``action`` says what to do next
+    ├── ConfigError                fix the config        (all problems listed together)
+    ├── InputError                 reject the file       (file, row, column when known)
+    │   ├── FileUnreadable            not CSV/XLSX, corrupt, encrypted, bomb, too big
+    │   └── MissingColumns            a required field has no column
+    ├── ApiError                   an HTTP exchange with HeroBase went wrong
+    │   ├── NotPermitted              401/403: stop and alert (names the missing right)
+    │   ├── NotFound                  404: fix the config (campaign, search, route)
+    │   ├── Invalid                   400: the request or lead data was refused
+    │   ├── Unavailable               certainly not processed: safe to retry later
+    │   │   └── RateLimited              429 (``retry_after``)
+    │   └── Uncertain                 may have been processed: never resend blindly
+    └── StateError                 stop and alert: ledger missing/corrupt, lock held,
+                                   folder unwritable
+
+Messages are for people: what happened, where, and what to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+Action = Literal["fix-config", "reject-file", "retry-later", "stop"]
+
+
+class LeadpipeError(Exception):
+    """Base of every error leadpipe raises on purpose."""
+
+    action: ClassVar[Action] = "stop"
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in the configuration: the key, where it was read, what is wrong."""
+
+    key: str
+    source: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.source}): {self.message}"
+
+
+class ConfigError(LeadpipeError):
+    """The configuration is wrong; every problem is listed."""
+
+    action: ClassVar[Action] = "fix-config"
+
+    def __init__(self, problems: list[ConfigProblem] | str) -> None:
+        if isinstance(problems, str):
+            problems = [ConfigProblem("config", "leadpipe", problems)]
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"the configuration has {len(problems)} problem(s):\n{lines}")
+
+
+class InputError(LeadpipeError):
+    """An input file cannot be processed as a whole."""
+
+    action: ClassVar[Action] = "reject-file"
+
+    def __init__(self, message: str, *, path: Path | None = None) -> None:
+        self.path = path
+        self.reason = message
+        where = f"{path.name}: " if path is not None else ""
+        super().__init__(f"{where}{message}")
+
+
+class FileUnreadable(InputError):
+    """The file is not a readable CSV/XLSX (corrupt, encrypted, a bomb, too large, ...)."""
+
+
+class MissingColumns(InputError):
+    """Required fields have no matching column in the file."""
+
+
+class StateError(LeadpipeError):
+    """Local state is missing, corrupt, locked or unwritable: stop and say so."""
+
+
+@dataclass
+class FieldError:
+    """One per-field error from a ServiceStack ``responseStatus.errors`` entry."""
+
+    field_name: str
+    error_code: str
+    message: str
+
+
+@dataclass
+class ResponseStatus:
+    """The parsed ServiceStack ``responseStatus`` of an error body."""
+
+    error_code: str = ""
+    message: str = ""
+    errors: list[FieldError] = field(default_factory=list)
+
+    @classmethod
+    def from_body(cls, body: Any) -> ResponseStatus | None:
+        """Parse ``{"responseStatus": {...}}`` (any key case); None when absent or malformed."""
+        if not isinstance(body, dict):
+            return None
+        rs = next((v for k, v in body.items() if str(k).lower() == "responsestatus"), None)
+        if not isinstance(rs, dict):
+            return None
+        low = {str(k).lower(): v for k, v in rs.items()}
+        errs: list[FieldError] = []
+        for e in low.get("errors") or []:
+            if isinstance(e, dict):
+                el = {str(k).lower(): v for k, v in e.items()}
+                errs.append(
+                    FieldError(
+                        field_name=str(el.get("fieldname", "")),
+                        error_code=str(el.get("errorcode", "")),
+                        message=str(el.get("message", "")),
+                    )
+                )
+        return cls(str(low.get("errorcode", "")), str(low.get("message", "")), errs)
+
+
+class ApiError(LeadpipeError):
+    """An HTTP exchange with HeroBase failed. Carries no credentials, ever."""
+
+    action: ClassVar[Action] = "stop"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str = "",
+        url: str = "",
+        status: int | None = None,
+        response_status: ResponseStatus | None = None,
+        excerpt: str = "",
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.status = status
+        self.response_status = response_status
+        self.excerpt = excerpt[:2048]
+        where = f"{method} {url}".strip()
+        code = f" -> {status}" if status is not None else ""
+        super().__init__(f"{message} [{where}{code}]" if where else message)
+
+
+class NotPermitted(ApiError):
+    """401 or 403: credentials wrong or a right missing. Stop and alert a person."""
+
+    def __init__(self, message: str, *, missing_right: str | None = None, **kw: Any) -> None:
+        self.missing_right = missing_right
+        super().__init__(message, **kw)
+
+
+class NotFound(ApiError):
+    """404: unknown campaign, search, lead or route."""
+
+    action: ClassVar[Action] = "fix-config"
+
+
+class Invalid(ApiError):
+    """400: the request or the lead data was refused; ``field_errors`` names each field."""
+
+    action: ClassVar[Action] = "reject-file"
+
+    @property
+    def field_errors(self) -> list[FieldError]:
+        return self.response_status.errors if self.response_status else []
+
+
+class Unavailable(ApiError):
+    """Certainly not processed (connect error, 429, 503): safe to retry later."""
+
+    action: ClassVar[Action] = "retry-later"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)
+
+
+class RateLimited(Unavailable):
+    """429: over the account's rate limit; ``retry_after`` seconds when the server said."""
+
+
+class Uncertain(ApiError):
+    """The request may have been processed (read timeout, reset after send, 5xx, bad 2xx)."""
+
+    action: ClassVar[Action] = "retry-later"

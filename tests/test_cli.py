@@ -1,0 +1,39 @@
+"""The CLI shell: version, help, config errors as one clear message with an exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from pipeline import __version__
+from pipeline.cli import app
+
+runner = CliRunner()
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"leadpipe {__version__}"
+
+
+def test_config_error_is_one_clear_message(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[intake]\nconcurrency = 0\n", encoding="utf-8")
+    result = runner.invoke(app, ["--config", str(cfg), "config"])
+    assert result.exit_code == 3
+    assert "intake.concurrency" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_config_json_hides_password(tmp_path: Path) -> None:
+    cfg = tmp_path / "ok.toml"
+    cfg.write_text("", encoding="utf-8")
+    result = runner.invoke(
+        app,
+        ["--config", str(cfg), "config", "--json"],
+        env={"LEADPIPE_API_PASSWORD": "canary-77", "LEADPIPE_API_URL": "", "LEADPIPE_API_USER": ""},
+    )
+    assert result.exit_code == 0, result.output
+    assert "canary-77" not in result.output
