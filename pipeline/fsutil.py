@@ -1,0 +1,86 @@
+"""Atomic file operations: a reader never sees half a file (style.md #9)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+WORK_DIR_NAME = ".leadpipe"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (best effort on platforms without dir fsync)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_open(
+    dest: Path,
+    mode: str = "wb",
+    *,
+    tmp_dir: Path | None = None,
+    encoding: str | None = None,
+    newline: str | None = None,
+) -> Iterator[IO[bytes] | IO[str]]:
+    """Open a temp file; on success fsync it and rename it onto ``dest``.
+
+    The temp file lives in ``tmp_dir`` (default: a hidden ``.leadpipe`` folder beside ``dest``)
+    on the same volume, so the final rename is atomic. On error the temp file is removed and
+    ``dest`` is untouched.
+    """
+    dest = Path(dest)
+    tmp_dir = tmp_dir or dest.parent / WORK_DIR_NAME / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=tmp_dir)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, mode, encoding=encoding, newline=newline) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+        fsync_dir(dest.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(dest: Path, data: bytes, *, tmp_dir: Path | None = None) -> None:
+    """Write ``data`` to ``dest`` atomically."""
+    with atomic_open(dest, "wb", tmp_dir=tmp_dir) as fh:
+        fh.write(data)  # type: ignore[arg-type]
+
+
+def atomic_write_text(
+    dest: Path, text: str, *, tmp_dir: Path | None = None, encoding: str = "utf-8"
+) -> None:
+    """Write ``text`` to ``dest`` atomically."""
+    atomic_write_bytes(dest, text.encode(encoding), tmp_dir=tmp_dir)
+
+
+def atomic_move(src: Path, dest: Path) -> Path:
+    """Rename ``src`` to ``dest`` (same volume), never overwriting: a suffix is added if taken."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    candidate = dest
+    n = 1
+    while candidate.exists():
+        candidate = dest.with_name(f"{dest.stem}.{n}{dest.suffix}")
+        n += 1
+    os.replace(src, candidate)
+    fsync_dir(candidate.parent)
+    return candidate
