@@ -1,0 +1,207 @@
+"""The ledger: durable state that makes reruns safe (design.md "Delivery", reliability.md #2).
+
+Small, boring SQL. Each data row of an input file has one record whose state moves
+``pending -> sending -> accepted | refused | uncertain`` (plus ``duplicate`` for rows whose data
+was already accepted for the campaign). The intent (``sending``) is committed before the POST and
+the outcome after it, so the ledger is never ahead of what the API acknowledged.
+
+:class:`Ledger` is the interface the rest of leadpipe uses; :class:`SqliteLedger` implements it
+on SQLite in WAL mode under the state folder (a PostgreSQL backend can follow the same protocol).
+Files are keyed by the SHA-256 of their content; rows by ``(file, row number)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Protocol
+
+LEDGER_FILE = "ledger.sqlite"
+#: Written beside the database when it is created: a ledger is then *expected* to exist.
+MARKER_FILE = "ledger.created"
+
+
+class RowState(StrEnum):
+    """Where one row stands on its way to HeroBase."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+    UNCERTAIN = "uncertain"
+    DUPLICATE = "duplicate"
+
+
+class FileState(StrEnum):
+    """Where one input file stands."""
+
+    PROCESSING = "processing"
+    WAITING = "waiting"  # API down, schema only from a snapshot, stopped, or not permitted
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One input file, keyed by the SHA-256 of its content."""
+
+    sha256: str
+    name: str
+    campaign: str
+    state: FileState
+    reason: str
+    first_seen_utc: str
+    updated_utc: str
+    finished_utc: str | None
+    receipt_path: str | None
+    receipt_json: str | None
+
+
+@dataclass(frozen=True)
+class RowRecord:
+    """One data row of an input file and its delivery state."""
+
+    file_sha256: str
+    row: int
+    campaign: str
+    fingerprint: str
+    state: RowState
+    unique_id: str | None
+    reason: str
+    details: list[dict[str, str]]
+    attempt_local: str | None
+    attempt_utc: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Result of :meth:`Ledger.claim_for_sending`: rows now ``sending``, and duplicates."""
+
+    sending: list[int]
+    duplicates: dict[int, str]  # row -> plain reason naming the earlier row
+
+
+class Ledger(Protocol):
+    """What leadpipe needs of its durable state (SQLite now, PostgreSQL later)."""
+
+    location: str
+
+    def close(self) -> None:
+        """Release the database."""
+        ...
+
+    def file(self, sha256: str) -> FileRecord | None:
+        """The record of a file, or None when it was never seen."""
+        ...
+
+    def begin_file(self, sha256: str, name: str, campaign: str) -> FileRecord:
+        """Record that a file is being processed (first time or again)."""
+        ...
+
+    def set_file_state(self, sha256: str, state: FileState, reason: str = "") -> None:
+        """Move a file to ``state`` (with a plain reason when it waits or failed)."""
+        ...
+
+    def finish_file(
+        self, sha256: str, state: FileState, receipt_path: str, receipt_json: str
+    ) -> None:
+        """Record the final state of a file and where its receipt is."""
+        ...
+
+    def add_rows(self, sha256: str, campaign: str, rows: Iterable[tuple[int, str]]) -> int:
+        """Record ``(row, fingerprint)`` as pending unless known; returns how many were new."""
+        ...
+
+    def rows(self, sha256: str, states: Sequence[RowState] | None = None) -> list[RowRecord]:
+        """The rows of a file (optionally only in ``states``), in row order."""
+        ...
+
+    def row_counts(self, sha256: str) -> dict[RowState, int]:
+        """How many rows of a file are in each state."""
+        ...
+
+    def recover_sending(self, sha256: str | None = None) -> int:
+        """Rows left ``sending`` by a crash become ``uncertain``; returns how many."""
+        ...
+
+    def claim_for_sending(
+        self,
+        sha256: str,
+        rows: Sequence[int],
+        *,
+        skip_duplicates: bool,
+        attempt_utc: datetime,
+        attempt_local: datetime,
+    ) -> Claim:
+        """In one transaction: flip pending rows to ``sending`` (the durable intent).
+
+        With ``skip_duplicates``, a row whose fingerprint is accepted (or in flight) for the
+        campaign in another row, from any file, becomes ``duplicate`` instead.
+        """
+        ...
+
+    def record_accepted(self, sha256: str, row: int, unique_id: str, how: str = "created") -> None:
+        """The API created the lead (or reconciliation found it)."""
+        ...
+
+    def record_refused(
+        self, sha256: str, row: int, reason: str, details: Sequence[dict[str, str]] = ()
+    ) -> None:
+        """The API refused the row (400); ``details`` are its field errors."""
+        ...
+
+    def record_uncertain(self, sha256: str, row: int, reason: str) -> None:
+        """The POST may have reached the server: never resend without a lookup."""
+        ...
+
+    def record_unsent(self, sha256: str, rows: Sequence[int], reason: str = "") -> None:
+        """Rows flipped to ``sending`` that certainly did not reach the server: back to pending."""
+        ...
+
+    def accepted_unique_ids(self, campaign: str) -> set[str]:
+        """Every uniqueId the ledger already holds for a campaign."""
+        ...
+
+    def accepted_fingerprints(self, campaign: str, fingerprints: Iterable[str]) -> set[str]:
+        """Which of ``fingerprints`` are already accepted for the campaign (any file)."""
+        ...
+
+    def watermark(self, job: str) -> str | None:
+        """The stored watermark of an export job."""
+        ...
+
+    def set_watermark(self, job: str, value: str) -> None:
+        """Store the watermark of an export job."""
+        ...
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def fingerprint(campaign: str, data: dict[str, str]) -> str:
+    """SHA-256 of the campaign code and the canonical JSON of the mapped field data."""
+    canon = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{campaign}\n{canon}".encode()).hexdigest()
+
+
+from pipeline.ledger.sqlite import SqliteLedger, open_ledger  # noqa: E402
+
+__all__ = [
+    "LEDGER_FILE",
+    "MARKER_FILE",
+    "Claim",
+    "FileRecord",
+    "FileState",
+    "Ledger",
+    "RowRecord",
+    "RowState",
+    "SqliteLedger",
+    "fingerprint",
+    "open_ledger",
+]

@@ -1,0 +1,475 @@
+"""The SQLite backend of the ledger: WAL mode, ``synchronous=FULL``, one connection, one lock."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import StateError
+from pipeline.ledger import (
+    LEDGER_FILE,
+    MARKER_FILE,
+    Claim,
+    FileRecord,
+    FileState,
+    RowRecord,
+    RowState,
+    _utc_now,
+)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    sha256 TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    campaign TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    first_seen_utc TEXT NOT NULL,
+    updated_utc TEXT NOT NULL,
+    finished_utc TEXT,
+    receipt_path TEXT,
+    receipt_json TEXT
+);
+CREATE TABLE IF NOT EXISTS rows (
+    file_sha256 TEXT NOT NULL REFERENCES files(sha256),
+    row INTEGER NOT NULL,
+    campaign TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    unique_id TEXT,
+    reason TEXT NOT NULL DEFAULT '',
+    details TEXT NOT NULL DEFAULT '[]',
+    attempt_local TEXT,
+    attempt_utc TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (file_sha256, row)
+);
+CREATE INDEX IF NOT EXISTS rows_fingerprint ON rows (campaign, fingerprint, state);
+CREATE INDEX IF NOT EXISTS rows_state ON rows (file_sha256, state);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    file_sha256 TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    at_utc TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS watermarks (
+    job TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_utc TEXT NOT NULL
+);
+"""
+
+
+class SqliteLedger:
+    """:class:`Ledger` on SQLite (WAL, ``synchronous=FULL``): one connection behind a lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.location = str(path)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            self._db.execute("PRAGMA busy_timeout = 30000")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StateError(f"the ledger {path} cannot use WAL mode (got {mode})")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"the ledger {path} is unreadable or corrupt ({exc}); leadpipe stopped so it "
+                "never resends leads blindly. Restore it from a backup, or move it away only "
+                "if you accept that rows already sent may be sent again."
+            ) from exc
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``), committed durably or rolled back."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                raise StateError(f"the ledger {self.path} cannot be written: {exc}") from exc
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                raise StateError(f"the ledger {self.path} cannot be written: {exc}") from exc
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                cur = self._db.execute(sql, args)
+                cur.row_factory = sqlite3.Row
+                return list(cur.fetchall())
+            except sqlite3.DatabaseError as exc:
+                raise StateError(f"the ledger {self.path} cannot be read: {exc}") from exc
+
+    def init_schema(self, *, create: bool) -> None:
+        """Create the tables (new ledger) or check the version (existing one)."""
+        rows = self._query("SELECT name FROM sqlite_master WHERE name = 'schema_version'")
+        if not rows:
+            if not create:
+                raise StateError(
+                    f"{self.path} is not a leadpipe ledger (no schema_version table); "
+                    "leadpipe stopped rather than start fresh. Check the state folder."
+                )
+            with self._lock:
+                self._db.executescript(_SCHEMA)
+                self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            return
+        version = self._query("SELECT max(version) AS v FROM schema_version")[0]["v"]
+        if version != SCHEMA_VERSION:
+            raise StateError(
+                f"the ledger {self.path} has schema version {version}; this leadpipe "
+                f"understands version {SCHEMA_VERSION}. Use a matching leadpipe version."
+            )
+        check = self._query("PRAGMA quick_check")
+        if not check or check[0][0] != "ok":
+            what = check[0][0] if check else "?"
+            raise StateError(
+                f"the ledger {self.path} failed its integrity check ({what}); "
+                "restore it from a backup before leadpipe continues."
+            )
+
+    def close(self) -> None:
+        """Close the connection (the WAL is checkpointed by SQLite)."""
+        with self._lock:
+            self._db.close()
+
+    # -- files --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _file(r: sqlite3.Row) -> FileRecord:
+        return FileRecord(
+            sha256=r["sha256"],
+            name=r["name"],
+            campaign=r["campaign"],
+            state=FileState(r["state"]),
+            reason=r["reason"],
+            first_seen_utc=r["first_seen_utc"],
+            updated_utc=r["updated_utc"],
+            finished_utc=r["finished_utc"],
+            receipt_path=r["receipt_path"],
+            receipt_json=r["receipt_json"],
+        )
+
+    def file(self, sha256: str) -> FileRecord | None:
+        """The record of a file, or None when it was never seen."""
+        rows = self._query("SELECT * FROM files WHERE sha256 = ?", (sha256,))
+        return self._file(rows[0]) if rows else None
+
+    def begin_file(self, sha256: str, name: str, campaign: str) -> FileRecord:
+        """Record that a file is being processed (first time or again)."""
+        now = _utc_now()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO files (sha256, name, campaign, state, first_seen_utc, updated_utc)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (sha256) DO UPDATE SET state = excluded.state, reason = '',"
+                " updated_utc = excluded.updated_utc",
+                (sha256, name, campaign, FileState.PROCESSING, now, now),
+            )
+        record = self.file(sha256)
+        assert record is not None
+        return record
+
+    def set_file_state(self, sha256: str, state: FileState, reason: str = "") -> None:
+        """Move a file to ``state`` (with a plain reason when it waits or failed)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE files SET state = ?, reason = ?, updated_utc = ? WHERE sha256 = ?",
+                (state, reason, _utc_now(), sha256),
+            )
+
+    def finish_file(
+        self, sha256: str, state: FileState, receipt_path: str, receipt_json: str
+    ) -> None:
+        """Record the final state of a file and where its receipt is."""
+        now = _utc_now()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE files SET state = ?, updated_utc = ?, finished_utc = ?,"
+                " receipt_path = ?, receipt_json = ? WHERE sha256 = ?",
+                (state, now, now if state == FileState.DONE else None, receipt_path,
+                 receipt_json, sha256),
+            )  # fmt: skip
+
+    # -- rows ---------------------------------------------------------------------------------
+
+    def add_rows(self, sha256: str, campaign: str, rows: Iterable[tuple[int, str]]) -> int:
+        """Record ``(row, fingerprint)`` as pending unless known; returns how many were new."""
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT INTO rows (file_sha256, row, campaign, fingerprint, state)"
+                " VALUES (?, ?, ?, ?, 'pending') ON CONFLICT DO NOTHING",
+                ((sha256, row, campaign, fp) for row, fp in rows),
+            )
+            return db.total_changes - before
+
+    @staticmethod
+    def _row(r: sqlite3.Row) -> RowRecord:
+        return RowRecord(
+            file_sha256=r["file_sha256"],
+            row=r["row"],
+            campaign=r["campaign"],
+            fingerprint=r["fingerprint"],
+            state=RowState(r["state"]),
+            unique_id=r["unique_id"],
+            reason=r["reason"],
+            details=json.loads(r["details"] or "[]"),
+            attempt_local=r["attempt_local"],
+            attempt_utc=r["attempt_utc"],
+            attempts=r["attempts"],
+        )
+
+    def rows(self, sha256: str, states: Sequence[RowState] | None = None) -> list[RowRecord]:
+        """The rows of a file (optionally only in ``states``), in row order."""
+        sql = "SELECT * FROM rows WHERE file_sha256 = ?"
+        args: list[Any] = [sha256]
+        if states:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            args += [str(s) for s in states]
+        return [self._row(r) for r in self._query(sql + " ORDER BY row", args)]
+
+    def row_counts(self, sha256: str) -> dict[RowState, int]:
+        """How many rows of a file are in each state."""
+        counts = dict.fromkeys(RowState, 0)
+        q = "SELECT state, count(*) AS n FROM rows WHERE file_sha256 = ? GROUP BY state"
+        for r in self._query(q, (sha256,)):
+            counts[RowState(r["state"])] = r["n"]
+        return counts
+
+    def recover_sending(self, sha256: str | None = None) -> int:
+        """Rows left ``sending`` by a crash become ``uncertain``; returns how many."""
+        reason = "leadpipe stopped while this row was being sent"
+        with self._tx() as db:
+            if sha256 is None:
+                cur = db.execute(
+                    "UPDATE rows SET state = 'uncertain', reason = ? WHERE state = 'sending'",
+                    (reason,),
+                )
+            else:
+                cur = db.execute(
+                    "UPDATE rows SET state = 'uncertain', reason = ?"
+                    " WHERE file_sha256 = ? AND state = 'sending'",
+                    (reason, sha256),
+                )
+            return cur.rowcount
+
+    def claim_for_sending(
+        self,
+        sha256: str,
+        rows: Sequence[int],
+        *,
+        skip_duplicates: bool,
+        attempt_utc: datetime,
+        attempt_local: datetime,
+    ) -> Claim:
+        """In one transaction: flip pending rows to ``sending`` (the durable intent)."""
+        sending: list[int] = []
+        dups: dict[int, str] = {}
+        utc, local = attempt_utc.isoformat(), attempt_local.isoformat()
+        with self._tx() as db:
+            for row in rows:
+                cur = db.execute(
+                    "SELECT campaign, fingerprint, state FROM rows"
+                    " WHERE file_sha256 = ? AND row = ?",
+                    (sha256, row),
+                )
+                found = cur.fetchone()
+                if found is None or found[2] != RowState.PENDING:
+                    continue
+                campaign, fp = found[0], found[1]
+                if skip_duplicates:
+                    other = db.execute(
+                        "SELECT r.row, f.name, r.state FROM rows r JOIN files f"
+                        " ON f.sha256 = r.file_sha256 WHERE r.campaign = ? AND r.fingerprint = ?"
+                        " AND r.state IN ('accepted', 'sending', 'uncertain')"
+                        " AND NOT (r.file_sha256 = ? AND r.row = ?) LIMIT 1",
+                        (campaign, fp, sha256, row),
+                    ).fetchone()
+                    if other is not None:
+                        how = "already accepted" if other[2] == "accepted" else "being sent"
+                        reason = (
+                            f"the same data was {how} for campaign {campaign} "
+                            f"(file {other[1]}, row {other[0]})"
+                        )
+                        db.execute(
+                            "UPDATE rows SET state = 'duplicate', reason = ?"
+                            " WHERE file_sha256 = ? AND row = ?",
+                            (reason, sha256, row),
+                        )
+                        dups[row] = reason
+                        continue
+                db.execute(
+                    "UPDATE rows SET state = 'sending', attempt_utc = ?, attempt_local = ?,"
+                    " attempts = attempts + 1 WHERE file_sha256 = ? AND row = ?",
+                    (utc, local, sha256, row),
+                )
+                sending.append(row)
+        return Claim(sending, dups)
+
+    def _outcome(
+        self,
+        sha256: str,
+        row: int,
+        state: RowState,
+        outcome: str,
+        *,
+        unique_id: str | None = None,
+        reason: str = "",
+        details: Sequence[dict[str, str]] = (),
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE rows SET state = ?, unique_id = coalesce(?, unique_id), reason = ?,"
+                " details = ? WHERE file_sha256 = ? AND row = ?",
+                (state, unique_id, reason, json.dumps(list(details)), sha256, row),
+            )
+            db.execute(
+                "INSERT INTO attempts (file_sha256, row, at_utc, outcome, detail)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (sha256, row, _utc_now(), outcome, unique_id or reason),
+            )
+
+    def record_accepted(self, sha256: str, row: int, unique_id: str, how: str = "created") -> None:
+        """The API created the lead (or reconciliation found it)."""
+        self._outcome(sha256, row, RowState.ACCEPTED, how, unique_id=unique_id)
+
+    def record_refused(
+        self, sha256: str, row: int, reason: str, details: Sequence[dict[str, str]] = ()
+    ) -> None:
+        """The API refused the row (400); ``details`` are its field errors."""
+        self._outcome(sha256, row, RowState.REFUSED, "refused", reason=reason, details=details)
+
+    def record_uncertain(self, sha256: str, row: int, reason: str) -> None:
+        """The POST may have reached the server: never resend without a lookup."""
+        self._outcome(sha256, row, RowState.UNCERTAIN, "uncertain", reason=reason)
+
+    def record_unsent(self, sha256: str, rows: Sequence[int], reason: str = "") -> None:
+        """Rows flipped to ``sending`` that certainly did not reach the server: back to pending."""
+        if not rows:
+            return
+        with self._tx() as db:
+            for row in rows:
+                db.execute(
+                    "UPDATE rows SET state = 'pending', reason = ?"
+                    " WHERE file_sha256 = ? AND row = ? AND state IN ('sending', 'uncertain')",
+                    (reason, sha256, row),
+                )
+                db.execute(
+                    "INSERT INTO attempts (file_sha256, row, at_utc, outcome, detail)"
+                    " VALUES (?, ?, ?, 'not sent', ?)",
+                    (sha256, row, _utc_now(), reason),
+                )
+
+    def accepted_unique_ids(self, campaign: str) -> set[str]:
+        """Every uniqueId the ledger already holds for a campaign."""
+        q = "SELECT unique_id FROM rows WHERE campaign = ? AND unique_id IS NOT NULL"
+        return {r[0] for r in self._query(q, (campaign,))}
+
+    def accepted_fingerprints(self, campaign: str, fingerprints: Iterable[str]) -> set[str]:
+        """Which of ``fingerprints`` are already accepted for the campaign (any file)."""
+        wanted = list(dict.fromkeys(fingerprints))
+        found: set[str] = set()
+        for i in range(0, len(wanted), 500):
+            part = wanted[i : i + 500]
+            marks = ",".join("?" * len(part))  # placeholders only
+            q = f"SELECT DISTINCT fingerprint FROM rows WHERE campaign = ? AND state = 'accepted' AND fingerprint IN ({marks})"  # noqa: S608, E501
+            found.update(r[0] for r in self._query(q, [campaign, *part]))
+        return found
+
+    # -- export watermarks --------------------------------------------------------------------
+
+    def watermark(self, job: str) -> str | None:
+        """The stored watermark of an export job."""
+        rows = self._query("SELECT value FROM watermarks WHERE job = ?", (job,))
+        return str(rows[0][0]) if rows else None
+
+    def set_watermark(self, job: str, value: str) -> None:
+        """Store the watermark of an export job."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO watermarks (job, value, updated_utc) VALUES (?, ?, ?)"
+                " ON CONFLICT (job) DO UPDATE SET value = excluded.value,"
+                " updated_utc = excluded.updated_utc",
+                (job, value, _utc_now()),
+            )
+
+
+def open_ledger(state_dir: Path, *, create: bool = True) -> SqliteLedger:
+    """Open the ledger ``<state_dir>/ledger.sqlite`` (created on first use when ``create``).
+
+    Fails safe with :class:`StateError` when a ledger is expected but missing (the marker file
+    says one was created), unreadable or corrupt: leadpipe never silently starts fresh, since
+    that would resend every lead it already delivered.
+    """
+    state_dir = Path(state_dir)
+    db_path = state_dir / LEDGER_FILE
+    marker = state_dir / MARKER_FILE
+    exists = db_path.exists()
+    if not exists and (marker.exists() or not create):
+        raise StateError(
+            f"the ledger {db_path} is missing, but "
+            + (f"{marker.name} says one was created on {_marker_date(marker)}" if marker.exists()
+               else "one was expected")
+            + ". leadpipe stopped rather than start fresh and resend leads already delivered. "
+            "Restore the state folder from a backup (or delete the marker file only if you "
+            "accept that)."
+        )  # fmt: skip
+    if exists and db_path.stat().st_size == 0 and marker.exists():
+        raise StateError(f"the ledger {db_path} is empty; restore it from a backup")
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"the state folder {state_dir} cannot be created: {exc}") from exc
+    ledger = SqliteLedger(db_path)
+    try:
+        ledger.init_schema(create=not exists or db_path.stat().st_size == 0)
+    except sqlite3.DatabaseError as exc:
+        ledger.close()
+        raise StateError(
+            f"the ledger {db_path} is unreadable or corrupt ({exc}); restore it from a backup"
+        ) from exc
+    except BaseException:
+        ledger.close()
+        raise
+    if not marker.exists():
+        try:
+            marker.write_text(
+                f"{_utc_now()}\nleadpipe's ledger lives in {LEDGER_FILE} beside this file."
+                " Do not delete it: it records which leads were already sent.\n",
+                encoding="utf-8",
+            )
+        except OSError as exc:
+            ledger.close()
+            raise StateError(f"the state folder {state_dir} is not writable: {exc}") from exc
+    return ledger
+
+
+def _marker_date(marker: Path) -> str:
+    try:
+        return marker.read_text(encoding="utf-8").splitlines()[0][:19].replace("T", " ")
+    except (OSError, IndexError):
+        return "an earlier run"

@@ -1,0 +1,146 @@
+"""The ledger: states, duplicates across files, crash recovery, fail-safe opening."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import StateError
+from pipeline.ledger import FileState, RowState, fingerprint, open_ledger
+
+T = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def _claim(ledger, sha, rows, skip=True):  # type: ignore[no-untyped-def]
+    return ledger.claim_for_sending(sha, rows, skip_duplicates=skip, attempt_utc=T, attempt_local=T)
+
+
+def test_row_states_and_counts(tmp_path: Path) -> None:
+    led = open_ledger(tmp_path)
+    led.begin_file("a" * 64, "leads.csv", "C1")
+    assert led.add_rows("a" * 64, "C1", [(2, "f2"), (3, "f3"), (4, "f4")]) == 3
+    assert led.add_rows("a" * 64, "C1", [(2, "f2")]) == 0
+    claim = _claim(led, "a" * 64, [2, 3, 4])
+    assert claim.sending == [2, 3, 4]
+    led.record_accepted("a" * 64, 2, "11S1")
+    led.record_refused("a" * 64, 3, "phone is invalid", [{"field": "phone", "message": "bad"}])
+    led.record_unsent("a" * 64, [4], "API unavailable")
+    counts = led.row_counts("a" * 64)
+    assert (counts[RowState.ACCEPTED], counts[RowState.REFUSED], counts[RowState.PENDING]) == (
+        1,
+        1,
+        1,
+    )
+    refused = led.rows("a" * 64, [RowState.REFUSED])[0]
+    assert refused.details == [{"field": "phone", "message": "bad"}]
+    assert led.accepted_unique_ids("C1") == {"11S1"}
+    led.close()
+
+
+def test_duplicate_from_another_file_is_not_claimed(tmp_path: Path) -> None:
+    led = open_ledger(tmp_path)
+    led.begin_file("a" * 64, "first.csv", "C1")
+    led.begin_file("b" * 64, "second.csv", "C1")
+    led.add_rows("a" * 64, "C1", [(2, "same")])
+    led.add_rows("b" * 64, "C1", [(7, "same"), (8, "other")])
+    _claim(led, "a" * 64, [2])
+    led.record_accepted("a" * 64, 2, "11S1")
+    claim = _claim(led, "b" * 64, [7, 8])
+    assert claim.sending == [8]
+    assert claim.duplicates == {
+        7: "the same data was already accepted for campaign C1 (file first.csv, row 2)"
+    }
+    assert led.accepted_fingerprints("C1", ["same", "other", "x"]) == {"same"}
+    # with duplicates = "upload" the row is sent anyway
+    led.add_rows("b" * 64, "C1", [(9, "same")])
+    assert _claim(led, "b" * 64, [9], skip=False).sending == [9]
+    led.close()
+
+
+def test_sending_rows_become_uncertain_after_a_crash(tmp_path: Path) -> None:
+    led = open_ledger(tmp_path)
+    led.begin_file("a" * 64, "f.csv", "C1")
+    led.add_rows("a" * 64, "C1", [(2, "x"), (3, "y")])
+    _claim(led, "a" * 64, [2, 3])
+    led.close()  # as if the process died here
+    led = open_ledger(tmp_path)
+    assert led.recover_sending("a" * 64) == 2
+    rows = led.rows("a" * 64)
+    assert [r.state for r in rows] == [RowState.UNCERTAIN, RowState.UNCERTAIN]
+    assert rows[0].attempt_utc == T.isoformat()
+    led.close()
+
+
+def test_finished_file_keeps_its_receipt(tmp_path: Path) -> None:
+    led = open_ledger(tmp_path)
+    led.begin_file("a" * 64, "f.csv", "C1")
+    led.finish_file("a" * 64, FileState.DONE, "/x/receipt.txt", '{"accepted": 3}')
+    rec = led.file("a" * 64)
+    assert rec is not None
+    assert (rec.state, rec.receipt_json) == (FileState.DONE, '{"accepted": 3}')
+    led.set_watermark("nightly", "2026-11-26")
+    assert led.watermark("nightly") == "2026-11-26"
+    led.close()
+
+
+def test_missing_ledger_is_refused_not_recreated(tmp_path: Path) -> None:
+    open_ledger(tmp_path).close()
+    (tmp_path / "ledger.sqlite").unlink()
+    with pytest.raises(StateError, match=r"ledger\.sqlite is missing") as exc:
+        open_ledger(tmp_path)
+    assert "rather than start fresh" in str(exc.value)
+    assert not (tmp_path / "ledger.sqlite").exists()
+
+
+def test_corrupt_ledger_is_refused(tmp_path: Path) -> None:
+    open_ledger(tmp_path).close()
+    for extra in ("-wal", "-shm"):
+        (tmp_path / f"ledger.sqlite{extra}").unlink(missing_ok=True)
+    (tmp_path / "ledger.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StateError, match="unreadable or corrupt"):
+        open_ledger(tmp_path)
+
+
+def test_foreign_database_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    db.execute("CREATE TABLE other (x)")
+    db.commit()
+    db.close()
+    with pytest.raises(StateError, match="not a leadpipe ledger"):
+        open_ledger(tmp_path)
+
+
+def test_expected_ledger_with_create_false(tmp_path: Path) -> None:
+    with pytest.raises(StateError, match="one was expected"):
+        open_ledger(tmp_path, create=False)
+
+
+def test_concurrent_outcomes_from_threads(tmp_path: Path) -> None:
+    led = open_ledger(tmp_path)
+    led.begin_file("a" * 64, "f.csv", "C1")
+    led.add_rows("a" * 64, "C1", [(r, f"fp{r}") for r in range(2, 402)])
+    _claim(led, "a" * 64, list(range(2, 402)))
+
+    def work(start: int) -> None:
+        for r in range(start, 402, 8):
+            led.record_accepted("a" * 64, r, f"{r}S1")
+
+    threads = [threading.Thread(target=work, args=(2 + i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert led.row_counts("a" * 64)[RowState.ACCEPTED] == 400
+    led.close()
+
+
+def test_fingerprint_is_canonical() -> None:
+    a = fingerprint("C1", {"name": "Åse", "phone": "+45 1"})
+    b = fingerprint("C1", {"phone": "+45 1", "name": "Åse"})
+    assert a == b
+    assert a != fingerprint("C2", {"name": "Åse", "phone": "+45 1"})
