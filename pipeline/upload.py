@@ -1,0 +1,412 @@
+"""Delivery: bounded concurrency and the exactly-once protocol (design.md "Delivery").
+
+For each row: the intent (``sending``) is committed to the ledger before its POST, the outcome
+after it. What certainly did not reach the server goes back to ``pending`` (the client already
+retried it); anything ambiguous becomes ``uncertain`` and is resent only after a lookup through
+``/simpleleads`` proved the lead absent. Without the right to read leads an uncertain row is never
+resent: it is left for a person.
+
+The upload stops at once on 401/403 (nothing is marked sent that was not) and pauses on an
+unavailable API ("waiting for the API"); both leave the file resumable from the ledger.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo
+
+from pipeline.clock import Clock, SystemClock
+from pipeline.errors import (
+    ApiError,
+    Invalid,
+    NotFound,
+    NotPermitted,
+    Unavailable,
+    Uncertain,
+)
+from pipeline.ledger import Ledger, RowState
+
+CRASH_ENV = "LEADPIPE_CRASH_AT"
+_crash_lock = threading.Lock()
+_crash_hits: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """Test hook: ``LEADPIPE_CRASH_AT=name:N`` kills this process (SIGKILL) at the Nth ``name``.
+
+    Named points: ``before_post``, ``after_response`` (before the ledger commit), ``rejects``
+    (after each reject row is written). Without the variable this is a no-op.
+    """
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    want, _, nth = spec.partition(":")
+    if want != name:
+        return
+    with _crash_lock:
+        _crash_hits[name] = _crash_hits.get(name, 0) + 1
+        hit = _crash_hits[name]
+    if hit == int(nth or "1"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class LeadApi(Protocol):
+    """The part of :class:`pipeline.api.HeroBaseClient` that delivery needs."""
+
+    def create_lead(self, code: str, data: Mapping[str, str]) -> Any:
+        """POST one lead; returns an object with ``unique_id``."""
+        ...
+
+    def iter_simpleleads(self, **kwargs: Any) -> Iterator[Any]:
+        """Leads modified since a time (objects with ``unique_id``, ``data``)."""
+        ...
+
+    def account(self) -> Any:
+        """The account, with ``can(resource, verb)``."""
+        ...
+
+    def campaigns(self) -> Sequence[Any]:
+        """Campaigns, with ``code`` and ``unique_id``."""
+        ...
+
+
+@dataclass(frozen=True)
+class UploadRow:
+    """One valid row ready to send: its row number, the field data and its fingerprint."""
+
+    row: int
+    data: Mapping[str, str]
+    fingerprint: str
+
+    def __repr__(self) -> str:  # lead data stays out of logs
+        return f"UploadRow(row={self.row})"
+
+
+HaltKind = Literal["", "unavailable", "not_permitted", "not_found", "stopped"]
+
+
+@dataclass
+class UploadReport:
+    """What an upload pass did, beyond the row states kept in the ledger."""
+
+    posts: int = 0
+    halt: HaltKind = ""
+    reason: str = ""  # plain words when halted
+    reconciled_found: int = 0
+    reconciled_absent: int = 0
+    errors: list[BaseException] = field(default_factory=list)
+
+
+#: progress(done, total): rows finished so far in this pass.
+Progress = Callable[[int, int], None]
+
+_RECONCILE_MARGIN = timedelta(minutes=5)
+_MAX_ROUNDS = 3
+
+
+def normalise(value: str) -> str:
+    """Loose form of a value for matching a sent row to a stored lead."""
+    return " ".join(unicodedata.normalize("NFC", value).split()).casefold()
+
+
+class Uploader:
+    """Sends one file's valid rows exactly once (per chunk: :meth:`deliver`)."""
+
+    def __init__(
+        self,
+        client: LeadApi,
+        ledger: Ledger,
+        *,
+        sha256: str,
+        campaign: str,
+        concurrency: int = 4,
+        skip_duplicates: bool = True,
+        timezone: str = "Europe/Copenhagen",
+        reconcile_grace: float = 2.0,
+        clock: Clock | None = None,
+        stop: threading.Event | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.sha256 = sha256
+        self.campaign = campaign
+        self.concurrency = max(1, concurrency)
+        self.skip_duplicates = skip_duplicates
+        self.tz = ZoneInfo(timezone)
+        self.reconcile_grace = reconcile_grace
+        self.clock = clock or SystemClock()
+        self.stop = stop or threading.Event()
+        self.progress = progress
+        self.report = UploadReport()
+        self._halted = threading.Event()
+        self._can_read: bool | None = None
+        self._campaign_id: str | None = None
+
+    @property
+    def halted(self) -> bool:
+        """True once the upload stopped (API unavailable, not permitted, or asked to stop)."""
+        return self._halted.is_set()
+
+    def _halt(self, kind: HaltKind, reason: str) -> None:
+        if not self._halted.is_set():
+            self.report.halt, self.report.reason = kind, reason
+            self._halted.set()
+
+    # -- one chunk ----------------------------------------------------------------------------
+
+    def deliver(self, rows: Sequence[UploadRow]) -> None:
+        """Record the rows (pending unless known) and bring each to a final state if possible."""
+        if not rows:
+            return
+        self.ledger.add_rows(self.sha256, self.campaign, ((r.row, r.fingerprint) for r in rows))
+        by_row = {r.row: r for r in rows}
+        for _ in range(_MAX_ROUNDS):
+            if self.halted:
+                return
+            self._check_stop()
+            states = {
+                rec.row: rec
+                for rec in self.ledger.rows(self.sha256, [RowState.PENDING, RowState.UNCERTAIN])
+                if rec.row in by_row
+            }
+            uncertain = [r for r, rec in states.items() if rec.state == RowState.UNCERTAIN]
+            if uncertain:
+                self._reconcile([by_row[r] for r in uncertain], states)
+                if self.halted:
+                    return
+                states = {
+                    rec.row: rec
+                    for rec in self.ledger.rows(self.sha256, [RowState.PENDING])
+                    if rec.row in by_row
+                }
+            pending = [by_row[r] for r, rec in states.items() if rec.state == RowState.PENDING]
+            if not pending:
+                return
+            self._send(pending)
+            if self._can_read is False or not any(
+                rec.row in by_row for rec in self.ledger.rows(self.sha256, [RowState.UNCERTAIN])
+            ):
+                return
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            self._halt("stopped", "leadpipe was asked to stop; run it again to continue")
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _send(self, rows: Sequence[UploadRow]) -> None:
+        total, done = len(rows), 0
+        todo: Iterator[UploadRow] = iter(rows)
+        inflight: set[Future[None]] = set()
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="leadpipe-upload") as pool:
+            exhausted = False
+            while True:
+                self._check_stop()
+                if not exhausted and not self.halted and len(inflight) <= self.concurrency:
+                    batch = _take(todo, self.concurrency * 2)
+                    exhausted = not batch
+                    if batch:
+                        now = self.clock.now()
+                        claim = self.ledger.claim_for_sending(
+                            self.sha256,
+                            [r.row for r in batch],
+                            skip_duplicates=self.skip_duplicates,
+                            attempt_utc=now,
+                            attempt_local=now.astimezone(self.tz),
+                        )
+                        done += len(batch) - len(claim.sending)
+                        claimed = set(claim.sending)
+                        for r in batch:
+                            if r.row in claimed:
+                                inflight.add(pool.submit(self._post, r))
+                        continue
+                if not inflight:
+                    break
+                finished, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    exc = fut.exception()
+                    if exc is not None:
+                        self.report.errors.append(exc)
+                        self._halt("stopped", f"an internal error stopped the upload: {exc!r}")
+                done += len(finished)
+                if self.progress is not None:
+                    self.progress(done, total)
+        if self.report.errors:
+            raise self.report.errors[0]
+
+    def _post(self, row: UploadRow) -> None:
+        """One row, in a worker thread: POST, then commit the outcome before moving on."""
+        if self._halted.is_set():
+            self.ledger.record_unsent(self.sha256, [row.row], "not sent: the upload stopped")
+            return
+        crash_point("before_post")
+        self.report.posts += 1  # a race on this counter only blurs a statistic
+        try:
+            created = self.client.create_lead(self.campaign, dict(row.data))
+        except Invalid as exc:
+            details = [
+                {"field": e.field_name, "code": e.error_code, "message": e.message}
+                for e in exc.field_errors
+            ]
+            self.ledger.record_refused(self.sha256, row.row, _refusal(exc), details)
+            return
+        except NotPermitted as exc:
+            self.ledger.record_unsent(self.sha256, [row.row], "not sent: not permitted")
+            self._halt("not_permitted", str(exc))
+            return
+        except NotFound as exc:
+            self.ledger.record_unsent(self.sha256, [row.row], "not sent: not found")
+            self._halt("not_found", str(exc))
+            return
+        except Unavailable as exc:
+            self.ledger.record_unsent(self.sha256, [row.row], "not sent: the API is unavailable")
+            self._halt("unavailable", f"waiting for the API: {exc}")
+            return
+        except Uncertain as exc:
+            self.ledger.record_uncertain(self.sha256, row.row, _short(exc))
+            return
+        except ApiError as exc:  # anything else: it may have been processed
+            self.ledger.record_uncertain(self.sha256, row.row, _short(exc))
+            return
+        crash_point("after_response")
+        self.ledger.record_accepted(self.sha256, row.row, str(created.unique_id))
+
+    # -- reconciliation -----------------------------------------------------------------------
+
+    def _reconcile(self, rows: Sequence[UploadRow], states: Mapping[int, Any]) -> None:
+        """Look uncertain rows up among the campaign's leads: found -> accepted, else pending."""
+        if not self._may_read():
+            if not self.halted:
+                self._leave_uncertain(rows, no_read_right_reason())
+            return
+        attempts = [_parse(states[r.row].attempt_utc) for r in rows]
+        known = [a for a in attempts if a is not None]
+        if known:  # give a request that is still being processed time to land
+            wait_s = self.reconcile_grace - (self.clock.now() - max(known)).total_seconds()
+            if wait_s > 0 and self.stop.wait(wait_s):
+                self._check_stop()
+                return
+        since = (min(known) if known else self.clock.now()) - _RECONCILE_MARGIN
+        since_local = since.astimezone(self.tz).replace(tzinfo=None)
+        try:
+            leads = self._leads_since(since_local)
+        except NotPermitted as exc:
+            if exc.status == 401:
+                self._halt("not_permitted", str(exc))
+                return
+            self._can_read = False
+            self._leave_uncertain(rows, no_read_right_reason())
+            return
+        except Unavailable as exc:
+            self._halt("unavailable", f"waiting for the API: {exc}")
+            return
+        except ApiError as exc:
+            self._halt("unavailable", f"cannot check uncertain rows yet: {exc}")
+            return
+        taken = self.ledger.accepted_unique_ids(self.campaign)
+        groups: dict[tuple[str, ...], list[UploadRow]] = {}
+        for r in rows:
+            groups.setdefault(
+                tuple(sorted(k for k, v in r.data.items() if normalise(v))), []
+            ).append(r)
+        absent: list[int] = []
+        for fields, members in groups.items():
+            index: dict[tuple[str, ...], list[str]] = {}
+            for lead in leads:
+                if lead.unique_id in taken:
+                    continue
+                key = tuple(normalise(lead.data.get(f, "")) for f in fields)
+                index.setdefault(key, []).append(lead.unique_id)
+            for r in members:
+                key = tuple(normalise(r.data[f]) for f in fields)
+                ids = index.get(key) or []
+                uid = next((i for i in ids if i not in taken), None)
+                if uid is None:
+                    absent.append(r.row)
+                    continue
+                taken.add(uid)
+                self.ledger.record_accepted(self.sha256, r.row, uid, "found by lookup")
+                self.report.reconciled_found += 1
+        self.ledger.record_unsent(
+            self.sha256, absent, "not found by lookup after an uncertain attempt: sent again"
+        )
+        self.report.reconciled_absent += len(absent)
+
+    def _may_read(self) -> bool:
+        if self._can_read is None:
+            try:
+                self._can_read = bool(self.client.account().can("Leads", "GET"))
+            except NotPermitted as exc:
+                self._halt("not_permitted", str(exc))
+                return False
+            except ApiError as exc:
+                self._halt("unavailable", f"waiting for the API: {exc}")
+                return False
+        return self._can_read
+
+    def _leave_uncertain(self, rows: Sequence[UploadRow], reason: str) -> None:
+        for r in rows:
+            self.ledger.record_uncertain(self.sha256, r.row, reason)
+
+    def _leads_since(self, since_local: datetime) -> list[Any]:
+        if self._campaign_id is None:
+            ids = [c.unique_id for c in self.client.campaigns() if c.code == self.campaign]
+            if not ids:
+                raise NotPermitted(f"campaign {self.campaign} is not visible to the account")
+            self._campaign_id = str(ids[0])
+        found: dict[str, Any] = {}
+        for flag in ("all_open", "all_closed"):
+            for lead in self.client.iter_simpleleads(
+                modified_from=since_local, campaigns=[self._campaign_id], **{flag: True}
+            ):
+                found[lead.unique_id] = lead
+        return list(found.values())
+
+
+def no_read_right_reason() -> str:
+    """Why an uncertain row is left for a person when the account cannot read leads."""
+    return (
+        "the API account lacks Leads: GET, so leadpipe cannot check whether this lead was "
+        "created; it was not sent again. Check in HeroBase, and add the row by hand if missing"
+    )
+
+
+def _take(it: Iterator[UploadRow], n: int) -> list[UploadRow]:
+    out: list[UploadRow] = []
+    for r in it:
+        out.append(r)
+        if len(out) >= n:
+            break
+    return out
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).split(" [", 1)[0][:300]
+
+
+def _refusal(exc: Invalid) -> str:
+    errs = exc.field_errors
+    if errs:
+        return "refused by the API: " + "; ".join(
+            f"{e.field_name}: {e.message or e.error_code}" for e in errs
+        )
+    return _short(exc)
+
+
+def pending_rows(ledger: Ledger, sha256: str, rows: Iterable[int]) -> list[int]:
+    """Which of ``rows`` are still pending (for receipts of a paused upload)."""
+    wanted = set(rows)
+    return [r.row for r in ledger.rows(sha256, [RowState.PENDING]) if r.row in wanted]
