@@ -1,0 +1,51 @@
+"""The client for a given configuration: the real tenant, or the embedded demo sandbox.
+
+With no ``api.url`` configured, leadpipe runs against the sandbox (design.md, "Defaults that
+make it run anywhere"): :func:`open_client` starts it in-process on 127.0.0.1 and points a
+client at it with the demo credentials. Commands, the service and ingest all use this one
+function, so "which API, which account" is decided in one place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from pipeline.api.client import HeroBaseClient
+from pipeline.clock import Clock
+from pipeline.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def open_client(
+    settings: Settings, *, clock: Clock | None = None, sandbox_db: Path | None = None
+) -> Iterator[HeroBaseClient]:
+    """Yield a client for ``settings``; an embedded sandbox is started and stopped around it."""
+    if not settings.api.embedded:
+        client = HeroBaseClient(settings.api, clock=clock, timezone=settings.timezone)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+
+    from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER, Sandbox
+
+    seed = Path(settings.sandbox.seed) if settings.sandbox.seed else None
+    sandbox = Sandbox(seed=seed, port=settings.sandbox.port, db=sandbox_db, clock=clock)
+    sandbox.start()
+    try:
+        api = replace(settings.api, url=sandbox.url, user=DEMO_USER, password=DEMO_PASSWORD)
+        log.info("no API URL configured: using the embedded sandbox at %s", sandbox.url)
+        client = HeroBaseClient(api, clock=clock, timezone=settings.timezone)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        sandbox.stop()
