@@ -27,6 +27,7 @@ from pipeline.clock import Clock, SystemClock
 from pipeline.config import ExportJob, Settings
 from pipeline.errors import (
     ConfigError,
+    ConfigProblem,
     LeadpipeError,
     NotFound,
     NotPermitted,
@@ -97,7 +98,7 @@ class ExportScheduler:
     def __init__(
         self,
         settings: Settings,
-        client: ExportClient,
+        client: ExportClient | None,
         *,
         clock: Clock | None = None,
         jobs: Sequence[ExportJob] | None = None,
@@ -112,20 +113,24 @@ class ExportScheduler:
         self.page_size = page_size
         self._running: set[str] = set()
         self._problems: dict[str, str] = {}
+        self._logged: set[str] = set()
         for job in self.jobs.values():
             try:
                 self._rule(job)
-            except LeadpipeError as exc:
-                self._problems[job.name] = str(exc)
-                log.error("export %s cannot run: %s", job.name, exc)
+            except ConfigError as exc:
+                self._problems[job.name] = "; ".join(f"{p.key}: {p.message}" for p in exc.problems)
 
     def _rule(self, job: ExportJob) -> tuple[WindowRule, date | None]:
+        key = f"exports.{job.name}"
         try:
+            key = f"exports.{job.name}.schedule"
             check_cron(job.schedule)
+            key = f"exports.{job.name}.window"
             rule = parse_window(job.window)
+            key = f"exports.{job.name}.start"
             start = parse_day(job.start, "start") if job.start else None
         except ScheduleError as exc:
-            raise ConfigError(f"export {job.name!r}: {exc}") from None
+            raise ConfigError([ConfigProblem(key, self.settings.source, str(exc))]) from None
         return rule, start
 
     def job(self, name: str) -> ExportJob:
@@ -134,7 +139,13 @@ class ExportScheduler:
             return self.jobs[name]
         except KeyError:
             known = ", ".join(sorted(self.jobs)) or "none configured"
-            raise ConfigError(f"no export job called {name!r} (known: {known})") from None
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        "exports", self.settings.source, f"no job called {name!r} (known: {known})"
+                    )
+                ]
+            ) from None
 
     # -- running --------------------------------------------------------------------------
 
@@ -144,6 +155,9 @@ class ExportScheduler:
         results: list[ExportResult] = []
         for name in self.jobs:
             if name in self._problems:
+                if name not in self._logged:
+                    self._logged.add(name)
+                    log.error("export %s cannot run: %s", name, self._problems[name])
                 continue
             try:
                 state = self.store.load(name)
@@ -171,7 +185,7 @@ class ExportScheduler:
         """
         job = self.job(name)
         if name in self._problems:
-            raise ConfigError(self._problems[name])
+            self._rule(job)  # raises the ConfigError again, with its key
         now = now or self.clock.now()
         if window is not None:
             if dry_run:
@@ -235,6 +249,8 @@ class ExportScheduler:
         return results
 
     def _export(self, job: ExportJob, window: Window, now: datetime) -> ExportResult:
+        if self.client is None:
+            raise StateError("this export scheduler has no API client (status/dry-run only)")
         try:
             result = export_window(
                 job,

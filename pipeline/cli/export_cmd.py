@@ -1,0 +1,98 @@
+"""``leadpipe export NAME`` (run one job now) and ``leadpipe exports`` (list jobs)."""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pipeline.cli.app import app, console, err_console, fail, run, settings
+from pipeline.export import ExportResult
+from pipeline.schedule import ScheduleError, Window, parse_day
+
+#: Exit codes of a run whose window failed, by what to do next (as pipeline.cli.app.EXIT_CODES).
+EXIT_BY_KIND = {"fix-config": 3, "permission": 5, "api-down": 5, "failed": 1}
+
+
+@app.command("export")
+def export_now(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The export job's name (from [[exports]]).")],
+    from_: Annotated[
+        str | None, typer.Option("--from", help="Re-export from this day (YYYY-MM-DD).")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="...up to this day, exclusive (YYYY-MM-DD).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show which files would be written; write nothing.")
+    ] = False,
+) -> None:
+    """Run one export job now: every window due (catch-up included), or --from/--to."""
+    from pipeline.api.connect import open_client
+    from pipeline.errors import ConfigError, ConfigProblem
+    from pipeline.exporting import ExportScheduler
+
+    s = settings(ctx)
+    window: Window | None = None
+    if (from_ is None) != (to is None):
+        fail(
+            ConfigError(
+                [
+                    ConfigProblem(
+                        "--from/--to", "command line", "give both (YYYY-MM-DD, --to exclusive)"
+                    )
+                ]
+            )
+        )
+    if from_ is not None and to is not None:
+        try:
+            window = Window(parse_day(from_, "--from"), parse_day(to, "--to"))
+        except ScheduleError as exc:
+            fail(ConfigError([ConfigProblem("--from/--to", "command line", str(exc))]))
+
+    def work() -> list[ExportResult]:
+        with ExitStack() as stack:
+            client = None if dry_run else stack.enter_context(open_client(s))
+            scheduler = ExportScheduler(s, client)
+            return scheduler.run_job(name, window=window, dry_run=dry_run)
+
+    results = run(work)
+    if not results:
+        console.print(f"{name}: nothing to export, already up to date")
+    code = 0
+    for r in results:
+        if r.status == "failed":
+            err_console.print(f"[bold red]error:[/] {r.describe()}", highlight=False)
+            code = code or EXIT_BY_KIND.get(r.error_kind, 1)
+        else:
+            console.print(r.describe(), highlight=False, markup=False)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("exports")
+def list_exports(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")] = False,
+) -> None:
+    """List export jobs: state, watermark, last success and next run."""
+    from pipeline.exporting import ExportScheduler
+
+    s = settings(ctx)
+    rows = run(lambda: ExportScheduler(s, None).status())
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in rows], indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        console.print("no export jobs configured (add [[exports]] entries to the config)")
+        return
+    table = Table("job", "state", "exported up to (excl.)", "last success", "next run")
+    for r in rows:
+        table.add_row(r.name, r.state, r.watermark or "-", r.last_success or "-", r.next_run or "-")
+    console.print(table)
+    for r in rows:
+        console.print(f"{r.name}: {r.message}", highlight=False, markup=False)
