@@ -5,6 +5,7 @@ from __future__ import annotations
 from pipeline.cli import (
     config_cmd,  # noqa: F401  (registers commands)
     export_cmd,  # noqa: F401
+    sandbox_cmd,  # noqa: F401
 )
 from pipeline.cli.app import app
 

@@ -1,0 +1,53 @@
+"""``leadpipe sandbox``: run the HeroBase sandbox in the foreground (demo tenant by default)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.app import app, console, run
+from pipeline.sandbox import Sandbox, load_seed
+
+
+@app.command("sandbox")
+def sandbox(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 = any free port).")] = 8080,
+    seed: Annotated[
+        Path | None, typer.Option(help="Seed TOML describing the tenant (default: demo tenant).")
+    ] = None,
+    db: Annotated[
+        Path | None, typer.Option(help="SQLite file to keep leads across restarts.")
+    ] = None,
+    base_path: Annotated[str, typer.Option(help="Base path of the API.")] = "/api",
+    simulate_every: Annotated[
+        float | None,
+        typer.Option(help="Close a share of open leads every N seconds (simulated calls)."),
+    ] = None,
+) -> None:
+    """Run the HeroBase sandbox until Ctrl-C; prints its URL and the demo credentials."""
+    tenant = run(lambda: load_seed(seed))
+    sb = run(
+        lambda: Sandbox(
+            tenant, host=host, port=port, base_path=base_path, db=db, simulate_every=simulate_every
+        ).start()
+    )
+    console.print(f"HeroBase sandbox listening on [bold]{sb.url}[/]", highlight=False)
+    for account in tenant.accounts:
+        rights = ", ".join(f"{k}: {'/'.join(v)}" for k, v in account.resource_rights.items())
+        console.print(
+            f"  login [bold]{account.username}[/] / {account.password}  ({rights})",
+            highlight=False,
+        )
+    console.print(f"  try {sb.url}/myaccount in a browser; Ctrl-C stops", highlight=False)
+    stop = threading.Event()
+    try:
+        while not stop.wait(3600):
+            pass
+    except KeyboardInterrupt:
+        console.print("stopping the sandbox")
+    finally:
+        sb.stop()

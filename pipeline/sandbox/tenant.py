@@ -1,0 +1,116 @@
+"""The sandbox's live tenant: seed, leads, rate limits, clock, faults and request log."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.clock import Clock, SystemClock
+from pipeline.sandbox.activity import populate, simulate_calls
+from pipeline.sandbox.faults import FaultBook, RequestLog
+from pipeline.sandbox.ratelimit import RateLimiter
+from pipeline.sandbox.seed import Account, Campaign, SearchDef, Seed, load_seed
+from pipeline.sandbox.store import Lead, LeadStore, fmt_time
+
+
+class Tenant:
+    """Everything the HTTP app and the Python controls share; safe to use from any thread."""
+
+    def __init__(
+        self,
+        seed: Path | str | Mapping[str, Any] | Seed | None = None,
+        *,
+        db: Path | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.seed = seed if isinstance(seed, Seed) else load_seed(seed)
+        self.clock: Clock = clock or SystemClock()
+        self.tz = self.seed.tz
+        self.store = LeadStore(self.seed.id_suffix, db)
+        self.limiter = RateLimiter(self.seed.requests_per_minute, self.seed.requests_per_day)
+        self.faults = FaultBook()
+        self.log = RequestLog()
+        self.accounts = {a.username.lower(): a for a in self.seed.accounts}
+        self._rounds = itertools.count(1)
+        if self.store.persisted_count == 0 and self.seed.demo_leads > 0:
+            uploader = self.seed.accounts[0].username if self.seed.accounts else "import"
+            populate(self.store, self.seed, self.now(), uploader)
+
+    def now(self) -> datetime:
+        """Tenant-local time now, naive (as the API shows it)."""
+        return self.clock.now().astimezone(self.tz).replace(tzinfo=None)
+
+    def to_local(self, when: datetime) -> datetime:
+        """An aware time converted to tenant-local naive; naive times are taken as local."""
+        if when.tzinfo is None:
+            return when
+        return when.astimezone(self.tz).replace(tzinfo=None)
+
+    # --- rights -----------------------------------------------------------------------------
+    def reachable_campaigns(self, account: Account) -> list[Campaign]:
+        """Campaigns whose project the account's project rights reach."""
+        return [c for c in self.seed.campaigns if account.reaches(c.project)]
+
+    def visible_searches(self, account: Account) -> list[SearchDef]:
+        """Searches the account may use (at least one of their campaigns reachable)."""
+        return [s for s in self.seed.searches if self.search_campaigns(s, account)]
+
+    def search_campaigns(self, search: SearchDef, account: Account) -> list[Campaign]:
+        """The reachable campaigns a search covers (all reachable ones when it names none)."""
+        reach = self.reachable_campaigns(account)
+        if not search.campaigns:
+            return reach
+        wanted = set(search.campaigns)
+        return [c for c in reach if c.code in wanted]
+
+    # --- leads ------------------------------------------------------------------------------
+    def insert_lead(
+        self,
+        campaign_code: str,
+        data: Mapping[str, str],
+        *,
+        status: str = "New",
+        closure: str = "NotSet",
+        upload_time: datetime | None = None,
+        last_modified_time: datetime | None = None,
+        agent: str | None = None,
+        uploaded_by: str | None = None,
+    ) -> Lead:
+        """Store a lead directly (no validation); times are tenant-local naive datetimes."""
+        campaign = self.seed.campaign(campaign_code)
+        if campaign is None:
+            raise KeyError(f"unknown campaign {campaign_code!r}")
+        up = fmt_time(self.to_local(upload_time) if upload_time else self.now())
+        mod = fmt_time(self.to_local(last_modified_time)) if last_modified_time else up
+        user = uploaded_by or (self.seed.accounts[0].username if self.seed.accounts else "import")
+        processed = status != "New" or closure != "NotSet"
+        return self.store.new(
+            campaign.code,
+            campaign.unique_id,
+            {str(k): str(v) for k, v in data.items()},
+            upload_time=up,
+            uploaded_by=user,
+            status=status,
+            closure=closure,
+            last_modified_time=mod,
+            last_modified_by=agent or user,
+            first_processed_time=mod if processed else None,
+            first_processed_by=(agent or user) if processed else None,
+        )
+
+    def simulate(self, fraction: float = 0.3, at: datetime | None = None) -> int:
+        """Close about ``fraction`` of the open leads; returns how many were closed."""
+        when = self.to_local(at) if at is not None else self.now()
+        return len(simulate_calls(self.store, self.seed, next(self._rounds), fraction, when))
+
+    def render_leads(self, leads: Iterable[Lead]) -> list[dict[str, Any]]:
+        """Lead objects as the API renders them."""
+        with self.store.lock:
+            return [lead.render() for lead in leads]
+
+    def close(self) -> None:
+        """Release the database."""
+        self.store.close()
