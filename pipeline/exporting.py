@@ -279,7 +279,7 @@ class ExportScheduler:
                 "it needs the right 'Leads: GET' and access to the search's project"
             )
         if isinstance(exc, Unavailable | Uncertain):
-            return "api-down", f"the API is unavailable ({exc})"
+            return "api-down", str(exc)
         if isinstance(exc, ConfigError):
             return "fix-config", str(exc)
         if isinstance(exc, OSError):
