@@ -1,0 +1,109 @@
+"""Prometheus metrics of ``leadpipe run`` (served at ``/metrics`` by the status page).
+
+One :class:`Metrics` per service, on its own registry (no global state: tests can run several).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+#: Receipt count keys -> the ``outcome`` label of ``leadpipe_rows_total``.
+ROW_OUTCOMES = {
+    "accepted": "accepted",
+    "rejected": "rejected",
+    "refused_by_api": "refused",
+    "duplicates": "duplicate",
+    "uncertain": "uncertain",
+    "blank_skipped": "blank",
+}
+
+
+class Metrics:
+    """Counters, gauges and histograms of one service."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.files = Counter(
+            "leadpipe_files", "Input files finished, by outcome.", ["outcome"], registry=r
+        )
+        self.rows = Counter(
+            "leadpipe_rows", "Rows of finished files, by outcome.", ["outcome"], registry=r
+        )
+        self.api_calls = Counter(
+            "leadpipe_api_calls",
+            "HTTP calls to the HeroBase API, by status.",
+            ["status"],
+            registry=r,
+        )
+        self.api_latency = Histogram(
+            "leadpipe_api_call_seconds",
+            "Time for one HTTP call to the HeroBase API.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.file_seconds = Histogram(
+            "leadpipe_file_seconds",
+            "Time to process one file (claim to final place).",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+            registry=r,
+        )
+        self.pickup_seconds = Histogram(
+            "leadpipe_pickup_delay_seconds",
+            "Time from a file being settled to it being claimed (queueing delay).",
+            buckets=(0.01, 0.1, 0.5, 1, 5, 15, 30, 60, 300),
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "leadpipe_queue_depth", "Files settled and waiting to be processed.", registry=r
+        )
+        self.in_progress = Gauge(
+            "leadpipe_files_in_progress", "Files being processed now.", registry=r
+        )
+        self.waiting_for_api = Gauge(
+            "leadpipe_waiting_for_api",
+            "1 while uploads are paused because the API is down.",
+            registry=r,
+        )
+        self.inbox_up = Gauge(
+            "leadpipe_inbox_reachable", "1 while the inbox folder can be read.", registry=r
+        )
+        self.files_seen = 0
+        self._refresh: Callable[[], Mapping[str, Any]] | None = None
+
+    def file_finished(self, outcome: str, counts: Mapping[str, int], seconds: float) -> None:
+        """Count one finished file and its rows."""
+        self.files.labels(outcome=outcome).inc()
+        self.file_seconds.observe(seconds)
+        for key, label in ROW_OUTCOMES.items():
+            n = int(counts.get(key, 0) or 0)
+            if n:
+                self.rows.labels(outcome=label).inc(n)
+
+    def api_response(self, response: Any, *args: Any, **kwargs: Any) -> Any:
+        """A ``requests`` response hook: counts the call by status and records its latency."""
+        self.api_calls.labels(status=str(getattr(response, "status_code", "error"))).inc()
+        elapsed = getattr(response, "elapsed", None)
+        if elapsed is not None:
+            self.api_latency.observe(elapsed.total_seconds())
+        return response
+
+    def follow(self, snapshot: Callable[[], Mapping[str, Any]]) -> None:
+        """Take the gauges from ``snapshot()`` (the intake's status) at every scrape."""
+        self._refresh = snapshot
+
+    def render(self) -> bytes:
+        """The exposition text."""
+        if self._refresh is not None:
+            snap = self._refresh()
+            self.queue_depth.set(float(snap.get("queue_depth", 0)))
+            self.in_progress.set(float(snap.get("in_progress", 0)))
+            self.waiting_for_api.set(1.0 if snap.get("waiting_for_api") else 0.0)
+            self.inbox_up.set(1.0 if snap.get("inbox_ok", True) else 0.0)
+        return generate_latest(self.registry)

@@ -1,0 +1,652 @@
+"""``leadpipe run``: the drop-folder intake, the export schedules and the status page.
+
+:func:`run_service` is the one library call behind ``leadpipe run``. It holds an OS lock on
+the state folder (one instance per state folder), sweeps the inbox at start-up and every
+``intake.sweep_seconds`` (file-system events only wake it early), processes files with
+``campaign_parallelism`` workers, runs due exports, and serves the status page. Setting
+``stop`` (the CLI does on SIGTERM/SIGINT) stops taking files; in-flight uploads halt after the
+rows already sent are recorded; the claimed files stay in the work folder and are resumed at
+the next start.
+
+With no API URL configured it starts the demo sandbox in-process, simulates call outcomes, and
+creates ``inbox/<code>/`` for each demo campaign.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.clock import Clock, SystemClock
+from pipeline.config import Settings
+from pipeline.errors import (
+    InputError,
+    LeadpipeError,
+    NotPermitted,
+    StateError,
+    Unavailable,
+    Uncertain,
+)
+from pipeline.fsutil import WORK_DIR_NAME, atomic_move, atomic_write_text
+from pipeline.intake import Finished, Intake, Job, Outcome, Processor, clear_empty_work
+from pipeline.metrics import Metrics
+from pipeline.status import StatusServer
+from pipeline.watch import Watcher
+
+log = logging.getLogger("leadpipe.service")
+
+LOCK_FILE = "leadpipe.lock"
+STATUS_FILE = "status.json"
+#: Exit within 10 s of a stop: workers get this long to record their in-flight rows.
+STOP_GRACE = 8.0
+
+
+# ---------------------------------------------------------------------------------- the lock
+class InstanceLock:
+    """An exclusive OS lock on ``<state>/leadpipe.lock``: one ``leadpipe run`` per state folder.
+
+    The OS drops the lock when the process dies (even by ``kill -9``), so a stale lock file never
+    blocks a restart.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> InstanceLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise StateError(
+                f"another `leadpipe run` (pid {holder}) is already running on the state folder "
+                f"{self.path.parent}. Stop it first (e.g. `systemctl stop leadpipe`), or give this "
+                "one its own state folder in the config."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
+def service_running(state_dir: Path) -> int | None:
+    """The pid of the ``leadpipe run`` holding the state folder's lock, or None."""
+    import fcntl
+
+    path = Path(state_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else -1
+    finally:
+        os.close(fd)
+    return None
+
+
+def read_status(settings: Settings) -> dict[str, Any]:
+    """What ``leadpipe status`` shows: the last status the service wrote, and whether it runs."""
+    state = settings.paths.state
+    pid = service_running(state)
+    path = state / STATUS_FILE
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    data["running"] = pid is not None
+    data["pid"] = pid
+    data.setdefault("inbox", str(settings.paths.inbox))
+    return data
+
+
+# ------------------------------------------------------------------ ingest as the processor
+class IngestProcessor:
+    """Adapts :func:`pipeline.ingest.ingest_file` to the intake's ``Processor``.
+
+    Ingest writes its receipt and reject files into a results folder inside the claim (the
+    work folder, same volume); this adapter then renames them into ``rejected/`` and
+    ``processed/`` (or beside a ``preview/`` file), rejects first, receipt last, so every file a
+    person sees is complete. Moving the original is the intake's job.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: Any,
+        ledger: Any,
+        *,
+        stop: threading.Event,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.ledger = ledger
+        self.stop = stop
+        self.clock = clock
+
+    def __call__(self, job: Job) -> Outcome:
+        from pipeline.ingest import ingest_file
+
+        results = job.path.parent / "results"
+        shutil.rmtree(results, ignore_errors=True)  # leftovers of an interrupted run
+        try:
+            receipt = ingest_file(
+                job.path,
+                job.campaign,
+                self.settings,
+                client=self.client,
+                ledger=self.ledger,
+                dry_run=job.preview,
+                out_dir=results,
+                stop=self.stop,
+                clock=self.clock,
+            )
+        except InputError as exc:
+            shutil.rmtree(results, ignore_errors=True)
+            return Outcome("failed", message=exc.reason)
+        except NotPermitted as exc:
+            return Outcome("wait", message=str(exc), not_permitted=True)
+        except (Unavailable, Uncertain) as exc:
+            return Outcome("wait", message=f"the API is not answering: {exc}", uncertain=1)
+        counts = _receipt_counts(receipt)
+        halt = str(getattr(receipt, "halt", "") or getattr(receipt, "halt_kind", "") or "")
+        reason = str(getattr(receipt, "halt_reason", "") or "")
+        if not job.preview:
+            record = self.ledger.file(job.sha256)
+            if record is not None and str(record.state) == "waiting":
+                reason = reason or record.reason
+                halt = halt or ("stopped" if self.stop.is_set() else "unavailable")
+        if halt == "stopped" or (halt and self.stop.is_set()):
+            return Outcome("interrupted", message=reason)
+        if halt in ("unavailable", "not_permitted"):
+            shutil.rmtree(results, ignore_errors=True)
+            return Outcome(
+                "wait",
+                message=reason or "the API is not answering",
+                not_permitted=halt == "not_permitted",
+            )
+        placed = self._place(results, job)
+        stamp = None
+        if placed["receipt"] is not None and "_" in placed["receipt"].name:
+            stamp = placed["receipt"].name.split("_", 1)[0]
+        return Outcome(
+            "processed",
+            message=reason,
+            receipt=placed["receipt"],
+            rejects=placed["rejects"],
+            counts=counts,
+            stamp=stamp,
+            uncertain=int(counts.get("uncertain", 0)),
+        )
+
+    def _place(self, results: Path, job: Job) -> dict[str, Any]:
+        rejects: list[Path] = []
+        receipt: Path | None = None
+        if not results.is_dir():
+            return {"receipt": None, "rejects": []}
+        files = [f for f in results.iterdir() if f.is_file()]
+        # rejects first, then the JSON receipt, the text receipt last
+        files.sort(key=lambda f: (0 if ".rejects." in f.name else 1, f.name.endswith(".txt")))
+        for f in files:
+            if ".rejects." in f.name:
+                dest = job.folder if job.preview else job.folder / "rejected"
+                rejects.append(atomic_move(f, dest / f.name))
+            else:
+                dest = job.folder if job.preview else job.folder / "processed"
+                moved = atomic_move(f, dest / f.name)
+                if f.name.endswith(".receipt.txt"):
+                    receipt = moved
+        shutil.rmtree(results, ignore_errors=True)
+        return {"receipt": receipt, "rejects": rejects}
+
+
+def _receipt_counts(receipt: Any) -> dict[str, int]:
+    keys = (
+        "rows_read",
+        "accepted",
+        "rejected",
+        "refused_by_api",
+        "duplicates",
+        "uncertain",
+        "blank_skipped",
+    )
+    out: dict[str, int] = {}
+    for k in keys:
+        v = getattr(receipt, k, None)
+        if isinstance(v, int):
+            out[k] = v
+    return out
+
+
+# ------------------------------------------------------------------------------ the service
+@dataclass
+class ServiceInfo:
+    """Where things are, once the service is ready (the CLI prints it)."""
+
+    inbox: Path
+    status_url: str | None
+    api_url: str
+    embedded: bool
+    campaign_folders: list[Path] = field(default_factory=list)
+    polling: bool = False
+
+
+@dataclass
+class ServiceResult:
+    """How a run ended."""
+
+    processed: int
+    failed: int
+    waiting: int  #: files left in the inbox because the API is down
+    waiting_reason: str = ""
+
+
+@dataclass
+class _Api:
+    client: Any
+    url: str
+    embedded: bool
+    sandbox: Any = None
+
+
+@contextlib.contextmanager
+def _open_api(settings: Settings, metrics: Metrics, clock: Clock | None) -> Iterator[_Api]:
+    from pipeline.api.client import HeroBaseClient
+    from pipeline.api.transport import make_session
+
+    session = make_session(settings.api)
+    session.hooks["response"].append(metrics.api_response)
+    sandbox: Any = None
+    api = settings.api
+    try:
+        if settings.api.embedded:
+            from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER, Sandbox
+
+            seed = Path(settings.sandbox.seed) if settings.sandbox.seed else None
+            settings.paths.state.mkdir(parents=True, exist_ok=True)
+            sandbox = Sandbox(
+                seed=seed,
+                port=settings.sandbox.port,
+                db=settings.paths.state / "sandbox.sqlite",
+                clock=clock,
+            ).start()
+            api = replace(settings.api, url=sandbox.url, user=DEMO_USER, password=DEMO_PASSWORD)
+        client = HeroBaseClient(api, session=session, clock=clock, timezone=settings.timezone)
+        yield _Api(client, api.url, settings.api.embedded, sandbox)
+    finally:
+        session.close()
+        if sandbox is not None:
+            sandbox.stop()
+
+
+def _export_scheduler(settings: Settings, client: Any, clock: Clock) -> Any:
+    """The export scheduler of :mod:`pipeline.exporting`, when it exists and jobs are set."""
+    if not settings.exports:
+        return None
+    try:
+        module = importlib.import_module("pipeline.exporting")
+    except ImportError:
+        log.warning("exports are configured but this build has no export scheduler")
+        return None
+    return module.ExportScheduler(settings, client, clock=clock)
+
+
+class _StatusFile:
+    """``<state>/status.json``, rewritten atomically when facts change (``leadpipe status``)."""
+
+    def __init__(self, state_dir: Path, clock: Clock) -> None:
+        self.path = state_dir / STATUS_FILE
+        self.tmp = state_dir / "tmp"
+        self.clock = clock
+        self._last = ""
+        self._at = 0.0
+
+    def write(self, snap: dict[str, Any], *, force: bool = False) -> None:
+        text = json.dumps(snap, indent=2, default=str)
+        now = self.clock.monotonic()
+        if not force and (text == self._last or now - self._at < 1.0):
+            return
+        try:
+            atomic_write_text(self.path, text, tmp_dir=self.tmp)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.path, exc)
+            return
+        self._last, self._at = text, now
+
+
+def run_service(
+    settings: Settings,
+    *,
+    once: bool = False,
+    stop: threading.Event | None = None,
+    clock: Clock | None = None,
+    processor: Processor | None = None,
+    campaigns: Callable[[], list[str]] | None = None,
+    on_ready: Callable[[ServiceInfo], None] | None = None,
+    status_page: bool | None = None,
+) -> ServiceResult:
+    """Run the service until ``stop`` is set (or, with ``once``, until nothing is waiting).
+
+    ``processor`` and ``campaigns`` replace the ingest/API wiring (tests, benchmarks); without
+    them the API (or the embedded sandbox) and the ledger are opened here. Raises
+    :class:`StateError` when another instance holds the state folder or state is unusable.
+    """
+    stop = stop or threading.Event()
+    clock = clock or SystemClock()
+    state_dir = settings.paths.state
+    inbox = settings.paths.inbox
+    lock = InstanceLock(state_dir).acquire()
+    try:
+        metrics = Metrics()
+        with contextlib.ExitStack() as stack:
+            api: _Api | None = None
+            ledger: Any = None
+            if processor is None or campaigns is None:
+                api = stack.enter_context(_open_api(settings, metrics, clock))
+            if processor is None:
+                from pipeline.ledger import open_ledger
+
+                assert api is not None
+                ledger = open_ledger(state_dir)
+                stack.callback(ledger.close)
+                processor = IngestProcessor(settings, api.client, ledger, stop=stop, clock=clock)
+            if campaigns is None:
+                assert api is not None
+                client = api.client
+
+                def campaigns() -> list[str]:
+                    return [c.code for c in client.campaigns()]
+
+            probe = (lambda: api.client.limits()) if api is not None else None
+            return _Service(
+                settings,
+                once=once,
+                stop=stop,
+                clock=clock,
+                processor=processor,
+                campaigns=campaigns,
+                probe=probe,
+                metrics=metrics,
+                api=api,
+                on_ready=on_ready,
+                status_page=settings.status.enabled if status_page is None else status_page,
+                inbox=inbox,
+            ).run()
+    finally:
+        lock.release()
+
+
+class _Service:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        once: bool,
+        stop: threading.Event,
+        clock: Clock,
+        processor: Processor,
+        campaigns: Callable[[], list[str]],
+        probe: Callable[[], object] | None,
+        metrics: Metrics,
+        api: _Api | None,
+        on_ready: Callable[[ServiceInfo], None] | None,
+        status_page: bool,
+        inbox: Path,
+    ) -> None:
+        self.settings = settings
+        self.once = once
+        self.stop = stop
+        self.clock = clock
+        self.metrics = metrics
+        self.api = api
+        self.on_ready = on_ready
+        self.status_page = status_page
+        self.inbox = inbox
+        self.hint = threading.Event()
+        self.fatal: LeadpipeError | None = None
+        self.intake = Intake(
+            inbox,
+            self._guard(processor),
+            campaigns=campaigns,
+            settle_seconds=settings.intake.settle_seconds,
+            clock=clock,
+            trust_ctime=not settings.intake.polling,
+            probe=probe,
+            on_finished=self._finished,
+            on_claimed=lambda job, delay: metrics.pickup_seconds.observe(delay),
+        )
+        self.exports: Any = None
+        self.export_snapshot: list[dict[str, Any]] = []
+        self._export_thread: threading.Thread | None = None
+        self.status_file = _StatusFile(settings.paths.state, clock)
+        self.watcher = Watcher(inbox, self.hint, polling=settings.intake.polling)
+
+    def _guard(self, processor: Processor) -> Processor:
+        """Turn a StateError (ledger unusable, folder unwritable) into a stop of the service."""
+
+        def guarded(job: Job) -> Outcome:
+            try:
+                return processor(job)
+            except StateError as exc:
+                log.error("stopping: %s", exc)
+                self.fatal = exc
+                self.stop.set()
+                return Outcome("interrupted", message=str(exc))
+
+        return guarded
+
+    def _finished(self, done: Finished) -> None:
+        outcome: str = done.kind
+        if done.kind == "processed":
+            if done.preview:
+                outcome = "previewed"
+            elif done.rejects:
+                outcome = "processed_with_rejects"
+        self.metrics.file_finished(outcome, done.counts, done.seconds)
+        log.info(
+            "%s: %s -> %s%s",
+            done.campaign,
+            done.name,
+            done.kind,
+            f" ({done.message})" if done.message and done.kind != "processed" else "",
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        snap = self.intake.snapshot()
+        snap["api"] = {
+            "url": self.api.url if self.api else "",
+            "embedded": bool(self.api and self.api.embedded),
+        }
+        snap["watch"] = self.watcher.mode
+        snap["exports"] = self.export_snapshot
+        snap["at"] = self.clock.now().isoformat(timespec="seconds")
+        snap["pid"] = os.getpid()
+        return snap
+
+    def run(self) -> ServiceResult:
+        s = self.settings.intake
+        workers: list[threading.Thread] = []
+        server: StatusServer | None = None
+        clear_empty_work(self.inbox)
+        try:
+            if self.api is not None and self.api.embedded:
+                self._prepare_demo_folders()
+            if self.api is not None:
+                self.exports = _export_scheduler(self.settings, self.api.client, self.clock)
+            if self.status_page:
+                server = StatusServer(
+                    self.settings.status.host,
+                    self.settings.status.port,
+                    self.snapshot,
+                    self.metrics,
+                    self.inbox,
+                ).start()
+                self.metrics.follow(self.intake.snapshot)
+            self.watcher.start()
+            self.intake.sweep()  # start-up: files already there, claims to resume
+            for i in range(max(1, self.settings.intake.campaign_parallelism)):
+                t = threading.Thread(target=self._work, name=f"leadpipe-intake-{i}")
+                t.start()
+                workers.append(t)
+            if self.on_ready is not None:
+                self.on_ready(
+                    ServiceInfo(
+                        inbox=self.inbox,
+                        status_url=server.url if server else None,
+                        api_url=self.api.url if self.api else "",
+                        embedded=bool(self.api and self.api.embedded),
+                        campaign_folders=sorted(
+                            self.inbox / f for f, c in self.intake.folders.items() if c
+                        ),
+                        polling=s.polling,
+                    )
+                )
+            self._loop()
+        finally:
+            self.stop.set()
+            self.intake.stop_taking()
+            deadline = self.clock.monotonic() + STOP_GRACE
+            for t in workers:
+                t.join(max(0.1, deadline - self.clock.monotonic()))
+            if self._export_thread is not None:
+                self._export_thread.join(max(0.1, deadline - self.clock.monotonic()))
+            self.watcher.stop()
+            if server is not None:
+                server.stop()
+            final = self.snapshot()
+            final["running"] = False
+            self.status_file.write(final, force=True)
+        if self.fatal is not None:
+            raise self.fatal
+        totals = self.intake.totals
+        snap = self.intake.snapshot()
+        waiting = sum(len(c.get("waiting", [])) for c in snap["campaigns"].values())
+        return ServiceResult(
+            processed=totals.get("processed", 0),
+            failed=totals.get("failed", 0),
+            waiting=waiting if self.intake.waiting_for_api() else 0,
+            waiting_reason=self.intake.breaker.reason,
+        )
+
+    def _work(self) -> None:
+        while not self.stop.is_set():
+            taken = self.intake.take(timeout=0.25)
+            if taken is not None:
+                self.intake.run(taken)
+                self.hint.set()  # wake the loop: the campaign may have more
+
+    def _loop(self) -> None:
+        s = self.settings.intake
+        next_sweep = self.clock.monotonic() + s.sweep_seconds
+        simulate_every = self.settings.sandbox.simulate_every
+        next_sim = self.clock.monotonic() + simulate_every
+        while not self.stop.is_set():
+            now = self.clock.monotonic()
+            if self.hint.is_set() or now >= next_sweep:
+                self.hint.clear()
+                self.intake.sweep()
+                self.watcher.ensure()
+                if now >= next_sweep:
+                    next_sweep = now + s.sweep_seconds
+            deadline = self.intake.next_deadline()
+            if deadline is not None and now >= deadline:
+                self.intake.check_settling()
+                deadline = self.intake.next_deadline()
+            self._tick_exports()
+            if self.api is not None and self.api.sandbox is not None and now >= next_sim:
+                next_sim = now + simulate_every
+                with contextlib.suppress(Exception):
+                    self.api.sandbox.simulate()
+            self.status_file.write(self.snapshot())
+            if self.once and self._once_done():
+                return
+            wake = min(t for t in (next_sweep, deadline, now + 0.5) if t is not None)
+            self.hint.wait(max(0.01, wake - self.clock.monotonic()))
+
+    def _once_done(self) -> bool:
+        if self.intake.waiting_for_api():
+            return True
+        snap = self.intake.snapshot()
+        if not snap["inbox_ok"]:
+            return True
+        busy = snap["in_progress"] or snap["queue_depth"]
+        settling = any(
+            not item.get("problem")
+            for c in snap["campaigns"].values()
+            for item in c.get("settling", [])
+        )
+        return not busy and not settling
+
+    def _tick_exports(self) -> None:
+        if self.exports is None:
+            return
+        if self._export_thread is not None and self._export_thread.is_alive():
+            return
+        now = self.clock.now()
+        try:
+            self.export_snapshot = [j.to_dict() for j in self.exports.status(now)]
+            nxt = self.exports.next_wakeup(now)
+        except Exception as exc:  # the status of exports never stops intake
+            log.warning("export status unavailable: %s", exc)
+            return
+        if nxt is None or nxt > now or self.once:
+            return
+
+        def run() -> None:
+            try:
+                self.exports.run_due(self.clock.now())
+            except Exception:
+                log.exception("export run failed")
+
+        self._export_thread = threading.Thread(target=run, name="leadpipe-exports")
+        self._export_thread.start()
+
+    def _prepare_demo_folders(self) -> None:
+        assert self.api is not None
+        try:
+            codes = [c.code for c in self.api.client.campaigns()]
+        except LeadpipeError as exc:
+            log.warning("cannot list the demo campaigns: %s", exc)
+            return
+        for code in codes:
+            (self.inbox / code).mkdir(parents=True, exist_ok=True)
+
+
+def work_folder(inbox: Path) -> Path:
+    """The hidden work folder of claimed files (on the inbox's volume)."""
+    return inbox / WORK_DIR_NAME / "work"
+
+
+__all__ = [
+    "IngestProcessor",
+    "InstanceLock",
+    "ServiceInfo",
+    "ServiceResult",
+    "read_status",
+    "run_service",
+    "service_running",
+    "work_folder",
+]

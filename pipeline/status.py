@@ -1,0 +1,294 @@
+"""The status page of ``leadpipe run``: what ops staff and monitoring need, on loopback.
+
+``/`` an HTML page (refreshes itself), ``/status.json`` the same facts for programs,
+``/metrics`` Prometheus, ``/healthz`` liveness, ``/files/<path>`` receipts, reject and error
+files (only those, only inside the inbox). A small stdlib server in a thread: no event loop.
+Every file name is HTML-escaped: names come from whoever dropped the file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from html import escape
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from pipeline.errors import StateError
+from pipeline.metrics import CONTENT_TYPE, Metrics
+
+log = logging.getLogger("leadpipe.status")
+
+Snapshot = Callable[[], Mapping[str, Any]]
+_SERVABLE = (".receipt.txt", ".receipt.json", ".rejects.xlsx", ".rejects.csv", ".error.txt")
+_TYPES = {
+    ".txt": "text/plain; charset=utf-8",
+    ".json": "application/json",
+    ".csv": "text/csv; charset=utf-8",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+_OUTCOME_WORDS = {
+    "processed": "processed",
+    "failed": "failed",
+    "wait": "waiting for the API",
+    "interrupted": "interrupted",
+}
+
+
+def file_link(path: str | None, inbox: Path) -> str:
+    """The page's link to a result file (empty when it is not inside the inbox)."""
+    if not path:
+        return ""
+    try:
+        rel = Path(path).relative_to(inbox)
+    except ValueError:
+        return ""
+    return "/files/" + quote(rel.as_posix())
+
+
+def _counts_text(counts: Mapping[str, Any]) -> str:
+    order = [
+        ("rows_read", "read"),
+        ("accepted", "accepted"),
+        ("rejected", "rejected"),
+        ("refused_by_api", "refused"),
+        ("duplicates", "duplicates"),
+        ("uncertain", "uncertain"),
+    ]
+    return ", ".join(f"{counts[k]} {w}" for k, w in order if counts.get(k))
+
+
+def render_html(snap: Mapping[str, Any]) -> str:
+    """The status page for one snapshot (pure; every value escaped)."""
+    inbox = Path(str(snap.get("inbox", "")))
+    e = escape
+    parts: list[str] = []
+    api = snap.get("api", {}) or {}
+    if snap.get("waiting_for_api"):
+        api_line = (
+            f'<p class="bad" id="api-state">API: waiting for the API — '
+            f"{e(str(snap.get('api_problem', '')))} (next try in {snap.get('retry_in', 0)} s). "
+            "Files wait in the inbox and are taken when it answers again.</p>"
+        )
+    else:
+        api_line = f'<p class="ok" id="api-state">API: connected ({e(str(api.get("url", "")))})</p>'
+    parts.append(api_line)
+    if api.get("embedded"):
+        parts.append(
+            '<p id="embedded">Running against the built-in demo sandbox (no API URL '
+            "configured): nothing reaches a real dialer.</p>"
+        )
+    if snap.get("inbox_ok", True):
+        parts.append(f'<p class="ok" id="inbox-state">Inbox: {e(str(inbox))}</p>')
+    else:
+        parts.append(f'<p class="bad" id="inbox-state">{e(str(snap.get("inbox_problem", "")))}</p>')
+
+    totals = snap.get("totals", {}) or {}
+    waiting = sum(len(c.get("waiting", [])) for c in snap.get("campaigns", {}).values())
+    settling = sum(len(c.get("settling", [])) for c in snap.get("campaigns", {}).values())
+    parts.append(
+        '<p id="counts">'
+        f"<b>{waiting}</b> waiting · <b>{settling}</b> arriving · "
+        f"<b>{snap.get('in_progress', 0)}</b> in progress · "
+        f"<b>{totals.get('processed', 0)}</b> processed · <b>{totals.get('failed', 0)}</b> failed "
+        "(since start)</p>"
+    )
+
+    parts.append(
+        '<h2>Campaign folders</h2><table id="campaigns"><tr><th>Campaign</th>'
+        "<th>Folder</th><th>In progress</th><th>Waiting</th><th>Arriving</th></tr>"
+    )
+    for code, c in sorted((snap.get("campaigns") or {}).items()):
+        known = c.get("known", True)
+        label = e(code) + (
+            "" if known else ' <span class="bad">(not a campaign we can reach)</span>'
+        )
+        waiting_names = ", ".join(e(str(w["name"])) for w in c.get("waiting", [])) or "—"
+        settling_names = ", ".join(e(str(w["name"])) for w in c.get("settling", [])) or "—"
+        busy = e(str(c.get("in_progress") or "—"))
+        parts.append(
+            f"<tr><td>{label}</td><td>{e(str(c.get('folder', '')))}</td><td>{busy}</td>"
+            f"<td>{waiting_names}</td><td>{settling_names}</td></tr>"
+        )
+    parts.append("</table>")
+
+    parts.append(
+        '<h2>Recent files</h2><table id="recent"><tr><th>When</th><th>Campaign</th>'
+        "<th>File</th><th>Outcome</th><th>Rows</th><th>Results</th></tr>"
+    )
+    for r in snap.get("recent", []) or []:
+        links = []
+        if href := file_link(r.get("receipt"), inbox):
+            links.append(f'<a href="{e(href)}">receipt</a>')
+        for p in r.get("rejects") or []:
+            if (href := file_link(p, inbox)) and str(p).endswith(".xlsx"):
+                links.append(f'<a href="{e(href)}">rows to fix</a>')
+        if href := file_link(r.get("error"), inbox):
+            links.append(f'<a href="{e(href)}">why it failed</a>')
+        outcome = _OUTCOME_WORDS.get(str(r.get("outcome")), str(r.get("outcome")))
+        if r.get("preview"):
+            outcome = f"checked (preview): {outcome}"
+        parts.append(
+            f"<tr><td>{e(str(r.get('at', '')))}</td><td>{e(str(r.get('campaign', '')))}</td>"
+            f"<td>{e(str(r.get('name', '')))}</td><td>{e(outcome)}</td>"
+            f"<td>{e(_counts_text(r.get('counts') or {}))}</td><td>{' · '.join(links)}</td></tr>"
+        )
+    parts.append("</table>")
+
+    exports = snap.get("exports") or []
+    parts.append(
+        '<h2>Scheduled exports</h2><table id="exports"><tr><th>Export</th>'
+        "<th>Next run</th><th>State</th><th>Last file</th></tr>"
+    )
+    for x in exports:
+        parts.append(
+            f"<tr><td>{e(str(x.get('name', '')))}</td><td>{e(str(x.get('next_run') or '—'))}</td>"
+            f"<td>{e(str(x.get('state', '')))}</td>"
+            f"<td>{e(str(x.get('last_file') or '—'))}</td></tr>"
+        )
+    if not exports:
+        parts.append('<tr><td colspan="4">No exports configured.</td></tr>')
+    parts.append("</table>")
+
+    body = "\n".join(parts)
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta http-equiv="refresh" content="5"><title>leadpipe status</title><style>'
+        "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
+        "table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;"
+        "padding:.3em .6em;text-align:left;vertical-align:top}.ok{color:#176f2c}.bad{color:#b00020}"
+        f"</style></head><body><h1>leadpipe</h1>\n{body}\n"
+        '<p><a href="/status.json">status.json</a> · <a href="/metrics">metrics</a></p>'
+        "</body></html>"
+    )
+
+
+class StatusServer:
+    """Serves the status page from a background thread until :meth:`stop`."""
+
+    def __init__(
+        self, host: str, port: int, snapshot: Snapshot, metrics: Metrics, inbox: Path
+    ) -> None:
+        self.snapshot = snapshot
+        self.metrics = metrics
+        self.inbox = Path(inbox)
+        handler = _handler_for(self)
+        try:
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise StateError(
+                f"the status page cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                "set another port under [status] in the config, or stop what uses it"
+            ) from exc
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """Where the page is, e.g. ``http://127.0.0.1:8377/``."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/"
+
+    def start(self) -> StatusServer:
+        """Serve in a background thread."""
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="leadpipe-status"
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(5)
+            self._thread = None
+        self._server.server_close()
+
+    def result_file(self, rel: str) -> Path | None:
+        """A servable result file under the inbox, or None (never anything else)."""
+        rel_path = Path(unquote(rel))
+        if rel_path.is_absolute() or ".." in rel_path.parts or len(rel_path.parts) < 3:
+            return None
+        if rel_path.parts[-2] not in {"processed", "rejected", "failed", "preview"}:
+            return None
+        if not rel_path.name.endswith(_SERVABLE):
+            return None
+        path = self.inbox / rel_path
+        try:
+            if path.is_symlink() or not path.is_file():
+                return None
+            path.resolve().relative_to(self.inbox.resolve())
+        except (OSError, ValueError):
+            return None
+        return path
+
+
+def _handler_for(server: StatusServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "leadpipe"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet: no access log
+            return
+
+        def do_GET(self) -> None:
+            path = urlsplit(self.path).path
+            try:
+                if path == "/":
+                    self._send(
+                        200, render_html(server.snapshot()).encode(), "text/html; charset=utf-8"
+                    )
+                elif path == "/status.json":
+                    body = json.dumps(server.snapshot(), indent=2, default=str).encode()
+                    self._send(200, body, "application/json")
+                elif path == "/metrics":
+                    self._send(200, server.metrics.render(), CONTENT_TYPE)
+                elif path == "/healthz":
+                    snap = server.snapshot()
+                    body = json.dumps(
+                        {
+                            "ok": True,
+                            "inbox_ok": bool(snap.get("inbox_ok", True)),
+                            "waiting_for_api": bool(snap.get("waiting_for_api", False)),
+                        }
+                    ).encode()
+                    self._send(200, body, "application/json")
+                elif path.startswith("/files/"):
+                    found = server.result_file(path[len("/files/") :])
+                    if found is None:
+                        self._send(404, b"not found\n", "text/plain; charset=utf-8")
+                        return
+                    kind = _TYPES.get(found.suffix, "application/octet-stream")
+                    data = found.read_bytes()
+                    extra = {}
+                    if found.suffix == ".xlsx":
+                        extra["Content-Disposition"] = (
+                            f"attachment; filename*=UTF-8''{quote(found.name)}"
+                        )
+                    self._send(200, data, kind, extra)
+                else:
+                    self._send(404, b"not found\n", "text/plain; charset=utf-8")
+            except (BrokenPipeError, ConnectionResetError):
+                return
+            except Exception:
+                log.exception("status page error")
+                self._send(500, b"internal error\n", "text/plain; charset=utf-8")
+
+        def _send(
+            self, status: int, body: bytes, ctype: str, extra: Mapping[str, str] | None = None
+        ) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            for k, v in (extra or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
