@@ -1,0 +1,206 @@
+"""Bounded checks on an untrusted file before any parser sees it.
+
+What a file is (CSV, XLSX, legacy XLS, encrypted workbook, PDF, binary), whether it is within
+the size limit, and for XLSX whether its ZIP is sane (entry count, total uncompressed size,
+compression ratio, actually decompressed bytes) and its XML parts free of ``<!DOCTYPE``/
+``<!ENTITY`` declarations (entity bombs). Every refusal is a :class:`FileUnreadable` saying in
+plain words what to do.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pipeline.errors import FileUnreadable
+
+Kind = Literal["csv", "xlsx"]
+
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+ZIP_MAGIC = b"PK\x03\x04"
+MAX_ENTRIES = 10_000
+MAX_UNCOMPRESSED = 2 * 1024**3
+MAX_RATIO = 200
+#: Entries smaller than this are not ratio-checked (tiny XML parts compress very well).
+RATIO_FLOOR = 1024 * 1024
+#: A DOCTYPE can only appear in the prolog; the scan reads this much of each XML part.
+PROLOG_BYTES = 64 * 1024
+
+_SAVE_AS = "Open it in Excel and save it as .xlsx (Excel Workbook) or CSV, then drop it again."
+
+
+@dataclass(frozen=True)
+class XlsxInfo:
+    """What the guard learnt about a workbook: sheets in order and their first used row."""
+
+    sheets: list[tuple[str, bool, str]]  # (name, visible, part path)
+    first_row: dict[str, int]  # part path -> 1-based row of its first cell with a value
+
+
+def check_size(path: Path, max_bytes: int) -> int:
+    """The file's size; FileUnreadable when it is over ``max_bytes`` or empty-handed."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise FileUnreadable(
+            f"the file is {size / 1e6:.0f} MB, over the {max_bytes / 1e6:.0f} MB limit "
+            "(intake.max_file_mb). Split it into smaller files and drop them again.",
+            path=path,
+        )
+    return size
+
+
+def detect_kind(path: Path, head: bytes) -> Kind:
+    """CSV or XLSX from the first bytes (and the name); FileUnreadable for anything else."""
+    suffix = path.suffix.lower()
+    if head.startswith(OLE_MAGIC):
+        if _is_encrypted_ole(path):
+            raise FileUnreadable(
+                "this is a password-protected workbook, which leadpipe cannot open. Remove the "
+                "password (File > Info > Protect Workbook) and drop the file again.",
+                path=path,
+            )
+        raise FileUnreadable(
+            f"this is an old-style Excel file (.xls) or another Office file. {_SAVE_AS}",
+            path=path,
+        )
+    if head.startswith(ZIP_MAGIC) or head.startswith(b"PK\x05\x06"):
+        if suffix in (".xlsx", ".xlsm", "") or _looks_like_xlsx(path):
+            return "xlsx"
+        raise FileUnreadable(f"this is a ZIP archive, not a spreadsheet. {_SAVE_AS}", path=path)
+    if head.startswith(b"%PDF"):
+        raise FileUnreadable(f"this is a PDF, not a spreadsheet. {_SAVE_AS}", path=path)
+    if suffix in (".xlsx", ".xlsm"):
+        raise FileUnreadable(
+            f"the file is named .xlsx but is not a workbook. {_SAVE_AS}", path=path
+        )
+    if suffix == ".xls":
+        raise FileUnreadable(f"old-style .xls files are not supported. {_SAVE_AS}", path=path)
+    probe = head[:8192]
+    utf16 = probe.startswith((b"\xff\xfe", b"\xfe\xff"))
+    if not utf16 and b"\x00" in probe:
+        raise FileUnreadable(f"this is not a text (CSV) file or a workbook. {_SAVE_AS}", path=path)
+    return "csv"
+
+
+def _is_encrypted_ole(path: Path) -> bool:
+    with path.open("rb") as fh:
+        data = fh.read(4 * 1024 * 1024)
+    return "EncryptedPackage".encode("utf-16-le") in data or b"EncryptedPackage" in data
+
+
+def _looks_like_xlsx(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return "xl/workbook.xml" in zf.namelist()
+    except zipfile.BadZipFile:
+        return False
+
+
+_DECL = re.compile(rb"<!\s*(doctype|entity)", re.IGNORECASE)
+_FIRST_CELL = re.compile(
+    rb"<(?:\w+:)?c\b[^>]*?\br=\"[A-Z]+(\d+)\"[^>]*?>(?:(?!</(?:\w+:)?c>).)*?<(?:\w+:)?(?:v|is)\b",
+    re.DOTALL,
+)
+
+
+def check_xlsx(path: Path) -> XlsxInfo:
+    """Refuse zip bombs, entity bombs and broken workbooks; describe the sheets."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise FileUnreadable(f"the workbook is damaged ({exc}). {_SAVE_AS}", path=path) from exc
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_ENTRIES:
+            raise _bomb(path, f"it holds {len(infos)} parts")
+        total = sum(i.file_size for i in infos)
+        if total > MAX_UNCOMPRESSED:
+            raise _bomb(path, f"it would unpack to {total / 1e9:.1f} GB")
+        names = {i.filename for i in infos}
+        if "xl/workbook.xml" not in names:
+            raise FileUnreadable(f"the file is not an Excel workbook. {_SAVE_AS}", path=path)
+        first_row: dict[str, int] = {}
+        for info in infos:
+            if info.flag_bits & 0x1:
+                raise FileUnreadable(
+                    "the workbook is encrypted. Remove the password and drop it again.",
+                    path=path,
+                )
+            if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(
+                info.compress_size, 1
+            ):
+                raise _bomb(path, f"part {info.filename} unpacks {MAX_RATIO}x bigger than it is")
+            if not info.filename.endswith((".xml", ".rels", ".vml")):
+                continue
+            head = _read_head(zf, info, path)
+            text = head.decode("utf-16", "replace").encode() if b"\x00" in head[:4] else head
+            if _DECL.search(text):
+                raise FileUnreadable(
+                    f"the workbook part {info.filename} declares a DOCTYPE or entities, which "
+                    "real Excel files never do (a possible 'entity bomb'). Open it in Excel, "
+                    "save it again as .xlsx and drop it again.",
+                    path=path,
+                )
+            if info.filename.startswith("xl/worksheets/"):
+                m = _FIRST_CELL.search(head)
+                first_row[info.filename] = int(m.group(1)) if m else 1
+        sheets = _sheets(zf, path)
+    return XlsxInfo(sheets=sheets, first_row=first_row)
+
+
+def _read_head(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:
+    try:
+        with zf.open(info) as fh:
+            return fh.read(PROLOG_BYTES)
+    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
+        raise FileUnreadable(f"the workbook is damaged ({exc}). {_SAVE_AS}", path=path) from exc
+
+
+def _bomb(path: Path, why: str) -> FileUnreadable:
+    return FileUnreadable(
+        f"the workbook was refused because {why}, far beyond any real spreadsheet (a "
+        "possible 'zip bomb'). Check where the file came from; if it is genuine, save it again "
+        "from Excel or split it.",
+        path=path,
+    )
+
+
+_NS_R = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+
+
+def _sheets(zf: zipfile.ZipFile, path: Path) -> list[tuple[str, bool, str]]:
+    """(name, visible, part path) for each worksheet, in workbook order."""
+    try:
+        wb = ET.fromstring(zf.read("xl/workbook.xml"))  # noqa: S314 - DTD-free, checked above
+        rels_raw = (
+            zf.read("xl/_rels/workbook.xml.rels") if _has(zf, "xl/_rels/workbook.xml.rels") else b""
+        )
+        rels = ET.fromstring(rels_raw) if rels_raw else None  # noqa: S314
+    except (ET.ParseError, KeyError) as exc:
+        raise FileUnreadable(f"the workbook is damaged ({exc}). {_SAVE_AS}", path=path) from exc
+    targets: dict[str, str] = {}
+    if rels is not None:
+        for rel in rels:
+            target = rel.get("Target", "")
+            target = target.lstrip("/") if target.startswith("/") else "xl/" + target
+            targets[rel.get("Id", "")] = target
+    out = []
+    for el in wb.iter():
+        if el.tag.rsplit("}", 1)[-1] != "sheet":
+            continue
+        state = el.get("state", "visible")
+        part = targets.get(el.get(f"{{{_NS_R}}}id", ""), "")
+        out.append((el.get("name", ""), state == "visible", part))
+    return out
+
+
+def _has(zf: zipfile.ZipFile, name: str) -> bool:
+    try:
+        zf.getinfo(name)
+    except KeyError:
+        return False
+    return True

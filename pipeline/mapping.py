@@ -1,0 +1,119 @@
+"""File headers -> campaign fields: normalised names, per-campaign synonyms, suggestions.
+
+Headers compare case-, space-, accent- and punctuation-insensitively (``" Tlf. nr "`` ~
+``"tlfnr"``; Danish ``æ ø å`` fold to ``ae oe aa`` for comparison only; the original header is
+what every message shows). Synonyms come from ``[campaigns.CODE.columns]`` (``"Tlf." = "phone"``).
+The reject files' helper columns ``_row`` and ``_problems`` are ignored, so a fixed reject file
+dropped again maps like the original.
+"""
+
+from __future__ import annotations
+
+import difflib
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import MissingColumns
+from pipeline.schema import FieldSpec
+
+#: Columns the reject files add; ignored on input.
+HELPER_COLUMNS = ("_row", "_problems")
+
+_FOLD = str.maketrans({"æ": "ae", "ø": "oe", "å": "aa", "ß": "ss", "ð": "d", "þ": "th"})
+
+
+def normalise_header(name: str) -> str:
+    """The comparison key of a header: lower case, accents and punctuation removed.
+
+    >>> normalise_header(" Tlf.-Nr ")
+    'tlfnr'
+    >>> normalise_header("Postnr/By")
+    'postnrby'
+    >>> normalise_header("Første navn")
+    'foerstenavn'
+    """
+    text = name.strip().casefold().translate(_FOLD)
+    text = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in text if ch.isalnum() and not unicodedata.combining(ch))
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Which file column feeds which field; what was left out."""
+
+    field_for: dict[str, str]
+    unmapped: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def header_for(self) -> dict[str, str]:
+        """Field name -> the file header that feeds it."""
+        return {f: h for h, f in self.field_for.items()}
+
+    def describe(self) -> str:
+        """Plain words: ``'Tlf.' -> phone, 'Navn' -> name; not sent: 'Notes'``."""
+        pairs = ", ".join(f"'{h}' -> {f}" for h, f in self.field_for.items())
+        extra = f"; not sent: {', '.join(repr(u) for u in self.unmapped)}" if self.unmapped else ""
+        return pairs + extra
+
+
+def map_columns(
+    headers: Sequence[str],
+    fields: Sequence[FieldSpec],
+    synonyms: Mapping[str, str],
+    *,
+    path: Path | None = None,
+) -> ColumnMapping:
+    """Map file headers to fields; raise :class:`MissingColumns` when a required field has none.
+
+    Synonyms win over name matches; the first header that matches a field takes it, a second
+    one is reported unmapped. The error names every missing field and the closest header.
+    """
+    by_key = {normalise_header(f.name): f.name for f in fields}
+    field_names = {f.name for f in fields}
+    syn = {normalise_header(k): v for k, v in synonyms.items() if v in field_names}
+    field_for: dict[str, str] = {}
+    taken: set[str] = set()
+    unmapped: list[str] = []
+    ignored: list[str] = []
+    for header in headers:
+        if header.strip() in HELPER_COLUMNS:
+            ignored.append(header)
+            continue
+        key = normalise_header(header)
+        target = syn.get(key) or by_key.get(key)
+        if target is None or target in taken:
+            unmapped.append(header)
+            continue
+        field_for[header] = target
+        taken.add(target)
+    missing = [f for f in fields if f.required and f.name not in taken]
+    if missing:
+        candidates = list(unmapped)
+        parts = []
+        for spec in missing:
+            close = _closest(spec.name, candidates)
+            hint = f" (closest header: '{close}')" if close else ""
+            parts.append(f"'{spec.name}'{hint}")
+        found = ", ".join(f"'{h}'" for h in headers if h.strip() not in HELPER_COLUMNS)
+        raise MissingColumns(
+            f"no column for required field {', '.join(parts)}. Headers found: {found}. "
+            "Rename the column to the field name, or map it in the config under "
+            "[campaigns.<code>.columns], then drop the file again.",
+            path=path,
+        )
+    return ColumnMapping(field_for=field_for, unmapped=unmapped, ignored=ignored)
+
+
+def _closest(name: str, headers: Sequence[str]) -> str | None:
+    keys = {normalise_header(h): h for h in headers if normalise_header(h)}
+    hit = difflib.get_close_matches(normalise_header(name), list(keys), n=1, cutoff=0.4)
+    return keys[hit[0]] if hit else None
+
+
+def header_score(cells: Sequence[str], expected: Sequence[str]) -> int:
+    """How many of ``cells`` look like an expected field name or synonym (header detection)."""
+    want = {normalise_header(e) for e in expected if normalise_header(e)}
+    return len({normalise_header(c) for c in cells} & want)

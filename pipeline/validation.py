@@ -1,0 +1,197 @@
+"""Validation: mapped rows -> valid rows + :class:`RowProblem` records (bad data is a value).
+
+Values are stripped of surrounding whitespace before they are checked and sent (the reject
+files keep what the person typed). The pandera schema (built in :mod:`pipeline.schema`) checks
+required fields and whole-value regexes lazily; :mod:`pipeline.excel_damage` then recognises
+values Excel damaged, whose message replaces the regex one. A row identical (in every mapped
+field) to an earlier row of the file is a duplicate: listed in ``ChunkResult.duplicates``,
+neither sent nor rejected. Row numbers are the ones the spreadsheet shows.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
+
+from pipeline.excel_damage import find_damage
+from pipeline.mapping import ColumnMapping
+from pipeline.schema import RULE_PATTERN, RULE_REQUIRED, CampaignSchema, failure_cases
+
+RULE_DUPLICATE = "duplicate"
+RULE_MALFORMED = "malformed"
+_FIX = "Fix the value and drop the file again."
+_FIX_ROW = "Fix the row and drop the file again."
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """One problem: the sheet's row number, the header the person sees, the value, the rule."""
+
+    row: int
+    column: str
+    value: str
+    rule: str
+    message: str
+
+
+@dataclass
+class ChunkResult:
+    """A validated chunk: rows to send, rows to reject (original columns) and why."""
+
+    valid: pd.DataFrame
+    rejected: pd.DataFrame
+    problems: list[RowProblem]
+    duplicates: list[RowProblem] = field(default_factory=list)
+
+
+class _SeenRows:
+    """Row fingerprints seen so far, kept as sorted numpy runs (12 bytes per row)."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def lookup(self, hashes: np.ndarray) -> np.ndarray:
+        """First row number for each hash already seen, else 0."""
+        out = np.zeros(len(hashes), dtype=np.int64)
+        for keys, rows in self.runs:
+            pos = np.searchsorted(keys, hashes).clip(0, len(keys) - 1)
+            hit = (keys[pos] == hashes) & (out == 0)
+            out[hit] = rows[pos[hit]]
+        return out
+
+    def add(self, hashes: np.ndarray, rows: np.ndarray) -> None:
+        order = np.argsort(hashes, kind="stable")
+        self.runs.append((hashes[order], rows[order].astype(np.int32)))
+        while len(self.runs) > 1 and len(self.runs[-1][0]) * 2 >= len(self.runs[-2][0]):
+            (k2, r2), (k1, r1) = self.runs.pop(), self.runs.pop()
+            keys = np.concatenate([k1, k2])
+            o = np.argsort(keys, kind="stable")
+            self.runs.append((keys[o], np.concatenate([r1, r2])[o]))
+
+
+class Validator:
+    """Validates chunks of one file against a campaign schema; remembers rows across chunks."""
+
+    def __init__(self, schema: CampaignSchema, mapping: ColumnMapping) -> None:
+        self.schema = schema
+        self.mapping = mapping
+        self._pandera = schema.pandera()
+        self._specs = {f.name: f for f in schema.fields}
+        self._seen = _SeenRows()
+        self.duplicates = 0
+
+    def validate(self, chunk: pd.DataFrame) -> ChunkResult:
+        """Check one chunk from :meth:`pipeline.reading.Table.chunks`."""
+        chunk = chunk.reset_index(drop=True)
+        rows = chunk["_row"].to_numpy(dtype=np.int64)
+        header_for = self.mapping.header_for
+        fields = pd.DataFrame(
+            {f: chunk[h].str.strip() for f, h in header_for.items()}, index=chunk.index
+        )
+        problems: dict[int, list[RowProblem]] = defaultdict(list)
+        fc = failure_cases(self._pandera, fields)
+        fc_index = fc["index"].to_numpy(dtype=np.int64)
+        fc_column = fc["column"].to_numpy(dtype=object)
+        fc_check = fc["check"].to_numpy(dtype=object)
+        damaged: set[tuple[int, str]] = set()
+        date_cells = chunk.attrs.get("date_cells", {})
+        for name, header in header_for.items():
+            failing = fc_index[(fc_column == name) & (fc_check == RULE_PATTERN)]
+            spec = self._specs[name]
+            for i, msg in find_damage(spec, fields[name], failing, date_cells.get(header)):
+                damaged.add((i, name))
+                value = str(chunk.at[i, header])
+                text = f"Row {rows[i]}, column '{header}': '{value.strip()}' {msg}"
+                problems[i].append(RowProblem(int(rows[i]), header, value, "excel_damage", text))
+        for i, name, check in zip(
+            fc_index.tolist(), fc_column.tolist(), fc_check.tolist(), strict=True
+        ):
+            if (i, name) in damaged:
+                continue
+            header = header_for[name]
+            value = str(chunk.at[i, header])
+            problems[i].append(self._problem(int(rows[i]), header, value, name, check))
+        for row, message in chunk.attrs.get("malformed", {}).items():
+            i = int(np.flatnonzero(rows == row)[0])
+            problems[i].insert(
+                0, RowProblem(int(row), "", "", RULE_MALFORMED, f"Row {row}: {message}. {_FIX_ROW}")
+            )
+        bad = np.zeros(len(chunk), dtype=bool)
+        bad[list(problems)] = True
+        dups = self._duplicates(fields, rows, bad)
+        dup_mask = np.zeros(len(chunk), dtype=bool)
+        for i, _p in dups:
+            dup_mask[i] = True
+        ok = ~bad & ~dup_mask
+        valid = fields.loc[ok].copy()
+        valid["_row"] = rows[ok]
+        rejected = chunk.loc[bad].drop(columns=[]).copy()
+        rejected.attrs = {}
+        position = {h: n for n, h in enumerate(chunk.columns)}
+        ordered = [
+            p
+            for i in sorted(problems, key=lambda i: rows[i])
+            for p in sorted(problems[i], key=lambda p: position.get(p.column, -1))
+        ]
+        return ChunkResult(
+            valid=valid.reset_index(drop=True),
+            rejected=rejected.reset_index(drop=True),
+            problems=ordered,
+            duplicates=[p for _i, p in dups],
+        )
+
+    def _problem(self, row: int, header: str, value: str, name: str, check: str) -> RowProblem:
+        spec = self._specs[name]
+        where = f"Row {row}, column '{header}'"
+        if check == RULE_REQUIRED:
+            text = (
+                f"{where}: the value is empty, but field {name} is required. "
+                "Fill it in and drop the file again."
+            )
+            return RowProblem(row, header, value, RULE_REQUIRED, text)
+        kind = spec.type if spec.type not in ("varchar", "text", "unknown") else "value"
+        text = (
+            f"{where}: '{value.strip()}' is not a valid {kind} (field {name} must match "
+            f"{spec.regex}). {_FIX}"
+        )
+        return RowProblem(row, header, value, RULE_PATTERN, text)
+
+    def _duplicates(
+        self, fields: pd.DataFrame, rows: np.ndarray, bad: np.ndarray
+    ) -> list[tuple[int, RowProblem]]:
+        if fields.shape[1] == 0 or len(fields) == 0:
+            return []
+        arrays = [
+            pc.fill_null(pa.chunked_array(fields[c].array._pa_array).cast(pa.large_string()), "")
+            for c in fields.columns
+        ]
+        sep = pa.scalar("\x1f", pa.large_string())
+        joined = pc.binary_join_element_wise(*arrays, sep) if len(arrays) > 1 else arrays[0]
+        hashes = np.fromiter(
+            map(hash, joined.to_numpy(zero_copy_only=False)), dtype=np.int64, count=len(fields)
+        ).view(np.uint64)
+        earlier = self._seen.lookup(hashes)
+        first_in_chunk = ~pd.Series(hashes).duplicated().to_numpy()
+        new = first_in_chunk & (earlier == 0)
+        self._seen.add(hashes[new], rows[new])
+        out: list[tuple[int, RowProblem]] = []
+        repeat = np.flatnonzero(~new & ~bad)
+        if len(repeat):
+            first_row: dict[int, int] = {}
+            for h, r in zip(hashes[new].tolist(), rows[new].tolist(), strict=True):
+                first_row.setdefault(h, r)
+            for i in repeat.tolist():
+                orig = int(earlier[i]) or first_row[int(hashes[i])]
+                row = int(rows[i])
+                msg = (
+                    f"Row {row} repeats row {orig} (the same values in every field); it is "
+                    "not sent twice. Nothing to do, unless it should differ."
+                )
+                out.append((i, RowProblem(row, "", "", RULE_DUPLICATE, msg)))
+        self.duplicates += len(out)
+        return out
