@@ -62,7 +62,7 @@ RIGHTS: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "myaccount"): ("Account", "GET"),
     ("GET", "limits"): ("Account", "GET"),
     ("GET", "counts"): ("Account", "GET"),
-    ("GET", "projects"): ("Organization", "GET"),
+    ("GET", "projects"): ("Campaigns", "GET"),
     ("GET", "campaigns"): ("Campaigns", "GET"),
     ("GET", "import_example"): ("Campaigns", "GET"),
     ("POST", "leads"): ("Leads", "POST"),

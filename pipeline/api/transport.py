@@ -226,7 +226,9 @@ def error_from_response(
             if missing_right
             else "the account lacks a right for this request (403)"
         )
-        msg += detail + "; ask the HeroBase administrator to grant it"
+        if server_says:
+            msg += f" (the API said: {server_says})"
+        msg += "; ask the HeroBase administrator to grant it"
         return NotPermitted(msg, missing_right=missing_right, **kw)
     if status == 404:
         return NotFound("the API found no such thing (404)" + detail, **kw)
