@@ -1,0 +1,169 @@
+"""``leadpipe doctor``, ``campaigns``, ``fields CODE``, ``searches``: the API, for people.
+
+Each command is one library call through :func:`pipeline.api.open_client` (the embedded
+sandbox when no API URL is configured); rich tables for people, ``--json`` for programs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from pipeline.api import HeroBaseClient, open_client
+from pipeline.cli.app import app, console, run, settings
+from pipeline.config import Settings
+from pipeline.doctor import DoctorReport, diagnose
+
+T = TypeVar("T")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
+MARKS = {"ok": "[green]✔[/]", "warn": "[yellow]![/]", "fail": "[bold red]✘[/]"}
+
+
+def with_client(s: Settings, fn: Callable[[HeroBaseClient], T]) -> T:
+    """Run ``fn`` with the client for these settings; library errors become clean exits."""
+
+    def call() -> T:
+        with open_client(s) as client:
+            return fn(client)
+
+    return run(call)
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@app.command("doctor")
+def doctor(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Check the API account: reachability, rights, limits, and what intake and exports lack."""
+    s = settings(ctx)
+    report = with_client(s, lambda client: diagnose(s, client))
+    if as_json:
+        _echo_json(report.to_json())
+    else:
+        print_report(report)
+    raise typer.Exit(report.exit_code)
+
+
+def print_report(report: DoctorReport) -> None:
+    """The doctor's report as tables and plain-words lines."""
+    mode = " (embedded sandbox, demo account)" if report.embedded else ""
+    console.print(f"[bold]API[/] {escape(report.api_url)}{mode}")
+    for f in report.connection:
+        console.print(f"  {MARKS[f.level]} {escape(f.text)}", soft_wrap=True)
+    acc = report.account
+    if acc is not None:
+        rights = Table(title="Rights", title_justify="left")
+        rights.add_column("resource")
+        rights.add_column("allowed")
+        for res, verbs in sorted(acc.resource_rights.items()):
+            rights.add_row(escape(res), ", ".join(verbs) or "-")
+        rights.add_row("(projects)", escape(", ".join(acc.project_rights) or "-"))
+        console.print(rights)
+    if report.campaigns is not None:
+        console.print(_campaign_table(report.campaigns))
+    if report.searches is not None:
+        console.print(_search_table(report.searches))
+    for title, items in (("Intake", report.intake), ("Exports", report.exports)):
+        if items:
+            console.print(f"[bold]{title}[/]")
+            for f in items:
+                console.print(f"  {MARKS[f.level]} {escape(f.text)}", soft_wrap=True)
+    if report.ok:
+        console.print("[green]Everything configured can work.[/]")
+    else:
+        n = len(report.problems)
+        console.print(f"[bold red]{n} problem(s) stop leadpipe from working as configured.[/]")
+
+
+def _campaign_table(campaigns: list[Any]) -> Table:
+    table = Table(title=f"Reachable campaigns ({len(campaigns)})", title_justify="left")
+    for col in ("code", "name", "project", "active", "uniqueId"):
+        table.add_column(col)
+    for c in campaigns:
+        table.add_row(
+            escape(c.code),
+            escape(c.name),
+            escape(c.project),
+            "yes" if c.active else "no",
+            escape(c.unique_id),
+        )
+    return table
+
+
+def _search_table(searches: list[Any]) -> Table:
+    table = Table(title=f"Searches ({len(searches)})", title_justify="left")
+    table.add_column("name")
+    table.add_column("description")
+    for s in searches:
+        table.add_row(escape(s.name), escape(s.description))
+    return table
+
+
+@app.command("campaigns")
+def campaigns(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List the campaigns the API account may reach."""
+    found = with_client(settings(ctx), lambda client: client.campaigns())
+    if as_json:
+        _echo_json(
+            [
+                {
+                    "code": c.code,
+                    "name": c.name,
+                    "project": c.project,
+                    "active": c.active,
+                    "uniqueId": c.unique_id,
+                }
+                for c in found
+            ]
+        )
+        return
+    console.print(_campaign_table(found))
+
+
+@app.command("searches")
+def searches(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List the saved lead searches the API account may use for exports."""
+    found = with_client(settings(ctx), lambda client: client.searches())
+    if as_json:
+        _echo_json([{"name": s.name, "description": s.description} for s in found])
+        return
+    console.print(_search_table(found))
+
+
+@app.command("fields")
+def fields(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument(help="The campaign code, e.g. B2B-DK-SPRING.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a campaign's fields (name, type, regex, required), from its import example."""
+    from pipeline.schema import parse_example
+
+    def fetch(client: HeroBaseClient) -> tuple[dict[str, str], dict[str, str]]:
+        return client.import_example(code), client.import_example(code, all_fields=True)
+
+    plain, full = with_client(settings(ctx), fetch)
+    specs = parse_example(plain, full)
+    if as_json:
+        _echo_json(
+            [
+                {"name": f.name, "type": f.type, "regex": f.regex, "required": f.required}
+                for f in specs
+            ]
+        )
+        return
+    table = Table(title=f"Fields of {escape(code)} ({len(specs)})", title_justify="left")
+    for col in ("name", "type", "required", "regex"):
+        table.add_column(col, overflow="fold")
+    for f in specs:
+        table.add_row(
+            escape(f.name), escape(f.type), "yes" if f.required else "no", escape(f.regex)
+        )
+    console.print(table)
