@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pipeline.cli import (
+    api_cmd,  # noqa: F401  (registers commands)
     config_cmd,  # noqa: F401  (registers commands)
     export_cmd,  # noqa: F401
     sandbox_cmd,  # noqa: F401
