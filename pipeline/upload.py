@@ -65,7 +65,14 @@ class LeadApi(Protocol):
         """POST one lead; returns an object with ``unique_id``."""
         ...
 
-    def iter_simpleleads(self, **kwargs: Any) -> Iterator[Any]:
+    def iter_simpleleads(
+        self,
+        *,
+        modified_from: Any,
+        campaigns: Sequence[str] | None = None,
+        all_open: bool = False,
+        all_closed: bool = False,
+    ) -> Iterator[Any]:
         """Leads modified since a time (objects with ``unique_id``, ``data``)."""
         ...
 
@@ -75,6 +82,10 @@ class LeadApi(Protocol):
 
     def campaigns(self) -> Sequence[Any]:
         """Campaigns, with ``code`` and ``unique_id``."""
+        ...
+
+    def import_example(self, code: str, all_fields: bool = False) -> dict[str, str]:
+        """The campaign's import example (its fields)."""
         ...
 
 
@@ -364,9 +375,12 @@ class Uploader:
                 raise NotPermitted(f"campaign {self.campaign} is not visible to the account")
             self._campaign_id = str(ids[0])
         found: dict[str, Any] = {}
-        for flag in ("all_open", "all_closed"):
+        for is_open in (True, False):  # a lead may already have been called and closed
             for lead in self.client.iter_simpleleads(
-                modified_from=since_local, campaigns=[self._campaign_id], **{flag: True}
+                modified_from=since_local,
+                campaigns=[self._campaign_id],
+                all_open=is_open,
+                all_closed=not is_open,
             ):
                 found[lead.unique_id] = lead
         return list(found.values())

@@ -6,6 +6,7 @@ from pipeline.cli import (
     api_cmd,  # noqa: F401  (registers commands)
     config_cmd,  # noqa: F401  (registers commands)
     export_cmd,  # noqa: F401
+    ingest_cmd,  # noqa: F401
     sandbox_cmd,  # noqa: F401
 )
 from pipeline.cli.app import app

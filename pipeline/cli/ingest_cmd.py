@@ -1,0 +1,74 @@
+"""``leadpipe ingest PATH --campaign CODE``: process one file now (the watcher's library call)."""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.app import app, console, err_console, is_terminal, run, settings
+from pipeline.receipt import PREVIEW, PROCESSED, Receipt, render_receipt
+
+#: Exit code when the file was read but its upload stopped (API down, 401/403, asked to stop).
+EXIT_UPLOAD_STOPPED = 5
+
+
+@app.command("ingest")
+def ingest(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="The CSV or XLSX file to process.")],
+    campaign: Annotated[str, typer.Option("--campaign", help="Campaign code, e.g. B2B-DK-SPRING.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read, map and validate; upload nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the receipt as JSON.")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Results folder for files outside the inbox.", dir_okay=True),
+    ] = None,
+) -> None:
+    """Process one file: validate, upload each valid row exactly once, write rejects and receipt."""
+    from pipeline.api.connect import open_client
+    from pipeline.ingest import ingest_file
+    from pipeline.ledger import open_ledger
+
+    s = settings(ctx)
+
+    def work() -> Receipt:
+        with ExitStack() as stack:
+            ledger = open_ledger(s.paths.state)
+            stack.callback(ledger.close)
+            client = stack.enter_context(open_client(s))
+            progress = None
+            if is_terminal() and not as_json:
+                from rich.progress import Progress
+
+                bar = stack.enter_context(Progress(console=console, transient=True))
+                task = bar.add_task("reading", total=None)
+
+                def progress(stage: str, done: int, total: int | None) -> None:
+                    bar.update(task, description=stage, completed=done, total=total)
+
+            return ingest_file(
+                path,
+                campaign,
+                s,
+                client=client,
+                ledger=ledger,
+                dry_run=dry_run,
+                out_dir=out,
+                progress=progress,
+            )
+
+    receipt = run(work)
+    if as_json:
+        typer.echo(json.dumps(receipt.to_json(), indent=2, ensure_ascii=False))
+    else:
+        console.print(render_receipt(receipt), highlight=False, markup=False)
+    if receipt.status not in (PROCESSED, PREVIEW):
+        reason = getattr(receipt, "halt_reason", "") or receipt.status
+        err_console.print(f"[bold red]upload stopped:[/] {reason}", highlight=False)
+        raise typer.Exit(EXIT_UPLOAD_STOPPED)

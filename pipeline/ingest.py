@@ -1,0 +1,413 @@
+"""One file, end to end: hash, schema, read, map, validate, deliver, rejects, receipt.
+
+:func:`ingest_file` is the one call that both ``leadpipe ingest`` and the drop-folder service
+make for a file. It streams the file in chunks (memory stays flat), delivers each chunk's valid
+rows through :class:`pipeline.upload.Uploader`, and writes the reject file and the receipt
+atomically at the end. A rerun of the same content (same SHA-256) resumes from the ledger;
+a finished file is not processed twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pipeline.clock import Clock, SystemClock
+from pipeline.config import Settings
+from pipeline.errors import FileUnreadable
+from pipeline.fsutil import WORK_DIR_NAME
+from pipeline.ledger import FileState, Ledger, RowState, fingerprint
+from pipeline.mapping import map_columns
+from pipeline.reading import open_table
+from pipeline.receipt import PREVIEW, PROCESSED, STOPPED, WAITING
+from pipeline.rejects import Receipt, RejectWriter, write_receipt
+from pipeline.schema import load_campaign_schema
+from pipeline.upload import LeadApi, Uploader, UploadRow, crash_point
+from pipeline.validation import RowProblem, Validator
+
+#: progress(stage, done, total): stage is "reading" (total None) or "uploading".
+IngestProgress = Callable[[str, int, int | None], None]
+
+RESULTS_DIR = Path("leadpipe-results")
+_HASH_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Places:
+    """Where one run writes its receipt and reject files."""
+
+    receipt_txt: Path
+    receipt_json: Path
+    rejects_xlsx: Path
+    rejects_csv: Path
+    tmp_dir: Path
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's content, read in blocks."""
+    h = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            while block := fh.read(_HASH_BLOCK):
+                h.update(block)
+    except OSError as exc:
+        raise FileUnreadable(f"cannot be read: {exc.strerror or exc}", path=path) from exc
+    return h.hexdigest()
+
+
+def inbox_folder(path: Path, campaign: str, settings: Settings) -> Path | None:
+    """``inbox/<campaign>`` when ``path`` lies in it (or in its ``preview/``), else None."""
+    home = (settings.paths.inbox / campaign).resolve()
+    parent = path.resolve().parent
+    if parent == home or (parent.name == "preview" and parent.parent == home):
+        return home
+    return None
+
+
+def result_places(
+    path: Path, campaign: str, settings: Settings, out_dir: Path | None, stamp: str
+) -> Places:
+    """design.md's folders for a file in ``inbox/<campaign>/``; else ``out_dir`` (flat)."""
+    home = inbox_folder(path, campaign, settings)
+    base = f"{stamp}_{path.name}"
+    if home is not None:
+        processed, rejected = home / "processed", home / "rejected"
+        tmp = home / WORK_DIR_NAME / "tmp"
+    else:
+        processed = rejected = Path(out_dir) if out_dir is not None else Path.cwd() / RESULTS_DIR
+        tmp = processed / WORK_DIR_NAME / "tmp"
+    return Places(
+        receipt_txt=processed / f"{base}.receipt.txt",
+        receipt_json=processed / f"{base}.receipt.json",
+        rejects_xlsx=rejected / f"{base}.rejects.xlsx",
+        rejects_csv=rejected / f"{base}.rejects.csv",
+        tmp_dir=tmp,
+    )
+
+
+def ingest_file(
+    path: Path,
+    campaign: str,
+    settings: Settings,
+    *,
+    client: LeadApi,
+    ledger: Ledger,
+    dry_run: bool = False,
+    out_dir: Path | None = None,
+    progress: IngestProgress | None = None,
+    stop: threading.Event | None = None,
+    clock: Clock | None = None,
+) -> Receipt:
+    """Process one file now; returns its receipt (also written as ``.receipt.txt``/``.json``).
+
+    Raises :class:`~pipeline.errors.InputError` when the file cannot be processed at all
+    (unreadable, missing required columns), :class:`~pipeline.errors.StateError` when the
+    ledger cannot be trusted. Rejected rows, API refusals and an unavailable API are not
+    exceptions: the receipt says what happened and what to do.
+    """
+    clock = clock or SystemClock()
+    t0 = clock.monotonic()
+    path = Path(path)
+    tz = ZoneInfo(settings.timezone)
+    started_dt = clock.now().astimezone(tz)
+    stamp = started_dt.strftime("%Y%m%d-%H%M%S")
+    started = started_dt.isoformat(timespec="seconds")
+    if not path.is_file():
+        raise FileUnreadable("is not a file (or no longer exists)", path=path)
+    sha = file_sha256(path)
+    places = result_places(path, campaign, settings, out_dir, stamp)
+
+    known = ledger.file(sha)
+    if known is not None and known.state == FileState.DONE and known.receipt_json and not dry_run:
+        return _already_processed(
+            path, known.finished_utc or "", known.receipt_json, places, clock.monotonic() - t0
+        )
+
+    schema = load_campaign_schema(client, campaign, settings.paths.schemas)
+    hold = schema.source == "snapshot"
+    options = settings.campaign(campaign)
+    table = open_table(
+        path,
+        options=options,
+        expected_fields=[f.name for f in schema.fields],
+        max_bytes=settings.intake.max_file_mb * 1024 * 1024,
+    )
+    mapping = map_columns(table.headers, schema.fields, options.columns, path=path)
+    validator = Validator(schema, mapping)
+    header_of = {f: h for h, f in mapping.field_for.items()}
+
+    uploader: Uploader | None = None
+    if not dry_run:
+        ledger.begin_file(sha, path.name, campaign)
+        ledger.recover_sending(sha)
+        uploader = Uploader(
+            client,
+            ledger,
+            sha256=sha,
+            campaign=campaign,
+            concurrency=settings.intake.concurrency,
+            skip_duplicates=options.duplicates != "upload",
+            timezone=settings.timezone,
+            reconcile_grace=max(2.0, 2 * settings.api.read_timeout),
+            clock=clock,
+            stop=stop,
+            progress=(lambda d, t: progress("uploading", d, t)) if progress else None,
+        )
+        if hold:
+            uploader._halt(  # the upload waits until the live schema can be fetched
+                "unavailable",
+                "the campaign schema came from a saved snapshot (the API could not be reached);"
+                " rows were validated but not uploaded",
+            )
+
+    writer = RejectWriter(
+        places.rejects_xlsx, places.rejects_csv, table.headers, tmp_dir=places.tmp_dir
+    )
+    data_rows = validation_rejects = dry_duplicates = in_file_duplicates = 0
+    dup_problems: list[RowProblem] = []
+    sample: list[str] = []
+    try:
+        for chunk in table.chunks():
+            data_rows += len(chunk)
+            result = validator.validate(chunk)
+            validation_rejects += len(result.rejected)
+            in_file_duplicates += len(result.duplicates)
+            dup_problems.extend(result.duplicates[: 20 - len(dup_problems)])
+            sample.extend(p.message for p in result.problems[: 5 - len(sample)])
+            rows = _upload_rows(result.valid, campaign)
+            if uploader is not None:  # records the rows; sends only while not halted
+                uploader.deliver(rows)
+            elif dry_run and options.duplicates != "upload":
+                seen = ledger.accepted_fingerprints(campaign, (r.fingerprint for r in rows))
+                dry_duplicates += sum(1 for r in rows if r.fingerprint in seen)
+            refusals = _refusals(ledger, sha, rows, header_of) if uploader is not None else {}
+            _add_rejects(writer, chunk, table.headers, result.problems, refusals)
+            if progress is not None:
+                progress("reading", data_rows, None)
+        reject_files = writer.close() if writer.count else []
+    except BaseException:
+        writer.abort()
+        raise
+    uncertain_rows = _uncertain(ledger, sha) if not dry_run else []
+
+    counts = _counts(ledger, sha, dry_run, data_rows, validation_rejects, dry_duplicates)
+    counts["duplicates"] += in_file_duplicates
+    if dry_run:
+        counts["accepted"], counts["pending"] = counts["pending"] - in_file_duplicates, 0
+    halt_kind = uploader.report.halt if uploader is not None else ""
+    halt_reason = uploader.report.reason if uploader is not None else ""
+    blank = int(table.blank_rows)
+    receipt = Receipt(
+        file=str(path.resolve()),
+        sha256=sha,
+        campaign=campaign,
+        rows_read=data_rows + blank,
+        accepted=counts["accepted"],
+        rejected=counts["rejected"],
+        refused_by_api=counts["refused"],
+        duplicates=counts["duplicates"],
+        uncertain=counts["uncertain"],
+        blank_skipped=blank,
+        reject_files=[str(p) for p in reject_files],
+        schema_source=schema.source,
+        status=_status(dry_run, halt_kind),
+        dry_run=dry_run,
+        waiting=counts["pending"],
+        started_at=started,
+        finished_at=clock.now().astimezone(tz).isoformat(timespec="seconds"),
+        source=table.describe(),
+        mapping=dict(mapping.field_for),
+        unmapped_columns=list(mapping.unmapped),
+        schema_drift=schema.drift.describe() if schema.drift else "",
+        messages=_messages(halt_reason, counts["pending"], uncertain_rows, dup_problems),
+        problems_sample=sample,
+    )
+    _check_accounting(receipt)
+    receipt.duration_s = round(clock.monotonic() - t0, 3)
+    # The service reads these to tell "wait for the API" from "stopped" (see service.py).
+    receipt.halt = halt_kind  # type: ignore[attr-defined]
+    receipt.halt_reason = halt_reason  # type: ignore[attr-defined]
+    write_receipt(receipt, places.receipt_txt, places.receipt_json)
+    if not dry_run:
+        done = counts["pending"] == 0 and not halt_kind
+        ledger.finish_file(
+            sha,
+            FileState.DONE if done else FileState.WAITING,
+            str(places.receipt_txt),
+            json.dumps(receipt.to_json(), ensure_ascii=False),
+        )
+        if not done:
+            ledger.set_file_state(sha, FileState.WAITING, halt_reason or "rows wait to be sent")
+    return receipt
+
+
+def _status(dry_run: bool, halt: str) -> str:
+    if dry_run:
+        return PREVIEW
+    if halt == "unavailable":
+        return WAITING
+    if halt:
+        return STOPPED
+    return PROCESSED
+
+
+def _messages(
+    halt_reason: str,
+    pending: int,
+    uncertain_rows: Sequence[tuple[int, str]],
+    dup_problems: Sequence[RowProblem],
+) -> list[str]:
+    out: list[str] = []
+    if halt_reason:
+        out.append(
+            f"The upload stopped: {halt_reason}. {pending} row(s) were not sent yet; they are "
+            "sent when the file is processed again (nothing is sent twice)."
+        )
+    for row, reason in uncertain_rows[:50]:
+        out.append(f"Row {row} is uncertain: {reason}.")
+    if len(uncertain_rows) > 50:
+        out.append(f"... and {len(uncertain_rows) - 50} more uncertain row(s).")
+    for p in dup_problems[:20]:
+        out.append(p.message)
+    if len(dup_problems) > 20:
+        out.append(f"... and {len(dup_problems) - 20} more repeated row(s).")
+    return out
+
+
+def _upload_rows(valid: Any, campaign: str) -> list[UploadRow]:
+    """Valid rows as field data (empty values are not sent) with their fingerprints."""
+    fields = [c for c in valid.columns if c != "_row"]
+    out: list[UploadRow] = []
+    for rec in valid.itertuples(index=False, name=None):
+        values = dict(zip(valid.columns, rec, strict=True))
+        data = {f: str(values[f]) for f in fields if _text(values[f]) != ""}
+        out.append(UploadRow(int(values["_row"]), data, fingerprint(campaign, data)))
+    return out
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    try:
+        if value != value:  # NaN / NA
+            return ""
+    except (TypeError, ValueError):
+        return ""
+    return str(value)
+
+
+def _refusals(
+    ledger: Ledger, sha: str, rows: Sequence[UploadRow], header_of: Mapping[str, str]
+) -> dict[int, list[RowProblem]]:
+    """API refusals of this chunk's rows, as reject problems on the original columns."""
+    wanted = {r.row: r for r in rows}
+    out: dict[int, list[RowProblem]] = {}
+    for rec in ledger.rows(sha, [RowState.REFUSED]):
+        if rec.row not in wanted:
+            continue
+        data = wanted[rec.row].data
+        problems = [
+            RowProblem(
+                row=rec.row,
+                column=header_of.get(d.get("field", ""), d.get("field", "")),
+                value=data.get(d.get("field", ""), ""),
+                rule="api",
+                message=f"refused by HeroBase: {d.get('message') or d.get('code') or 'invalid'}",
+            )
+            for d in rec.details
+        ] or [RowProblem(rec.row, "", "", "api", rec.reason or "refused by HeroBase")]
+        out[rec.row] = problems
+    return out
+
+
+def _add_rejects(
+    writer: RejectWriter,
+    chunk: Any,
+    headers: Sequence[str],
+    problems: Sequence[RowProblem],
+    refusals: Mapping[int, list[RowProblem]],
+) -> None:
+    by_row: dict[int, list[RowProblem]] = {}
+    for p in problems:
+        by_row.setdefault(p.row, []).append(p)
+    for row, ps in refusals.items():
+        by_row.setdefault(row, []).extend(ps)
+    if not by_row:
+        return
+    cols = list(headers)
+    frame = chunk.set_index("_row", drop=False)
+    for row in sorted(by_row):
+        values = [_text(frame.at[row, c]) for c in cols]
+        writer.add(row, values, by_row[row])
+        crash_point("rejects")
+
+
+def _counts(
+    ledger: Ledger, sha: str, dry_run: bool, data_rows: int, rejected: int, dry_dups: int
+) -> dict[str, int]:
+    if dry_run:
+        valid = data_rows - rejected  # includes in-file repeats; the caller moves them
+        return {
+            "accepted": 0,
+            "rejected": rejected,
+            "refused": 0,
+            "duplicates": dry_dups,
+            "uncertain": 0,
+            "pending": valid - dry_dups,
+        }
+    c = ledger.row_counts(sha)
+    return {
+        "accepted": c[RowState.ACCEPTED],
+        "rejected": rejected,
+        "refused": c[RowState.REFUSED],
+        "duplicates": c[RowState.DUPLICATE],
+        "uncertain": c[RowState.UNCERTAIN],
+        "pending": c[RowState.PENDING] + c[RowState.SENDING],
+    }
+
+
+def _uncertain(ledger: Ledger, sha: str) -> list[tuple[int, str]]:
+    return [(r.row, r.reason) for r in ledger.rows(sha, [RowState.UNCERTAIN])]
+
+
+def _check_accounting(r: Receipt) -> None:
+    """reliability.md #1: every row read ends in exactly one state (or waits to be sent)."""
+    total = (
+        r.accepted
+        + r.rejected
+        + r.refused_by_api
+        + r.duplicates
+        + r.uncertain
+        + r.blank_skipped
+        + r.waiting
+    )
+    if total != r.rows_read:
+        raise AssertionError(
+            f"row accounting does not add up for {r.file}: read {r.rows_read}, "
+            f"accounted for {total}"
+        )
+
+
+def _already_processed(
+    path: Path, finished_utc: str, receipt_json: str, places: Places, duration: float
+) -> Receipt:
+    receipt = Receipt.from_json(json.loads(receipt_json))
+    when = finished_utc[:19].replace("T", " ")
+    receipt.messages = [
+        f"This file (the same content) was already processed on {when} UTC; nothing was sent "
+        "again. The counts are those of that run.",
+        *receipt.messages,
+    ]
+    receipt.next_steps = ["Nothing to do."]
+    receipt.receipt_file = ""
+    receipt.duration_s = round(duration, 3)
+    receipt.halt = ""  # type: ignore[attr-defined]
+    receipt.halt_reason = ""  # type: ignore[attr-defined]
+    write_receipt(receipt, places.receipt_txt, places.receipt_json)
+    return receipt
