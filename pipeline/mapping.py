@@ -108,9 +108,19 @@ def map_columns(
 
 
 def _closest(name: str, headers: Sequence[str]) -> str | None:
-    keys = {normalise_header(h): h for h in headers if normalise_header(h)}
-    hit = difflib.get_close_matches(normalise_header(name), list(keys), n=1, cutoff=0.4)
-    return keys[hit[0]] if hit else None
+    """The header most like ``name`` (difflib ratio, plus a bonus when one contains the other)."""
+    want = normalise_header(name)
+    best, best_score = None, 0.4
+    for header in headers:
+        key = normalise_header(header)
+        if not key:
+            continue
+        score = difflib.SequenceMatcher(None, want, key).ratio()
+        if want in key or key in want:
+            score += 0.5
+        if score > best_score:
+            best, best_score = header, score
+    return best
 
 
 def header_score(cells: Sequence[str], expected: Sequence[str]) -> int:

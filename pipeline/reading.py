@@ -149,9 +149,8 @@ def _blank_mask(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
 
 def _to_frame(data: pa.Table, headers: list[str], rows: np.ndarray) -> pd.DataFrame:
     frame: pd.DataFrame = data.rename_columns(headers).to_pandas()
-    for h in headers:
-        if frame[h].dtype != "str":
-            frame[h] = frame[h].astype("str")
+    for h in [h for h, d in frame.dtypes.items() if d != "str"]:
+        frame[h] = frame[h].astype("str")
     frame["_row"] = rows.astype(np.int64)
     return frame
 
@@ -251,29 +250,14 @@ def _iter_csv(table: Table, h: int, chunk_rows: int) -> Iterator[pd.DataFrame]:
         return "skip"
 
     enc = table.encoding.lower().replace("_", "-")
-    reader = pcsv.open_csv(
-        table.path,
-        read_options=pcsv.ReadOptions(
-            use_threads=False,
-            block_size=16 * 1024 * 1024,
-            skip_rows=h + 1,
-            column_names=names,
-            encoding="utf8" if enc in ("utf-8", "utf8") else table.encoding,
-        ),
-        parse_options=pcsv.ParseOptions(
-            delimiter=table.delimiter,
-            newlines_in_values=True,
-            ignore_empty_lines=False,
-            invalid_row_handler=on_bad_row,
-        ),
-        convert_options=pcsv.ConvertOptions(
-            column_types=dict.fromkeys(names, pa.string()),
-            strings_can_be_null=False,
-            quoted_strings_can_be_null=False,
-        ),
-    )
-    next_index = 0  # data rows parsed so far (valid ones)
     first = h + 2  # the row number of the first data record
+    try:
+        reader = _open_reader(table, h, names, on_bad_row, enc)
+    except pa.ArrowInvalid as exc:
+        if "Could not skip" in str(exc):  # the header is the last line: no data rows
+            return
+        raise _not_text(table, first, exc) from exc
+    next_index = 0  # data rows parsed so far (valid ones)
     used_bad = 0
     while True:
         try:
@@ -281,12 +265,7 @@ def _iter_csv(table: Table, h: int, chunk_rows: int) -> Iterator[pd.DataFrame]:
         except StopIteration:
             break
         except pa.ArrowInvalid as exc:
-            raise FileUnreadable(
-                f"the file cannot be read as {table.encoding} text after row "
-                f"{first + next_index} ({exc}). Save it as CSV UTF-8, or set the campaign's "
-                "encoding in the config, then drop it again.",
-                path=table.path,
-            ) from exc
+            raise _not_text(table, first + next_index, exc) from exc
         bad.sort()
         rows = first + np.arange(next_index, next_index + batch.num_rows, dtype=np.int64)
         for number, _text, _n in bad:  # rows skipped by the parser shift the numbering
@@ -312,6 +291,39 @@ def _iter_csv(table: Table, h: int, chunk_rows: int) -> Iterator[pd.DataFrame]:
         empty = pd.DataFrame({h: pd.Series([], dtype="str") for h in headers})
         empty["_row"] = pd.Series([], dtype="int64")
         yield _with_malformed(empty, bad[used_bad:], table)
+
+
+def _open_reader(table: Table, h: int, names: list[str], on_bad_row: Any, enc: str) -> Any:
+    return pcsv.open_csv(
+        table.path,
+        read_options=pcsv.ReadOptions(
+            use_threads=False,
+            block_size=16 * 1024 * 1024,
+            skip_rows=h + 1,
+            column_names=names,
+            encoding="utf8" if enc in ("utf-8", "utf8") else table.encoding,
+        ),
+        parse_options=pcsv.ParseOptions(
+            delimiter=table.delimiter,
+            newlines_in_values=True,
+            ignore_empty_lines=False,
+            invalid_row_handler=on_bad_row,
+        ),
+        convert_options=pcsv.ConvertOptions(
+            column_types=dict.fromkeys(names, pa.string()),
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
+def _not_text(table: Table, row: int, exc: Exception) -> FileUnreadable:
+    return FileUnreadable(
+        f"the file cannot be read as {table.encoding} text from about row {row} ({exc}). "
+        "Save it as CSV UTF-8, or set the campaign's encoding in the config, then drop it "
+        "again.",
+        path=table.path,
+    )
 
 
 def _with_malformed(

@@ -65,6 +65,8 @@ class _SeenRows:
         return out
 
     def add(self, hashes: np.ndarray, rows: np.ndarray) -> None:
+        if len(hashes) == 0:
+            return
         order = np.argsort(hashes, kind="stable")
         self.runs.append((hashes[order], rows[order].astype(np.int32)))
         while len(self.runs) > 1 and len(self.runs[-1][0]) * 2 >= len(self.runs[-2][0]):

@@ -1,0 +1,258 @@
+"""reading.py + filecheck.py: encodings, delimiters, header rows, row numbers, XLSX, bombs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zipfile
+from pathlib import Path
+
+import pytest
+import xlsxwriter
+
+from pipeline import filecheck
+from pipeline.config import CampaignSettings
+from pipeline.errors import FileUnreadable
+from pipeline.reading import open_table
+from tests.stages.helpers import OPTIONS, SPECS
+
+FIELDS = [f.name for f in SPECS]
+
+
+def read(path: Path, options: CampaignSettings = OPTIONS, **kw: int) -> tuple[object, list[dict]]:
+    table = open_table(path, options=options, expected_fields=FIELDS, **kw)
+    rows = [r for chunk in table.chunks() for r in chunk.to_dict("records")]
+    return table, rows
+
+
+def test_windows_1252_semicolon_title_row_quoted_newlines_blank_and_short_rows(
+    tmp_path: Path,
+) -> None:
+    text = (
+        "Leads til forårskampagnen;;\n"
+        "\n"
+        "Navn;Tlf.;By\n"
+        "Søren Ærø;00451234;Århus\n"
+        '"Multi\nline ; name";12345678;"Øl;stykke"\n'
+        ";;\n"
+        "  ; ;\n"
+        "Ann;1;2;3\n"
+        "Bo;5\n"
+        "Åse;99999999;Kø\n"
+    )
+    path = tmp_path / "leads.csv"
+    path.write_bytes(text.encode("cp1252"))
+    table, rows = read(path)
+    assert table.describe() == "CSV (windows-1252, ';' separated), header on row 3"
+    assert table.headers == ["Navn", "Tlf.", "By"]
+    assert [(r["_row"], r["Navn"], r["Tlf."], r["By"]) for r in rows] == [
+        (4, "Søren Ærø", "00451234", "Århus"),
+        (5, "Multi\nline ; name", "12345678", "Øl;stykke"),
+        (10, "Åse", "99999999", "Kø"),
+        (8, "Ann", "1", "2"),
+        (9, "Bo", "5", ""),
+    ]
+    assert table.blank_rows == 2
+    assert table.rows_read == 5
+
+
+def test_malformed_rows_are_listed_for_validation(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("name,phone\nA,1,2\nB,12345\n", encoding="utf-8")
+    table = open_table(path, options=OPTIONS, expected_fields=FIELDS)
+    chunks = list(table.chunks())
+    malformed = {k: v for c in chunks for k, v in c.attrs.get("malformed", {}).items()}
+    assert malformed == {
+        2: "the row has 3 values but the header has 2 columns (a missing or extra separator)"
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "encoding", "delimiter"),
+    [
+        (b"\xef\xbb\xbfname,phone\nS\xc3\xb8ren,0012\n", "utf-8", ","),
+        (b"name\tphone\nS\xc3\xb8ren\t0012\n", "utf-8", "\t"),
+        (b"name|phone\nS\xc3\xb8ren|0012\n", "utf-8", "|"),
+        ("name;phone\r\nSøren;0012\r\n".encode("utf-16"), "utf-16", ";"),
+    ],
+)
+def test_bom_tab_pipe_utf16(tmp_path: Path, raw: bytes, encoding: str, delimiter: str) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(raw)
+    table, rows = read(path)
+    assert (table.encoding, table.delimiter) == (encoding, delimiter)  # type: ignore[attr-defined]
+    assert rows == [{"name": "Søren", "phone": "0012", "_row": 2}]
+
+
+def test_overrides_encoding_delimiter_header_row(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes("junk,junk\nname,phone\nSøren,0012\n".encode("cp1252"))
+    opts = CampaignSettings(encoding="latin-1", delimiter=",", header_row=2)
+    table, rows = read(path, opts)
+    assert table.header_row == 2  # type: ignore[attr-defined]
+    assert rows == [{"name": "Søren", "phone": "0012", "_row": 3}]
+
+
+def test_header_only_is_zero_rows_and_empty_file_is_refused(tmp_path: Path) -> None:
+    for body in (b"name,phone\n", b"name,phone"):
+        path = tmp_path / "h.csv"
+        path.write_bytes(body)
+        table, rows = read(path)
+        assert rows == []
+        assert table.headers == ["name", "phone"]  # type: ignore[attr-defined]
+    empty = tmp_path / "e.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(FileUnreadable, match="the file is empty"):
+        read(empty)
+
+
+def test_chunks_keep_numbering_and_10000_columns(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    path.write_text("name,phone\n" + "".join(f"n{i},{i:08d}\n" for i in range(2500)))
+    _table, rows = read(path, chunk_rows=1000)
+    assert [r["_row"] for r in rows] == list(range(2, 2502))
+    assert rows[-1]["phone"] == "00002499"
+
+    headers = [f"col{i}" for i in range(10_000)]
+    headers[7], headers[9000] = "name", "phone"
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(headers) + "\n" + ",".join(str(i) for i in range(10_000)) + "\n")
+    table, rows = read(wide)
+    assert len(table.headers) == 10_000  # type: ignore[attr-defined]
+    assert (rows[0]["name"], rows[0]["phone"], rows[0]["_row"]) == ("7", "9000", 2)
+
+
+def test_duplicate_and_empty_headers_get_usable_names(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("name,phone,,phone\na,1,x,2\n")
+    table, rows = read(path)
+    assert table.headers == ["name", "phone", "Column C", "phone (2)"]  # type: ignore[attr-defined]
+    assert rows[0]["phone (2)"] == "2"
+
+
+def test_invalid_utf8_after_the_sample_says_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "u.csv"
+    body = "name,phone\n" + "abc,12345\n" * 120_000
+    path.write_bytes(body.encode() + "Søren,12345\n".encode("cp1252"))
+    table = open_table(path, options=OPTIONS, expected_fields=FIELDS)
+    with pytest.raises(FileUnreadable, match="set the campaign's encoding"):
+        list(table.chunks())
+
+
+# ------------------------------------------------------------------------------------- XLSX
+
+
+def make_xlsx(path: Path) -> Path:
+    wb = xlsxwriter.Workbook(str(path))
+    hidden = wb.add_worksheet("Old")
+    hidden.write(0, 0, "ignore me")
+    hidden.hide()
+    ws = wb.add_worksheet("Leads")
+    ws.activate()
+    date_fmt = wb.add_format({"num_format": "dd-mm-yyyy"})
+    ws.write(0, 0, "Leads spring 2026")
+    ws.write_row(1, 0, ["Navn", "Tlf.", "Født", "Postnr"])
+    ws.write_row(2, 0, ["Søren", 4512345678.0, None, 800.0])
+    ws.write_datetime(2, 2, dt.datetime(1990, 5, 17), date_fmt)
+    ws.write_row(4, 0, ["Bo", None, None, "0800"])
+    ws.write_datetime(4, 1, dt.datetime(2045, 3, 12), date_fmt)
+    ws.write_row(5, 0, ["Å", 0.5, 1.25, 1e20])
+    wb.close()
+    return path
+
+
+def test_xlsx_first_visible_sheet_title_row_numbers_as_text_dates_flagged(
+    tmp_path: Path,
+) -> None:
+    table = open_table(make_xlsx(tmp_path / "x.xlsx"), options=OPTIONS, expected_fields=FIELDS)
+    assert table.describe() == "XLSX, sheet 'Leads', header on row 2"
+    chunks = list(table.chunks())
+    rows = [r for c in chunks for r in c.to_dict("records")]
+    assert rows == [
+        {"Navn": "Søren", "Tlf.": "4512345678", "Født": "1990-05-17", "Postnr": "800", "_row": 3},
+        {"Navn": "Bo", "Tlf.": "2045-03-12", "Født": "", "Postnr": "0800", "_row": 5},
+        {"Navn": "Å", "Tlf.": "0.5", "Født": "1.25", "Postnr": "100000000000000000000", "_row": 6},
+    ]
+    assert table.blank_rows == 1
+    dates = chunks[0].attrs["date_cells"]
+    assert dates["Tlf."].tolist() == [False, True, False]
+    assert dates["Født"].tolist() == [True, False, False]
+
+
+def test_xlsx_configured_sheet_and_missing_sheet(tmp_path: Path) -> None:
+    path = make_xlsx(tmp_path / "x.xlsx")
+    table = open_table(path, options=CampaignSettings(sheet="Old"), expected_fields=FIELDS)
+    assert table.sheet == "Old"
+    with pytest.raises(FileUnreadable, match=r"no sheet named 'Nope' \(sheets: 'Old', 'Leads'\)"):
+        open_table(path, options=CampaignSettings(sheet="Nope"), expected_fields=FIELDS)
+
+
+def _rezip(src: Path, dest: Path, replace: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            data = replace.pop(item.filename, None)
+            zout.writestr(item.filename, data if data is not None else zin.read(item))
+        for name, data in replace.items():
+            zout.writestr(name, data)
+    return dest
+
+
+def test_zip_bomb_refused(tmp_path: Path) -> None:
+    src = make_xlsx(tmp_path / "x.xlsx")
+    bomb = _rezip(src, tmp_path / "bomb.xlsx", {"xl/media/pad.bin": b"\0" * 50_000_000})
+    with pytest.raises(FileUnreadable, match="possible 'zip bomb'"):
+        open_table(bomb, options=OPTIONS, expected_fields=FIELDS)
+
+
+def test_zip_total_size_and_entry_count_limits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = make_xlsx(tmp_path / "x.xlsx")
+    monkeypatch.setattr(filecheck, "MAX_UNCOMPRESSED", 1000)
+    with pytest.raises(FileUnreadable, match=r"would unpack to .* GB"):
+        open_table(src, options=OPTIONS, expected_fields=FIELDS)
+    monkeypatch.setattr(filecheck, "MAX_UNCOMPRESSED", 10**9)
+    monkeypatch.setattr(filecheck, "MAX_ENTRIES", 3)
+    with pytest.raises(FileUnreadable, match=r"it holds \d+ parts"):
+        open_table(src, options=OPTIONS, expected_fields=FIELDS)
+
+
+def test_entity_bomb_refused_before_parsing(tmp_path: Path) -> None:
+    src = make_xlsx(tmp_path / "x.xlsx")
+    evil = (
+        b'<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol">'
+        b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>\n'
+        b'<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><si><t>&lol2;'
+        b"</t></si></sst>"
+    )
+    bomb = _rezip(src, tmp_path / "ent.xlsx", {"xl/sharedStrings.xml": evil})
+    with pytest.raises(FileUnreadable, match="declares a DOCTYPE or entities"):
+        open_table(bomb, options=OPTIONS, expected_fields=FIELDS)
+
+
+def test_encrypted_legacy_pdf_binary_and_oversize_refused(tmp_path: Path) -> None:
+    ole = filecheck.OLE_MAGIC + b"\0" * 504
+    cases = {
+        "locked.xlsx": (ole + "EncryptedPackage".encode("utf-16-le"), "password-protected"),
+        "old.xls": (ole + b"\0" * 512, r"old-style Excel file \(.xls\)"),
+        "scan.csv": (b"%PDF-1.7\n...", "this is a PDF"),
+        "blob.csv": (b"\x00\x01\x02binary", "not a text \\(CSV\\) file"),
+        "fake.xlsx": (b"name,phone\n", "named .xlsx but is not a workbook"),
+        "broken.xlsx": (b"PK\x03\x04garbage", "the workbook is damaged"),
+    }
+    for name, (body, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(body)
+        with pytest.raises(FileUnreadable, match=message):
+            open_table(path, options=OPTIONS, expected_fields=FIELDS)
+    big = tmp_path / "big.csv"
+    big.write_bytes(b"name,phone\n" + b"a,12345\n" * 2000)
+    with pytest.raises(FileUnreadable, match="over the 0 MB limit"):
+        open_table(big, options=OPTIONS, expected_fields=FIELDS, max_bytes=1000)
+
+
+def test_refusal_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "scan.csv"
+    path.write_bytes(b"%PDF-1.4")
+    with pytest.raises(FileUnreadable) as info:
+        open_table(path, options=OPTIONS, expected_fields=FIELDS)
+    assert str(info.value).startswith("scan.csv: this is a PDF, not a spreadsheet.")

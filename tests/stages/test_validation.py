@@ -1,0 +1,191 @@
+"""validation.py + excel_damage.py: a messy 1,000-row file gives exactly the expected problems."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.schema import CampaignSchema, parse_example
+from pipeline.validation import Validator
+from tests.stages.helpers import PHONE_RE, run
+
+HEADER = ["Navn", "Tlf.", "Postnr", "Født", "By", "Notes"]
+FORMULA_CITY = '=HYPERLINK("http://evil.example/?x","click")'
+FORMULA_NAME = "=cmd|' /C calc'!A0"
+FORMULA_NOTE = "@SUM(1+1)*cmd|' /C calc'!A0"
+
+
+def messy_row(i: int) -> list[str]:
+    """Data row ``i`` (0-based) of the messy file; the rules the expectations mirror."""
+    name, phone, zip_, born, city, note = (
+        f"Søren Ærø {i}",
+        f"+45 {20000000 + i}",
+        "2100",
+        "1990-01-01",
+        "Århus",
+        "note",
+    )
+    if i == 10:
+        name, note = "Smith; Jane", "two\nlines"
+    if i % 50 == 7:
+        phone = "12ab"
+    if i % 50 == 13:
+        name = ""
+    if i % 100 == 21:
+        phone = "4,5123E+11"
+    if i % 100 == 45:
+        zip_ = "800"
+    if i % 100 == 60:
+        born = "45123"
+    if i % 100 == 75:
+        city = FORMULA_CITY
+    if i % 100 == 76:
+        name, phone = FORMULA_NAME, "+45 12x"
+    if i % 100 == 77:
+        phone, note = "", FORMULA_NOTE
+    return [name, f" {phone} " if i == 3 else phone, zip_, born, city, note]
+
+
+def sheet_row(i: int) -> int:
+    """Title row 1, header row 2, a blank line after data row 500."""
+    return i + 3 + (1 if i > 500 else 0)
+
+
+def write_messy(path: Path) -> Path:
+    lines = ["Leadliste forår 2026 — må ikke deles;;;;;", ";".join(HEADER)]
+    for i in range(1000):
+        cells = messy_row(i - 1 if i % 250 == 99 else i)
+        lines.append(";".join(f'"{c}"' if ("\n" in c or ";" in c) else c for c in cells))
+        if i == 500:
+            lines.append(";;;;;")
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode("cp1252"))
+    return path
+
+
+def expected_problems() -> list[tuple[int, str, str]]:
+    out = []
+    for i in range(1000):
+        if i % 250 == 99:
+            continue
+        r = sheet_row(i)
+        if i % 50 == 13:
+            out.append((r, "Navn", "required"))
+        if i % 50 == 7 or i % 100 == 76:
+            out.append((r, "Tlf.", "pattern"))
+        if i % 100 == 21:
+            out.append((r, "Tlf.", "excel_damage"))
+        if i % 100 == 77:
+            out.append((r, "Tlf.", "required"))
+        if i % 100 == 45:
+            out.append((r, "Postnr", "excel_damage"))
+        if i % 100 == 60:
+            out.append((r, "Født", "excel_damage"))
+        if i % 100 == 75:
+            out.append((r, "By", "pattern"))
+    return out
+
+
+def test_messy_file_exact_counts_and_problems(tmp_path: Path) -> None:
+    result = run(write_messy(tmp_path / "messy.csv"), chunk_rows=300)
+    assert result.table.header_row == 2
+    assert result.table.blank_rows == 1
+    assert result.table.rows_read == 1000
+    assert result.mapping.unmapped == ["Notes"]
+    assert result.triples() == expected_problems()
+    assert len(result.rejected) == 100
+    assert [(p.row, p.rule) for p in result.duplicates] == [
+        (sheet_row(i), "duplicate") for i in (99, 349, 599, 849)
+    ]
+    assert result.duplicates[0].message == (
+        "Row 102 repeats row 101 (the same values in every field); it is not sent twice. "
+        "Nothing to do, unless it should differ."
+    )
+    assert len(result.valid) == 896
+    assert list(result.valid.columns) == ["name", "phone", "zip", "born", "city", "_row"]
+    # values are stripped before validation and sending; quoted separators survive
+    first = result.valid.set_index("_row")
+    assert first.loc[6, "phone"] == "+45 20000003"
+    assert first.loc[13, "name"] == "Smith; Jane"
+    assert first.loc[3, "name"] == "Søren Ærø 0"
+    # rejected rows keep the original columns and values
+    assert list(result.rejected.columns) == [*HEADER, "_row"]
+
+
+def test_messages_are_for_people(tmp_path: Path) -> None:
+    result = run(write_messy(tmp_path / "messy.csv"))
+    by_key = {(p.row, p.column): p for p in result.problems}
+    assert by_key[(10, "Tlf.")].message == (
+        f"Row 10, column 'Tlf.': '12ab' is not a valid phone (field phone must match "
+        f"{PHONE_RE}). Fix the value and drop the file again."
+    )
+    assert by_key[(16, "Navn")].message == (
+        "Row 16, column 'Navn': the value is empty, but field name is required. "
+        "Fill it in and drop the file again."
+    )
+    assert by_key[(24, "Tlf.")].message == (
+        "Row 24, column 'Tlf.': '4,5123E+11' looks like a number Excel showed in scientific "
+        "notation, so digits are lost. Format the column as Text in Excel and re-enter the "
+        "values, then drop the file again."
+    )
+    assert by_key[(48, "Postnr")].message == (
+        "Row 48, column 'Postnr': '800' looks like a number that lost its leading zeros in "
+        "Excel (it would be valid as '0800'). Format the column as Text in Excel and re-enter "
+        "the values, then drop the file again."
+    )
+    assert by_key[(63, "Født")].message == (
+        "Row 63, column 'Født': '45123' looks like an Excel date serial number, not a date. "
+        "Format the column as Text in Excel and re-enter the dates, then drop the file again."
+    )
+    assert by_key[(10, "Tlf.")].value == "12ab"
+
+
+def test_date_cell_in_a_phone_column_and_malformed_row() -> None:
+    specs = parse_example(
+        {"phone": f"example phone, type is phone, regex used for validation {PHONE_RE}"},
+        {"phone": f"example phone, type is phone, regex used for validation {PHONE_RE}"},
+    )
+    from pipeline.mapping import map_columns
+
+    schema = CampaignSchema("C", specs, "live", "", "h")
+    validator = Validator(schema, map_columns(["Tlf"], specs, {"Tlf": "phone"}))
+    chunk = pd.DataFrame({"Tlf": ["2045-03-12", "12345678", "12345678"]}, dtype="str")
+    chunk["_row"] = [5, 6, 9]
+    chunk.attrs = {
+        "date_cells": {"Tlf": [True, False, False]},
+        "malformed": {9: "the row has 3 values but the header has 1 columns"},
+    }
+    res = validator.validate(chunk)
+    assert [(p.row, p.column, p.rule) for p in res.problems] == [
+        (5, "Tlf", "excel_damage"),
+        (9, "", "malformed"),
+    ]
+    assert res.problems[0].message.startswith(
+        "Row 5, column 'Tlf': '2045-03-12' was stored by Excel as a date, but field phone is "
+        "not a date."
+    )
+    assert res.valid["_row"].tolist() == [6]
+    assert res.duplicates == []
+
+
+def test_duplicates_across_chunks_point_at_the_first_row() -> None:
+    specs = parse_example(
+        {"name": "example name, type is varchar, regex used for validation .+"}, {}
+    )
+    from pipeline.mapping import map_columns
+
+    validator = Validator(
+        CampaignSchema("C", specs, "live", "", "h"), map_columns(["name"], specs, {})
+    )
+    rows_seen = []
+    for start in range(0, 3000, 500):
+        chunk = pd.DataFrame({"name": [f"n{i % 1200}" for i in range(start, start + 500)]})
+        chunk["name"] = chunk["name"].astype("str")
+        chunk["_row"] = list(range(start + 2, start + 502))
+        res = validator.validate(chunk)
+        rows_seen += [
+            (p.row, p.message.split(" repeats row ")[1].split(" ")[0]) for p in res.duplicates
+        ]
+    assert validator.duplicates == 1800
+    assert rows_seen[0] == (1202, "2")
+    assert rows_seen[-1] == (3001, str(2999 % 1200 + 2))
