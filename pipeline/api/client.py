@@ -430,7 +430,10 @@ class HeroBaseClient:
             raise err from exc
         try:
             self.limiter.observe(resp.headers, resp.status_code)
-            log.debug("%s %s -> %d", method, self._redactor.clean(safe_url(url)), resp.status_code)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "%s %s -> %d", method, self._redactor.clean(safe_url(url)), resp.status_code
+                )
             if 200 <= resp.status_code < 300:
                 try:
                     return parse(resp)
