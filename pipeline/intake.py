@@ -27,6 +27,7 @@ import itertools
 import logging
 import os
 import re
+import shutil
 import stat
 import threading
 from collections import deque
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import LeadpipeError
@@ -242,6 +244,7 @@ class Intake:
         on_finished: Callable[[Finished], None] | None = None,
         on_claimed: Callable[[Job, float], None] | None = None,
         recent_size: int = 100,
+        timezone: str | None = None,
     ) -> None:
         self.inbox = Path(inbox)
         self.work = self.inbox / WORK_DIR_NAME / "work"
@@ -256,6 +259,7 @@ class Intake:
         self.on_finished = on_finished
         self.on_claimed = on_claimed
         self.recent: deque[Finished] = deque(maxlen=recent_size)
+        self.tz = ZoneInfo(timezone) if timezone else None
         self.totals: dict[str, int] = {"processed": 0, "failed": 0, "wait": 0, "interrupted": 0}
         self.inbox_ok = True
         self.inbox_problem = ""
@@ -408,7 +412,7 @@ class Intake:
                 return
             if e is not None and self._queued(e):
                 self._unqueue(e)  # it changed after all: settle again
-            since = self._settled_since(st, now) if e is None else now
+            since = self._settled_since(st, now)
             problem = "" if stat.S_ISREG(st.st_mode) else "not a regular file"
             self._seen[path] = _Entry(
                 path, campaign, preview, st.st_size, st.st_mtime_ns, since, unknown, problem
@@ -666,8 +670,11 @@ class Intake:
             q.insert(0, item)
             q.sort(key=lambda x: x.order)
 
+    def _local_now(self) -> datetime:
+        return self.clock.now().astimezone(self.tz)
+
     def _stamp(self) -> str:
-        return self.clock.now().astimezone().strftime("%Y%m%d-%H%M%S")
+        return self._local_now().strftime("%Y%m%d-%H%M%S")
 
     def _claim(self, e: _Entry) -> Job | None:
         """Rename the file into the work folder; None when it changed or vanished meanwhile."""
@@ -678,7 +685,7 @@ class Intake:
                 self._observe(e.path, e.campaign, e.preview, unknown=e.unknown)
                 return None
             digest = sha256_file(e.path)
-            now = self.clock.now().astimezone()
+            now = self._local_now()
             seq = f"{now:%Y%m%d%H%M%S%f}{next(self._seq) % 10000:04d}"
             folder = e.path.parent.parent if e.preview else e.path.parent
             suffix = "-preview" if e.preview else ""
@@ -756,8 +763,7 @@ class Intake:
                 final = atomic_move(job.path, where / f"{stamp}_{job.name}")
                 with self._cond:
                     self.breaker.success(out.uncertain)
-            with contextlib.suppress(OSError):
-                job.path.parent.rmdir()
+            shutil.rmtree(job.path.parent, ignore_errors=True)  # the claim, now without its file
         except OSError as exc:
             # The inbox (a share?) went away mid-move: the claim stays and is resumed later.
             log.warning("could not finish %s (%s); it will be resumed", job.name, exc)

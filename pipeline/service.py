@@ -252,6 +252,7 @@ class ServiceInfo:
     embedded: bool
     campaign_folders: list[Path] = field(default_factory=list)
     polling: bool = False
+    snapshot: Callable[[], dict[str, Any]] | None = None  #: live status (tests, benchmarks)
 
 
 @dataclass
@@ -437,6 +438,7 @@ class _Service:
             probe=probe,
             on_finished=self._finished,
             on_claimed=lambda job, delay: metrics.pickup_seconds.observe(delay),
+            timezone=settings.timezone,
         )
         self.exports: Any = None
         self.export_snapshot: list[dict[str, Any]] = []
@@ -507,6 +509,7 @@ class _Service:
                 self.metrics.follow(self.intake.snapshot)
             self.watcher.start()
             self.intake.sweep()  # start-up: files already there, claims to resume
+            self.watcher.ensure(self.inbox / f for f in self.intake.folders)
             for i in range(max(1, self.settings.intake.campaign_parallelism)):
                 t = threading.Thread(target=self._work, name=f"leadpipe-intake-{i}")
                 t.start()
@@ -522,6 +525,7 @@ class _Service:
                             self.inbox / f for f, c in self.intake.folders.items() if c
                         ),
                         polling=s.polling,
+                        snapshot=self.snapshot,
                     )
                 )
             self._loop()
@@ -542,8 +546,13 @@ class _Service:
         if self.fatal is not None:
             raise self.fatal
         totals = self.intake.totals
+        if self.intake.waiting_for_api():
+            self.intake.sweep()  # count the files put back into the inbox
         snap = self.intake.snapshot()
-        waiting = sum(len(c.get("waiting", [])) for c in snap["campaigns"].values())
+        waiting = sum(
+            len(c.get("waiting", [])) + len(c.get("settling", []))
+            for c in snap["campaigns"].values()
+        )
         return ServiceResult(
             processed=totals.get("processed", 0),
             failed=totals.get("failed", 0),
@@ -568,7 +577,7 @@ class _Service:
             if self.hint.is_set() or now >= next_sweep:
                 self.hint.clear()
                 self.intake.sweep()
-                self.watcher.ensure()
+                self.watcher.ensure(self.inbox / f for f in self.intake.folders)
                 if now >= next_sweep:
                     next_sweep = now + s.sweep_seconds
             deadline = self.intake.next_deadline()

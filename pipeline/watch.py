@@ -10,10 +10,13 @@ This is the only module that imports watchdog.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -51,63 +54,75 @@ class _Hint(FileSystemEventHandler):
 
 
 class Watcher:
-    """Turns file-system events under ``inbox`` into wake-ups of the sweep."""
+    """Turns file-system events in the inbox and its campaign folders into sweep wake-ups.
+
+    Each folder is watched on its own, not recursively: the hidden work folder, where claims
+    come and go all the time, is never watched.
+    """
 
     def __init__(self, inbox: Path, hint: threading.Event, *, polling: bool = False) -> None:
         self.inbox = Path(inbox)
         self.hint = hint
         self.polling = polling
-        self._observer: Observer | None = None  # type: ignore[valid-type]
-        self._identity: tuple[int, int] | None = None
+        self._observer: Any = None
+        self._watches: dict[Path, tuple[tuple[int, int], Any]] = {}
         self.problem = ""
 
     @property
     def mode(self) -> str:
         """``events``, ``polling`` (configured or fallen back) or ``waiting for the inbox``."""
-        if self.polling:
+        if self.polling or self.problem:
             return "polling"
-        if self._observer is None:
-            return "polling" if self.problem else "waiting for the inbox"
-        return "events"
+        return "events" if self._watches else "waiting for the inbox"
 
     def start(self) -> Watcher:
         """Start watching (no-op in polling mode)."""
-        self.ensure()
+        if not self.polling:
+            self._observer = Observer()
+            self._observer.start()
+            self.ensure()
         return self
 
-    def ensure(self) -> None:
-        """(Re)arm the watch when the inbox exists and is not (or no longer) watched."""
-        if self.polling:
+    def ensure(self, folders: Iterable[Path] = ()) -> None:
+        """Watch the inbox and ``folders`` (and their ``preview/``) as they are now.
+
+        A folder that vanished loses its watch; one that came back (a new inode) gets a new one.
+        """
+        if self.polling or self._observer is None or self.problem:
             return
-        try:
-            st = os.stat(self.inbox)
-            identity: tuple[int, int] | None = (st.st_dev, st.st_ino)
-        except OSError:
-            identity = None
-        alive = self._observer is not None and self._observer.is_alive()
-        if identity == self._identity and (alive or identity is None):
-            return
-        self._stop_observer()
-        self._identity = identity
-        if identity is None:
-            return
-        observer = Observer()
-        try:
-            observer.schedule(_Hint(self.inbox, self.hint), str(self.inbox), recursive=True)
-            observer.start()
-        except OSError as exc:
-            self.problem = f"file-system events unavailable ({exc}); sweeping on a timer only"
-            log.warning(self.problem)
-            return
-        self._observer = observer
-        self.problem = ""
+        wanted: dict[Path, tuple[int, int]] = {}
+        dirs = [Path(f) for f in folders]
+        for folder in [self.inbox, *dirs, *(f / "preview" for f in dirs)]:
+            try:
+                st = os.stat(folder)
+            except OSError:
+                continue
+            wanted[Path(folder)] = (st.st_dev, st.st_ino)
+        for path in list(self._watches):
+            identity, watch = self._watches[path]
+            if wanted.get(path) != identity:
+                with contextlib.suppress(Exception):
+                    self._observer.unschedule(watch)
+                del self._watches[path]
+        for path, identity in wanted.items():
+            if path in self._watches:
+                continue
+            try:
+                watch = self._observer.schedule(
+                    _Hint(self.inbox, self.hint), str(path), recursive=False
+                )
+            except OSError as exc:
+                if not path.exists():
+                    continue  # gone again already: the next sweep tries once more
+                self.problem = f"file-system events unavailable ({exc}); sweeping on a timer only"
+                log.warning(self.problem)
+                return
+            self._watches[path] = (identity, watch)
 
     def stop(self) -> None:
         """Stop the observer thread."""
-        self._stop_observer()
-
-    def _stop_observer(self) -> None:
         if self._observer is not None:
             obs, self._observer = self._observer, None
             obs.stop()
             obs.join(5)
+        self._watches.clear()
