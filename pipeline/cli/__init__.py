@@ -8,6 +8,7 @@ from pipeline.cli import (
     export_cmd,  # noqa: F401
     ingest_cmd,  # noqa: F401
     sandbox_cmd,  # noqa: F401
+    service_cmd,  # noqa: F401
 )
 from pipeline.cli.app import app
 
