@@ -84,8 +84,12 @@ def print_report(report: DoctorReport) -> None:
 
 def _campaign_table(campaigns: list[Any]) -> Table:
     table = Table(title=f"Reachable campaigns ({len(campaigns)})", title_justify="left")
-    for col in ("code", "name", "project", "active", "uniqueId"):
-        table.add_column(col)
+    # codes and ids are what people type and grep: never shortened
+    table.add_column("code", min_width=max((len(c.code) for c in campaigns), default=4))
+    table.add_column("name")
+    table.add_column("project")
+    table.add_column("active")
+    table.add_column("uniqueId", overflow="fold")
     for c in campaigns:
         table.add_row(
             escape(c.code),
