@@ -84,19 +84,14 @@ def print_report(report: DoctorReport) -> None:
 
 def _campaign_table(campaigns: list[Any]) -> Table:
     table = Table(title=f"Reachable campaigns ({len(campaigns)})", title_justify="left")
-    # codes and ids are what people type and grep: never shortened
+    # codes are what people type and grep: never shortened (uniqueIds are in --json)
     table.add_column("code", min_width=max((len(c.code) for c in campaigns), default=4))
     table.add_column("name")
     table.add_column("project")
     table.add_column("active")
-    table.add_column("uniqueId", overflow="fold")
     for c in campaigns:
         table.add_row(
-            escape(c.code),
-            escape(c.name),
-            escape(c.project),
-            "yes" if c.active else "no",
-            escape(c.unique_id),
+            escape(c.code), escape(c.name), escape(c.project), "yes" if c.active else "no"
         )
     return table
 
