@@ -23,7 +23,7 @@ import codecs
 import contextlib
 import csv
 import hashlib
-import io
+import itertools
 import json
 import os
 import signal
@@ -32,13 +32,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Protocol, cast
+from typing import Any, Protocol
 
 from pipeline import __version__
 from pipeline.cells import neutralise_csv
 from pipeline.config import ExportJob
 from pipeline.errors import ConfigError
-from pipeline.fsutil import WORK_DIR_NAME, atomic_open, atomic_write_text, fsync_dir
+from pipeline.fsutil import WORK_DIR_NAME, atomic_write_text, fsync_dir
 from pipeline.schedule import Window, day_start, zone
 
 CRASH_ENV = "LEADPIPE_CRASH_AT"
@@ -54,6 +54,7 @@ SYSTEM_COLUMNS = (
     "firstProcessedTime",
 )
 #: Cultures whose decimal mark is a comma use ``;`` between fields (as Excel expects there).
+_TRIGGER_CHARS = frozenset("=+-@\t\r\n")
 _SEMICOLON_LANGS = frozenset(
     {"da", "de", "sv", "nb", "nn", "no", "fi", "fr", "nl", "es", "it", "pt", "pl", "cs", "sk"}
     | {"hu", "ro", "ru", "uk", "tr", "el", "is", "et", "lv", "lt", "sl", "hr"}
@@ -162,27 +163,46 @@ def objects_encoding(encoding: str) -> str:
     return "utf-8-sig" if name in {"utf-8", "utf-8-sig"} else name
 
 
+def _order(name: str) -> tuple[str, str]:
+    return (name.casefold(), name)
+
+
+def _header(fields: list[str]) -> list[str]:
+    return list(SYSTEM_COLUMNS) + [f"data.{k}" if k in SYSTEM_COLUMNS else k for k in fields]
+
+
 def write_objects_csv(
     leads: Iterable[LeadRecord],
-    out: IO[str],
+    path: Path,
     *,
-    spool_dir: Path,
+    encoding: str = "utf-8-sig",
     delimiter: str = ",",
     crash_at: str = "export_midstream",
 ) -> tuple[int, list[str]]:
-    """Write ``leads`` as CSV to ``out``: system columns, then data fields sorted by name.
+    """Write ``leads`` as CSV to ``path``: system columns, then data fields sorted by name.
 
-    Returns ``(rows, header)``. Two passes over a spool file keep memory flat.
+    Returns ``(rows, header)``. One streaming pass when every lead has only the fields seen on
+    the first one (the usual case: one campaign); when new fields turn up later, a second pass
+    re-lays the file's columns. Memory stays flat either way.
     """
-    n_sys = len(SYSTEM_COLUMNS)
-    index: dict[str, int] = {}
+    it = iter(leads)
+    first = next(it, None)
+    cols = sorted(first.data, key=_order) if first is not None else []
+    known = set(cols)
+    extra: list[str] = []
     rows = 0
-    with tempfile.TemporaryFile(
-        "w+", dir=spool_dir, newline="", encoding="utf-8", prefix=".spool."
-    ) as spool:
-        spooler = csv.writer(spool)
-        for lead in leads:
+    trig = _TRIGGER_CHARS
+    with path.open("w", encoding=encoding, errors="replace", newline="") as fh:
+        writer = csv.writer(fh, delimiter=delimiter, lineterminator="\r\n")
+        writer.writerow([neutralise_csv(h) for h in _header(cols)])
+        for lead in itertools.chain((first,), it) if first is not None else ():
             data = lead.data
+            get = data.get
+            if not data.keys() <= known:
+                for k in data:
+                    if k not in known:
+                        known.add(k)
+                        extra.append(k)
             row = [
                 lead.unique_id,
                 lead.campaign_code,
@@ -192,30 +212,43 @@ def write_objects_csv(
                 lead.upload_time,
                 lead.last_modified_time,
                 lead.first_processed_time or "",
+                *[get(k, "") for k in cols],
+                *[get(k, "") for k in extra],
             ]
-            row.extend([""] * len(index))
-            for key, value in data.items():
-                pos = index.get(key)
-                if pos is None:
-                    pos = index[key] = len(index)
-                    row.append("")
-                row[n_sys + pos] = "" if value is None else str(value)
-            spooler.writerow([neutralise_csv(v) for v in row])
+            writer.writerow([v if v[:1] not in trig else neutralise_csv(v) for v in row])
             rows += 1
-        spool.seek(0)
-        names = sorted(index, key=lambda k: (k.casefold(), k))
-        order = [n_sys + index[k] for k in names]
-        header = list(SYSTEM_COLUMNS) + [f"data.{k}" if k in SYSTEM_COLUMNS else k for k in names]
-        writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
+            if rows == 1:
+                fh.flush()
+                crash_point(crash_at)
+    if not extra:
+        return rows, _header(cols)
+    return rows, _relayout(path, cols, extra, encoding=encoding, delimiter=delimiter)
+
+
+def _relayout(
+    path: Path, cols: list[str], extra: list[str], *, encoding: str, delimiter: str
+) -> list[str]:
+    """Rewrite ``path`` so that data columns ``cols + extra`` come out sorted by name."""
+    laid = cols + extra
+    final = sorted(laid, key=_order)
+    n_sys = len(SYSTEM_COLUMNS)
+    pos = {k: n_sys + i for i, k in enumerate(laid)}
+    order = [pos[k] for k in final]
+    header = _header(final)
+    tmp = path.with_name(path.name + ".relayout")
+    with (
+        path.open(encoding=encoding, newline="") as src,
+        tmp.open("w", encoding=encoding, errors="replace", newline="") as dst,
+    ):
+        reader = csv.reader(src, delimiter=delimiter)
+        writer = csv.writer(dst, delimiter=delimiter, lineterminator="\r\n")
+        next(reader, None)
         writer.writerow([neutralise_csv(h) for h in header])
-        half = rows // 2
-        for i, rec in enumerate(csv.reader(spool)):
+        for rec in reader:
             width = len(rec)
             writer.writerow(rec[:n_sys] + [rec[j] if j < width else "" for j in order])
-            if i == half:
-                out.flush()
-                crash_point(crash_at)
-    return rows, header
+    os.replace(tmp, path)
+    return header
 
 
 def hash_and_count(path: Path, encoding: str, delimiter: str = ",") -> tuple[str, int, int]:
@@ -246,6 +279,26 @@ def hash_and_count(path: Path, encoding: str, delimiter: str = ",") -> tuple[str
         with path.open(encoding=encoding, errors="replace", newline="") as text:
             records = sum(1 for _ in csv.reader(text, delimiter=delimiter))
     return digest.hexdigest(), max(records - 1, 0), size
+
+
+def file_digest(path: Path, *, sync: bool = False) -> tuple[str, int]:
+    """``(sha256, bytes)`` of a file; ``sync`` also makes its content durable."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+        if sync:
+            os.fsync(fh.fileno())
+    return digest.hexdigest(), size
+
+
+def _temp_for(dest: Path, tmp_dir: Path) -> Path:
+    """A fresh temp file for ``dest`` in the hidden folder (same volume: rename is atomic)."""
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=tmp_dir)
+    os.close(fd)
+    return Path(name)
 
 
 def _sniff(path: Path, culture: str) -> str:
@@ -294,9 +347,7 @@ def export_window(
             encoding=job.encoding, culture=job.culture, use_system_headers=job.use_system_headers
         )
         file_encoding = job.encoding or "utf-8"
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=tmp_dir)
-        os.close(fd)
-        tmp = Path(name)
+        tmp = _temp_for(dest, tmp_dir)
         try:
             client.download_leads_csv(
                 job.search,
@@ -308,9 +359,9 @@ def export_window(
                 use_system_headers=job.use_system_headers,
             )
             crash_point("export_midstream")
+            sha, rows, size = hash_and_count(tmp, file_encoding, _sniff(tmp, job.culture))
             with tmp.open("rb+") as fh:
                 os.fsync(fh.fileno())
-            sha, rows, size = hash_and_count(tmp, file_encoding, _sniff(tmp, job.culture))
             os.replace(tmp, dest)
             fsync_dir(dest.parent)
         except BaseException:
@@ -322,15 +373,19 @@ def export_window(
         delimiter = csv_delimiter(job.culture)
         params.update(encoding=file_encoding, culture=job.culture, delimiter=delimiter)
         leads = client.iter_leads(job.search, window.start, window.end, page_size=page_size)
-        with atomic_open(dest, "wb", tmp_dir=tmp_dir) as raw:
-            text = io.TextIOWrapper(
-                cast(BinaryIO, raw), encoding=file_encoding, errors="replace", newline=""
+        tmp = _temp_for(dest, tmp_dir)
+        try:
+            rows, header = write_objects_csv(
+                leads, tmp, encoding=file_encoding, delimiter=delimiter
             )
-            rows, header = write_objects_csv(leads, text, spool_dir=tmp_dir, delimiter=delimiter)
-            text.flush()
-            text.detach()
+            sha, size = file_digest(tmp, sync=True)
+            os.replace(tmp, dest)
+            fsync_dir(dest.parent)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         params["columns"] = header
-        sha, _, size = hash_and_count(dest, file_encoding)
     crash_point("export_before_manifest")
     tz = zone(timezone)
     manifest: dict[str, Any] = {

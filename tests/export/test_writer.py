@@ -68,9 +68,13 @@ class FakeClient:
 def objects_csv(
     leads: list[FakeLead], tmp_path: Path, delimiter: str = ","
 ) -> tuple[int, list[list[str]]]:
-    out = io.StringIO(newline="")
-    rows, _ = write_objects_csv(leads, out, spool_dir=tmp_path, delimiter=delimiter)
-    return rows, list(csv.reader(io.StringIO(out.getvalue(), newline=""), delimiter=delimiter))
+    out = tmp_path / "out.csv"
+    rows, header = write_objects_csv(leads, out, encoding="utf-8", delimiter=delimiter)
+    parsed = list(
+        csv.reader(io.StringIO(out.read_bytes().decode("utf-8"), newline=""), delimiter=delimiter)
+    )
+    assert parsed[0] == header
+    return rows, parsed
 
 
 def test_columns_are_system_then_data_sorted_whatever_order_leads_arrive(tmp_path: Path) -> None:
