@@ -1,22 +1,18 @@
 """``HeroBaseClient``: typed methods for every endpoint of the contract (herobase-api.md).
 
-Every request goes through one path (:meth:`HeroBaseClient._call`): the shared rate limiter,
-the contract's headers and pre-emptive Basic auth, no redirects, then error mapping and the
-retry policy. GETs are retried on ``Unavailable`` and ``Uncertain``; ``POST /leads`` only on
-``Unavailable`` (certainly not processed), never after an ``Uncertain`` fault: that is for the
-ledger-driven caller to reconcile.
+Every request goes through one path (:class:`~pipeline.api.requester.Requester`): the shared
+rate limiter, the contract's headers and pre-emptive Basic auth, no redirects, then error
+mapping and the retry policy. GETs are retried on ``Unavailable`` and ``Uncertain``;
+``POST /leads`` only on ``Unavailable`` (certainly not processed), never after an ``Uncertain``
+fault: that is for the ledger-driven caller to reconcile.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar, cast
-from urllib.parse import quote
+from typing import IO, Any, cast
 from zoneinfo import ZoneInfo
 
 import requests
@@ -33,45 +29,21 @@ from pipeline.api.models import (
 )
 from pipeline.api.paging import iter_pages
 from pipeline.api.ratelimit import RateLimiter, limiter_for
+from pipeline.api.requester import Requester
 from pipeline.api.retry import RetryPolicy
 from pipeline.api.transport import (
-    BasicAuth,
-    Redactor,
     body_excerpt,
     content_type,
-    error_from_exception,
-    error_from_response,
-    is_html,
     make_session,
-    request_headers,
     safe_url,
 )
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import ApiSettings
-from pipeline.errors import ApiError, RateLimited, Unavailable, Uncertain
+from pipeline.errors import Uncertain
 from pipeline.fsutil import atomic_open
 
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 When = date | datetime | str
 CSV_CHUNK = 64 * 1024
-
-#: The resource right each endpoint needs (section 3), to name it when a 403 comes back.
-RIGHTS: dict[tuple[str, str], tuple[str, str]] = {
-    ("GET", "myaccount"): ("Account", "GET"),
-    ("GET", "limits"): ("Account", "GET"),
-    ("GET", "counts"): ("Account", "GET"),
-    ("GET", "projects"): ("Campaigns", "GET"),
-    ("GET", "campaigns"): ("Campaigns", "GET"),
-    ("GET", "import_example"): ("Campaigns", "GET"),
-    ("POST", "leads"): ("Leads", "POST"),
-    ("GET", "leads"): ("Leads", "GET"),
-    ("GET", "lead"): ("Leads", "GET"),
-    ("GET", "searches"): ("Leads", "GET"),
-    ("GET", "leads_csv"): ("Leads", "GET"),
-    ("GET", "simpleleads"): ("Leads", "GET"),
-}
 
 
 class HeroBaseClient:
@@ -87,26 +59,31 @@ class HeroBaseClient:
         retry: RetryPolicy | None = None,
         timezone: str = "Europe/Copenhagen",
     ) -> None:
-        self._base = settings.url.rstrip("/")
-        self._endpoints = dict(settings.endpoints)
-        self._user = settings.user
         self._own_session = session is None
-        self._session = session if session is not None else make_session(settings)
-        self._clock: Clock = clock or SystemClock()
-        self._auth = BasicAuth(settings.user, settings.password)
-        self._redactor = Redactor(settings.user, settings.password)
-        self.limiter = limiter or limiter_for(
-            settings.url, settings.user, settings.requests_per_minute, self._clock
+        clock = clock or SystemClock()
+        self._http = Requester(
+            settings,
+            session if session is not None else make_session(settings),
+            clock,
+            limiter
+            or limiter_for(settings.url, settings.user, settings.requests_per_minute, clock),
+            retry or RetryPolicy.from_settings(settings),
         )
-        self.retry = retry or RetryPolicy.from_settings(settings)
-        self._timeout = (settings.connect_timeout, settings.read_timeout)
-        self._verify: bool | str = settings.ca_bundle or True
+        self._user = settings.user
         self._tz = ZoneInfo(timezone)
-        self._account: Account | None = None
-        self._account_lock = threading.Lock()
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The account's shared rate limiter."""
+        return self._http.limiter
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy."""
+        return self._http.retry
 
     def __repr__(self) -> str:
-        return f"HeroBaseClient(url={safe_url(self._base)!r}, user={self._user!r})"
+        return f"HeroBaseClient(url={self.url!r}, user={self._user!r})"
 
     def __enter__(self) -> HeroBaseClient:
         return self
@@ -117,29 +94,26 @@ class HeroBaseClient:
     def close(self) -> None:
         """Close the HTTP session if the client created it."""
         if self._own_session:
-            self._session.close()
+            self._http.session.close()
 
     @property
     def url(self) -> str:
         """The API base URL (without credentials)."""
-        return safe_url(self._base)
+        return safe_url(self._http.base)
 
     # -- account ----------------------------------------------------------------------------
 
     def account(self) -> Account:
         """The account and its rights (``GET /myaccount``); cached for naming 403s."""
-        account = Account.from_json(self._get_json("myaccount"))
-        with self._account_lock:
-            self._account = account
-        return account
+        return self._http.fetch_account()
 
     def limits(self) -> Limits:
         """The account's request limits."""
-        return Limits.from_json(self._get_json("limits"))
+        return Limits.from_json(self._http.get_json("limits"))
 
     def counts(self) -> Counts:
         """Requests counted in the current minute and day."""
-        return Counts.from_json(self._get_json("counts"))
+        return Counts.from_json(self._http.get_json("counts"))
 
     # -- projects, campaigns, fields --------------------------------------------------------
 
@@ -156,8 +130,8 @@ class HeroBaseClient:
         params = {"campaignCode": code}
         if all_fields:
             params["showAllDataEntries"] = "true"
-        url = self._url("import_example")
-        body = self._get_json("import_example", params=params, campaign=code)
+        url = self._http.url("import_example")
+        body = self._http.get_json("import_example", params=params, campaign=code)
         data = _ci_get(body, "data") if isinstance(body, Mapping) else None
         if not isinstance(data, Mapping):
             raise Uncertain(
@@ -174,10 +148,10 @@ class HeroBaseClient:
     def create_lead(self, code: str, data: Mapping[str, str]) -> CreatedLead:
         """Import one lead. Retried only when certainly not processed; ``Uncertain`` is raised."""
         body = {"campaignCode": code, "data": dict(data)}
-        url = self._url("leads")
+        url = self._http.url("leads")
 
         def parse(resp: requests.Response) -> CreatedLead:
-            obj = _parse_json(resp, "POST", url, self._redactor)
+            obj = self._http.parse_json(resp, "POST", url)
             uid = _ci_get(obj, "uniqueId") if isinstance(obj, Mapping) else None
             if not uid:
                 raise Uncertain(
@@ -189,11 +163,11 @@ class HeroBaseClient:
                 )
             return CreatedLead(str(uid), dict(obj))
 
-        return self._call("POST", "leads", json_body=body, parse=parse, campaign=code)
+        return self._http.call("POST", "leads", json_body=body, parse=parse, campaign=code)
 
     def lead(self, unique_id: str) -> Lead:
         """One lead by its uniqueId."""
-        obj = self._get_json("lead", path={"uniqueId": unique_id})
+        obj = self._http.get_json("lead", path={"uniqueId": unique_id})
         return Lead.from_json(obj)
 
     def searches(self) -> list[Search]:
@@ -264,7 +238,7 @@ class HeroBaseClient:
         }
         if to is not None:
             params["to"] = self._when(to)
-        url = self._url("leads_csv")
+        url = self._http.url("leads_csv")
 
         def parse(resp: requests.Response) -> int:
             ctype = content_type(resp.headers)
@@ -275,7 +249,7 @@ class HeroBaseClient:
                     method="GET",
                     url=url,
                     status=resp.status_code,
-                    excerpt=self._redactor.clean(excerpt),
+                    excerpt=self._http.redactor.clean(excerpt),
                 )
             size = 0
             with atomic_open(Path(dest), "wb") as fh:
@@ -286,17 +260,11 @@ class HeroBaseClient:
                         size += len(chunk)
             return size
 
-        return self._call(
+        return self._http.call(
             "GET", "leads_csv", params=params, accept="text/csv", stream=True, parse=parse
         )
 
     # -- the one request path ---------------------------------------------------------------
-
-    def _url(self, key: str, path: Mapping[str, str] | None = None) -> str:
-        route = self._endpoints[key]
-        for name, value in (path or {}).items():
-            route = route.replace("{" + name + "}", quote(value, safe=""))
-        return self._base + route
 
     def _when(self, value: When) -> str:
         if isinstance(value, datetime):
@@ -307,194 +275,30 @@ class HeroBaseClient:
             return value.isoformat()
         return str(value)
 
-    def _get_json(
-        self,
-        key: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        path: Mapping[str, str] | None = None,
-        campaign: str | None = None,
-    ) -> Any:
-        url = self._url(key, path)
-        return self._call(
-            "GET",
-            key,
-            params=params,
-            path=path,
-            campaign=campaign,
-            parse=lambda resp: _parse_json(resp, "GET", url, self._redactor),
-        )
-
     def _get_list(self, key: str) -> list[Any]:
-        body = self._get_json(key)
+        body = self._http.get_json(key)
         if not isinstance(body, list):
             raise Uncertain(
                 "the API answered something other than a list",
                 method="GET",
-                url=self._url(key),
+                url=self._http.url(key),
                 status=200,
             )
         return body
 
     def _pages(self, key: str, params: Mapping[str, str], take: int) -> Iterator[Mapping[str, Any]]:
         def fetch(skip: int, n: int) -> list[Any]:
-            body = self._get_json(key, params={**params, "skip": str(skip), "take": str(n)})
+            body = self._http.get_json(key, params={**params, "skip": str(skip), "take": str(n)})
             if not isinstance(body, list):
                 raise Uncertain(
-                    "a page of leads is not a list", method="GET", url=self._url(key), status=200
+                    "a page of leads is not a list",
+                    method="GET",
+                    url=self._http.url(key),
+                    status=200,
                 )
             return body
 
         return iter_pages(fetch, take, what=key)
-
-    def _call(
-        self,
-        method: str,
-        key: str,
-        *,
-        parse: Callable[[requests.Response], T],
-        params: Mapping[str, str] | None = None,
-        path: Mapping[str, str] | None = None,
-        json_body: Any = None,
-        accept: str = "application/json",
-        stream: bool = False,
-        campaign: str | None = None,
-        retries: bool = True,
-    ) -> T:
-        """Send with the limiter, map errors, and retry what the policy allows."""
-        url = self._url(key, path)
-        idempotent = method == "GET"
-        start = self._clock.monotonic()
-        done = 0
-        while True:
-            try:
-                return self._attempt(
-                    method, key, url, params, json_body, accept, stream, parse, campaign
-                )
-            except ApiError as exc:
-                if not retries or not self.retry.retryable(exc, idempotent=idempotent):
-                    raise
-                if "TLS check" in str(exc):
-                    raise
-                ra = exc.retry_after if isinstance(exc, Unavailable) else None
-                wait = self.retry.delay(done, self._clock.monotonic() - start, ra)
-                if wait is None:
-                    raise
-                log.info(
-                    "%s %s failed (%s); retry %d in %.1f s",
-                    method,
-                    self._redactor.clean(safe_url(url)),
-                    type(exc).__name__,
-                    done + 1,
-                    wait,
-                )
-                self._clock.sleep(wait)
-                done += 1
-
-    def _attempt(
-        self,
-        method: str,
-        key: str,
-        url: str,
-        params: Mapping[str, str] | None,
-        json_body: Any,
-        accept: str,
-        stream: bool,
-        parse: Callable[[requests.Response], T],
-        campaign: str | None,
-    ) -> T:
-        if key != "limits":
-            self._initialise_limiter()
-        self.limiter.acquire()
-        data = None
-        headers = request_headers(accept)
-        if json_body is not None:
-            data = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
-            headers["Content-Type"] = "application/json; charset=utf-8"
-        try:
-            resp = self._session.request(
-                method,
-                url,
-                params=dict(params) if params else None,
-                data=data,
-                headers=headers,
-                auth=self._auth,
-                timeout=self._timeout,
-                verify=self._verify,
-                allow_redirects=False,
-                stream=stream,
-            )
-        except requests.RequestException as exc:
-            err = error_from_exception(exc, method, url, redactor=self._redactor)
-            log.debug("%s %s: %s", method, err.url, type(err).__name__)
-            raise err from exc
-        try:
-            self.limiter.observe(resp.headers, resp.status_code)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "%s %s -> %d", method, self._redactor.clean(safe_url(url)), resp.status_code
-                )
-            if 200 <= resp.status_code < 300:
-                try:
-                    return parse(resp)
-                except requests.RequestException as exc:
-                    raise error_from_exception(exc, method, url, redactor=self._redactor) from exc
-            right = self._missing_right(method, key, campaign) if resp.status_code == 403 else None
-            err = error_from_response(
-                resp,
-                method,
-                url,
-                redactor=self._redactor,
-                now=self._clock.now(),
-                missing_right=right,
-            )
-        finally:
-            resp.close()
-        if isinstance(err, RateLimited):
-            ra = err.retry_after
-            self.limiter.penalise(min(ra, self.retry.retry_after_cap) if ra is not None else None)
-        raise err
-
-    def _initialise_limiter(self) -> None:
-        """Once per account: start the limiter from ``/myaccount/request/limits``."""
-        if not self.limiter.claim_initialisation():
-            return
-        per_minute: int | None = None
-        try:
-            obj = self._call(
-                "GET",
-                "limits",
-                retries=False,
-                parse=lambda r: _parse_json(r, "GET", self._url("limits"), self._redactor),
-            )
-            per_minute = Limits.from_json(obj).per_minute
-        except ApiError as exc:
-            log.info("request limits not readable (%s); using api.requests_per_minute", exc)
-        finally:
-            self.limiter.configure(per_minute)
-
-    def _missing_right(self, method: str, key: str, campaign: str | None) -> str | None:
-        """Name the right a 403 points at, from the account's (cached) rights."""
-        need = RIGHTS.get((method, key))
-        if need is None:
-            return None
-        resource, verb = need
-        with self._account_lock:
-            account = self._account
-        if account is None and key != "myaccount":
-            try:
-                account = self.account()
-            except ApiError:
-                account = None
-        if account is None:
-            if campaign:
-                return f"{resource}: {verb} or a project right reaching campaign {campaign}"
-            return f"{resource}: {verb}"
-        if not account.can(resource, verb):
-            return f"{resource}: {verb}"
-        if campaign:
-            return f"a project right reaching campaign {campaign}"
-        return None
 
 
 def _ci_get(obj: Mapping[str, Any], name: str) -> Any:
@@ -503,30 +307,3 @@ def _ci_get(obj: Mapping[str, Any], name: str) -> Any:
         if str(k).lower() == low:
             return v
     return None
-
-
-def _parse_json(resp: requests.Response, method: str, url: str, redactor: Redactor) -> Any:
-    """The JSON body of a 2xx answer; an unreadable one is ``Uncertain``."""
-    raw = resp.content
-    text_head = raw[:200].decode("utf-8", errors="replace")
-    ctype = resp.headers.get("Content-Type", "")
-    if is_html(ctype, text_head):
-        excerpt, _ = body_excerpt(resp)
-        raise Uncertain(
-            f"the API answered {resp.status_code} with an {excerpt}, not JSON",
-            method=method,
-            url=safe_url(url),
-            status=resp.status_code,
-            excerpt=redactor.clean(excerpt),
-        )
-    try:
-        return json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
-        raise Uncertain(
-            f"the API answered {resp.status_code} with a body that is not JSON; the request "
-            "may have been processed",
-            method=method,
-            url=safe_url(url),
-            status=resp.status_code,
-            excerpt=redactor.clean(raw[:2048].decode("utf-8", errors="replace")),
-        ) from None

@@ -324,3 +324,13 @@ def test_a_repeated_page_stops_paging_with_a_warning(caplog: pytest.LogCaptureFi
     assert ids == ["1S1", "2S1"]
     assert len(fake.calls("GET /simpleleads")) == 2
     assert "repeats the previous page" in caplog.text
+
+
+def test_tls_failure_is_unavailable_names_ca_bundle_and_is_not_retried() -> None:
+    fake = FakeAdapter()
+    fake.on("GET /campaigns", requests.exceptions.SSLError("CERTIFICATE_VERIFY_FAILED"))
+    client, clock = make_client(fake)
+    with pytest.raises(Unavailable, match=r"api\.ca_bundle"):
+        client.campaigns()
+    assert len(fake.calls("GET /campaigns")) == 1
+    assert clock.sleeps == []
