@@ -100,6 +100,7 @@ class Outcome:
     stamp: str | None = None  #: the stamp the processor used for its result files, if any
     uncertain: int = 0  #: rows left uncertain (repeated uncertainty opens the breaker)
     not_permitted: bool = False  #: the API refused our credentials/rights (long pause)
+    destination: Path | None = None  #: where the original goes (``processed``), if chosen
 
 
 Processor = Callable[[Job], Outcome]
@@ -760,7 +761,7 @@ class Intake:
                 final = atomic_move(job.path, where / f"{stamp}_{job.name}")
             else:
                 where = job.folder if job.preview else job.folder / "processed"
-                final = atomic_move(job.path, where / f"{stamp}_{job.name}")
+                final = atomic_move(job.path, out.destination or where / f"{stamp}_{job.name}")
                 with self._cond:
                     self.breaker.success(out.uncertain)
             shutil.rmtree(job.path.parent, ignore_errors=True)  # the claim, now without its file

@@ -188,39 +188,62 @@ class IngestProcessor:
                 message=reason or "the API is not answering",
                 not_permitted=halt == "not_permitted",
             )
-        placed = self._place(results, job)
-        stamp = None
-        if placed["receipt"] is not None and "_" in placed["receipt"].name:
-            stamp = placed["receipt"].name.split("_", 1)[0]
+        placed = self._place(results, job, receipt)
+        stamp = placed.original.name.split("_", 1)[0]
         return Outcome(
             "processed",
             message=reason,
-            receipt=placed["receipt"],
-            rejects=placed["rejects"],
+            receipt=placed.receipt,
+            rejects=placed.rejects,
             counts=counts,
             stamp=stamp,
+            destination=placed.original,
             uncertain=int(counts.get("uncertain", 0)),
         )
 
-    def _place(self, results: Path, job: Job) -> dict[str, Any]:
+    def _place(self, results: Path, job: Job, receipt: Any) -> _Placed:
+        """Rename the reject files to their final place; write the receipt there, naming them.
+
+        The receipt ingest wrote inside the work folder names work-folder paths; the one a
+        person reads names where the files really are.
+        """
+        from pipeline.receipt import write_receipt
+
+        files = sorted(f for f in results.iterdir() if f.is_file()) if results.is_dir() else []
+        stamp = next(
+            (f.name.split("_", 1)[0] for f in files if f.name.endswith(".receipt.txt")), job.stamp
+        )
+        originals = job.folder if job.preview else job.folder / "processed"
         rejects: list[Path] = []
-        receipt: Path | None = None
-        if not results.is_dir():
-            return {"receipt": None, "rejects": []}
-        files = [f for f in results.iterdir() if f.is_file()]
-        # rejects first, then the JSON receipt, the text receipt last
-        files.sort(key=lambda f: (0 if ".rejects." in f.name else 1, f.name.endswith(".txt")))
         for f in files:
             if ".rejects." in f.name:
                 dest = job.folder if job.preview else job.folder / "rejected"
                 rejects.append(atomic_move(f, dest / f.name))
-            else:
-                dest = job.folder if job.preview else job.folder / "processed"
-                moved = atomic_move(f, dest / f.name)
-                if f.name.endswith(".receipt.txt"):
-                    receipt = moved
+        base = f"{stamp}_{job.name}"
+        original = _free_name(originals / base)
+        txt = originals / f"{original.name}.receipt.txt"
+        receipt.file = str(original)
+        receipt.reject_files = [str(p) for p in rejects]
+        receipt.receipt_file = str(txt)
+        write_receipt(receipt, txt, originals / f"{original.name}.receipt.json")
         shutil.rmtree(results, ignore_errors=True)
-        return {"receipt": receipt, "rejects": rejects}
+        return _Placed(receipt=txt, rejects=rejects, original=original)
+
+
+@dataclass
+class _Placed:
+    receipt: Path
+    rejects: list[Path]
+    original: Path
+
+
+def _free_name(dest: Path) -> Path:
+    """The name :func:`atomic_move` will choose for ``dest`` (a suffix when taken)."""
+    candidate, n = dest, 1
+    while candidate.exists():
+        candidate = dest.with_name(f"{dest.stem}.{n}{dest.suffix}")
+        n += 1
+    return candidate
 
 
 def _receipt_counts(receipt: Any) -> dict[str, int]:

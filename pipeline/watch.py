@@ -28,6 +28,16 @@ log = logging.getLogger("leadpipe.watch")
 _OUR_FOLDERS = frozenset({WORK_DIR_NAME, "processed", "rejected", "failed"})
 
 
+class _QuietStop(logging.Filter):
+    """watchdog logs an ERROR when events arrive while an observer stops: harmless here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_QuietStop())
+
+
 class _Hint(FileSystemEventHandler):
     def __init__(self, inbox: Path, hint: threading.Event) -> None:
         self.inbox = inbox
@@ -123,6 +133,8 @@ class Watcher:
         """Stop the observer thread."""
         if self._observer is not None:
             obs, self._observer = self._observer, None
+            with contextlib.suppress(Exception):
+                obs.unschedule_all()
             obs.stop()
             obs.join(5)
         self._watches.clear()

@@ -1,0 +1,221 @@
+"""The service with the real ingest against the sandbox over HTTP: crashes, readers, --once."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_settings
+from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER, Fault, Sandbox
+from pipeline.service import run_service
+from tests.service.conftest import wait_for
+
+CODE = "B2B-DK-SPRING"
+
+
+def leads_csv(tag: str, valid: int, invalid: int) -> tuple[bytes, list[str]]:
+    """A CSV for the demo campaign; returns the content and the names of the valid rows."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["Name", "Phone", "Email", "Segment"])
+    names = []
+    for i in range(valid):
+        name = f"{tag} company {i:04d}"
+        names.append(name)
+        w.writerow([name, f"+45{20000000 + i:08d}", f"x{i}@{tag.lower()}.dk", "SMB"])
+    for i in range(invalid):
+        w.writerow([f"{tag} broken {i}", "12ab", "not-an-email", "Huge"])
+    return out.getvalue().encode(), names
+
+
+def write_config(root: Path, api_url: str, **intake: object) -> Path:
+    values = {"settle_seconds": 0.2, "sweep_seconds": 1, "concurrency": 4}
+    values.update(intake)
+    lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
+    cfg = root / "leadpipe.toml"
+    cfg.write_text(
+        f'[paths]\ninbox = "inbox"\noutbox = "outbox"\nstate = "state"\nschemas = "schemas"\n'
+        f'[api]\nurl = "{api_url}"\nrequests_per_minute = 60000\nread_timeout = 5\n'
+        f"[intake]\n{lines}\n[status]\nport = 0\n",
+        encoding="utf-8",
+    )
+    return cfg
+
+
+def env_for(cfg: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADPIPE_")}
+    env.update(
+        LEADPIPE_CONFIG=str(cfg),
+        LEADPIPE_API_USER=DEMO_USER,
+        LEADPIPE_API_PASSWORD=DEMO_PASSWORD,
+    )
+    return env
+
+
+def leadpipe(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from pipeline.cli import main; main()", *args]
+
+
+def created(sb: Sandbox, tag: str) -> Counter[str]:
+    """How many leads the sandbox stores per name of ours."""
+    return Counter(
+        lead["data"]["name"]
+        for lead in sb.leads(CODE)
+        if str(lead.get("data", {}).get("name", "")).startswith(tag)
+    )
+
+
+@pytest.mark.slow
+def test_kill_9_while_uploading_then_restart_every_row_once_every_file_in_one_place(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.set_rate_limit(per_minute=None, per_day=None)
+    sandbox.add_fault(Fault("delay", route="POST /leads", delay=0.02, times=0))
+    cfg = write_config(tmp_path, sandbox.url)
+    inbox = tmp_path / "inbox" / CODE
+    inbox.mkdir(parents=True)
+    expected: list[str] = []
+    for n in range(3):
+        data, names = leads_csv(f"KILL{n}", valid=60, invalid=3)
+        (inbox / f"batch-{n}.csv").write_bytes(data)
+        expected += names
+
+    env = env_for(cfg)
+    for kill_after in (25, 110):  # kill -9 twice, at different points of the upload
+        proc = subprocess.Popen(
+            leadpipe("run"),
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(
+                lambda n=kill_after: (
+                    sum(  # type: ignore[misc]
+                        1 for r in sandbox.requests() if r["method"] == "POST"
+                    )
+                    >= n
+                ),
+                60,
+                "uploads to start",
+            )
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+    sandbox.clear_faults()
+    done = subprocess.run(
+        leadpipe("run", "--once"),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    counts = created(sandbox, "KILL")
+    assert sorted(counts) == sorted(expected)
+    assert set(counts.values()) == {1}, [n for n, c in counts.items() if c > 1]
+    work = tmp_path / "inbox" / ".leadpipe" / "work"
+    assert not [p for p in work.rglob("*") if p.is_file()]
+    originals = sorted(p.name.split("_", 1)[1] for p in (inbox / "processed").glob("*.csv"))
+    assert originals == ["batch-0.csv", "batch-1.csv", "batch-2.csv"]
+    assert not (inbox / "failed").exists()
+    assert sorted(p.name for p in inbox.iterdir() if p.is_file()) == []
+    for receipt in (inbox / "processed").glob("*.receipt.json"):
+        r = json.loads(receipt.read_text(encoding="utf-8"))
+        assert r["rejected"] == 3
+        assert r["accepted"] + r["duplicates"] == 60
+
+
+def _complete(path: Path, originals: dict[str, bytes]) -> str | None:
+    """None when ``path`` is a complete file of its kind; else what is wrong."""
+    data = path.read_bytes()
+    name = path.name
+    if name.endswith(".receipt.json"):
+        try:
+            json.loads(data)
+        except ValueError:
+            return "receipt JSON does not parse"
+        return None
+    if name.endswith(".receipt.txt"):
+        return None if b"File SHA-256:" in data and data.endswith(b"\n") else "receipt cut short"
+    if name.endswith(".rejects.xlsx"):
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                return None if z.testzip() is None else "xlsx damaged"
+        except zipfile.BadZipFile:
+            return "xlsx is not a complete zip"
+    if name.endswith(".rejects.csv"):
+        return None if data.count(b"\r\n") == 501 else "rejects cut short"
+    if name.endswith(".error.txt"):
+        return None if data.endswith(b"again.\n") else "error text cut short"
+    original = originals.get(name.split("_", 1)[1])
+    return None if original == data else f"original {name} differs from what was dropped"
+
+
+@pytest.mark.slow
+def test_a_reader_polling_the_result_folders_never_sees_a_partial_file(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.set_rate_limit(per_minute=None, per_day=None)
+    cfg = write_config(tmp_path, sandbox.url, campaign_parallelism=2)
+    settings = load_settings(cfg, env=env_for(cfg))
+    inbox = tmp_path / "inbox" / CODE
+    inbox.mkdir(parents=True)
+    originals: dict[str, bytes] = {}
+    for n in range(4):
+        data, _ = leads_csv(f"R{n}", valid=20, invalid=500)
+        originals[f"file-{n}.csv"] = data
+    originals["broken.csv"] = b"\x00\x01\x02 not a table"
+    problems: list[str] = []
+    checked: set[Path] = set()
+    finished = threading.Event()
+
+    def reader() -> None:
+        folders = [inbox / "processed", inbox / "rejected", inbox / "failed"]
+        while not finished.is_set():
+            for folder in folders:
+                try:
+                    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+                except OSError:
+                    continue
+                for p in entries:
+                    if p in checked:
+                        continue
+                    try:
+                        why = _complete(p, originals)
+                    except OSError:
+                        continue
+                    if why:
+                        problems.append(f"{p.name}: {why}")
+                    checked.add(p)
+            time.sleep(0.01)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for name, data in originals.items():
+            (inbox / name).write_bytes(data)
+        result = run_service(settings, once=True, status_page=False)
+    finally:
+        time.sleep(0.1)
+        finished.set()
+        t.join(10)
+    assert (result.processed, result.failed) == (4, 1)
+    assert problems == []
+    assert len(checked) == 4 * 5 + 2
