@@ -222,7 +222,8 @@ class IngestProcessor:
         base = f"{stamp}_{job.name}"
         original = _free_name(originals / base)
         txt = originals / f"{original.name}.receipt.txt"
-        receipt.file = str(original)
+        rejects.sort(key=lambda p: (p.suffix != ".xlsx", p.name))  # the spreadsheet first
+        receipt.file = str(job.folder / job.name)  # the name the person dropped
         receipt.reject_files = [str(p) for p in rejects]
         receipt.receipt_file = str(txt)
         write_receipt(receipt, txt, originals / f"{original.name}.receipt.json")
