@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -16,7 +17,7 @@ import pytest
 
 from pipeline import __version__
 from pipeline.config import ExportJob
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, Unavailable
 from pipeline.export import (
     SYSTEM_COLUMNS,
     apply_retention,
@@ -24,6 +25,7 @@ from pipeline.export import (
     destination,
     export_window,
     hash_and_count,
+    prefetched,
     write_objects_csv,
 )
 from pipeline.schedule import Window
@@ -239,3 +241,18 @@ def test_retention_removes_old_files_of_this_job_only(tmp_path: Path) -> None:
         "d_2026-10-25_2026-10-26.csv",
         "notes.csv",
     ]
+
+
+def test_prefetched_keeps_order_passes_errors_and_stops_its_thread() -> None:
+    assert list(prefetched(range(25), batch=4)) == list(range(25))
+
+    def failing() -> Iterator[int]:
+        yield 1
+        raise Unavailable("503 Service Unavailable")
+
+    with pytest.raises(Unavailable, match="503"):
+        list(prefetched(failing(), batch=1))
+    early = prefetched(range(10_000), batch=10)
+    assert next(early) == 0
+    early.close()  # the consumer gives up: the producer ends too
+    assert [t.name for t in threading.enumerate() if t.name == "leadpipe-export-prefetch"] == []
