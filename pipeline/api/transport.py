@@ -207,9 +207,9 @@ def error_from_response(
         return NotFound(msg, **kw)
     if status == 400:
         errs = rs.errors if rs else []
-        fields = "; ".join(
-            f"{e.field_name}: {redactor.clean(e.message) or e.error_code}" for e in errs
-        )
+        # names and codes only: the per-field messages echo lead data, which stays out of
+        # messages that end up in logs (it is in ``field_errors`` for the reject file)
+        fields = "; ".join(f"{e.field_name}: {e.error_code or 'invalid'}" for e in errs)
         msg = "the API refused the request as invalid" + detail
         if fields:
             msg += f" ({fields})"

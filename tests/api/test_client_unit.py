@@ -108,7 +108,9 @@ def test_400_parses_field_errors() -> None:
     assert err.status == 400
     assert err.method == "POST"
     assert err.url == "https://tenant.example/api/leads"
-    assert "phone: '12ab' does not match" in str(err)
+    assert "(phone: RegularExpression)" in str(err)
+    assert "12ab" not in str(err)  # lead data stays out of messages (and so out of logs)
+    assert err.field_errors[0].message == "'12ab' does not match the field's pattern"
 
 
 def test_403_names_the_missing_right_from_the_account() -> None:
@@ -331,6 +333,16 @@ def test_tls_failure_is_unavailable_names_ca_bundle_and_is_not_retried() -> None
     fake.on("GET /campaigns", requests.exceptions.SSLError("CERTIFICATE_VERIFY_FAILED"))
     client, clock = make_client(fake)
     with pytest.raises(Unavailable, match=r"api\.ca_bundle"):
+        client.campaigns()
+    assert len(fake.calls("GET /campaigns")) == 1
+    assert clock.sleeps == []
+
+
+def test_get_redirect_is_not_followed() -> None:
+    fake = FakeAdapter()
+    fake.on("GET /campaigns", Reply(302, "", {"Location": "https://login.example/"}))
+    client, clock = make_client(fake)
+    with pytest.raises(NotFound, match=r"check api\.url"):
         client.campaigns()
     assert len(fake.calls("GET /campaigns")) == 1
     assert clock.sleeps == []
