@@ -73,7 +73,7 @@ def test_happy_path_sends_each_row_once(
 def test_429_storm_and_503_retry_after_are_retried_without_duplicates(
     sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: SqliteLedger
 ) -> None:
-    sb.add_fault(Fault("status", route="POST /leads", status=429, retry_after=0.05, times=6))
+    sb.add_fault(Fault("status", route="POST /leads", status=429, retry_after=0.05, times=3))
     sb.add_fault(
         Fault("status", route="POST /leads", status=503, retry_after=0.05, after=10, times=3)
     )
@@ -83,7 +83,7 @@ def test_429_storm_and_503_retry_after_are_retried_without_duplicates(
     assert up.report.halt == ""
     assert_exactly_once(sb, ledger, batch)
     statuses = Counter(r["status"] for r in sb.requests() if r["method"] == "POST")
-    assert (statuses[429], statuses[503], statuses[200]) == (6, 3, 30)
+    assert (statuses[429], statuses[503], statuses[200]) == (3, 3, 30)
 
 
 def test_created_then_failed_rows_are_reconciled_not_duplicated(

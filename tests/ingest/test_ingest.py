@@ -1,0 +1,245 @@
+"""``ingest_file`` end to end over real HTTP: the messy file, reruns, fixed rejects, dry run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from pipeline.api import HeroBaseClient
+from pipeline.cells import is_risky
+from pipeline.config import CampaignSettings, Settings
+from pipeline.ingest import file_sha256, ingest_file
+from pipeline.ledger import FileState, RowState, SqliteLedger, open_ledger
+from pipeline.receipt import PREVIEW, PROCESSED, STOPPED, WAITING, Receipt
+from pipeline.sandbox import Fault, Sandbox
+from pipeline.schema import load_campaign_schema
+from tests.ingest import messy
+from tests.ingest.conftest import CAMPAIGN, make_settings
+
+OURS = re.compile(r"\+45 [23]0 \d{6}")  # the demo tenant's own leads look different
+
+
+@dataclass
+class Env:
+    sb: Sandbox
+    settings: Settings
+    client: HeroBaseClient
+    ledger: SqliteLedger
+    tmp: Path
+
+    def ingest(self, path: Path, **kw: object) -> Receipt:
+        return ingest_file(
+            path,
+            CAMPAIGN,
+            self.settings,
+            client=self.client,
+            ledger=self.ledger,
+            out_dir=self.tmp / "results",
+            **kw,  # type: ignore[arg-type]
+        )
+
+    def stored(self) -> Counter[str]:
+        """Our leads in the sandbox, counted by phone (each valid row has its own phone)."""
+        return Counter(
+            lead["data"]["phone"]
+            for lead in self.sb.leads(CAMPAIGN)
+            if OURS.fullmatch(lead["data"].get("phone", ""))
+        )
+
+
+@pytest.fixture
+def env(sb: Sandbox, tmp_path: Path) -> Iterator[Env]:
+    settings = make_settings(tmp_path, sb, concurrency=4)
+    settings = replace(
+        settings, campaigns={CAMPAIGN: CampaignSettings(columns=dict(messy.SYNONYMS))}
+    )
+    client = HeroBaseClient(settings.api, timezone=settings.timezone)
+    ledger = open_ledger(settings.paths.state)
+    e = Env(sb, settings, client, ledger, tmp_path)
+    try:
+        yield e
+    finally:
+        ledger.close()
+        e.client.close()
+
+
+def regexes(env: Env) -> dict[str, str]:
+    schema = load_campaign_schema(env.client, CAMPAIGN, env.tmp / "regex-schemas")
+    return {f.name: f.regex for f in schema.fields}
+
+
+def read_reject_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_messy_file_exact_counts_rejects_and_no_formula(env: Env) -> None:
+    src = env.tmp / "kunder.csv"
+    exp = messy.build(src, 1000)
+    receipt = env.ingest(src)
+
+    assert (receipt.rows_read, receipt.blank_skipped) == (1000, 10)
+    assert (receipt.accepted, receipt.rejected, receipt.refused_by_api) == (869, 120, 0)
+    assert (receipt.duplicates, receipt.uncertain, receipt.waiting) == (1, 0, 0)
+    assert receipt.status == PROCESSED
+    assert receipt.source == "CSV (windows-1252, ';' separated), header on row 2"
+    assert receipt.unmapped_columns == ["Kilde"]
+    assert exp.repeats == {503: 501}
+    assert "Row 503 repeats row 501 (the same values in every field)" in receipt.messages[0]
+    assert len(exp.valid) == 869
+    assert len(exp.bad) == 120
+
+    # every valid row is in HeroBase exactly once, with its Danish letters intact
+    stored = env.stored()
+    assert stored == Counter(d["phone"] for d in exp.valid.values())
+    by_phone = {lead["data"]["phone"]: lead["data"] for lead in env.sb.leads(CAMPAIGN)}
+    assert all(by_phone[d["phone"]]["name"] == d["name"] for d in exp.valid.values())
+
+    # the reject CSV: exactly the bad rows, original cells, exact messages, no live formula
+    xlsx_path, csv_path = (Path(p) for p in receipt.reject_files)
+    rows = read_reject_csv(csv_path)
+    assert [int(r["_row"]) for r in rows] == sorted(exp.bad)
+    rx = regexes(env)
+    for r in rows:
+        row = int(r["_row"])
+        want = [messy.expected_message(row, c, v, k, rx) for c, v, k in exp.bad[row]]
+        assert r["_problems"].split("\n") == want
+        original = exp.cells[row]
+        got = [r[h] for h in messy.HEADERS]
+        assert [
+            g.removeprefix("'") if is_risky(o) else g for g, o in zip(got, original, strict=True)
+        ] == original
+    with csv_path.open(encoding="utf-8-sig", newline="") as fh:
+        for cells in csv.reader(fh):
+            assert not any(is_risky(c) for c in cells), cells
+
+    # the reject XLSX: text cells only, risky ones quote-prefixed, bad cells commented
+    wb = openpyxl.load_workbook(xlsx_path)
+    ws = wb.active
+    assert ws is not None
+    header = [c.value for c in ws[1]]
+    assert header == [*messy.HEADERS, "_row", "_problems"]
+    commented = set()
+    for line in ws.iter_rows(min_row=2):
+        row = int(str(line[len(messy.HEADERS)].value))
+        for cell in line:
+            assert cell.data_type == "s"
+            if is_risky(str(cell.value or "")):
+                assert cell.quotePrefix, (row, cell.value)
+            if cell.comment is not None:
+                commented.add((row, header[cell.column - 1]))
+    assert commented == {(row, c) for row, bad in exp.bad.items() for c, _v, _k in bad}
+    wb.close()
+    # the receipt twin carries the --json fields
+    data = json.loads(Path(receipt.receipt_file).with_suffix(".json").read_text("utf-8"))
+    assert data["accepted"] == 869
+    assert data["schema_source"] == "live"
+
+
+def test_same_file_twice_creates_nothing_the_second_time(env: Env) -> None:
+    src = env.tmp / "kunder.csv"
+    exp = messy.build(src, 120)
+    first = env.ingest(src)
+    posts = len([r for r in env.sb.requests() if r["method"] == "POST"])
+    second = env.ingest(src)
+    assert len([r for r in env.sb.requests() if r["method"] == "POST"]) == posts
+    assert (second.accepted, second.rejected, second.duplicates) == (
+        first.accepted,
+        first.rejected,
+        first.duplicates,
+    )
+    assert second.messages[0].startswith("This file (the same content) was already processed on ")
+    assert second.reject_files == first.reject_files
+    assert Path(second.receipt_file).exists()
+    assert env.stored() == Counter(d["phone"] for d in exp.valid.values())
+
+
+def test_fixed_reject_file_creates_only_the_fixed_rows(env: Env) -> None:
+    src = env.tmp / "kunder.csv"
+    exp = messy.build(src, 200)
+    first = env.ingest(src)
+    rejects = Path(next(p for p in first.reject_files if p.endswith(".csv")))
+    rows = read_reject_csv(rejects)
+    fixed = env.tmp / "kunder_rettet.csv"
+    with fixed.open("w", encoding="utf-8-sig", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        for n, r in enumerate(rows):
+            r = dict(r)
+            r["Navn"] = f"Rettet {n}"
+            r["Telefon"] = f"+45 30 {n:06d}"
+            r["E-mail"] = f"rettet{n}@firma.dk"
+            r["Segment"] = "Enterprise"
+            r["Note"] = ""
+            w.writerow(r)
+        # one row already accepted from the first file is dropped again: not sent twice
+        row, data = next(iter(exp.valid.items()))
+        w.writerow({**dict.fromkeys(rows[0], ""), "Navn": data["name"], "Telefon": data["phone"],
+                    "E-mail": data["email"], "Segment": data["segment"], "Note": data["note"],
+                    "_row": str(row)})  # fmt: skip
+    before = Counter(env.stored())
+    second = env.ingest(fixed)
+    assert (second.accepted, second.rejected, second.duplicates) == (len(rows), 0, 1)
+    assert second.unmapped_columns == ["Kilde"]
+    after = env.stored()
+    assert after - before == Counter(f"+45 30 {n:06d}" for n in range(len(rows)))
+    assert max(after.values()) == 1
+
+
+def test_dry_run_uploads_nothing_and_marks_nothing(env: Env) -> None:
+    src = env.tmp / "kunder.csv"
+    messy.build(src, 100)
+    receipt = env.ingest(src, dry_run=True)
+    assert receipt.status == PREVIEW
+    assert receipt.dry_run is True
+    assert (receipt.accepted, receipt.rejected, receipt.blank_skipped) == (86, 12, 1)
+    assert receipt.duplicates == 1  # row 53 repeats row 52
+    assert [r for r in env.sb.requests() if r["method"] == "POST"] == []
+    assert env.ledger.file(file_sha256(src)) is None
+    assert len(receipt.reject_files) == 2
+
+
+def test_401_mid_file_stops_says_why_and_a_retry_finishes(env: Env) -> None:
+    src = env.tmp / "kunder.csv"
+    exp = messy.build(src, 300)
+    env.sb.add_fault(Fault("status", route="POST /leads", status=401, after=100, times=0))
+    first = env.ingest(src)
+    assert first.status == STOPPED
+    assert first.accepted == 100
+    assert first.waiting == len(exp.valid) - 100
+    assert "The upload stopped: the API refused the credentials (401)" in first.messages[0]
+    sha = file_sha256(src)
+    record = env.ledger.file(sha)
+    assert record is not None
+    assert record.state == FileState.WAITING
+    assert env.ledger.row_counts(sha)[RowState.ACCEPTED] == sum(env.stored().values()) == 100
+
+    env.sb.clear_faults()
+    second = env.ingest(src)
+    assert second.status == PROCESSED
+    assert (second.accepted, second.waiting) == (len(exp.valid), 0)
+    assert env.stored() == Counter(d["phone"] for d in exp.valid.values())
+
+
+def test_snapshot_schema_validates_but_holds_the_upload(env: Env) -> None:
+    src = env.tmp / "kunder.csv"
+    exp = messy.build(src, 60)
+    load_campaign_schema(env.client, CAMPAIGN, env.settings.paths.schemas)  # writes the snapshot
+    env.sb.add_fault(Fault("status", route="GET /leads/example", status=503, times=0))
+    env.client.close()
+    env.client = HeroBaseClient(replace(env.settings.api, max_retries=0), timezone="UTC")
+    receipt = env.ingest(src)
+    assert receipt.status == WAITING
+    assert "saved snapshot" in receipt.messages[0]
+    assert receipt.schema_source == "snapshot"
+    assert receipt.accepted == 0
+    assert receipt.waiting == len(exp.valid)
+    assert [r for r in env.sb.requests() if r["method"] == "POST"] == []
