@@ -227,7 +227,6 @@ class ExportScheduler:
         with self.store.lock(name):
             self._running.add(name)
             try:
-                state = self.store.load(name)  # re-read under the lock
                 for window in self.planned(name, now, force=force):
                     result = self._export(job, window, now)
                     results.append(result)
@@ -258,12 +257,16 @@ class ExportScheduler:
                 client=self.client,
                 outbox=self.settings.paths.outbox,
                 timezone=self.settings.timezone,
-                now=self.clock.now() if now is None else now,
+                now=self.clock.now(),
                 page_size=self.page_size,
             )
         except (LeadpipeError, OSError) as exc:
             kind, message = self._explain(job, exc)
             return ExportResult(job.name, window, "failed", error=message, error_kind=kind)
+        except Exception as exc:  # a surprise: keep it in this job, say what it was
+            log.exception("export %s: window %s failed unexpectedly", job.name, window)
+            message = f"unexpected {type(exc).__name__}: {exc}"
+            return ExportResult(job.name, window, "failed", error=message, error_kind="failed")
         log.info("export %s: %s: %d row(s) -> %s", job.name, window, result.rows, result.path)
         return result
 
@@ -300,7 +303,7 @@ class ExportScheduler:
     def _record_failure(self, state: JobState, result: ExportResult, now: datetime) -> None:
         kind, message = result.error_kind, result.error
         state.failures += 1
-        if kind == "api-down":
+        if kind in {"api-down", "failed"}:
             delay = min(BACKOFF_FIRST * 2 ** (state.failures - 1), BACKOFF_CAP)
         else:
             delay = FIX_RETRY

@@ -39,6 +39,8 @@ class ScriptedClient:
         self.entered.set()
         if self.gate is not None:
             self.gate.wait(5)
+        if search == "explodes":
+            raise ValueError("bad byte in answer")
         if search in self.missing:
             raise NotFound(
                 f"no search called {search!r}", method="GET", url="/api/leads/csv", status=404
@@ -211,3 +213,15 @@ def test_next_wakeup_is_the_earlier_of_cron_and_retry(tmp_path: Path) -> None:
     client.down = True
     sched.run_due()
     assert sched.next_wakeup() == clock.now() + timedelta(seconds=60)
+
+
+def test_unexpected_error_stays_in_its_job_and_backs_off(tmp_path: Path) -> None:
+    odd = ExportJob(name="odd", search="explodes", start="2026-10-19")
+    sched, _, clock = make(tmp_path, odd, DAILY)
+    assert [(r.job, r.status) for r in sched.run_due()] == [
+        ("odd", "failed"), ("daily", "written"), ("daily", "written"),
+    ]  # fmt: skip
+    st = sched.status()[0]
+    assert st.state == "error"
+    assert st.message.startswith("unexpected ValueError: bad byte in answer; next attempt at")
+    assert st.retry_at == (clock.now() + timedelta(seconds=60)).isoformat()
