@@ -61,9 +61,10 @@ def find_damage(
                 "looks like a number Excel showed in scientific notation, so digits are "
                 f"lost. {FIX}"
             )
+    failing_values = [str(v) for v in values.iloc[failing].tolist()]
     if spec.type == "date":
-        for i in failing.tolist():
-            if i not in found and _SERIAL_RE.fullmatch(str(values.iloc[i])):
+        for i, v in zip(failing.tolist(), failing_values, strict=True):
+            if i not in found and _SERIAL_RE.fullmatch(v):
                 found[i] = f"looks like an Excel date serial number, not a date. {FIX_DATES}"
     elif date_cells is not None:
         for i in np.flatnonzero(date_cells).tolist():
@@ -71,8 +72,7 @@ def find_damage(
                 found[i] = (
                     f"was stored by Excel as a date, but field {spec.name} is not a date. {FIX}"
                 )
-    for i in failing.tolist():
-        v = str(values.iloc[i])
+    for i, v in zip(failing.tolist(), failing_values, strict=True):
         if i in found or not v.isdigit():
             continue
         fixed = next((z + v for z in ("0", "00", "000") if valid(z + v)), None)

@@ -138,13 +138,23 @@ def _find_header(rows: Sequence[Sequence[str]], expected: Sequence[str], configu
 
 
 def _blank_mask(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
-    mask: Any = None
-    for col in batch.columns:
-        empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(pc.fill_null(col, ""))), 0)
-        mask = empty if mask is None else pc.and_(mask, empty)
-    if mask is None:
+    """Rows whose every cell is empty or whitespace (lengths first; trimming only if needed)."""
+    if batch.num_columns == 0:
         return np.zeros(batch.num_rows, dtype=bool)
-    return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
+    total = np.zeros(batch.num_rows, dtype=np.int64)
+    for col in batch.columns:
+        lengths = pc.fill_null(pc.utf8_length(col), 0)
+        total += np.asarray(lengths.to_numpy(zero_copy_only=False), dtype=np.int64)
+    blank = total == 0
+    maybe = np.flatnonzero(~blank & (total <= 16 * batch.num_columns))
+    if len(maybe):
+        sub = batch.take(pa.array(maybe))
+        all_space = np.ones(len(maybe), dtype=bool)
+        for col in sub.columns:
+            trimmed = pc.utf8_length(pc.utf8_trim_whitespace(pc.fill_null(col, "")))
+            all_space &= np.asarray(trimmed.to_numpy(zero_copy_only=False)) == 0
+        blank[maybe[all_space]] = True
+    return np.asarray(blank, dtype=bool)
 
 
 def _to_frame(data: pa.Table, headers: list[str], rows: np.ndarray) -> pd.DataFrame:
@@ -242,79 +252,127 @@ def _open_csv(
 
 def _iter_csv(table: Table, h: int, chunk_rows: int) -> Iterator[pd.DataFrame]:
     headers = table.headers
-    names = [f"c{i}" for i in range(len(headers))]
-    bad: list[tuple[int, str, int]] = []
+    for data, rows, bad in _record_batches(table, h, chunk_rows):
+        if data is None:
+            empty = pd.DataFrame({name: pd.Series([], dtype="str") for name in headers})
+            empty["_row"] = pd.Series([], dtype="int64")
+            yield _with_malformed(empty, bad, table)
+            continue
+        blank = _blank_mask(data)
+        n_blank = int(blank.sum())
+        if n_blank:
+            data = data.filter(pa.array(~blank))
+            rows = rows[~blank]
+        table.blank_rows += n_blank
+        table.rows_read += data.num_rows
+        frame = _to_frame(data, headers, rows)
+        if bad:
+            frame = _with_malformed(frame, bad, table)
+        yield frame
 
+
+def _record_batches(
+    table: Table, h: int, chunk_rows: int
+) -> Iterator[tuple[pa.Table | None, np.ndarray, list[tuple[int, str, int]]]]:
+    """(records, their row numbers, malformed rows found meanwhile), about ``chunk_rows`` each.
+
+    Parsing is multi-threaded; threads cannot say where a malformed row was, so on the first
+    one the file is read again sequentially from the first record not yet delivered.
+    """
+    names = [f"c{i}" for i in range(len(table.headers))]
+    first = h + 2  # the row number of the first data record
+    delivered = 0  # data records handed out so far
+    bad: list[tuple[int, str, int]] = []
+    threaded = True
+    while True:
+        bad.clear()
+        reader = _open_reader(table, h, names, bad, threaded, first)
+        if reader is None:
+            return
+        index, pending, restart, reported = 0, [], False, 0
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except pa.ArrowInvalid as exc:
+                raise _not_text(table, first + index, exc) from exc
+            if threaded and bad:
+                threaded, restart = False, True
+                break
+            n = batch.num_rows
+            if index + n <= delivered:
+                index += n
+                continue
+            if index < delivered:
+                batch, index = batch.slice(delivered - index), delivered
+                n = batch.num_rows
+            pending.append(batch)
+            index += n
+            if index - delivered >= chunk_rows:
+                yield _take(pending, delivered, index, first, bad, reported)
+                pending, delivered, reported = [], index, len(bad)
+        if restart:
+            continue
+        if pending or len(bad) > reported:
+            yield _take(pending, delivered, index, first, bad, reported)
+        return
+
+
+def _take(
+    batches: list[pa.RecordBatch],
+    start: int,
+    stop: int,
+    first: int,
+    bad: list[tuple[int, str, int]],
+    reported: int,
+) -> tuple[pa.Table | None, np.ndarray, list[tuple[int, str, int]]]:
+    rows = first + np.arange(start, stop, dtype=np.int64)
+    for number, _text, _n in sorted(bad):  # records the parser skipped shift the numbering
+        rows[rows >= number] += 1
+    data = pa.Table.from_batches(batches) if batches else None
+    return data, rows, bad[reported:]
+
+
+def _open_reader(
+    table: Table,
+    h: int,
+    names: list[str],
+    bad: list[tuple[int, str, int]],
+    threaded: bool,
+    first: int,
+) -> Any:
     def on_bad_row(row: Any) -> str:
-        bad.append((int(row.number), str(row.text), int(row.actual_columns)))
+        bad.append((int(row.number or 0), str(row.text), int(row.actual_columns)))
         return "skip"
 
     enc = table.encoding.lower().replace("_", "-")
-    first = h + 2  # the row number of the first data record
     try:
-        reader = _open_reader(table, h, names, on_bad_row, enc)
+        return pcsv.open_csv(
+            table.path,
+            read_options=pcsv.ReadOptions(
+                use_threads=threaded,
+                block_size=4 * 1024 * 1024,
+                skip_rows=h + 1,
+                column_names=names,
+                encoding="utf8" if enc in ("utf-8", "utf8") else table.encoding,
+            ),
+            parse_options=pcsv.ParseOptions(
+                delimiter=table.delimiter,
+                newlines_in_values=True,
+                ignore_empty_lines=False,
+                invalid_row_handler=on_bad_row,
+            ),
+            convert_options=pcsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.large_string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
     except pa.ArrowInvalid as exc:
         if "Could not skip" in str(exc):  # the header is the last line: no data rows
-            return
+            return None
         raise _not_text(table, first, exc) from exc
-    next_index = 0  # data rows parsed so far (valid ones)
-    used_bad = 0
-    while True:
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            break
-        except pa.ArrowInvalid as exc:
-            raise _not_text(table, first + next_index, exc) from exc
-        bad.sort()
-        rows = first + np.arange(next_index, next_index + batch.num_rows, dtype=np.int64)
-        for number, _text, _n in bad:  # rows skipped by the parser shift the numbering
-            rows[rows >= number] += 1
-        next_index += batch.num_rows
-        for start in range(0, batch.num_rows, chunk_rows):
-            part = batch.slice(start, chunk_rows)
-            part_rows = rows[start : start + chunk_rows]
-            blank = _blank_mask(part)
-            n_blank = int(blank.sum())
-            if n_blank:
-                part = part.filter(pa.array(~blank))
-                part_rows = part_rows[~blank]
-            table.blank_rows += n_blank
-            table.rows_read += part.num_rows
-            frame = _to_frame(pa.Table.from_batches([part]), headers, part_rows)
-            new_bad = bad[used_bad:]
-            used_bad = len(bad)
-            if new_bad:
-                frame = _with_malformed(frame, new_bad, table)
-            yield frame
-    if used_bad < len(bad):
-        empty = pd.DataFrame({h: pd.Series([], dtype="str") for h in headers})
-        empty["_row"] = pd.Series([], dtype="int64")
-        yield _with_malformed(empty, bad[used_bad:], table)
-
-
-def _open_reader(table: Table, h: int, names: list[str], on_bad_row: Any, enc: str) -> Any:
-    return pcsv.open_csv(
-        table.path,
-        read_options=pcsv.ReadOptions(
-            use_threads=False,
-            block_size=16 * 1024 * 1024,
-            skip_rows=h + 1,
-            column_names=names,
-            encoding="utf8" if enc in ("utf-8", "utf8") else table.encoding,
-        ),
-        parse_options=pcsv.ParseOptions(
-            delimiter=table.delimiter,
-            newlines_in_values=True,
-            ignore_empty_lines=False,
-            invalid_row_handler=on_bad_row,
-        ),
-        convert_options=pcsv.ConvertOptions(
-            column_types=dict.fromkeys(names, pa.string()),
-            strings_can_be_null=False,
-            quoted_strings_can_be_null=False,
-        ),
-    )
 
 
 def _not_text(table: Table, row: int, exc: Exception) -> FileUnreadable:

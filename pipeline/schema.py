@@ -116,22 +116,15 @@ def fullmatch_mask(series: pd.Series, pattern: str) -> np.ndarray:
     if compiled is None:  # cannot validate locally: the API still will
         return np.ones(len(series), dtype=bool)
     arr = _arrow_strings(series)
-    empty = np.asarray(pc.equal(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False))
-    try:
-        ok = np.asarray(
-            pc.fill_null(pc.match_substring_regex(arr, f"^(?:{pattern})$"), True).to_numpy(
-                zero_copy_only=False
-            ),
-            dtype=bool,
-        )
-        recheck = np.flatnonzero(~ok & ~empty)
+    try:  # "(...)?" lets empty values pass in the same scan
+        hit = pc.match_substring_regex(arr, f"^(?:{pattern})?$")
+        ok = np.asarray(pc.fill_null(hit, True).to_numpy(zero_copy_only=False), dtype=bool)
     except pyarrow_.ArrowInvalid:
-        ok = np.zeros(len(series), dtype=bool)
-        recheck = np.flatnonzero(~empty)
+        ok = np.asarray(pc.equal(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False), dtype=bool)
+    recheck = np.flatnonzero(~ok)
     if len(recheck):
-        values = series.iloc[recheck]
-        ok[recheck] = [compiled.fullmatch(v) is not None for v in values.tolist()]
-    ok |= empty
+        values = series.iloc[recheck].tolist()
+        ok[recheck] = [not v or compiled.fullmatch(v) is not None for v in values]
     return ok
 
 

@@ -50,23 +50,47 @@ class ChunkResult:
 
 
 class _SeenRows:
-    """Row fingerprints seen so far, kept as sorted numpy runs (12 bytes per row)."""
+    """Row fingerprints seen so far: a fixed 16 MB bit filter in front of sorted numpy runs.
+
+    12 bytes per distinct row (hash + first row number); most lookups of new rows stop at the
+    bit filter, the rest search the runs (queries sorted, so the search stays cache-friendly).
+    """
+
+    FILTER_BITS = 1 << 27
 
     def __init__(self) -> None:
         self.runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self.filter = np.zeros(self.FILTER_BITS // 8, dtype=np.uint8)
+
+    def _slots(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        bit = (hashes >> np.uint64(37)) & np.uint64(self.FILTER_BITS - 1)
+        return (bit >> np.uint64(3)).astype(np.int64), (bit & np.uint64(7)).astype(np.uint8)
 
     def lookup(self, hashes: np.ndarray) -> np.ndarray:
         """First row number for each hash already seen, else 0."""
         out = np.zeros(len(hashes), dtype=np.int64)
+        if not self.runs or len(hashes) == 0:
+            return out
+        byte, bit = self._slots(hashes)
+        maybe = np.flatnonzero((self.filter[byte] >> bit) & 1)
+        if len(maybe) == 0:
+            return out
+        order = maybe[np.argsort(hashes[maybe], kind="stable")]
+        query = hashes[order]
+        found = np.zeros(len(order), dtype=np.int64)
         for keys, rows in self.runs:
-            pos = np.searchsorted(keys, hashes).clip(0, len(keys) - 1)
-            hit = (keys[pos] == hashes) & (out == 0)
-            out[hit] = rows[pos[hit]]
+            pos = np.searchsorted(keys, query).clip(0, len(keys) - 1)
+            hit = (keys[pos] == query) & (found == 0)
+            found[hit] = rows[pos[hit]]
+        out[order] = found
         return out
 
     def add(self, hashes: np.ndarray, rows: np.ndarray) -> None:
+        """Remember new ``hashes`` first seen at ``rows``."""
         if len(hashes) == 0:
             return
+        byte, bit = self._slots(hashes)
+        np.bitwise_or.at(self.filter, byte, np.left_shift(np.uint8(1), bit))
         order = np.argsort(hashes, kind="stable")
         self.runs.append((hashes[order], rows[order].astype(np.int32)))
         while len(self.runs) > 1 and len(self.runs[-1][0]) * 2 >= len(self.runs[-2][0]):
@@ -100,24 +124,29 @@ class Validator:
         fc_index = fc["index"].to_numpy(dtype=np.int64)
         fc_column = fc["column"].to_numpy(dtype=object)
         fc_check = fc["check"].to_numpy(dtype=object)
-        damaged: set[tuple[int, str]] = set()
         date_cells = chunk.attrs.get("date_cells", {})
         for name, header in header_for.items():
-            failing = fc_index[(fc_column == name) & (fc_check == RULE_PATTERN)]
-            spec = self._specs[name]
-            for i, msg in find_damage(spec, fields[name], failing, date_cells.get(header)):
-                damaged.add((i, name))
-                value = str(chunk.at[i, header])
+            in_col = fc_column == name
+            idx, checks = fc_index[in_col], fc_check[in_col]
+            damage = dict(
+                find_damage(
+                    self._specs[name], fields[name], idx[checks == RULE_PATTERN],
+                    date_cells.get(header),
+                )
+            )  # fmt: skip
+            wanted = np.union1d(idx, np.fromiter(damage, dtype=np.int64, count=len(damage)))
+            if len(wanted) == 0:
+                continue
+            original = dict(zip(wanted.tolist(), chunk[header].iloc[wanted].tolist(), strict=True))
+            for i, msg in damage.items():
+                value = str(original[i])
                 text = f"Row {rows[i]}, column '{header}': '{value.strip()}' {msg}"
                 problems[i].append(RowProblem(int(rows[i]), header, value, "excel_damage", text))
-        for i, name, check in zip(
-            fc_index.tolist(), fc_column.tolist(), fc_check.tolist(), strict=True
-        ):
-            if (i, name) in damaged:
-                continue
-            header = header_for[name]
-            value = str(chunk.at[i, header])
-            problems[i].append(self._problem(int(rows[i]), header, value, name, check))
+            for i, check in zip(idx.tolist(), checks.tolist(), strict=True):
+                if i in damage:
+                    continue
+                value = str(original[i])
+                problems[i].append(self._problem(int(rows[i]), header, value, name, check))
         for row, message in chunk.attrs.get("malformed", {}).items():
             i = int(np.flatnonzero(rows == row)[0])
             problems[i].insert(
@@ -178,17 +207,15 @@ class Validator:
             map(hash, joined.to_numpy(zero_copy_only=False)), dtype=np.int64, count=len(fields)
         ).view(np.uint64)
         earlier = self._seen.lookup(hashes)
-        first_in_chunk = ~pd.Series(hashes).duplicated().to_numpy()
-        new = first_in_chunk & (earlier == 0)
+        _u, first_idx, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+        first_pos = first_idx[inverse]  # where each row's values first occur in this chunk
+        new = (first_pos == np.arange(len(hashes))) & (earlier == 0)
         self._seen.add(hashes[new], rows[new])
         out: list[tuple[int, RowProblem]] = []
         repeat = np.flatnonzero(~new & ~bad)
         if len(repeat):
-            first_row: dict[int, int] = {}
-            for h, r in zip(hashes[new].tolist(), rows[new].tolist(), strict=True):
-                first_row.setdefault(h, r)
             for i in repeat.tolist():
-                orig = int(earlier[i]) or first_row[int(hashes[i])]
+                orig = int(earlier[i]) or int(rows[first_pos[i]])
                 row = int(rows[i])
                 msg = (
                     f"Row {row} repeats row {orig} (the same values in every field); it is "

@@ -66,6 +66,23 @@ def test_malformed_rows_are_listed_for_validation(tmp_path: Path) -> None:
     }
 
 
+def test_malformed_row_deep_in_a_big_file_keeps_every_row_once(tmp_path: Path) -> None:
+    lines = ["name,phone"] + [f"n{i},{i:08d}" for i in range(300_000)]
+    lines[250_001] = "broken,1,2"  # the record on sheet row 250002
+    lines[7] = '"multi\nline",00000006'
+    path = tmp_path / "big.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    table = open_table(path, options=OPTIONS, expected_fields=FIELDS, chunk_rows=70_000)
+    got: list[int] = []
+    malformed: dict[int, str] = {}
+    for chunk in table.chunks():
+        got += chunk["_row"].tolist()
+        malformed.update(chunk.attrs.get("malformed", {}))
+    assert sorted(got) == list(range(2, 300_002))
+    assert list(malformed) == [250_002]
+    assert table.rows_read == 300_000
+
+
 @pytest.mark.parametrize(
     ("raw", "encoding", "delimiter"),
     [
