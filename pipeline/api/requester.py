@@ -158,7 +158,7 @@ class Requester:
                 log.info(
                     "%s %s failed (%s); retry %d in %.1f s",
                     method,
-                    self.redactor.clean(safe_url(url)),
+                    safe_url(url),
                     type(exc).__name__,
                     done + 1,
                     wait,
@@ -206,9 +206,7 @@ class Requester:
         try:
             self.limiter.observe(resp.headers, resp.status_code)
             if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "%s %s -> %d", method, self.redactor.clean(safe_url(url)), resp.status_code
-                )
+                log.debug("%s %s -> %d", method, safe_url(url), resp.status_code)
             if 200 <= resp.status_code < 300:
                 try:
                     return parse(resp)

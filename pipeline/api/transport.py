@@ -38,6 +38,7 @@ EXCERPT_LIMIT = 2048
 USER_AGENT = f"leadpipe/{__version__}"
 FAIR_USE_HEADER = "X-Rate-Limit-Fair-Use-Policy"
 FAIR_USE_VALUE = "Minute rated"
+MIN_SECRET = 4
 _TITLE_RE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
@@ -72,7 +73,9 @@ class Redactor:
             pair = f"{user}:{password}".encode()
             secrets.append(base64.b64encode(pair).decode("ascii"))
             secrets.append(base64.b64encode(pair).decode("ascii").rstrip("="))
-        self._secrets = tuple(s for s in secrets if s)
+        # a secret shorter than 4 characters cannot be hidden without garbling every message;
+        # such a password is refused by any real tenant anyway
+        self._secrets = tuple(s for s in secrets if len(s) >= MIN_SECRET)
 
     def clean(self, text: str) -> str:
         """``text`` with every secret replaced by ``***``."""
@@ -184,7 +187,7 @@ def error_from_response(
     excerpt, parsed = body_excerpt(resp)
     excerpt = redactor.clean(excerpt)
     rs = ResponseStatus.from_body(parsed)
-    url = redactor.clean(safe_url(url))
+    url = safe_url(url)
     kw: dict[str, Any] = {
         "method": method,
         "url": url,
@@ -257,7 +260,7 @@ def error_from_exception(
     exc: requests.RequestException, method: str, url: str, *, redactor: Redactor
 ) -> ApiError:
     """Map a ``requests`` exception: did the request certainly not reach the server?"""
-    url = redactor.clean(safe_url(url))
+    url = safe_url(url)
     kw: dict[str, Any] = {"method": method, "url": url}
     reason = redactor.clean(_root_reason(exc))
     if isinstance(exc, requests.exceptions.SSLError):

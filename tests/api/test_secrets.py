@@ -109,3 +109,15 @@ def test_canary_password_appears_nowhere_against_the_sandbox(
     assert token not in blob
     assert "RateLimited" not in blob
     assert blob.count("Uncertain") >= len(faults)
+
+
+def test_credentials_in_the_url_never_show_and_messages_stay_readable() -> None:
+    fake = FakeAdapter()
+    fake.on("GET /projects", connect_error())
+    client, _ = make_client(fake, password="pw", max_retries=0)
+    with pytest.raises(ApiError) as info:
+        client.projects()
+    assert info.value.url == "https://tenant.example/api/projects"
+    from pipeline.api.transport import safe_url
+
+    assert safe_url("https://u:secret@h.example/api?x=1") == "https://h.example/api?x=1"
