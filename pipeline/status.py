@@ -133,7 +133,8 @@ def render_html(snap: Mapping[str, Any]) -> str:
         if r.get("preview"):
             outcome = f"checked (preview): {outcome}"
         parts.append(
-            f"<tr><td>{e(str(r.get('at', '')))}</td><td>{e(str(r.get('campaign', '')))}</td>"
+            f"<tr><td>{e(str(r.get('at', ''))[:19].replace('T', ' '))}</td>"
+            f"<td>{e(str(r.get('campaign', '')))}</td>"
             f"<td>{e(str(r.get('name', '')))}</td><td>{e(outcome)}</td>"
             f"<td>{e(_counts_text(r.get('counts') or {}))}</td><td>{' · '.join(links)}</td></tr>"
         )
