@@ -76,7 +76,10 @@ def result_places(
     """design.md's folders for a file in ``inbox/<campaign>/``; else ``out_dir`` (flat)."""
     home = inbox_folder(path, campaign, settings)
     base = f"{stamp}_{path.name}"
-    if home is not None:
+    if home is not None and path.resolve().parent.name == "preview":
+        processed = rejected = path.resolve().parent  # a preview's results stay beside it
+        tmp = home / WORK_DIR_NAME / "tmp"
+    elif home is not None:
         processed, rejected = home / "processed", home / "rejected"
         tmp = home / WORK_DIR_NAME / "tmp"
     else:
@@ -159,11 +162,10 @@ def ingest_file(
             stop=stop,
             progress=(lambda d, t: progress("uploading", d, t)) if progress else None,
         )
-        if hold:
-            uploader._halt(  # the upload waits until the live schema can be fetched
-                "unavailable",
+        if hold:  # the upload waits until the live schema can be fetched
+            uploader.hold(
                 "the campaign schema came from a saved snapshot (the API could not be reached);"
-                " rows were validated but not uploaded",
+                " rows were validated but not uploaded"
             )
 
     writer = RejectWriter(

@@ -167,6 +167,10 @@ class Uploader:
         """True once the upload stopped (API unavailable, not permitted, or asked to stop)."""
         return self._halted.is_set()
 
+    def hold(self, reason: str) -> None:
+        """Send nothing (rows are still recorded as pending): e.g. the schema is a snapshot."""
+        self._halt("unavailable", reason)
+
     def _halt(self, kind: HaltKind, reason: str) -> None:
         if not self._halted.is_set():
             self.report.halt, self.report.reason = kind, reason
