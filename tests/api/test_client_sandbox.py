@@ -331,3 +331,40 @@ def test_failed_csv_export_leaves_no_file(
     with pytest.raises(Uncertain):
         make_client(max_retries=1).download_leads_csv("daily_outcomes", "2026-01-01", None, dest)
     assert not dest.exists()
+
+
+def test_limiter_follows_the_account_limits_headers_and_429_on_a_shared_clock() -> None:
+    import random
+
+    from pipeline.api import HeroBaseClient, RateLimiter, RetryPolicy
+    from pipeline.config import ApiSettings
+    from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER
+
+    clock = FakeClock()  # the sandbox's minute windows run on the same fake time
+    with Sandbox(clock=clock) as sandbox:
+        sandbox.set_rate_limit(per_minute=5)
+        settings = ApiSettings(url=sandbox.url, user=DEMO_USER, password=DEMO_PASSWORD)
+        client = HeroBaseClient(
+            settings,
+            clock=clock,
+            limiter=RateLimiter(600, clock),
+            retry=RetryPolicy.from_settings(settings, random.Random(5)),
+        )
+        for _ in range(12):
+            client.campaigns()
+        assert client.limiter.limit == 5  # started from /myaccount/request/limits
+        first = sandbox.requests()
+        assert [r["status"] for r in first] == [200] * 13  # never over the server's limit
+        per_minute: dict[str, int] = {}
+        for r in first:
+            per_minute[r["time"][:16]] = per_minute.get(r["time"][:16], 0) + 1
+        assert max(per_minute.values()) == 5
+
+        sandbox.set_rate_limit(per_minute=3)  # another integration took part of the quota
+        for _ in range(7):
+            client.campaigns()
+        later = [r["status"] for r in sandbox.requests()[13:]]
+        assert later.count(429) == 1  # one refusal, then the limiter slows everyone down
+        assert later.count(200) == 7
+        assert client.limiter.limit == 3  # recovered, up to the server's new limit
+        client.close()
