@@ -134,7 +134,9 @@ class RateLimiter:
                 self.limit = min(self.limit, self.target)
             if remaining is not None and reset is not None:
                 self._server_remaining = remaining
-                self._server_reset_at = now + max(0.0, reset)
+                # the per-minute window resets within a minute; a longer figure (a daily
+                # window) must not freeze every thread: a 429 will say how long to wait
+                self._server_reset_at = now + min(max(0.0, reset), WINDOW)
             recovering = status < 400 and self.limit < self.target
             if recovering and now - self._last_change >= self.recover_every:
                 step = max(1, math.ceil(self.target / 10))
