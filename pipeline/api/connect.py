@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import requests
+
 from pipeline.api.client import HeroBaseClient
 from pipeline.clock import Clock
 from pipeline.config import Settings
@@ -23,11 +25,21 @@ log = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def open_client(
-    settings: Settings, *, clock: Clock | None = None, sandbox_db: Path | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    sandbox_db: Path | None = None,
+    session: requests.Session | None = None,
 ) -> Iterator[HeroBaseClient]:
-    """Yield a client for ``settings``; an embedded sandbox is started and stopped around it."""
+    """Yield a client for ``settings``; an embedded sandbox is started and stopped around it.
+
+    ``session`` (e.g. from :func:`pipeline.api.transport.make_session`, with response hooks for
+    metrics) is used as given and left open; ``sandbox_db`` persists the embedded tenant.
+    """
     if not settings.api.embedded:
-        client = HeroBaseClient(settings.api, clock=clock, timezone=settings.timezone)
+        client = HeroBaseClient(
+            settings.api, session=session, clock=clock, timezone=settings.timezone
+        )
         try:
             yield client
         finally:
@@ -42,7 +54,7 @@ def open_client(
     try:
         api = replace(settings.api, url=sandbox.url, user=DEMO_USER, password=DEMO_PASSWORD)
         log.info("no API URL configured: using the embedded sandbox at %s", sandbox.url)
-        client = HeroBaseClient(api, clock=clock, timezone=settings.timezone)
+        client = HeroBaseClient(api, session=session, clock=clock, timezone=settings.timezone)
         try:
             yield client
         finally:
