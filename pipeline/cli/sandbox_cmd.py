@@ -35,17 +35,17 @@ def sandbox(
             tenant, host=host, port=port, base_path=base_path, db=db, simulate_every=simulate_every
         ).start()
     )
-    console.print(f"HeroBase sandbox listening on [bold]{sb.url}[/]", highlight=False)
-    for account in tenant.accounts:
-        rights = ", ".join(f"{k}: {'/'.join(v)}" for k, v in account.resource_rights.items())
-        console.print(
-            f"  login [bold]{account.username}[/] / {account.password}  ({rights})",
-            highlight=False,
-        )
-    console.print(f"  try {sb.url}/myaccount in a browser; Ctrl-C stops", highlight=False)
-    stop = threading.Event()
     try:
-        while not stop.wait(3600):
+        console.print(f"HeroBase sandbox listening on [bold]{sb.url}[/]", highlight=False)
+        for account in tenant.accounts:
+            rights = ", ".join(f"{k}: {'/'.join(v)}" for k, v in account.resource_rights.items())
+            console.print(
+                f"  login [bold]{account.username}[/] / {account.password}  ({rights})",
+                highlight=False,
+            )
+        console.print(f"  try {sb.url}/myaccount in a browser; Ctrl-C stops", highlight=False)
+        forever = threading.Event()
+        while not forever.wait(3600):
             pass
     except KeyboardInterrupt:
         console.print("stopping the sandbox")

@@ -1,0 +1,154 @@
+"""Sandbox throughput: POST /leads per second on loopback (issue 2, "Performance").
+
+The sandbox runs in this process (as in tests and the embedded default); the load generator is
+an aiohttp client with 32 requests in flight in a *separate process*, so it is not the
+bottleneck. Baseline, measured in the same run: a bare "hello" ASGI app on the same uvicorn
+stack (the ceiling of the server stack on this machine).
+
+Run: ``.venv/bin/python bench/sandbox.py [--seconds 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import multiprocessing as mp
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER, Sandbox
+
+IN_FLIGHT = 32
+TARGET = 3000.0
+
+
+def _load(url: str, method: str, body: bytes | None, seconds: float, out: Any) -> None:
+    """Child process: hammer ``url`` with IN_FLIGHT concurrent requests for ``seconds``."""
+    import aiohttp
+
+    auth = "Basic " + base64.b64encode(f"{DEMO_USER}:{DEMO_PASSWORD}".encode()).decode()
+    headers = {
+        "Authorization": auth,
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+    }
+
+    async def main() -> tuple[int, int]:
+        ok = bad = 0
+        connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
+        async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+            # warm-up
+            async with session.request(method, url, data=body) as r:
+                await r.read()
+            deadline = time.perf_counter() + seconds
+
+            async def worker() -> None:
+                nonlocal ok, bad
+                while time.perf_counter() < deadline:
+                    async with session.request(method, url, data=body) as r:
+                        await r.read()
+                        if r.status == 200:
+                            ok += 1
+                        else:
+                            bad += 1
+
+            await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+        return ok, bad
+
+    started = time.perf_counter()
+    ok, bad = asyncio.run(main())
+    out.put((ok, bad, time.perf_counter() - started))
+
+
+def _measure(url: str, method: str, body: bytes | None, seconds: float) -> tuple[float, int]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_load, args=(url, method, body, seconds, queue))
+    proc.start()
+    ok, bad, elapsed = queue.get(timeout=seconds + 60)
+    proc.join()
+    return ok / max(elapsed, 1e-9), bad
+
+
+async def _hello(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    body = b'{"uniqueId":"1S1"}'
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"18")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _baseline(body: bytes, seconds: float) -> float:
+    config = uvicorn.Config(
+        _hello,
+        host="127.0.0.1",
+        port=0,
+        http="httptools",
+        ws="none",
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    rate, _ = _measure(f"http://127.0.0.1:{port}/api/leads", "POST", body, seconds)
+    server.should_exit = True
+    thread.join()
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    body = json.dumps(
+        {
+            "campaignCode": "B2B-DK-SPRING",
+            "data": {
+                "name": "Søren Østergaard",
+                "phone": "+45 12 34 56 78",
+                "email": "soren@example.dk",
+                "segment": "SMB",
+                "note": "benchmark",
+            },
+        }
+    ).encode()
+    base = _baseline(body, args.seconds)
+    with Sandbox() as sb:
+        sb.set_rate_limit(per_minute=10**9, per_day=10**12)
+        before = len(sb.leads("B2B-DK-SPRING"))
+        post, bad = _measure(sb.url + "/leads", "POST", body, args.seconds)
+        stored = len(sb.leads("B2B-DK-SPRING")) - before
+        get, _ = _measure(sb.url + "/myaccount", "GET", None, args.seconds)
+    print(f"baseline (bare ASGI hello on uvicorn+httptools): {base:8.0f} req/s")
+    print(
+        f"sandbox POST /leads (validated, stored):          {post:8.0f} req/s  "
+        f"ratio {post / base:.2f} x baseline  ({stored} leads stored, {bad} non-200)"
+    )
+    print(
+        f"sandbox GET /myaccount:                          {get:8.0f} req/s  ratio {get / base:.2f}"
+    )
+    verdict = "PASS" if post >= TARGET else "BELOW TARGET"
+    print(f"target >= {TARGET:.0f} POST /leads per second: {verdict}")
+
+
+if __name__ == "__main__":
+    main()
