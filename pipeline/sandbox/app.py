@@ -14,12 +14,15 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from pipeline.sandbox import exports as x
 from pipeline.sandbox import handlers as h
 from pipeline.sandbox.faults import AFTER_KINDS, Fault
 from pipeline.sandbox.render import error_body, to_html, to_json
+from pipeline.sandbox.routes import KNOWN_PATHS, ROUTES
 from pipeline.sandbox.seed import Account
 from pipeline.sandbox.store import fmt_time
 from pipeline.sandbox.tenant import Tenant
@@ -78,11 +81,14 @@ class SandboxApp:
         headers = dict(scope["headers"])
         accept = headers.get(b"accept", b"")
         want_html = b"text/html" in accept and b"application/json" not in accept
-        raw_query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        raw_query = parse_qsl(
+            scope["query_string"].decode("utf-8", "replace"), keep_blank_values=True
+        )
         query: dict[str, list[str]] = {}
         for key, value in raw_query:
             query.setdefault(key.lower(), []).append(value)
         account = self._authenticate(headers.get(b"authorization"))
+        now = tenant.now()
         entry = tenant.log.add(
             {
                 "method": method,
@@ -91,7 +97,7 @@ class SandboxApp:
                 "status": None,
                 "user": account.username if account else None,
                 "body": None,
-                "time": fmt_time(tenant.now()),
+                "time": fmt_time(now),
             }
         )
         status = 500
@@ -116,7 +122,7 @@ class SandboxApp:
                 if status != 0 or fault.kind != "delay":
                     return
             status, out, ctype, extra = self._handle(
-                method, rel, query, account, want_html, body, parsed, body_ok
+                method, rel, query, account, want_html, body, parsed, body_ok, now
             )
             if fault is not None and fault.kind in AFTER_KINDS:
                 status = await self._fault_after(fault, send, want_html)
@@ -152,6 +158,7 @@ class SandboxApp:
         body: bytes,
         parsed: Any,
         body_ok: bool,
+        now: datetime,
     ) -> tuple[int, Any, bytes, list[tuple[bytes, bytes]]]:
         tenant = self.tenant
         extra: list[tuple[bytes, bytes]] = []
@@ -163,7 +170,7 @@ class SandboxApp:
                     "missing or wrong credentials: send HTTP Basic auth with a valid login",
                     headers=[(b"www-authenticate", REALM)],
                 )
-            verdict = tenant.limiter.hit(account.username, tenant.now())
+            verdict = tenant.limiter.hit(account.username, now)
             extra += [
                 (b"x-rate-limit-limit", str(verdict.limit).encode()),
                 (b"x-rate-limit-remaining", str(verdict.remaining).encode()),
@@ -177,13 +184,13 @@ class SandboxApp:
                     headers=[(b"retry-after", str(verdict.retry_after).encode())],
                 )
             low = rel.lower().rstrip("/") or "/"
-            handler = h.ROUTES.get((method, low))
-            req = h.Req(method, rel, query, body, account)
+            handler = ROUTES.get((method, low))
+            req = h.Req(method, rel, query, body, account, now)
             if handler is None:
                 if method == "GET" and low.startswith("/leads/") and low.count("/") == 2:
-                    reply = h.one_lead(tenant, req, rel.rstrip("/").rsplit("/", 1)[1])
-                elif low in h.KNOWN_PATHS or (low.startswith("/leads/") and low.count("/") == 2):
-                    allowed = ", ".join(m for m, p in h.ROUTES if p == low) or "GET"
+                    reply = x.one_lead(tenant, req, rel.rstrip("/").rsplit("/", 1)[1])
+                elif low in KNOWN_PATHS or (low.startswith("/leads/") and low.count("/") == 2):
+                    allowed = ", ".join(m for m, p in ROUTES if p == low) or "GET"
                     raise h.HttpError(
                         405,
                         "MethodNotAllowed",

@@ -121,10 +121,13 @@ class Campaign:
     active: bool
     fields: tuple[FieldDef, ...]
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {f.name.lower(): f for f in self.fields})
+
     def field_named(self, name: str) -> FieldDef | None:
         """The field called ``name`` (case-insensitive), or None."""
-        low = name.lower()
-        return next((f for f in self.fields if f.name.lower() == low), None)
+        found: FieldDef | None = self._by_name.get(name.lower())  # type: ignore[attr-defined]
+        return found
 
 
 @dataclass(frozen=True)
@@ -158,13 +161,15 @@ class Seed:
         """The tenant's time zone."""
         return ZoneInfo(self.timezone)
 
+    def __post_init__(self) -> None:
+        index = {c.unique_id.lower(): c for c in self.campaigns}
+        index.update({c.code.lower(): c for c in self.campaigns})
+        object.__setattr__(self, "_campaigns", index)
+
     def campaign(self, code_or_id: str) -> Campaign | None:
         """The campaign with this code or uniqueId (case-insensitive), or None."""
-        low = code_or_id.lower()
-        for c in self.campaigns:
-            if c.code.lower() == low or c.unique_id.lower() == low:
-                return c
-        return None
+        found: Campaign | None = self._campaigns.get(code_or_id.lower())  # type: ignore[attr-defined]
+        return found
 
     def project(self, name: str) -> Project | None:
         """The project named ``name``, or None."""

@@ -118,6 +118,7 @@ class LeadStore:
         self._suffix = id_suffix
         self._by_id: dict[str, Lead] = {}
         self._leads: list[Lead] = []
+        self._by_campaign: dict[str, list[Lead]] = {}
         self._next = FIRST_NUMBER
         self._db: sqlite3.Connection | None = None
         if db is not None:
@@ -166,6 +167,7 @@ class LeadStore:
     def _remember(self, lead: Lead) -> None:
         self._by_id[lead.unique_id.upper()] = lead
         self._leads.append(lead)
+        self._by_campaign.setdefault(lead.campaign_code, []).append(lead)
         number = int(lead.unique_id[: len(lead.unique_id) - len(self._suffix)] or 0)
         self._next = max(self._next, number + 1, lead.seq + 1)
 
@@ -211,6 +213,14 @@ class LeadStore:
     def get(self, unique_id: str) -> Lead | None:
         """The lead with ``unique_id`` (case-insensitive), or None."""
         return self._by_id.get(unique_id.upper())
+
+    def in_campaigns(self, codes: Iterable[str]) -> list[Lead]:
+        """A snapshot list of the leads of these campaign codes."""
+        with self.lock:
+            out: list[Lead] = []
+            for code in codes:
+                out.extend(self._by_campaign.get(code, ()))
+            return out
 
     def all(self) -> list[Lead]:
         """A snapshot list of every lead, in upload order."""
