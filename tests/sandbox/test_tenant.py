@@ -283,3 +283,52 @@ def test_cli_runs_in_the_foreground_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_integrations_on_one_account_share_one_quota(fake_sb: Sandbox) -> None:
+    fake_sb.set_rate_limit(per_minute=4)
+    first, second = Api(fake_sb), Api(fake_sb)
+    try:
+        assert [first.get("/projects").status_code for _ in range(2)] == [200, 200]
+        assert [second.get("/projects").status_code for _ in range(3)] == [200, 200, 429]
+        assert first.get("/projects").status_code == 429
+    finally:
+        first.close()
+        second.close()
+
+
+def test_example_regex_may_contain_commas_and_spaces() -> None:
+    seed = {
+        "projects": [{"name": "P"}],
+        "campaigns": [
+            {
+                "code": "C",
+                "project": "P",
+                "fields": [
+                    {"name": "ref", "required": True, "regex": "^[A-Z]{2}, \\d{1,3} (a|b)$"}
+                ],
+            }
+        ],
+        "accounts": [
+            {
+                "username": "u@x",
+                "password": "p",
+                "project_rights": ["P"],
+                "resource_rights": {"Campaigns": ["GET"], "Leads": ["POST"]},
+            }
+        ],
+    }
+    with Sandbox(seed) as sb:
+        auth = ("u@x", "p")
+        data = requests.get(sb.url + "/leads/example?campaignCode=C", auth=auth, timeout=5).json()[
+            "data"
+        ]
+        rx = "^[A-Z]{2}, \\d{1,3} (a|b)$"
+        assert data == {"ref": f"example ref, type is varchar, regex used for validation {rx}"}
+        ok = requests.post(
+            sb.url + "/leads",
+            json={"campaignCode": "C", "data": {"ref": "DK, 12 a"}},
+            auth=auth,
+            timeout=5,
+        )
+        assert ok.status_code == 200

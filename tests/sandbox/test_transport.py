@@ -214,3 +214,40 @@ def test_port_in_use_is_a_clear_error(sandbox: Sandbox) -> None:
             other.start()
     finally:
         other.stop()
+
+
+def test_fair_use_header_is_accepted(api: Api) -> None:
+    r = api.get("/myaccount", headers={"X-Rate-Limit-Fair-Use-Policy": "Minute rated"})
+    assert r.status_code == 200
+    assert "X-Rate-Limit-Remaining" in r.headers
+
+
+def test_html_list_page_is_a_table(api: Api) -> None:
+    r = api.session.get(api.url + "/campaigns", headers={"Accept": "text/html"}, timeout=5)
+    assert r.status_code == 200
+    assert "<th>code</th>" in r.text
+    assert "<td>B2B-DK-SPRING</td>" in r.text
+
+
+def test_concurrent_posts_get_distinct_ids(sandbox: Sandbox) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def post(i: int) -> str:
+        with requests.Session() as s:
+            r = s.post(
+                sandbox.url + "/leads",
+                json={
+                    "campaignCode": "B2B-DK-SPRING",
+                    "data": {"name": f"n{i}", "phone": "12345678"},
+                },
+                auth=(DEMO_USER, DEMO_PASSWORD),
+                timeout=10,
+            )
+            assert r.status_code == 200
+            return str(r.json()["uniqueId"])
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(post, range(80)))
+    assert len(set(ids)) == 80
+    names = {lead["data"]["name"] for lead in sandbox.leads("B2B-DK-SPRING")}
+    assert {f"n{i}" for i in range(80)} <= names
