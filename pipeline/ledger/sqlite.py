@@ -87,6 +87,7 @@ class SqliteLedger:
             if str(mode).lower() != "wal":
                 raise StateError(f"the ledger {path} cannot use WAL mode (got {mode})")
             self._db.execute("PRAGMA synchronous = FULL")
+            self._durable = True
             self._db.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as exc:
             raise StateError(
@@ -98,10 +99,19 @@ class SqliteLedger:
     # -- plumbing -----------------------------------------------------------------------------
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE``), committed durably or rolled back."""
+    def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``), committed or rolled back.
+
+        ``durable`` commits are fsynced (``synchronous=FULL``): every intent is. Outcomes may
+        skip the fsync (``NORMAL``, still safe against a killed process): an outcome lost to a
+        power cut leaves its row ``sending``, which start-up turns into ``uncertain`` and
+        reconciliation resolves. The next durable commit persists all earlier ones (WAL order).
+        """
         with self._lock:
             try:
+                if durable != self._durable:
+                    self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                    self._durable = durable
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.DatabaseError as exc:
                 raise StateError(f"the ledger {self.path} cannot be written: {exc}") from exc
@@ -341,7 +351,7 @@ class SqliteLedger:
         reason: str = "",
         details: Sequence[dict[str, str]] = (),
     ) -> None:
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.execute(
                 "UPDATE rows SET state = ?, unique_id = coalesce(?, unique_id), reason = ?,"
                 " details = ? WHERE file_sha256 = ? AND row = ?",
@@ -371,7 +381,7 @@ class SqliteLedger:
         """Rows flipped to ``sending`` that certainly did not reach the server: back to pending."""
         if not rows:
             return
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             for row in rows:
                 db.execute(
                     "UPDATE rows SET state = 'pending', reason = ?"
