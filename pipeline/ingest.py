@@ -314,16 +314,27 @@ def _refusals(
         if rec.row not in wanted:
             continue
         data = wanted[rec.row].data
-        problems = [
-            RowProblem(
-                row=rec.row,
-                column=header_of.get(d.get("field", ""), d.get("field", "")),
-                value=data.get(d.get("field", ""), ""),
-                rule="api",
-                message=f"refused by HeroBase: {d.get('message') or d.get('code') or 'invalid'}",
+        problems = []
+        for d in rec.details:
+            name = d.get("field", "")
+            header = header_of.get(name, name)
+            why = (d.get("message") or d.get("code") or "invalid").rstrip(".")
+            problems.append(
+                RowProblem(
+                    rec.row,
+                    header,
+                    data.get(name, ""),
+                    "api",
+                    f"Row {rec.row}, column '{header}': refused by HeroBase: {why}. "
+                    "Fix the value and drop the file again.",
+                )
             )
-            for d in rec.details
-        ] or [RowProblem(rec.row, "", "", "api", rec.reason or "refused by HeroBase")]
+        if not problems:
+            why = (rec.reason or "invalid").rstrip(".")
+            text = (
+                f"Row {rec.row}: refused by HeroBase: {why}. Fix the row and drop the file again."
+            )
+            problems.append(RowProblem(rec.row, "", "", "api", text))
         out[rec.row] = problems
     return out
 

@@ -272,7 +272,7 @@ class Uploader:
                 {"field": e.field_name, "code": e.error_code, "message": e.message}
                 for e in exc.field_errors
             ]
-            self.ledger.record_refused(self.sha256, row.row, _refusal(exc), details)
+            self.ledger.record_refused(self.sha256, row.row, _short(exc), details)
             return
         except NotPermitted as exc:
             self.ledger.record_unsent(self.sha256, [row.row], "not sent: not permitted")
@@ -413,15 +413,6 @@ def _parse(value: str | None) -> datetime | None:
 
 def _short(exc: BaseException) -> str:
     return str(exc).split(" [", 1)[0][:300]
-
-
-def _refusal(exc: Invalid) -> str:
-    errs = exc.field_errors
-    if errs:
-        return "refused by the API: " + "; ".join(
-            f"{e.field_name}: {e.message or e.error_code}" for e in errs
-        )
-    return _short(exc)
 
 
 def pending_rows(ledger: Ledger, sha256: str, rows: Iterable[int]) -> list[int]:

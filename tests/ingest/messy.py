@@ -79,11 +79,11 @@ def build(path: Path, n: int = 1000) -> Expected:
             note = "-2+3 ring efter kl. 10"  # a formula-looking note in a valid row
         cells = [name, phone, email, segment, note, source]
         w.writerow(cells)
-        last, last_row = cells, row
         exp.cells[row] = cells
         if bad:
             exp.bad[row] = bad
         else:
+            last, last_row = cells, row
             exp.valid[row] = {
                 "name": name,
                 "phone": phone,

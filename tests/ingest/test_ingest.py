@@ -243,3 +243,30 @@ def test_snapshot_schema_validates_but_holds_the_upload(env: Env) -> None:
     assert receipt.accepted == 0
     assert receipt.waiting == len(exp.valid)
     assert [r for r in env.sb.requests() if r["method"] == "POST"] == []
+
+
+def test_api_refusals_flow_into_the_reject_file_and_are_not_resent(env: Env) -> None:
+    src = env.tmp / "kunder.csv"
+    exp = messy.build(src, 60)
+    env.sb.add_fault(Fault("status", route="POST /leads", status=400, after=10, times=2))
+    env.settings = replace(env.settings, intake=replace(env.settings.intake, concurrency=1))
+    receipt = env.ingest(src)
+    assert (receipt.accepted, receipt.refused_by_api) == (len(exp.valid) - 2, 2)
+    assert receipt.status == PROCESSED
+    rows = read_reject_csv(Path(next(p for p in receipt.reject_files if p.endswith(".csv"))))
+    refused = [r for r in rows if "refused by HeroBase" in r["_problems"]]
+    valid_rows = sorted(exp.valid)
+    assert [int(r["_row"]) for r in refused] == valid_rows[10:12]
+    assert refused[0]["_problems"] == (
+        f"Row {valid_rows[10]}: refused by HeroBase: the API refused the request as invalid: "
+        "injected fault: HTTP 400. Fix the row and drop the file again."
+    )
+    assert refused[0]["Navn"] == exp.cells[valid_rows[10]][0]
+    # the validation rejects are still there, in row order with the refusals
+    assert [int(r["_row"]) for r in rows] == sorted([*exp.bad, *valid_rows[10:12]])
+    env.sb.clear_faults()
+    posts = len([r for r in env.sb.requests() if r["method"] == "POST"])
+    env.ledger.set_file_state(file_sha256(src), FileState.WAITING)  # force a rerun
+    again = env.ingest(src)
+    assert len([r for r in env.sb.requests() if r["method"] == "POST"]) == posts
+    assert again.refused_by_api == 2

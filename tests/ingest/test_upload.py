@@ -106,12 +106,13 @@ def test_lost_requests_are_looked_up_then_sent_again(
     sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: SqliteLedger
 ) -> None:
     sb.add_fault(Fault("drop_before", route="POST /leads", after=5, times=2))
+    sb.add_fault(Fault("html", route="POST /leads", status=502, after=14, times=1))
     batch = rows(20)
     up = uploader(client_for(), ledger, concurrency=2)
     up.deliver(batch)
-    assert (up.report.reconciled_found, up.report.reconciled_absent) == (0, 2)
+    assert (up.report.reconciled_found, up.report.reconciled_absent) == (0, 3)
     assert_exactly_once(sb, ledger, batch)
-    assert posts(sb) == 22
+    assert posts(sb) == 23
 
 
 def test_read_timeout_waits_for_the_slow_request_then_finds_it(
