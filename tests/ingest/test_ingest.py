@@ -270,3 +270,27 @@ def test_api_refusals_flow_into_the_reject_file_and_are_not_resent(env: Env) -> 
     again = env.ingest(src)
     assert len([r for r in env.sb.requests() if r["method"] == "POST"]) == posts
     assert again.refused_by_api == 2
+
+
+def test_uncertain_row_without_leads_get_is_left_for_a_person(env: Env) -> None:
+    from pipeline.sandbox import RESTRICTED_PASSWORD, RESTRICTED_USER
+
+    src = env.tmp / "kunder.csv"
+    exp = messy.build(src, 30)
+    env.client.close()
+    api = replace(env.settings.api, user=RESTRICTED_USER, password=RESTRICTED_PASSWORD)
+    env.client = HeroBaseClient(api, timezone=env.settings.timezone)
+    env.settings = replace(env.settings, intake=replace(env.settings.intake, concurrency=1))
+    env.sb.add_fault(Fault("status_after", route="POST /leads", status=500, after=4, times=1))
+    receipt = env.ingest(src)
+    row = sorted(exp.valid)[4]
+    assert (receipt.accepted, receipt.uncertain) == (len(exp.valid) - 1, 1)
+    assert receipt.status == PROCESSED
+    assert f"Row {row} is uncertain: the API account lacks Leads: GET" in receipt.messages[0]
+    text = Path(receipt.receipt_file).read_text("utf-8")
+    assert "may or may not have reached HeroBase" in text
+    posts = len([r for r in env.sb.requests() if r["method"] == "POST"])
+    assert posts == len(exp.valid)
+    again = env.ingest(src)  # the file is done: the uncertain row is never resent
+    assert again.uncertain == 1
+    assert len([r for r in env.sb.requests() if r["method"] == "POST"]) == posts
