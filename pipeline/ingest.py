@@ -192,7 +192,7 @@ def ingest_file(
             _add_rejects(writer, chunk, table.headers, result.problems, refusals)
             if progress is not None:
                 progress("reading", data_rows, None)
-        reject_files = writer.close() if writer.count else []
+        reject_files = writer.close()  # none when no row was rejected
     except BaseException:
         writer.abort()
         raise

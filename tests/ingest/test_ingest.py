@@ -188,6 +188,8 @@ def test_fixed_reject_file_creates_only_the_fixed_rows(env: Env) -> None:
     before = Counter(env.stored())
     second = env.ingest(fixed)
     assert (second.accepted, second.rejected, second.duplicates) == (len(rows), 0, 1)
+    assert second.reject_files == []
+    assert list((env.tmp / "results" / ".leadpipe" / "tmp").iterdir()) == []  # no spool left
     assert second.unmapped_columns == ["Kilde"]
     after = env.stored()
     assert after - before == Counter(f"+45 30 {n:06d}" for n in range(len(rows)))
