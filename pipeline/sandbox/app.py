@@ -24,7 +24,6 @@ from pipeline.sandbox.faults import AFTER_KINDS, Fault
 from pipeline.sandbox.render import error_body, to_html, to_json
 from pipeline.sandbox.routes import KNOWN_PATHS, ROUTES
 from pipeline.sandbox.seed import Account
-from pipeline.sandbox.store import fmt_time
 from pipeline.sandbox.tenant import Tenant
 
 Scope = MutableMapping[str, Any]
@@ -97,7 +96,7 @@ class SandboxApp:
                 "status": None,
                 "user": account.username if account else None,
                 "body": None,
-                "time": fmt_time(now),
+                "time": now,
             }
         )
         status = 500
@@ -318,7 +317,8 @@ class SandboxApp:
             elif path == "/_sandbox/simulate" and method == "POST":
                 low = {str(k).lower(): v for k, v in (body or {}).items()}
                 fraction = float(low.get("fraction", 0.3))
-                result = {"closed": tenant.simulate(fraction)}
+                at = datetime.fromisoformat(str(low["at"])) if low.get("at") else None
+                result = {"closed": tenant.simulate(fraction, at)}
             elif path == "/_sandbox/ratelimit" and method == "POST":
                 low = {str(k).lower(): v for k, v in (body or {}).items()}
                 tenant.limiter.set_limits(low.get("perminute"), low.get("perday"))

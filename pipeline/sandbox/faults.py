@@ -11,7 +11,10 @@ import fnmatch
 import threading
 from collections import deque
 from dataclasses import asdict, dataclass, fields
+from datetime import datetime
 from typing import Any
+
+from pipeline.sandbox.store import fmt_time
 
 FAULT_KINDS = frozenset(
     {"status", "delay", "drop_before", "drop_after", "status_after", "html", "garbled"}
@@ -52,10 +55,10 @@ class Fault:
         """Build from a JSON object with the dataclass's field names (any key case)."""
         if not isinstance(body, dict):
             raise ValueError("a fault is a JSON object with at least 'kind'")
-        names = {f.name.lower(): f.name for f in fields(cls)}
+        names = {f.name.replace("_", ""): f.name for f in fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in body.items():
-            name = names.get(str(key).lower().replace("_", "")) or names.get(str(key).lower())
+            name = names.get(str(key).lower().replace("_", ""))
             if name is None:
                 raise ValueError(f"unknown fault property {key!r}")
             kwargs[name] = value
@@ -157,7 +160,11 @@ class RequestLog:
     def entries(self) -> list[dict[str, Any]]:
         """A copy of the log, oldest first."""
         with self._lock:
-            return [dict(e) for e in self._entries]
+            copies = [dict(e) for e in self._entries]
+        for entry in copies:  # formatted here, not on the request path
+            if isinstance(entry.get("time"), datetime):
+                entry["time"] = fmt_time(entry["time"])
+        return copies
 
     def clear(self) -> None:
         """Forget every entry (numbering goes on)."""

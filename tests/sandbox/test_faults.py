@@ -172,7 +172,11 @@ def test_http_controls(api: Api, sandbox: Sandbox) -> None:
     assert "kind" in bad.json()["responseStatus"]["message"]
     assert requests.post(root + "/faults", data=b"{oops", timeout=5).status_code == 400
     assert requests.get(root + "/nothing", timeout=5).status_code == 404
-    closed = requests.post(root + "/simulate", json={"fraction": 0.5}, timeout=5).json()["closed"]
+    closed = requests.post(
+        root + "/simulate", json={"fraction": 0.5, "at": "2026-03-30T12:00:00"}, timeout=5
+    ).json()["closed"]
     assert closed > 0
+    stamps = [x["lastModifiedTime"] for x in sandbox.leads()]
+    assert stamps.count("2026-03-30T12:00:00.0000000") == closed
     limits = requests.post(root + "/ratelimit", json={"perMinute": 5}, timeout=5).json()
     assert limits == {"perMinute": 5, "perDay": 100000}
