@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -61,10 +62,11 @@ class SandboxApp:
             return
         path: str = scope["path"]
         base = self.base
+        if path.startswith("/_sandbox/"):
+            await self._control(scope, receive, send, path)
+            return
         if base and not (path == base or path.startswith(base + "/")):
-            if path.startswith("/_sandbox/") or path == "/_sandbox":
-                await self._control(scope, receive, send, path)
-            elif path == "/":
+            if path == "/":
                 await self._index(scope, send)
             else:
                 await _send(
@@ -274,9 +276,10 @@ class SandboxApp:
         if fault.retry_after is not None:
             extra.append((b"retry-after", f"{fault.retry_after:g}".encode()))
         if fault.kind == "html":
+            phrase = f"{status} {_reason(status)}"
             page = (
-                f"<html><head><title>{status} Bad Gateway</title></head><body><center>"
-                f"<h1>{status} Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
+                f"<html><head><title>{phrase}</title></head><body><center>"
+                f"<h1>{phrase}</h1></center><hr><center>nginx</center></body></html>"
             )
             await _send(send, status, page.encode(), HTML_TYPE, extra)
             return status
@@ -348,6 +351,13 @@ class SandboxApp:
             await _send(send, 200, to_html("HeroBase sandbox", payload), HTML_TYPE)
         else:
             await _send(send, 200, to_json(payload), JSON_TYPE)
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 async def _read_body(receive: Receive, headers: dict[bytes, bytes]) -> bytes:

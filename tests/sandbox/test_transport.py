@@ -251,3 +251,14 @@ def test_concurrent_posts_get_distinct_ids(sandbox: Sandbox) -> None:
     assert len(set(ids)) == 80
     names = {lead["data"]["name"] for lead in sandbox.leads("B2B-DK-SPRING")}
     assert {f"n{i}" for i in range(80)} <= names
+
+
+def test_root_base_path_keeps_the_controls() -> None:
+    with Sandbox(base_path="/") as sb:
+        assert sb.url == sb.root_url
+        r = requests.get(sb.url + "/myaccount", auth=(DEMO_USER, DEMO_PASSWORD), timeout=5)
+        assert r.status_code == 200
+        assert (
+            requests.get(sb.root_url + "/_sandbox/requests", timeout=5).json()[0]["path"]
+            == "/myaccount"
+        )
