@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,14 @@ class Api:
 
     def close(self) -> None:
         self.session.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_servers() -> Iterator[None]:
+    """Every sandbox a test starts is stopped by the end of the test."""
+    yield
+    alive = [t for t in threading.enumerate() if t.name == "leadpipe-sandbox"]
+    assert not alive, f"{len(alive)} sandbox server thread(s) left running"
 
 
 @pytest.fixture
