@@ -141,15 +141,21 @@ class LeadStore:
                 "remove it or choose another --db file"
             ) from None
         self._db = con
-        for (body,) in rows:
-            row = json.loads(body)
-            seq = row.pop("seq")
-            uid = row.pop("unique_id")
-            code = row.pop("campaign_code")
-            cid = row.pop("campaign_id")
-            data = row.pop("data")
-            lead = Lead(seq, uid, code, cid, data, **row)
-            self._remember(lead)
+        try:
+            for (body,) in rows:
+                row = json.loads(body)
+                seq = row.pop("seq")
+                uid = row.pop("unique_id")
+                code = row.pop("campaign_code")
+                cid = row.pop("campaign_id")
+                data = row.pop("data")
+                self._remember(Lead(seq, uid, code, cid, data, **row))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            self.close()
+            raise StateError(
+                f"the sandbox database {path} holds leads in an unknown format; "
+                "remove it or choose another --db file"
+            ) from None
 
     @property
     def persisted_count(self) -> int:

@@ -332,3 +332,18 @@ def test_example_regex_may_contain_commas_and_spaces() -> None:
             timeout=5,
         )
         assert ok.status_code == 200
+
+
+def test_foreign_db_is_a_clear_error(tmp_path: Path) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    from pipeline.errors import StateError
+
+    db = tmp_path / "other.db"
+    with closing(sqlite3.connect(db)) as con:
+        con.execute("CREATE TABLE leads (seq INTEGER PRIMARY KEY, unique_id TEXT, body TEXT)")
+        con.execute("INSERT INTO leads VALUES (1, 'x', '{\"nope\": 1}')")
+        con.commit()
+    with pytest.raises(StateError, match="unknown format"):
+        Sandbox(db=db)
