@@ -15,6 +15,7 @@ import asyncio
 import base64
 import json
 import multiprocessing as mp
+import os
 import threading
 import time
 from typing import Any
@@ -146,6 +147,8 @@ def main() -> None:
     print(
         f"sandbox GET /myaccount:                          {get:8.0f} req/s  ratio {get / base:.2f}"
     )
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} cores, load average {load} (other jobs share the cores)")
     verdict = "PASS" if post >= TARGET else "BELOW TARGET"
     print(f"target >= {TARGET:.0f} POST /leads per second: {verdict}")
 
