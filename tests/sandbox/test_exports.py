@@ -303,3 +303,32 @@ def test_demo_leads_are_deterministic_for_a_seed() -> None:
     finally:
         a.stop()
         b.stop()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/leads",
+        "/leads/csv",
+        "/simpleleads",
+        "/leads/example",
+        "/leads/searches",
+        "/campaigns",
+        "/leads/%00%ff",
+    ],
+)
+def test_garbage_parameters_never_500(api: Api, path: str) -> None:
+    garbage = [
+        {"searchName": "api_import_export", "from": "2026-02-30"},
+        {"searchName": "api_import_export", "from": "2026-01-01", "skip": "1e9", "take": "-5"},
+        {"searchName": "\x00", "from": "%ff%fe"},
+        {"Projects": "***", "Campaigns": ",,,", "UniqueId": "<script>", "Statuses": " , "},
+        {"ModifiedFrom": "9999-12-31T23:59:59.9999999", "ModifiedTo": "0001-01-01"},
+        {"campaignCode": "ÆØÅ", "showAllDataEntries": "2"},
+        {"searchName": "api_import_export", "from": "2026-01-01", "culture": "", "encoding": ""},
+        {"x" * 200: "y" * 5000},
+    ]
+    for params in garbage:
+        r = api.get(path, params=params)
+        assert r.status_code < 500, (path, params, r.text[:200])
+        assert "Traceback" not in r.text
