@@ -21,6 +21,7 @@ Nothing here knows about HTTP or spreadsheets: the work is done by an injected `
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import itertools
@@ -124,7 +125,7 @@ class Finished:
     seconds: float
 
 
-@dataclass
+@dataclass(eq=False)
 class _Entry:
     """A file we have seen in the inbox and not yet claimed."""
 
@@ -136,13 +137,14 @@ class _Entry:
     since: float  # monotonic time from which size/mtime are known to be unchanged
     unknown: bool = False  # its folder is not a campaign we can reach
     problem: str = ""  # why it cannot be taken (shown on the status page)
+    queued: bool = False  # settled and in its campaign's queue
 
     @property
     def order(self) -> tuple[int, str]:
         return (self.mtime_ns, self.path.name)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Resumed:
     """A claim found in the work folder: processed again before anything new."""
 
@@ -204,6 +206,10 @@ class Breaker:
     def hold(self) -> None:
         """A probe is on its way: no second one until it reports."""
         self._retry_at = self.clock.monotonic() + self._cooldown
+
+
+def _order(item: _Entry | _Resumed) -> tuple[int, str]:
+    return item.order
 
 
 def sha256_file(path: Path) -> str:
@@ -444,18 +450,17 @@ class Intake:
             if e.unknown:
                 self._fail_unknown(e)
                 continue
-            q = self._queues.setdefault(e.campaign, [])
-            q.append(e)
-            q.sort(key=lambda x: x.order)
+            bisect.insort(self._queues.setdefault(e.campaign, []), e, key=_order)
+            e.queued = True
             self._cond.notify_all()
 
     def _queued(self, e: _Entry) -> bool:
-        return e in self._queues.get(e.campaign, ())
+        return e.queued
 
     def _unqueue(self, e: _Entry) -> None:
-        q = self._queues.get(e.campaign)
-        if q and e in q:
-            q.remove(e)
+        if e.queued:
+            self._queues[e.campaign].remove(e)
+            e.queued = False
 
     def _forget(self, path: Path) -> None:
         e = self._seen.pop(path, None)
@@ -556,9 +561,7 @@ class Intake:
                 )
                 log.info("resuming %s for %s (interrupted earlier)", job.name, job.campaign)
                 with self._cond:
-                    q = self._queues.setdefault(code, [])
-                    q.append(_Resumed(job))
-                    q.sort(key=lambda x: x.order)
+                    bisect.insort(self._queues.setdefault(code, []), _Resumed(job), key=_order)
                     self._cond.notify_all()
 
     # ------------------------------------------------------------------ taking and processing
@@ -593,6 +596,7 @@ class Intake:
         _, campaign = min(ready)
         item = self._queues[campaign].pop(0)
         if isinstance(item, _Entry):
+            item.queued = False
             self._seen.pop(item.path, None)
             self._busy[campaign] = item.path
         else:
@@ -667,9 +671,9 @@ class Intake:
                 campaign = item.campaign
             else:
                 campaign = item.job.campaign
-            q = self._queues.setdefault(campaign, [])
-            q.insert(0, item)
-            q.sort(key=lambda x: x.order)
+            bisect.insort(self._queues.setdefault(campaign, []), item, key=_order)
+            if isinstance(item, _Entry):
+                item.queued = True
 
     def _local_now(self) -> datetime:
         return self.clock.now().astimezone(self.tz)

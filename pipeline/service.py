@@ -48,6 +48,8 @@ LOCK_FILE = "leadpipe.lock"
 STATUS_FILE = "status.json"
 #: Exit within 10 s of a stop: workers get this long to record their in-flight rows.
 STOP_GRACE = 8.0
+#: Events come in bursts (our own renames too): sweep at most this often on their account.
+HINT_GAP = 0.2
 
 
 # ---------------------------------------------------------------------------------- the lock
@@ -589,17 +591,19 @@ class _Service:
             taken = self.intake.take(timeout=0.25)
             if taken is not None:
                 self.intake.run(taken)
-                self.hint.set()  # wake the loop: the campaign may have more
 
     def _loop(self) -> None:
         s = self.settings.intake
         next_sweep = self.clock.monotonic() + s.sweep_seconds
         simulate_every = self.settings.sandbox.simulate_every
         next_sim = self.clock.monotonic() + simulate_every
+        last_sweep = 0.0
         while not self.stop.is_set():
             now = self.clock.monotonic()
-            if self.hint.is_set() or now >= next_sweep:
+            hinted = self.hint.is_set() and now - last_sweep >= HINT_GAP
+            if hinted or now >= next_sweep:
                 self.hint.clear()
+                last_sweep = now
                 self.intake.sweep()
                 self.watcher.ensure(self.inbox / f for f in self.intake.folders)
                 if now >= next_sweep:
@@ -616,8 +620,11 @@ class _Service:
             self.status_file.write(self.snapshot())
             if self.once and self._once_done():
                 return
-            wake = min(t for t in (next_sweep, deadline, now + 0.5) if t is not None)
-            self.hint.wait(max(0.01, wake - self.clock.monotonic()))
+            soon = now + (HINT_GAP if self.hint.is_set() else 0.5)  # a hint while debouncing
+            wake = min(t for t in (next_sweep, deadline, soon) if t is not None)
+            pause = max(0.01, wake - self.clock.monotonic())
+            # a pending hint would end hint.wait() at once: debounce on the stop event instead
+            (self.stop if self.hint.is_set() else self.hint).wait(pause)
 
     def _once_done(self) -> bool:
         if self.intake.waiting_for_api():

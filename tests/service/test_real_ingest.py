@@ -81,7 +81,7 @@ def created(sb: Sandbox, tag: str) -> Counter[str]:
 def test_kill_9_while_uploading_then_restart_every_row_once_every_file_in_one_place(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    sandbox.set_rate_limit(per_minute=None, per_day=None)
+    sandbox.set_rate_limit(per_minute=10**6, per_day=10**8)
     sandbox.add_fault(Fault("delay", route="POST /leads", delay=0.02, times=0))
     cfg = write_config(tmp_path, sandbox.url)
     inbox = tmp_path / "inbox" / CODE
@@ -172,7 +172,7 @@ def _complete(path: Path, originals: dict[str, bytes]) -> str | None:
 def test_a_reader_polling_the_result_folders_never_sees_a_partial_file(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    sandbox.set_rate_limit(per_minute=None, per_day=None)
+    sandbox.set_rate_limit(per_minute=10**6, per_day=10**8)
     cfg = write_config(tmp_path, sandbox.url, campaign_parallelism=2)
     settings = load_settings(cfg, env=env_for(cfg))
     inbox = tmp_path / "inbox" / CODE
