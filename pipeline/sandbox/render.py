@@ -27,7 +27,8 @@ def error_body(code: str, message: str, errors: Sequence[dict[str, str]] = ()) -
 
 
 _CSS = (
-    "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
+    "body{font-family:system-ui,sans-serif;margin:2em;color:#222;font-size:14px}"
+    "td{white-space:nowrap}td td,td th{font-size:12px;padding:.1em .3em}"
     "table{border-collapse:collapse;margin:.3em 0}td,th{border:1px solid #ccc;padding:.2em .5em;"
     "vertical-align:top;text-align:left}th{background:#f3f3f3}.muted{color:#777}"
     "pre{background:#f7f7f7;padding:1em;overflow:auto}"
@@ -78,6 +79,8 @@ def _html_value(value: Any, depth: int = 0) -> str:
             return (
                 f'<p class="muted">{len(value)} item(s)</p><table><tr>{header}</tr>{body}</table>'
             )
+        if all(not isinstance(v, dict | list) for v in value):
+            return esc(", ".join("null" if v is None else str(v) for v in value))
         return "<ul>" + "".join(f"<li>{_html_value(v, depth + 1)}</li>" for v in value) + "</ul>"
     if value is None:
         return '<span class="muted">null</span>'
