@@ -347,3 +347,23 @@ def test_foreign_db_is_a_clear_error(tmp_path: Path) -> None:
         con.commit()
     with pytest.raises(StateError, match="unknown format"):
         Sandbox(db=db)
+
+
+def test_cli_bad_seed_and_busy_port_are_clear_errors(tmp_path: Path, sandbox: Sandbox) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    runner = CliRunner()
+    seed = tmp_path / "seed.toml"
+    seed.write_text(
+        '[[projects]]\nname = "P"\n[[campaigns]]\ncode = "C"\nproject = "Q"\n', encoding="utf-8"
+    )
+    bad = runner.invoke(app, ["sandbox", "--seed", str(seed), "--port", "0"])
+    assert bad.exit_code == 3
+    assert "campaigns[0].project" in bad.output
+    assert "Traceback" not in bad.output
+    busy = runner.invoke(app, ["sandbox", "--port", str(sandbox.port)])
+    assert busy.exit_code == 6
+    assert "choose another --port" in busy.output
+    assert "--simulate-every" in runner.invoke(app, ["sandbox", "--help"]).output
