@@ -42,6 +42,7 @@ def search_for(tenant: Tenant, req: Req) -> tuple[SearchDef, list[Campaign]]:
 
 # --- exports ----------------------------------------------------------------------------------
 def searches(tenant: Tenant, req: Req) -> Reply:
+    """GET /leads/searches: the searches the account may use."""
     need(req, "Leads", "GET")
     return Reply(
         [
@@ -77,12 +78,14 @@ def _search_leads(tenant: Tenant, req: Req) -> tuple[list[Lead], list[Campaign]]
 
 
 def leads_objects(tenant: Tenant, req: Req) -> Reply:
+    """GET /leads: lead objects of a search modified in [from, to), paged."""
     need(req, "Leads", "GET")
     leads, _ = _search_leads(tenant, req)
     return Reply(tenant.render_leads(_page(req, leads)))
 
 
 def leads_csv(tenant: Tenant, req: Req) -> Reply:
+    """GET /leads/csv: the same leads as CSV, by culture and encoding."""
     need(req, "Leads", "GET")
     enc = (q1(req, "encoding") or "utf-8").strip().lower()
     codec = ENCODINGS.get(enc)
@@ -117,6 +120,7 @@ def leads_csv(tenant: Tenant, req: Req) -> Reply:
 
 
 def simpleleads(tenant: Tenant, req: Req) -> Reply:
+    """GET /simpleleads: leads by project, campaign, status, closure, id and window."""
     need(req, "Leads", "GET")
     reach = tenant.reachable_campaigns(req.account)
     patterns = qlist(req, "projects")
@@ -164,6 +168,7 @@ def _project_match(pattern: str, project: str) -> bool:
 
 
 def one_lead(tenant: Tenant, req: Req, unique_id: str) -> Reply:
+    """GET /leads/{uniqueId}: one lead object."""
     need(req, "Leads", "GET")
     lead = tenant.store.get(unique_id)
     if lead is None:

@@ -88,6 +88,7 @@ class _Armed:
             self.method, self.path = method.upper(), path.strip().lower()
 
     def matches(self, method: str, path: str) -> bool:
+        """True when this fault's route covers ``method path``."""
         if self.method not in ("*", method):
             return False
         return self.path == "*" or fnmatch.fnmatchcase(path.lower(), self.path)

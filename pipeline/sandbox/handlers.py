@@ -165,6 +165,7 @@ def campaign_for(tenant: Tenant, req: Req, code: str | None, param: str) -> Camp
 
 # --- account ----------------------------------------------------------------------------------
 def myaccount(tenant: Tenant, req: Req) -> Reply:
+    """GET /myaccount: the login and its rights."""
     need(req, "Account", "GET")
     a = req.account
     return Reply(
@@ -178,17 +179,20 @@ def myaccount(tenant: Tenant, req: Req) -> Reply:
 
 
 def limits(tenant: Tenant, req: Req) -> Reply:
+    """GET /myaccount/request/limits."""
     need(req, "Account", "GET")
     return Reply({"perMinute": tenant.limiter.per_minute, "perDay": tenant.limiter.per_day})
 
 
 def counts(tenant: Tenant, req: Req) -> Reply:
+    """GET /myaccount/request/counts (this request included)."""
     need(req, "Account", "GET")
     minute, day = tenant.limiter.counts(req.account.username, req.now)
     return Reply({"minute": minute, "day": day})
 
 
 def projects(tenant: Tenant, req: Req) -> Reply:
+    """GET /projects: the projects the account reaches."""
     need(req, "Campaigns", "GET")
     return Reply(
         [
@@ -200,6 +204,7 @@ def projects(tenant: Tenant, req: Req) -> Reply:
 
 
 def campaigns(tenant: Tenant, req: Req) -> Reply:
+    """GET /campaigns: the campaigns the account reaches."""
     need(req, "Campaigns", "GET")
     return Reply(
         [
@@ -216,6 +221,7 @@ def campaigns(tenant: Tenant, req: Req) -> Reply:
 
 
 def example(tenant: Tenant, req: Req) -> Reply:
+    """GET /leads/example: the import example (needs Campaigns: GET or Leads: POST)."""
     if not (req.account.can("Campaigns", "GET") or req.account.can("Leads", "POST")):
         need(req, "Campaigns", "GET")
     campaign = campaign_for(tenant, req, q1(req, "campaignCode"), "campaignCode")
@@ -230,6 +236,7 @@ def example(tenant: Tenant, req: Req) -> Reply:
 
 # --- import -----------------------------------------------------------------------------------
 def create_lead(tenant: Tenant, req: Req) -> Reply:
+    """POST /leads: validate and store one lead; answers the lead object."""
     need(req, "Leads", "POST")
     body = req.json_body
     if not isinstance(body, dict):

@@ -203,6 +203,7 @@ class _Problems:
         self.items: list[ConfigProblem] = []
 
     def add(self, key: str, message: str) -> None:
+        """Record one problem."""
         self.items.append(ConfigProblem(key, self.source, message))
 
 

@@ -44,12 +44,14 @@ class _Server(uvicorn.Server):
         self.ready = threading.Event()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Remember the loop, then start listening."""
         self.loop = asyncio.get_running_loop()
         self.exit_event = asyncio.Event()
         await super().startup(sockets=sockets)
         self.ready.set()
 
     async def main_loop(self) -> None:
+        """Sleep until asked to exit; run call simulation every ``simulate_every`` s."""
         assert self.exit_event is not None
         while not self.should_exit:
             try:
@@ -59,6 +61,7 @@ class _Server(uvicorn.Server):
                     self.app.tenant.simulate()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Close listeners and connections, give handlers STOP_GRACE s, then cancel."""
         loop = asyncio.get_running_loop()
         for server in self.servers:
             server.close()
