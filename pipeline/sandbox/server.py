@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -157,10 +158,11 @@ class Sandbox:
         )
         self._server, self._thread = server, thread
         thread.start()
+        deadline = time.monotonic() + START_TIMEOUT
         while not server.ready.wait(0.05):
-            if not thread.is_alive():
+            if not thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
                 sock.close()
-                self._thread = None
                 raise StateError("the sandbox server failed to start; see the log above")
         return self
 
