@@ -219,3 +219,95 @@ def test_a_reader_polling_the_result_folders_never_sees_a_partial_file(
     assert (result.processed, result.failed) == (4, 1)
     assert problems == []
     assert len(checked) == 4 * 5 + 2
+
+
+@pytest.mark.slow
+def test_sigterm_while_uploading_exits_0_within_10_s_and_the_rerun_completes(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.set_rate_limit(per_minute=10**6, per_day=10**8)
+    sandbox.add_fault(Fault("delay", route="POST /leads", delay=0.05, times=0))
+    cfg = write_config(tmp_path, sandbox.url)
+    inbox = tmp_path / "inbox" / CODE
+    inbox.mkdir(parents=True)
+    data, names = leads_csv("TERM", valid=200, invalid=0)
+    (inbox / "big.csv").write_bytes(data)
+    env = env_for(cfg)
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            leadpipe("run"), env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(
+            lambda: sum(1 for r in sandbox.requests() if r["method"] == "POST") >= 20,
+            60,
+            "uploads to start",
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        try:
+            code = proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert time.monotonic() - started < 10.0
+    assert code == 0, log.read_text(encoding="utf-8")
+    assert len(list((tmp_path / "inbox" / ".leadpipe" / "work").rglob("big.csv"))) == 1
+    sandbox.clear_faults()
+    done = subprocess.run(
+        leadpipe("run", "--once"),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    counts = created(sandbox, "TERM")
+    assert sorted(counts) == sorted(names)
+    assert set(counts.values()) == {1}
+    assert [p.name.split("_", 1)[1] for p in (inbox / "processed").glob("*.csv")] == ["big.csv"]
+
+
+@pytest.mark.slow
+def test_api_down_files_wait_in_the_inbox_then_resume_by_themselves(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    from tests.service.conftest import service
+
+    sandbox.set_rate_limit(per_minute=10**6, per_day=10**8)
+    cfg = write_config(tmp_path, sandbox.url)
+    settings = load_settings(cfg, env=env_for(cfg))
+    inbox = tmp_path / "inbox" / CODE
+    inbox.mkdir(parents=True)
+    with service(settings) as svc:
+        first, _ = leads_csv("UP", valid=3, invalid=0)
+        (inbox / "first.csv").write_bytes(first)
+        wait_for(lambda: svc.snapshot()["totals"]["processed"] == 1, 30, "the first file")
+        sandbox.add_fault(Fault("status", route="*", status=503, times=0))
+        data, names = leads_csv("DOWN", valid=5, invalid=0)
+        (inbox / "second.csv").write_bytes(data)
+        wait_for(lambda: svc.snapshot()["waiting_for_api"], 30, "the breaker to open")
+        snap = svc.snapshot()
+        assert (inbox / "second.csv").read_bytes() == data  # waits in the inbox, unchanged
+        assert not (inbox / "failed").exists()
+        assert snap["totals"]["failed"] == 0
+        status, body = _page(svc)
+        assert status == 200
+        assert "waiting for the API" in body
+        sandbox.clear_faults()
+        wait_for(lambda: svc.snapshot()["totals"]["processed"] == 2, 60, "the resumption")
+        assert not svc.snapshot()["waiting_for_api"]
+    assert sorted(created(sandbox, "DOWN")) == sorted(names)
+    assert set(created(sandbox, "DOWN").values()) == {1}
+
+
+def _page(svc: object) -> tuple[int, str]:
+    import urllib.request
+
+    url = svc.info.status_url  # type: ignore[attr-defined]
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 (loopback)
+        return resp.status, resp.read().decode()
