@@ -364,6 +364,16 @@ class _StatusFile:
         self._last, self._at = text, now
 
 
+def _earlier_recent(state_dir: Path) -> list[dict[str, Any]]:
+    """The recent-files list of the previous run (from its status file), if readable."""
+    try:
+        data = json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
+        recent = data.get("recent", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [r for r in recent if isinstance(r, dict)] if isinstance(recent, list) else []
+
+
 def run_service(
     settings: Settings,
     *,
@@ -470,6 +480,7 @@ class _Service:
         self.export_snapshot: list[dict[str, Any]] = []
         self._export_thread: threading.Thread | None = None
         self.status_file = _StatusFile(settings.paths.state, clock)
+        self.earlier = _earlier_recent(settings.paths.state)
         self.watcher = Watcher(inbox, self.hint, polling=settings.intake.polling)
 
     def _guard(self, processor: Processor) -> Processor:
@@ -508,6 +519,7 @@ class _Service:
             "url": self.api.url if self.api else "",
             "embedded": bool(self.api and self.api.embedded),
         }
+        snap["recent"] = (snap["recent"] + self.earlier)[:100]  # the list survives restarts
         snap["watch"] = self.watcher.mode
         snap["exports"] = self.export_snapshot
         snap["at"] = self.clock.now().isoformat(timespec="seconds")

@@ -160,3 +160,29 @@ def test_once_with_the_api_down_leaves_files_waiting_in_the_inbox(tmp_path: Path
     assert "503" in result.waiting_reason
     assert (tmp_path / "inbox" / "ALPHA" / "a.csv").read_text(encoding="utf-8") == "a\n"
     assert os.listdir(tmp_path / "inbox" / "ALPHA") == ["a.csv"]
+
+
+def test_leadpipe_status_shows_the_last_run_in_the_terminal(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    setup_folders(tmp_path)
+    (tmp_path / "inbox" / "BETA" / "one.csv").write_text("a\n", encoding="utf-8")
+    settings = make_settings(tmp_path)
+    run_service(settings, once=True, processor=Recorder(), campaigns=lambda: CAMPAIGNS)
+    (tmp_path / "inbox" / "GAMMA" / "two.csv").write_text("a\n", encoding="utf-8")
+    run_service(settings, once=True, processor=Recorder(), campaigns=lambda: CAMPAIGNS)
+    cfg = tmp_path / "leadpipe.toml"
+    cfg.write_text(
+        f'[paths]\ninbox = "{tmp_path / "inbox"}"\nstate = "{tmp_path / "state"}"\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["--config", str(cfg), "status"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "leadpipe run is not running."
+    assert f"Inbox: {tmp_path / 'inbox'}" in lines
+    assert "  BETA: 0 waiting, 0 arriving, in progress: -" in lines
+    recent = [line.split("  ", 2)[-1] for line in lines if line.endswith(": processed")]
+    assert recent == ["GAMMA  two.csv: processed", "BETA  one.csv: processed"]
