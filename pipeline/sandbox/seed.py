@@ -87,9 +87,14 @@ class Account:
     resource_rights: dict[str, tuple[str, ...]]
     log_request_data: bool = False
 
+    def __post_init__(self) -> None:
+        lower = {k.lower(): v for k, v in self.resource_rights.items()}
+        object.__setattr__(self, "_rights", lower)
+
     def can(self, resource: str, verb: str) -> bool:
-        """True when the account holds ``verb`` on ``resource``."""
-        return verb.upper() in self.resource_rights.get(resource, ())
+        """True when the account holds ``verb`` on ``resource`` (resource name in any case)."""
+        rights: dict[str, tuple[str, ...]] = self._rights  # type: ignore[attr-defined]
+        return verb.upper() in rights.get(resource.lower(), ())
 
     def reaches(self, project: str) -> bool:
         """True when a project right (exact or ``prefix*``) covers ``project``."""
