@@ -22,7 +22,7 @@ FAULT_KINDS = frozenset(
 #: Kinds that act after the request was handled (a POSTed lead is stored).
 AFTER_KINDS = frozenset({"drop_after", "status_after", "garbled"})
 #: The request log keeps at most this many entries (oldest dropped first).
-MAX_LOG = 200_000
+MAX_LOG = 100_000
 
 
 @dataclass(frozen=True)
