@@ -23,6 +23,7 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -479,6 +480,7 @@ class _Service:
         self.exports: Any = None
         self.export_snapshot: list[dict[str, Any]] = []
         self._export_thread: threading.Thread | None = None
+        self._next_export: datetime | None = None
         self.status_file = _StatusFile(settings.paths.state, clock)
         self.earlier = _earlier_recent(settings.paths.state)
         self.watcher = Watcher(inbox, self.hint, polling=settings.intake.polling)
@@ -549,7 +551,9 @@ class _Service:
             self.intake.sweep()  # start-up: files already there, claims to resume
             self.watcher.ensure(self.inbox / f for f in self.intake.folders)
             for i in range(max(1, self.settings.intake.campaign_parallelism)):
-                t = threading.Thread(target=self._work, name=f"leadpipe-intake-{i}")
+                # daemon: a file still reading past the stop grace must not hold the exit (the
+                # ledger is consistent at every commit; the claim is resumed next time)
+                t = threading.Thread(target=self._work, name=f"leadpipe-intake-{i}", daemon=True)
                 t.start()
                 workers.append(t)
             if self.on_ready is not None:
@@ -573,6 +577,8 @@ class _Service:
             deadline = self.clock.monotonic() + STOP_GRACE
             for t in workers:
                 t.join(max(0.1, deadline - self.clock.monotonic()))
+            if any(t.is_alive() for t in workers):
+                log.warning("a file was still being read at the stop; it is resumed next time")
             if self._export_thread is not None:
                 self._export_thread.join(max(0.1, deadline - self.clock.monotonic()))
             self.watcher.stop()
@@ -639,6 +645,8 @@ class _Service:
             (self.stop if self.hint.is_set() else self.hint).wait(pause)
 
     def _once_done(self) -> bool:
+        if self._exports_busy():
+            return False
         if self.intake.waiting_for_api():
             return True
         snap = self.intake.snapshot()
@@ -653,6 +661,7 @@ class _Service:
         return not busy and not settling
 
     def _tick_exports(self) -> None:
+        """Run due exports in a thread: at start-up (catch-up) and at each next cron time."""
         if self.exports is None:
             return
         if self._export_thread is not None and self._export_thread.is_alive():
@@ -660,21 +669,28 @@ class _Service:
         now = self.clock.now()
         try:
             self.export_snapshot = [j.to_dict() for j in self.exports.status(now)]
-            nxt = self.exports.next_wakeup(now)
         except Exception as exc:  # the status of exports never stops intake
             log.warning("export status unavailable: %s", exc)
+        if self._next_export is not None and now < self._next_export:
             return
-        if nxt is None or nxt > now or self.once:
-            return
+        self._next_export = now + timedelta(days=3650)  # set properly when the run ends
 
         def run() -> None:
             try:
                 self.exports.run_due(self.clock.now())
             except Exception:
                 log.exception("export run failed")
+            try:
+                nxt = self.exports.next_wakeup(self.clock.now())
+            except Exception:
+                nxt = None
+            self._next_export = nxt or self.clock.now() + timedelta(minutes=5)
 
-        self._export_thread = threading.Thread(target=run, name="leadpipe-exports")
+        self._export_thread = threading.Thread(target=run, name="leadpipe-exports", daemon=True)
         self._export_thread.start()
+
+    def _exports_busy(self) -> bool:
+        return self._export_thread is not None and self._export_thread.is_alive()
 
     def _prepare_demo_folders(self) -> None:
         assert self.api is not None

@@ -186,3 +186,21 @@ def test_leadpipe_status_shows_the_last_run_in_the_terminal(tmp_path: Path) -> N
     assert "  BETA: 0 waiting, 0 arriving, in progress: -" in lines
     recent = [line.split("  ", 2)[-1] for line in lines if line.endswith(": processed")]
     assert recent == ["GAMMA  two.csv: processed", "BETA  one.csv: processed"]
+
+
+def test_due_exports_run_with_intake_and_show_on_the_status(tmp_path: Path) -> None:
+    from dataclasses import replace
+    from datetime import date, timedelta
+
+    from pipeline.config import ExportJob
+
+    start = (date.today() - timedelta(days=3)).isoformat()
+    job = ExportJob(name="daily", search="api_import_export", window="previous-day", start=start)
+    settings = replace(make_settings(tmp_path), exports=[job])
+    result = run_service(settings, once=True, status_page=False)  # embedded demo sandbox
+    assert (result.processed, result.failed) == (0, 0)
+    files = sorted(p.name for p in (tmp_path / "outbox").rglob("daily_*.csv"))
+    assert len(files) == 3  # one file per missed day, caught up
+    status = read_status(settings)
+    assert [x["name"] for x in status["exports"]] == ["daily"]
+    assert status["exports"][0]["next_run"]
