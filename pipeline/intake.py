@@ -137,6 +137,7 @@ class _Entry:
     since: float  # monotonic time from which size/mtime are known to be unchanged
     unknown: bool = False  # its folder is not a campaign we can reach
     problem: str = ""  # why it cannot be taken (shown on the status page)
+    blocked: bool = False  # never taken as it is (not a regular file); retried when it changes
     queued: bool = False  # settled and in its campaign's queue
 
     @property
@@ -356,7 +357,7 @@ class Intake:
             times = [
                 e.since + self.settle_seconds
                 for e in self._seen.values()
-                if not self._queued(e) and not e.problem
+                if not self._queued(e) and not e.blocked
             ]
         return min(times) if times else None
 
@@ -420,9 +421,17 @@ class Intake:
             if e is not None and self._queued(e):
                 self._unqueue(e)  # it changed after all: settle again
             since = self._settled_since(st, now)
-            problem = "" if stat.S_ISREG(st.st_mode) else "not a regular file"
+            regular = stat.S_ISREG(st.st_mode)
             self._seen[path] = _Entry(
-                path, campaign, preview, st.st_size, st.st_mtime_ns, since, unknown, problem
+                path,
+                campaign,
+                preview,
+                st.st_size,
+                st.st_mtime_ns,
+                since,
+                unknown,
+                problem="" if regular else "not a regular file",
+                blocked=not regular,
             )
             self._cond.notify_all()
 
@@ -441,12 +450,13 @@ class Intake:
     def _promote(self, now: float) -> None:
         """Queue every file that has settled (lock held)."""
         for e in list(self._seen.values()):
-            if self._queued(e) or e.problem or now - e.since < self.settle_seconds:
+            if self._queued(e) or e.blocked or now - e.since < self.settle_seconds:
                 continue
             if not _can_open(e.path):
                 e.problem = "cannot be opened yet (still locked by another program?)"
-                e.since = now
+                e.since = now  # try again after another settle time
                 continue
+            e.problem = ""
             if e.unknown:
                 self._fail_unknown(e)
                 continue
@@ -711,6 +721,7 @@ class Intake:
                 return None  # deleted or renamed just now: the next sweep sees its new name
             log.warning("could not claim %s: %s", e.path, exc)
             e.problem = f"could not be moved into the work folder: {exc.strerror or exc}"
+            e.since = self.clock.monotonic()  # try again after another settle time
             with self._cond:
                 self._seen[e.path] = e
             return None

@@ -376,3 +376,25 @@ def test_symlinks_and_fifos_are_not_taken(inbox: Path, tmp_path: Path) -> None:
     os.mkfifo(inbox / "ALPHA" / "pipe.csv")
     settle(intake, clock)
     assert rec.jobs == []
+
+
+def test_a_file_that_cannot_be_opened_yet_is_retried_not_forgotten(
+    inbox: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.intake as intake_mod
+
+    locked = {"now": True}  # stands in for a lock held by another program (Windows shares)
+    real = intake_mod._can_open
+    monkeypatch.setattr(intake_mod, "_can_open", lambda p: not locked["now"] and real(p))
+    clock, rec = FakeClock(), Recorder()
+    intake = make(inbox, rec, clock)
+    (inbox / "ALPHA" / "locked.csv").write_text("a\n", encoding="utf-8")
+    settle(intake, clock)
+    assert rec.jobs == []
+    item = intake.snapshot()["campaigns"]["ALPHA"]["settling"][0]
+    assert item["problem"] == "cannot be opened yet (still locked by another program?)"
+    locked["now"] = False
+    clock.advance(5.0)
+    intake.check_settling()
+    assert intake.drain() == 1
+    assert rec.names() == ["locked.csv"]
