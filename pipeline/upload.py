@@ -226,8 +226,8 @@ class Uploader:
             exhausted = False
             while True:
                 self._check_stop()
-                if not exhausted and not self.halted and len(inflight) <= self.concurrency:
-                    batch = _take(todo, self.concurrency * 2)
+                if not exhausted and not self.halted and len(inflight) <= 2 * self.concurrency:
+                    batch = _take(todo, self.concurrency * 4)
                     exhausted = not batch
                     if batch:
                         now = self.clock.now()
