@@ -218,7 +218,7 @@ def ingest_file(
         blank_skipped=blank,
         reject_files=[str(p) for p in reject_files],
         schema_source=schema.source,
-        status=_status(dry_run, halt_kind),
+        status=_status(dry_run, halt_kind, counts["pending"]),
         dry_run=dry_run,
         waiting=counts["pending"],
         started_at=started,
@@ -249,10 +249,10 @@ def ingest_file(
     return receipt
 
 
-def _status(dry_run: bool, halt: str) -> str:
+def _status(dry_run: bool, halt: str, pending: int) -> str:
     if dry_run:
         return PREVIEW
-    if halt == "unavailable":
+    if halt == "unavailable" or (pending and not halt):
         return WAITING
     if halt:
         return STOPPED
@@ -270,6 +270,11 @@ def _messages(
         out.append(
             f"The upload stopped: {halt_reason}. {pending} row(s) were not sent yet; they are "
             "sent when the file is processed again (nothing is sent twice)."
+        )
+    elif pending:
+        out.append(
+            f"{pending} row(s) did not reach HeroBase after repeated tries (a lookup proved "
+            "them absent); they are sent when the file is processed again."
         )
     for row, reason in uncertain_rows[:50]:
         out.append(f"Row {row} is uncertain: {reason}.")

@@ -211,6 +211,16 @@ class Uploader:
                 rec.row in by_row for rec in self.ledger.rows(self.sha256, [RowState.UNCERTAIN])
             ):
                 return
+        # Out of rounds: look the last uncertain rows up once more, but send nothing now; rows
+        # proved absent go back to pending and the file waits for its next run.
+        if not self.halted and self._can_read:
+            left = {
+                rec.row: rec
+                for rec in self.ledger.rows(self.sha256, [RowState.UNCERTAIN])
+                if rec.row in by_row
+            }
+            if left:
+                self._reconcile([by_row[r] for r in left], left)
 
     def _check_stop(self) -> None:
         if self.stop.is_set():

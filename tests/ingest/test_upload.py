@@ -231,3 +231,19 @@ def test_stop_event_sends_nothing_more(
     assert counts[RowState.ACCEPTED] == posts(sb)
     assert counts[RowState.ACCEPTED] + counts[RowState.PENDING] == 40
     assert counts[RowState.ACCEPTED] < 40
+
+
+def test_rows_lost_every_time_end_pending_after_a_final_lookup(
+    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: SqliteLedger
+) -> None:
+    sb.add_fault(Fault("drop_before", route="POST /leads", after=2, times=0))
+    batch = rows(4)
+    up = uploader(client_for(), ledger, concurrency=1)
+    up.deliver(batch)
+    counts = ledger.row_counts(SHA)
+    assert (counts[RowState.ACCEPTED], counts[RowState.PENDING]) == (2, 2)
+    assert counts[RowState.UNCERTAIN] == 0  # the final lookup proved them absent
+    assert posts(sb) == 2 + 2 * 3
+    sb.clear_faults()
+    Uploader(client_for(), ledger, sha256=SHA, campaign=CAMPAIGN).deliver(batch)
+    assert_exactly_once(sb, ledger, batch)
