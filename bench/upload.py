@@ -16,6 +16,7 @@ ledger on disk (SQLite WAL, synchronous=FULL) and the real client (shared rate l
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 
 from pipeline.api import HeroBaseClient
@@ -61,6 +63,11 @@ class Server:
         resp = requests.request(method, self.root + path, json=body, timeout=60)
         resp.raise_for_status()
         return resp.json() if resp.content else None
+
+    def cpu(self) -> float:
+        """CPU seconds the sandbox process used so far."""
+        t = psutil.Process(self.proc.pid).cpu_times()
+        return float(t.user + t.system)
 
     def stop(self) -> None:
         assert self.proc.stdin is not None
@@ -123,9 +130,9 @@ def latency_run(n: int, concurrency: int, delay: float, state: Path) -> None:
                                          "times": 0},
         )  # fmt: skip
         rtt = sequential_rtt(server, "rtt-before")
-        cpu0 = time.process_time()
+        cpu0, srv0 = time.process_time(), server.cpu()
         elapsed = deliver(server, rows(n, "lat"), state / "lat", concurrency)
-        cpu = time.process_time() - cpu0
+        cpu, srv_cpu = time.process_time() - cpu0, server.cpu() - srv0
         rtt_after = sequential_rtt(server, "rtt-after")
         rate = n / elapsed
         ideal = concurrency / rtt
@@ -137,7 +144,8 @@ def latency_run(n: int, concurrency: int, delay: float, state: Path) -> None:
         f"RTT {rtt * 1000:.1f} ms (after the run: {rtt_after * 1000:.1f} ms), ideal 8/RTT "
         f"{ideal:.0f} rows/s, got {rate:.0f} rows/s in {elapsed:.1f} s = {rate / ideal:.2f}x "
         f"(target >= 0.90x; vs the RTT after the run {rate / (concurrency / rtt_after):.2f}x); "
-        f"uploader CPU {cpu / elapsed:.0%} of one core; each row once: {once}"
+        f"CPU: uploader {cpu / elapsed:.0%}, sandbox {srv_cpu / elapsed:.0%} of one core; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; each row once: {once}"
     )
 
 
