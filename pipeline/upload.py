@@ -49,7 +49,7 @@ def crash_point(name: str) -> None:
     if not spec:
         return
     want, _, nth = spec.partition(":")
-    if want != name:
+    if want != name or not (nth or "1").isdigit():
         return
     with _crash_lock:
         _crash_hits[name] = _crash_hits.get(name, 0) + 1

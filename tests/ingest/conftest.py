@@ -18,14 +18,10 @@ CAMPAIGN = "B2B-DK-SPRING"
 
 
 @pytest.fixture
-def sb() -> Iterator[Sandbox]:
-    """The demo tenant, served on 127.0.0.1 for one test."""
-    sandbox = Sandbox().start()
-    sandbox.set_rate_limit(per_minute=1_000_000, per_day=10_000_000)  # the demo has 600/min
-    try:
-        yield sandbox
-    finally:
-        sandbox.stop()
+def sb(sandbox: Sandbox) -> Sandbox:
+    """The shared ``sandbox`` fixture (demo tenant, leak-checked) without the 600/min limit."""
+    sandbox.set_rate_limit(per_minute=1_000_000, per_day=10_000_000)
+    return sandbox
 
 
 def api_settings(sb: Sandbox, **kw: Any) -> ApiSettings:
