@@ -158,7 +158,11 @@ def floor_csv(path: Path) -> int:
 def ours_csv(path: Path, chunk_rows: int = 100_000) -> tuple[int, int, int]:
     """open_table -> map_columns -> Validator over every chunk: (valid, rejected, problems)."""
     table = open_table(
-        path, options=OPTIONS, expected_fields=[f.name for f in SPECS], chunk_rows=chunk_rows
+        path,
+        options=OPTIONS,
+        expected_fields=[f.name for f in SPECS],
+        chunk_rows=chunk_rows,
+        max_bytes=2**40,
     )
     validator = Validator(SCHEMA, map_columns(table.headers, SPECS, OPTIONS.columns, path=path))
     valid = rejected = problems = 0

@@ -24,6 +24,7 @@ from pipeline.schema import FieldSpec, compile_regex
 FIX = "Format the column as Text in Excel and re-enter the values, then drop the file again."
 FIX_DATES = FIX.replace("values", "dates")
 _SCI = r"^[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+$"
+_SCI_RE = re.compile(_SCI)
 _SERIAL_RE = re.compile(r"\d{4,5}(?:[.,]\d+)?")
 
 
@@ -52,16 +53,16 @@ def find_damage(
         return compiled is None or compiled.fullmatch(v) is not None
 
     found: dict[int, str] = {}
-    fails = np.zeros(len(values), dtype=bool)
-    fails[failing] = True
-    sci = np.flatnonzero(_mask(values, _SCI))
-    for i in sci.tolist():
-        if spec.type in ("phone", "integer") or fails[i]:
-            found[i] = (
-                "looks like a number Excel showed in scientific notation, so digits are "
-                f"lost. {FIX}"
-            )
     failing_values = [str(v) for v in values.iloc[failing].tolist()]
+    if spec.type in ("phone", "integer") and valid("4.5123E+11"):
+        # the regex lets scientific notation through: look at every value
+        sci = np.flatnonzero(_mask(values, _SCI)).tolist()
+    else:  # scientific notation fails the regex: only failing values can be damaged
+        sci = [i for i, v in zip(failing.tolist(), failing_values, strict=True) if _SCI_RE.match(v)]
+    for i in sci:
+        found[i] = (
+            f"looks like a number Excel showed in scientific notation, so digits are lost. {FIX}"
+        )
     if spec.type == "date":
         for i, v in zip(failing.tolist(), failing_values, strict=True):
             if i not in found and _SERIAL_RE.fullmatch(v):

@@ -46,7 +46,7 @@ def check_size(path: Path, max_bytes: int) -> int:
     size = path.stat().st_size
     if size > max_bytes:
         raise FileUnreadable(
-            f"the file is {size / 1e6:.0f} MB, over the {max_bytes / 1e6:.0f} MB limit "
+            f"the file is {size / 2**20:.0f} MB, over the {max_bytes / 2**20:.0f} MB limit "
             "(intake.max_file_mb). Split it into smaller files and drop them again.",
             path=path,
         )

@@ -352,7 +352,7 @@ def _open_reader(
             table.path,
             read_options=pcsv.ReadOptions(
                 use_threads=threaded,
-                block_size=4 * 1024 * 1024,
+                block_size=1024 * 1024,  # bigger blocks: more read-ahead memory, no speed
                 skip_rows=h + 1,
                 column_names=names,
                 encoding="utf8" if enc in ("utf-8", "utf8") else table.encoding,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 from pipeline.excel_damage import find_damage
 from pipeline.mapping import ColumnMapping
 from pipeline.schema import RULE_PATTERN, RULE_REQUIRED, CampaignSchema, failure_cases
+from pipeline.seen import SeenRows
 
 RULE_DUPLICATE = "duplicate"
 RULE_MALFORMED = "malformed"
@@ -49,67 +51,28 @@ class ChunkResult:
     duplicates: list[RowProblem] = field(default_factory=list)
 
 
-class _SeenRows:
-    """Row fingerprints seen so far: a fixed 16 MB bit filter in front of sorted numpy runs.
-
-    12 bytes per distinct row (hash + first row number); most lookups of new rows stop at the
-    bit filter, the rest search the runs (queries sorted, so the search stays cache-friendly).
-    """
-
-    FILTER_BITS = 1 << 27
-
-    def __init__(self) -> None:
-        self.runs: list[tuple[np.ndarray, np.ndarray]] = []
-        self.filter = np.zeros(self.FILTER_BITS // 8, dtype=np.uint8)
-
-    def _slots(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        bit = (hashes >> np.uint64(37)) & np.uint64(self.FILTER_BITS - 1)
-        return (bit >> np.uint64(3)).astype(np.int64), (bit & np.uint64(7)).astype(np.uint8)
-
-    def lookup(self, hashes: np.ndarray) -> np.ndarray:
-        """First row number for each hash already seen, else 0."""
-        out = np.zeros(len(hashes), dtype=np.int64)
-        if not self.runs or len(hashes) == 0:
-            return out
-        byte, bit = self._slots(hashes)
-        maybe = np.flatnonzero((self.filter[byte] >> bit) & 1)
-        if len(maybe) == 0:
-            return out
-        order = maybe[np.argsort(hashes[maybe], kind="stable")]
-        query = hashes[order]
-        found = np.zeros(len(order), dtype=np.int64)
-        for keys, rows in self.runs:
-            pos = np.searchsorted(keys, query).clip(0, len(keys) - 1)
-            hit = (keys[pos] == query) & (found == 0)
-            found[hit] = rows[pos[hit]]
-        out[order] = found
-        return out
-
-    def add(self, hashes: np.ndarray, rows: np.ndarray) -> None:
-        """Remember new ``hashes`` first seen at ``rows``."""
-        if len(hashes) == 0:
-            return
-        byte, bit = self._slots(hashes)
-        np.bitwise_or.at(self.filter, byte, np.left_shift(np.uint8(1), bit))
-        order = np.argsort(hashes, kind="stable")
-        self.runs.append((hashes[order], rows[order].astype(np.int32)))
-        while len(self.runs) > 1 and len(self.runs[-1][0]) * 2 >= len(self.runs[-2][0]):
-            (k2, r2), (k1, r1) = self.runs.pop(), self.runs.pop()
-            keys = np.concatenate([k1, k2])
-            o = np.argsort(keys, kind="stable")
-            self.runs.append((keys[o], np.concatenate([r1, r2])[o]))
-
-
 class Validator:
     """Validates chunks of one file against a campaign schema; remembers rows across chunks."""
 
-    def __init__(self, schema: CampaignSchema, mapping: ColumnMapping) -> None:
+    def __init__(
+        self, schema: CampaignSchema, mapping: ColumnMapping, *, tmp_dir: Path | None = None
+    ) -> None:
         self.schema = schema
         self.mapping = mapping
         self._pandera = schema.pandera()
         self._specs = {f.name: f for f in schema.fields}
-        self._seen = _SeenRows()
+        self._seen = SeenRows(tmp_dir)
         self.duplicates = 0
+
+    def close(self) -> None:
+        """Free the duplicate index (also done when the validator is garbage-collected)."""
+        self._seen.close()
+
+    def __enter__(self) -> Validator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def validate(self, chunk: pd.DataFrame) -> ChunkResult:
         """Check one chunk from :meth:`pipeline.reading.Table.chunks`."""
@@ -203,19 +166,21 @@ class Validator:
         ]
         sep = pa.scalar("\x1f", pa.large_string())
         joined = pc.binary_join_element_wise(*arrays, sep) if len(arrays) > 1 else arrays[0]
-        hashes = np.fromiter(
-            map(hash, joined.to_numpy(zero_copy_only=False)), dtype=np.int64, count=len(fields)
-        ).view(np.uint64)
+        # Python's hash of the row's bytes: 64 bits, fast in C; the process keeps it stable
+        as_bytes = joined.cast(pa.large_binary()).to_numpy(zero_copy_only=False)
+        hashes = np.fromiter(map(hash, as_bytes), dtype=np.int64, count=len(fields))
+        hashes = hashes.view(np.uint64)
         earlier = self._seen.lookup(hashes)
-        _u, first_idx, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-        first_pos = first_idx[inverse]  # where each row's values first occur in this chunk
-        new = (first_pos == np.arange(len(hashes))) & (earlier == 0)
+        in_chunk = pd.Series(hashes).duplicated().to_numpy()
+        new = ~in_chunk & (earlier == 0)
         self._seen.add(hashes[new], rows[new])
         out: list[tuple[int, RowProblem]] = []
         repeat = np.flatnonzero(~new & ~bad)
         if len(repeat):
-            for i in repeat.tolist():
-                orig = int(earlier[i]) or int(rows[first_pos[i]])
+            firsts = pd.Series(rows[~in_chunk], index=hashes[~in_chunk])
+            first_row = firsts.reindex(pd.Index(hashes[repeat])).to_numpy()
+            for n, i in enumerate(repeat.tolist()):
+                orig = int(earlier[i]) or int(first_row[n])
                 row = int(rows[i])
                 msg = (
                     f"Row {row} repeats row {orig} (the same values in every field); it is "

@@ -1,0 +1,120 @@
+"""Which rows of a file were seen before: 64-bit row fingerprints in flat memory.
+
+A fixed 32 MB Bloom filter (4 probes) answers "certainly new" for almost every row; the
+fingerprints themselves (with the first row number) live in sorted runs: small ones in memory,
+larger ones spilled to a temporary folder with a sparse in-memory index, so memory stays the
+same whether a file has 1M or 50M rows. Only the few rows the filter cannot clear read the disk.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+
+import numpy as np
+
+_PROBE_MULTIPLIERS = np.array(
+    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93],
+    dtype=np.uint64,
+)
+_BLOCK = 4096  # entries per on-disk block (one index entry each)
+
+
+class SeenRows:
+    """Remember (fingerprint -> first row); look many fingerprints up at once."""
+
+    FILTER_BITS = 1 << 28  # 32 MB
+    MEMORY_ENTRIES = 1 << 20  # keep at most this many fingerprints in memory, then spill
+
+    def __init__(self, tmp_dir: Path | None = None) -> None:
+        self._filter = np.zeros(self.FILTER_BITS // 8, dtype=np.uint8)
+        self._mem: list[tuple[np.ndarray, np.ndarray]] = []
+        self._disk: list[tuple[Path, Path, np.ndarray, int]] = []  # keys, rows, sparse index, n
+        self._dir = Path(tempfile.mkdtemp(prefix="leadpipe-seen-", dir=tmp_dir))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self._dir, True)
+
+    def close(self) -> None:
+        """Delete the spilled runs."""
+        self._finalizer()
+
+    def _probes(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with np.errstate(over="ignore"):
+            mixed = hashes[:, None] * _PROBE_MULTIPLIERS[None, :]
+        bits = (mixed >> np.uint64(36)) & np.uint64(self.FILTER_BITS - 1)
+        return (bits >> np.uint64(3)).astype(np.int64), (bits & np.uint64(7)).astype(np.uint8)
+
+    def lookup(self, hashes: np.ndarray) -> np.ndarray:
+        """The first row number recorded for each fingerprint, else 0."""
+        out = np.zeros(len(hashes), dtype=np.int64)
+        if len(hashes) == 0 or not (self._mem or self._disk):
+            return out
+        byte, bit = self._probes(hashes)
+        maybe = np.flatnonzero(((self._filter[byte] >> bit) & 1).all(axis=1))
+        if len(maybe) == 0:
+            return out
+        order = maybe[np.argsort(hashes[maybe], kind="stable")]
+        query = hashes[order]
+        found = np.zeros(len(order), dtype=np.int64)
+        for keys, rows in self._mem:
+            _search(keys, rows, query, found)
+        for keys_path, rows_path, index, n in self._disk:
+            self._search_disk(keys_path, rows_path, index, n, query, found)
+        out[order] = found
+        return out
+
+    def add(self, hashes: np.ndarray, rows: np.ndarray) -> None:
+        """Record fingerprints first seen at ``rows`` (callers add each fingerprint once)."""
+        if len(hashes) == 0:
+            return
+        byte, bit = self._probes(hashes)
+        np.bitwise_or.at(self._filter, byte.ravel(), np.left_shift(np.uint8(1), bit.ravel()))
+        order = np.argsort(hashes, kind="stable")
+        self._mem.append((hashes[order], rows[order].astype(np.int32)))
+        while len(self._mem) > 1 and len(self._mem[-1][0]) * 2 >= len(self._mem[-2][0]):
+            (k2, r2), (k1, r1) = self._mem.pop(), self._mem.pop()
+            keys = np.concatenate([k1, k2])
+            o = np.argsort(keys, kind="stable")
+            self._mem.append((keys[o], np.concatenate([r1, r2])[o]))
+        if sum(len(k) for k, _r in self._mem) >= self.MEMORY_ENTRIES:
+            self._spill()
+
+    def _spill(self) -> None:
+        keys = np.concatenate([k for k, _r in self._mem])
+        rows = np.concatenate([r for _k, r in self._mem])
+        o = np.argsort(keys, kind="stable")
+        keys, rows = keys[o], rows[o]
+        n = len(self._disk)
+        keys_path, rows_path = self._dir / f"run{n}.keys", self._dir / f"run{n}.rows"
+        keys.tofile(keys_path)
+        rows.tofile(rows_path)
+        self._disk.append((keys_path, rows_path, keys[::_BLOCK].copy(), len(keys)))
+        self._mem = []
+
+    @staticmethod
+    def _search_disk(
+        keys_path: Path,
+        rows_path: Path,
+        index: np.ndarray,
+        n: int,
+        query: np.ndarray,
+        found: np.ndarray,
+    ) -> None:
+        blocks = np.unique(np.searchsorted(index, query, side="right") - 1).clip(0)
+        with keys_path.open("rb") as kf, rows_path.open("rb") as rf:
+            for b in blocks.tolist():
+                start, stop = b * _BLOCK, min(n, (b + 1) * _BLOCK)
+                kf.seek(start * 8)
+                rf.seek(start * 4)
+                keys = np.frombuffer(kf.read((stop - start) * 8), dtype=np.uint64)
+                rows = np.frombuffer(rf.read((stop - start) * 4), dtype=np.int32)
+                _search(keys, rows, query, found)
+
+
+def _search(keys: np.ndarray, rows: np.ndarray, query: np.ndarray, found: np.ndarray) -> None:
+    if len(keys) == 0:
+        return
+    pos = np.searchsorted(keys, query).clip(0, len(keys) - 1)
+    hit = (keys[pos] == query) & (found == 0)
+    found[hit] = rows[pos[hit]]
