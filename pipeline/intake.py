@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from pipeline.breaker import Breaker
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import LeadpipeError
 from pipeline.fsutil import WORK_DIR_NAME, atomic_move, atomic_write_text, fsync_dir
@@ -154,59 +155,6 @@ class _Resumed:
     @property
     def order(self) -> tuple[int, str]:
         return (-1, self.job.path.parent.name)
-
-
-class Breaker:
-    """Pauses taking files while the API is down; reopens for a probe after a growing cooldown."""
-
-    def __init__(
-        self, clock: Clock, *, first: float = 5.0, longest: float = 120.0, uncertain_limit: int = 3
-    ) -> None:
-        self.clock = clock
-        self.first = first
-        self.longest = longest
-        self.uncertain_limit = uncertain_limit
-        self.open = False
-        self.reason = ""
-        self.opened_at: datetime | None = None
-        self._cooldown = first
-        self._retry_at = 0.0
-        self._uncertain_streak = 0
-
-    def trip(self, reason: str, *, longest: bool = False) -> None:
-        """Open (or keep open, with a longer cooldown)."""
-        if self.open:
-            self._cooldown = min(self._cooldown * 2, self.longest)
-        else:
-            self.opened_at = self.clock.now()
-            self._cooldown = self.longest if longest else self.first
-        self.open = True
-        self.reason = reason
-        self._retry_at = self.clock.monotonic() + self._cooldown
-
-    def success(self, uncertain: int = 0) -> None:
-        """A file went through: close, unless uncertain outcomes keep repeating."""
-        self._uncertain_streak = self._uncertain_streak + 1 if uncertain else 0
-        if self._uncertain_streak >= self.uncertain_limit:
-            self._uncertain_streak = 0
-            self.trip(f"{self.uncertain_limit} files in a row left rows uncertain")
-            return
-        self.open = False
-        self.reason = ""
-        self.opened_at = None
-        self._cooldown = self.first
-
-    def may_try(self) -> bool:
-        """Closed, or open with the cooldown over (one probe/file may go)."""
-        return not self.open or self.clock.monotonic() >= self._retry_at
-
-    def retry_in(self) -> float:
-        """Seconds until the next probe (0 when closed)."""
-        return max(0.0, self._retry_at - self.clock.monotonic()) if self.open else 0.0
-
-    def hold(self) -> None:
-        """A probe is on its way: no second one until it reports."""
-        self._retry_at = self.clock.monotonic() + self._cooldown
 
 
 def _order(item: _Entry | _Resumed) -> tuple[int, str]:

@@ -19,7 +19,6 @@ import importlib
 import json
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -30,242 +29,23 @@ from typing import Any
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 from pipeline.errors import (
-    InputError,
     LeadpipeError,
-    NotPermitted,
     StateError,
-    Unavailable,
-    Uncertain,
 )
-from pipeline.fsutil import WORK_DIR_NAME, atomic_move, atomic_write_text
+from pipeline.fsutil import WORK_DIR_NAME, atomic_write_text
+from pipeline.instance import STATUS_FILE, InstanceLock, read_status, service_running
 from pipeline.intake import Finished, Intake, Job, Outcome, Processor, clear_empty_work
 from pipeline.metrics import Metrics
+from pipeline.processing import IngestProcessor
 from pipeline.status import StatusServer
 from pipeline.watch import Watcher
 
 log = logging.getLogger("leadpipe.service")
 
-LOCK_FILE = "leadpipe.lock"
-STATUS_FILE = "status.json"
 #: Exit within 10 s of a stop: workers get this long to record their in-flight rows.
 STOP_GRACE = 8.0
 #: Events come in bursts (our own renames too): sweep at most this often on their account.
 HINT_GAP = 0.2
-
-
-# ---------------------------------------------------------------------------------- the lock
-class InstanceLock:
-    """An exclusive OS lock on ``<state>/leadpipe.lock``: one ``leadpipe run`` per state folder.
-
-    The OS drops the lock when the process dies (even by ``kill -9``), so a stale lock file never
-    blocks a restart.
-    """
-
-    def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / LOCK_FILE
-        self._fd: int | None = None
-
-    def acquire(self) -> InstanceLock:
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise StateError(
-                f"another `leadpipe run` (pid {holder}) is already running on the state folder "
-                f"{self.path.parent}. Stop it first (e.g. `systemctl stop leadpipe`), or give this "
-                "one its own state folder in the config."
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the flock
-            self._fd = None
-
-
-def service_running(state_dir: Path) -> int | None:
-    """The pid of the ``leadpipe run`` holding the state folder's lock, or None."""
-    import fcntl
-
-    path = Path(state_dir) / LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-        return int(text) if text.isdigit() else -1
-    finally:
-        os.close(fd)
-    return None
-
-
-def read_status(settings: Settings) -> dict[str, Any]:
-    """What ``leadpipe status`` shows: the last status the service wrote, and whether it runs."""
-    state = settings.paths.state
-    pid = service_running(state)
-    path = state / STATUS_FILE
-    try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = {}
-    data["running"] = pid is not None
-    data["pid"] = pid
-    data.setdefault("inbox", str(settings.paths.inbox))
-    return data
-
-
-# ------------------------------------------------------------------ ingest as the processor
-class IngestProcessor:
-    """Adapts :func:`pipeline.ingest.ingest_file` to the intake's ``Processor``.
-
-    Ingest writes its receipt and reject files into a results folder inside the claim (the
-    work folder, same volume); this adapter then renames them into ``rejected/`` and
-    ``processed/`` (or beside a ``preview/`` file), rejects first, receipt last, so every file a
-    person sees is complete. Moving the original is the intake's job.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        client: Any,
-        ledger: Any,
-        *,
-        stop: threading.Event,
-        clock: Clock | None = None,
-    ) -> None:
-        self.settings = settings
-        self.client = client
-        self.ledger = ledger
-        self.stop = stop
-        self.clock = clock
-
-    def __call__(self, job: Job) -> Outcome:
-        from pipeline.ingest import ingest_file
-
-        results = job.path.parent / "results"
-        shutil.rmtree(results, ignore_errors=True)  # leftovers of an interrupted run
-        try:
-            receipt = ingest_file(
-                job.path,
-                job.campaign,
-                self.settings,
-                client=self.client,
-                ledger=self.ledger,
-                dry_run=job.preview,
-                out_dir=results,
-                stop=self.stop,
-                clock=self.clock,
-            )
-        except InputError as exc:
-            shutil.rmtree(results, ignore_errors=True)
-            return Outcome("failed", message=exc.reason)
-        except NotPermitted as exc:
-            return Outcome("wait", message=str(exc), not_permitted=True)
-        except (Unavailable, Uncertain) as exc:
-            return Outcome("wait", message=f"the API is not answering: {exc}", uncertain=1)
-        counts = _receipt_counts(receipt)
-        halt = str(getattr(receipt, "halt", "") or getattr(receipt, "halt_kind", "") or "")
-        reason = str(getattr(receipt, "halt_reason", "") or "")
-        if not job.preview:
-            record = self.ledger.file(job.sha256)
-            if record is not None and str(record.state) == "waiting":
-                reason = reason or record.reason
-                halt = halt or ("stopped" if self.stop.is_set() else "unavailable")
-        if halt == "stopped" or (halt and self.stop.is_set()):
-            return Outcome("interrupted", message=reason)
-        if halt in ("unavailable", "not_permitted"):
-            shutil.rmtree(results, ignore_errors=True)
-            return Outcome(
-                "wait",
-                message=reason or "the API is not answering",
-                not_permitted=halt == "not_permitted",
-            )
-        placed = self._place(results, job, receipt)
-        stamp = placed.original.name.split("_", 1)[0]
-        return Outcome(
-            "processed",
-            message=reason,
-            receipt=placed.receipt,
-            rejects=placed.rejects,
-            counts=counts,
-            stamp=stamp,
-            destination=placed.original,
-            uncertain=int(counts.get("uncertain", 0)),
-        )
-
-    def _place(self, results: Path, job: Job, receipt: Any) -> _Placed:
-        """Rename the reject files to their final place; write the receipt there, naming them.
-
-        The receipt ingest wrote inside the work folder names work-folder paths; the one a
-        person reads names where the files really are.
-        """
-        from pipeline.receipt import write_receipt
-
-        files = sorted(f for f in results.iterdir() if f.is_file()) if results.is_dir() else []
-        stamp = next(
-            (f.name.split("_", 1)[0] for f in files if f.name.endswith(".receipt.txt")), job.stamp
-        )
-        originals = job.folder if job.preview else job.folder / "processed"
-        rejects: list[Path] = []
-        for f in files:
-            if ".rejects." in f.name:
-                dest = job.folder if job.preview else job.folder / "rejected"
-                rejects.append(atomic_move(f, dest / f.name))
-        base = f"{stamp}_{job.name}"
-        original = _free_name(originals / base)
-        txt = originals / f"{original.name}.receipt.txt"
-        rejects.sort(key=lambda p: (p.suffix != ".xlsx", p.name))  # the spreadsheet first
-        receipt.file = str(job.folder / job.name)  # the name the person dropped
-        receipt.reject_files = [str(p) for p in rejects]
-        receipt.receipt_file = str(txt)
-        write_receipt(receipt, txt, originals / f"{original.name}.receipt.json")
-        shutil.rmtree(results, ignore_errors=True)
-        return _Placed(receipt=txt, rejects=rejects, original=original)
-
-
-@dataclass
-class _Placed:
-    receipt: Path
-    rejects: list[Path]
-    original: Path
-
-
-def _free_name(dest: Path) -> Path:
-    """The name :func:`atomic_move` will choose for ``dest`` (a suffix when taken)."""
-    candidate, n = dest, 1
-    while candidate.exists():
-        candidate = dest.with_name(f"{dest.stem}.{n}{dest.suffix}")
-        n += 1
-    return candidate
-
-
-def _receipt_counts(receipt: Any) -> dict[str, int]:
-    keys = (
-        "rows_read",
-        "accepted",
-        "rejected",
-        "refused_by_api",
-        "duplicates",
-        "uncertain",
-        "blank_skipped",
-    )
-    out: dict[str, int] = {}
-    for k in keys:
-        v = getattr(receipt, k, None)
-        if isinstance(v, int):
-            out[k] = v
-    return out
 
 
 # ------------------------------------------------------------------------------ the service
