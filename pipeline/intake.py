@@ -41,7 +41,7 @@ from zoneinfo import ZoneInfo
 
 from pipeline.breaker import Breaker
 from pipeline.clock import Clock, SystemClock
-from pipeline.errors import LeadpipeError
+from pipeline.errors import LeadpipeError, NotPermitted, Unavailable, Uncertain
 from pipeline.fsutil import WORK_DIR_NAME, atomic_move, atomic_write_text, fsync_dir
 
 log = logging.getLogger("leadpipe.intake")
@@ -55,6 +55,11 @@ _IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "icon\r"})
 _IGNORED_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".swp")
 #: Excel saves through an extension-less temp file with an 8-hex-digit name.
 _EXCEL_TEMP = re.compile(r"^[0-9A-F]{8}$")
+
+#: Retry listing the campaigns this often while it fails; refresh it this often when a folder
+#: that is no known campaign exists (a campaign may have been created since).
+LIST_RETRY = 5.0
+LIST_REFRESH = 60.0
 
 Kind = Literal["processed", "failed", "wait", "interrupted"]
 
@@ -229,6 +234,8 @@ class Intake:
         self._taking = True
         self._probing = False
         self._listing_failed = False
+        self._accept_all = False
+        self._refreshed_at = float("-inf")
         self._cond = threading.Condition()
         self._seq = itertools.count()
 
@@ -249,18 +256,29 @@ class Intake:
         if not self.inbox_ok:
             log.warning("the inbox %s is back; picking up again", self.inbox)
         self.inbox_ok, self.inbox_problem = True, ""
-        if self._codes is None or any(
+        since = self.clock.monotonic() - self._refreshed_at
+        unknown_folder = any(
             c.is_dir(follow_symlinks=False)
             and not is_ignored(c.name)
             and c.name.lower() not in (self._codes or {})
             for c in children
+        )
+        if (self._codes is None and not self._accept_all and since >= LIST_RETRY) or (
+            unknown_folder and since >= LIST_REFRESH
         ):
+            self._refreshed_at = self.clock.monotonic()
             try:
                 self.refresh_campaigns()
                 if self._listing_failed:
                     self._listing_failed = False
                     with self._cond:
                         self.breaker.success()
+            except NotPermitted as exc:
+                # the account may not list campaigns: take every folder as one (ingest then
+                # says per file if the campaign is unknown)
+                if not self._accept_all:
+                    log.warning("cannot list the campaigns (%s); every folder is tried", exc)
+                self._accept_all = True
             except LeadpipeError as exc:
                 if self._codes is None:
                     self._listing_failed = True
@@ -547,7 +565,7 @@ class Intake:
         ready = [
             (q[0].order, c)
             for c, q in self._queues.items()
-            if q and c not in self._busy and self._codes is not None
+            if q and c not in self._busy and (self._codes is not None or self._accept_all)
         ]
         if not ready:
             return None
@@ -613,7 +631,7 @@ class Intake:
         assert self.probe is not None
         try:
             self.probe()
-        except LeadpipeError as exc:
+        except (Unavailable, Uncertain) as exc:  # any other answer means the API is back
             with self._cond:
                 self.breaker.trip(self.breaker.reason or str(exc))
             return False

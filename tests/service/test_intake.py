@@ -398,3 +398,36 @@ def test_a_file_that_cannot_be_opened_yet_is_retried_not_forgotten(
     intake.check_settling()
     assert intake.drain() == 1
     assert rec.names() == ["locked.csv"]
+
+
+def test_campaign_list_is_asked_once_a_minute_not_at_every_sweep(inbox: Path) -> None:
+    clock, rec = FakeClock(), Recorder()
+    calls: list[float] = []
+
+    def campaigns() -> list[str]:
+        calls.append(clock.monotonic())
+        return CAMPAIGNS
+
+    (inbox / "NOPE").mkdir()
+    intake = Intake(inbox, rec, campaigns=campaigns, settle_seconds=5.0, clock=clock)
+    for _ in range(10):
+        intake.sweep()
+        clock.advance(1.0)
+    assert len(calls) == 1
+    clock.advance(60.0)
+    intake.sweep()
+    assert len(calls) == 2
+
+
+def test_an_account_that_may_not_list_campaigns_tries_every_folder(inbox: Path) -> None:
+    from pipeline.errors import NotPermitted
+
+    def campaigns() -> list[str]:
+        raise NotPermitted("403: the account lacks Campaigns: GET")
+
+    clock, rec = FakeClock(), Recorder()
+    intake = Intake(inbox, rec, campaigns=campaigns, settle_seconds=5.0, clock=clock)
+    (inbox / "BETA" / "b.csv").write_text("b\n", encoding="utf-8")
+    settle(intake, clock)
+    assert rec.names() == ["b.csv"]
+    assert not intake.waiting_for_api()
