@@ -73,9 +73,12 @@ def inbox_folder(path: Path, campaign: str, settings: Settings) -> Path | None:
 def result_places(
     path: Path, campaign: str, settings: Settings, out_dir: Path | None, stamp: str
 ) -> Places:
-    """design.md's folders for a file in ``inbox/<campaign>/``; else ``out_dir`` (flat)."""
+    """``out_dir`` (flat) when given; else design.md's folders for a file in ``inbox/<campaign>/``;
+    else ``./leadpipe-results/``."""
     home = inbox_folder(path, campaign, settings)
     base = f"{stamp}_{path.name}"
+    if out_dir is not None:  # an explicit results folder wins (the service passes one)
+        home = None
     if home is not None and path.resolve().parent.name == "preview":
         processed = rejected = path.resolve().parent  # a preview's results stay beside it
         tmp = home / WORK_DIR_NAME / "tmp"

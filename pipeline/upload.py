@@ -161,6 +161,7 @@ class Uploader:
         self._halted = threading.Event()
         self._can_read: bool | None = None
         self._campaign_id: str | None = None
+        self._username = ""
 
     @property
     def halted(self) -> bool:
@@ -347,7 +348,7 @@ class Uploader:
         for fields, members in groups.items():
             index: dict[tuple[str, ...], list[str]] = {}
             for lead in leads:
-                if lead.unique_id in taken:
+                if lead.unique_id in taken or not self._ours(lead):
                     continue
                 key = tuple(normalise(lead.data.get(f, "")) for f in fields)
                 index.setdefault(key, []).append(lead.unique_id)
@@ -366,10 +367,25 @@ class Uploader:
         )
         self.report.reconciled_absent += len(absent)
 
+    def _ours(self, lead: Any) -> bool:
+        """Was the lead uploaded by this account? (Unknown uploader: assume it may be.)"""
+        raw = getattr(lead, "raw", None) or {}
+        by = next((v for k, v in raw.items() if str(k).lower() == "uploadedbyuser"), None)
+        org = (
+            next((v for k, v in by.items() if str(k).lower() == "orgcode"), None)
+            if isinstance(by, Mapping)
+            else None
+        )
+        if not org or not self._username:
+            return True
+        return str(org).casefold() == self._username.casefold()
+
     def _may_read(self) -> bool:
         if self._can_read is None:
             try:
-                self._can_read = bool(self.client.account().can("Leads", "GET"))
+                account = self.client.account()
+                self._can_read = bool(account.can("Leads", "GET"))
+                self._username = str(getattr(account, "username", "") or "")
             except NotPermitted as exc:
                 self._halt("not_permitted", str(exc))
                 return False

@@ -247,3 +247,19 @@ def test_rows_lost_every_time_end_pending_after_a_final_lookup(
     sb.clear_faults()
     Uploader(client_for(), ledger, sha256=SHA, campaign=CAMPAIGN).deliver(batch)
     assert_exactly_once(sb, ledger, batch)
+
+
+def test_a_lead_with_the_same_data_from_someone_else_is_not_taken_for_ours(
+    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: SqliteLedger
+) -> None:
+    batch = rows(3)
+    # a person keyed in row 3's data by hand, just before our POST of it got lost
+    sb.tenant.insert_lead(CAMPAIGN, dict(batch[2].data), uploaded_by="agent7@demo.example")
+    sb.add_fault(Fault("drop_before", route="POST /leads", after=2, times=1))
+    up = uploader(client_for(), ledger, concurrency=1)
+    up.deliver(batch)
+    assert (up.report.reconciled_found, up.report.reconciled_absent) == (0, 1)
+    assert stored(sb)[batch[2].data["phone"]] == 2  # theirs and ours
+    ours = ledger.rows(SHA)[2].unique_id
+    mine = [lead for lead in sb.leads(CAMPAIGN) if lead["uniqueId"] == ours]
+    assert mine[0]["uploadedByUser"]["orgCode"] == "api@demo.example"
