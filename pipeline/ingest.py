@@ -109,6 +109,7 @@ def ingest_file(
     progress: IngestProgress | None = None,
     stop: threading.Event | None = None,
     clock: Clock | None = None,
+    chunk_rows: int = 100_000,
 ) -> Receipt:
     """Process one file now; returns its receipt (also written as ``.receipt.txt``/``.json``).
 
@@ -143,6 +144,7 @@ def ingest_file(
         options=options,
         expected_fields=[f.name for f in schema.fields],
         max_bytes=settings.intake.max_file_mb * 1024 * 1024,
+        chunk_rows=chunk_rows,
     )
     mapping = map_columns(table.headers, schema.fields, options.columns, path=path)
     validator = Validator(schema, mapping)
@@ -354,6 +356,7 @@ def _add_rejects(
     problems: Sequence[RowProblem],
     refusals: Mapping[int, list[RowProblem]],
 ) -> None:
+    """Add this chunk's rejected rows (original cells) with their problems, in row order."""
     by_row: dict[int, list[RowProblem]] = {}
     for p in problems:
         by_row.setdefault(p.row, []).append(p)
@@ -362,10 +365,13 @@ def _add_rejects(
     if not by_row:
         return
     cols = list(headers)
-    frame = chunk.set_index("_row", drop=False)
+    picked = chunk.loc[chunk["_row"].isin(list(by_row)), [*cols, "_row"]]
+    cells = {
+        int(rec[-1]): [_text(v) for v in rec[:-1]]
+        for rec in picked.itertuples(index=False, name=None)
+    }
     for row in sorted(by_row):
-        values = [_text(frame.at[row, c]) for c in cols]
-        writer.add(row, values, by_row[row])
+        writer.add(row, cells[row], by_row[row])
         crash_point("rejects")
 
 

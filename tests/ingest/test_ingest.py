@@ -296,3 +296,21 @@ def test_uncertain_row_without_leads_get_is_left_for_a_person(env: Env) -> None:
     again = env.ingest(src)  # the file is done: the uncertain row is never resent
     assert again.uncertain == 1
     assert len([r for r in env.sb.requests() if r["method"] == "POST"]) == posts
+
+
+def test_many_small_chunks_give_the_same_result_as_one(env: Env, tmp_path: Path) -> None:
+    src = env.tmp / "kunder.csv"
+    exp = messy.build(src, 200)
+    one = env.ingest(src, dry_run=True)
+    many = env.ingest(src, chunk_rows=50)  # row 103 repeats row 101 across a chunk boundary
+    assert exp.repeats == {103: 101}
+    assert (many.accepted, many.rejected, many.duplicates, many.blank_skipped) == (
+        one.accepted,
+        one.rejected,
+        one.duplicates,
+        one.blank_skipped,
+    )
+    assert "Row 103 repeats row 101" in many.messages[0]
+    a, b = (read_reject_csv(Path(r.reject_files[1])) for r in (one, many))
+    assert a == b
+    assert env.stored() == Counter(d["phone"] for d in exp.valid.values())
