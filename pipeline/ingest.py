@@ -295,11 +295,11 @@ def _messages(
 def _upload_rows(valid: Any, campaign: str) -> list[UploadRow]:
     """Valid rows as field data (empty values are not sent) with their fingerprints."""
     fields = [c for c in valid.columns if c != "_row"]
+    columns = [valid[f].tolist() for f in fields]  # whole columns: far faster than itertuples
     out: list[UploadRow] = []
-    for rec in valid.itertuples(index=False, name=None):
-        values = dict(zip(valid.columns, rec, strict=True))
-        data = {f: str(values[f]) for f in fields if _text(values[f]) != ""}
-        out.append(UploadRow(int(values["_row"]), data, fingerprint(campaign, data)))
+    for row, values in zip(valid["_row"].tolist(), zip(*columns, strict=True), strict=True):
+        data = {f: t for f, v in zip(fields, values, strict=True) if (t := _text(v))}
+        out.append(UploadRow(int(row), data, fingerprint(campaign, data)))
     return out
 
 
