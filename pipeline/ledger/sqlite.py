@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -454,6 +455,11 @@ def open_ledger(state_dir: Path, *, create: bool = True) -> SqliteLedger:
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StateError(f"the state folder {state_dir} cannot be created: {exc}") from exc
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        raise StateError(
+            f"the state folder {state_dir} is not writable; leadpipe keeps its ledger there. "
+            "Fix the folder's permissions (or point [paths] state elsewhere)."
+        )
     ledger = SqliteLedger(db_path)
     try:
         ledger.init_schema(create=not exists or db_path.stat().st_size == 0)

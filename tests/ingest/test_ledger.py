@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -144,3 +145,15 @@ def test_fingerprint_is_canonical() -> None:
     b = fingerprint("C1", {"phone": "+45 1", "name": "Åse"})
     assert a == b
     assert a != fingerprint("C2", {"name": "Åse", "phone": "+45 1"})
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_state_folder_is_a_state_error(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o500)
+    try:
+        with pytest.raises(StateError, match="is not writable"):
+            open_ledger(state)
+    finally:
+        state.chmod(0o700)
