@@ -8,6 +8,7 @@ really are. Moving the original is the intake's job.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 from pipeline.clock import Clock
 from pipeline.config import Settings
 from pipeline.errors import InputError, NotPermitted, Unavailable, Uncertain
-from pipeline.fsutil import atomic_move
+from pipeline.fsutil import atomic_move, atomic_write_text
 from pipeline.intake import Job, Outcome
 
 
@@ -105,7 +106,7 @@ class IngestProcessor:
         The receipt ingest wrote inside the work folder names work-folder paths; the one a
         person reads names where the files really are.
         """
-        from pipeline.receipt import write_receipt
+        from pipeline.receipt import render_receipt
 
         files = sorted(f for f in results.iterdir() if f.is_file()) if results.is_dir() else []
         stamp = next(
@@ -113,10 +114,15 @@ class IngestProcessor:
         )
         originals = job.folder if job.preview else job.folder / "processed"
         rejects: list[Path] = []
+        reject_dir = job.folder if job.preview else job.folder / "rejected"
         for f in files:
             if ".rejects." in f.name:
-                dest = job.folder if job.preview else job.folder / "rejected"
-                rejects.append(atomic_move(f, dest / f.name))
+                rejects.append(atomic_move(f, reject_dir / f.name))
+        if not rejects:
+            # a rerun after an interruption between our renames: ingest reports the earlier
+            # run's reject files, which already reached their place
+            earlier = [reject_dir / Path(p).name for p in getattr(receipt, "reject_files", [])]
+            rejects = [p for p in earlier if p.is_file()]
         base = f"{stamp}_{job.name}"
         original = _free_name(originals / base)
         txt = originals / f"{original.name}.receipt.txt"
@@ -124,7 +130,12 @@ class IngestProcessor:
         receipt.file = str(job.folder / job.name)  # the name the person dropped
         receipt.reject_files = [str(p) for p in rejects]
         receipt.receipt_file = str(txt)
-        write_receipt(receipt, txt, originals / f"{original.name}.receipt.json")
+        # like receipt.write_receipt, with the temp files in the hidden work area of the inbox
+        # rather than a ``.leadpipe`` folder inside processed/ (visible on Windows shares)
+        tmp = job.path.parent.parent.parent.parent / "tmp"
+        as_json = json.dumps(receipt.to_json(), indent=2, ensure_ascii=False) + "\n"
+        atomic_write_text(originals / f"{original.name}.receipt.json", as_json, tmp_dir=tmp)
+        atomic_write_text(txt, render_receipt(receipt), tmp_dir=tmp)
         shutil.rmtree(results, ignore_errors=True)
         return _Placed(receipt=txt, rejects=rejects, original=original)
 

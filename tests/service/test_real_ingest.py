@@ -311,3 +311,32 @@ def _page(svc: object) -> tuple[int, str]:
     url = svc.info.status_url  # type: ignore[attr-defined]
     with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 (loopback)
         return resp.status, resp.read().decode()
+
+
+def test_interrupted_between_the_result_renames_the_rerun_names_the_earlier_rejects(
+    tmp_path: Path,
+) -> None:
+    from tests.service.conftest import make_settings
+
+    demo = Path(__file__).resolve().parents[2] / "examples" / "B2B-DK-SPRING-demo.xlsx"
+    settings = make_settings(tmp_path)
+    inbox = tmp_path / "inbox" / CODE
+    inbox.mkdir(parents=True)
+    (inbox / demo.name).write_bytes(demo.read_bytes())
+    run_service(settings, once=True, status_page=False)  # embedded sandbox, kept in state/
+    rejects = sorted((inbox / "rejected").iterdir())
+    assert len(rejects) == 2
+    # as if killed after the reject files were renamed, before receipt and original were
+    original = next((inbox / "processed").glob("*_B2B-DK-SPRING-demo.xlsx"))
+    claim = tmp_path / "inbox" / ".leadpipe" / "work" / CODE / "20261127120000000000-0123abcd"
+    claim.mkdir(parents=True)
+    original.rename(claim / demo.name)
+    for receipt in (inbox / "processed").iterdir():
+        receipt.unlink()
+    result = run_service(settings, once=True, status_page=False)
+    assert (result.processed, result.failed) == (1, 0)
+    receipt = json.loads(next((inbox / "processed").glob("*.receipt.json")).read_text("utf-8"))
+    assert receipt["reject_files"] == [str(rejects[1]), str(rejects[0])]  # xlsx first
+    assert sorted((inbox / "rejected").iterdir()) == rejects
+    assert (receipt["accepted"], receipt["rejected"]) == (6, 4)
+    assert not [p for p in claim.parent.rglob("*") if p.is_file()]
