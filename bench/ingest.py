@@ -195,14 +195,17 @@ def ours_xlsx(path: Path) -> int:
     return sum(len(c) for c in table.chunks())
 
 
-def best(fn: Callable[[], object], rounds: int) -> float:
-    fn()  # warm-up
-    times = []
+def best(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Best time of each function; rounds interleave them so machine noise hits all alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, float] = dict.fromkeys(fns, float("inf"))
     for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name] = min(times[name], time.perf_counter() - t)
+    return times
 
 
 def child_rss(path: Path) -> dict[str, float]:
@@ -216,8 +219,8 @@ def child_rss(path: Path) -> dict[str, float]:
 def scenario_csv(rows: int, rounds: int) -> dict[str, float]:
     path = make_csv(rows)
     counts = ours_csv(path)
-    floor = best(lambda: floor_csv(path), rounds)
-    ours = best(lambda: ours_csv(path), rounds)
+    t = best({"floor": lambda: floor_csv(path), "ours": lambda: ours_csv(path)}, rounds)
+    floor, ours = t["floor"], t["ours"]
     mb = path.stat().st_size / 1e6
     print(f"csv {rows:,} rows, {mb:.0f} MB: valid/rejected/problems = {counts}")
     print(f"  floor (pyarrow read_csv + RE2 full match): {floor:.3f} s")
@@ -237,9 +240,15 @@ def scenario_rss(rows: int, big_rows: int) -> dict[str, float]:
 
 def scenario_xlsx(rows: int, rounds: int) -> dict[str, float]:
     path = make_xlsx(rows)
-    fe = best(lambda: floor_xlsx(path), rounds)
-    fe_text = best(lambda: floor_xlsx_text(path), rounds)
-    ours = best(lambda: ours_xlsx(path), rounds)
+    t = best(
+        {
+            "fe": lambda: floor_xlsx(path),
+            "fe_text": lambda: floor_xlsx_text(path),
+            "ours": lambda: ours_xlsx(path),
+        },
+        rounds,
+    )
+    fe, fe_text, ours = t["fe"], t["fe_text"], t["ours"]
     print(
         f"xlsx {rows:,} rows: fastexcel {fe:.3f} s, fastexcel as text {fe_text:.3f} s, "
         f"open_table {ours:.3f} s   ratio {ours / fe:.2f}x (vs text: {ours / fe_text:.2f}x)"
@@ -257,8 +266,11 @@ def scenario_dtype(rounds: int) -> dict[str, float]:
     frame = frame.astype("str")
     obj = frame.astype(object)
     schema = build_pandera_schema(SPECS)
-    t_str = best(lambda: failure_cases(schema, frame), rounds)
-    t_obj = best(lambda: failure_cases(schema, obj), rounds)
+    t = best(
+        {"str": lambda: failure_cases(schema, frame), "obj": lambda: failure_cases(schema, obj)},
+        rounds,
+    )
+    t_str, t_obj = t["str"], t["obj"]
     print(
         f"pandera 1M rows: str dtype {t_str:.3f} s, object {t_obj:.3f} s   "
         f"object/str {t_obj / t_str:.1f}x"

@@ -69,8 +69,12 @@ class SeenRows:
         if len(hashes) == 0:
             return
         byte, bit = self._probes(hashes)
-        np.bitwise_or.at(self._filter, byte.ravel(), np.left_shift(np.uint8(1), bit.ravel()))
-        order = np.argsort(hashes, kind="stable")
+        byte, mask = byte.ravel(), np.left_shift(np.uint8(1), bit.ravel())
+        while len(byte):  # fancy |= keeps one write per repeated byte: redo the few lost bits
+            self._filter[byte] |= mask
+            lost = (self._filter[byte] & mask) == 0
+            byte, mask = byte[lost], mask[lost]
+        order = np.argsort(hashes)
         self._mem.append((hashes[order], rows[order].astype(np.int32)))
         while len(self._mem) > 1 and len(self._mem[-1][0]) * 2 >= len(self._mem[-2][0]):
             (k2, r2), (k1, r1) = self._mem.pop(), self._mem.pop()

@@ -122,10 +122,9 @@ class Validator:
         for i, _p in dups:
             dup_mask[i] = True
         ok = ~bad & ~dup_mask
-        valid = fields.loc[ok].copy()
-        valid["_row"] = rows[ok]
-        rejected = chunk.loc[bad].drop(columns=[]).copy()
-        rejected.attrs = {}
+        valid = fields[ok].assign(_row=rows[ok])
+        chunk.attrs = {}  # (the date/malformed marks are used; filtering would copy them)
+        rejected = chunk[bad]
         position = {h: n for n, h in enumerate(chunk.columns)}
         ordered = [
             p
