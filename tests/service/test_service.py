@@ -28,17 +28,17 @@ def final_files(inbox: Path) -> list[Path]:
 def test_a_file_written_slowly_is_taken_once_after_it_is_complete(tmp_path: Path) -> None:
     setup_folders(tmp_path)
     rec = Recorder()
-    settings = make_settings(tmp_path, settle_seconds=1.0, sweep_seconds=0.5)
+    settings = make_settings(tmp_path, settle_seconds=1.5, sweep_seconds=0.5)
     with service(settings, processor=rec, campaigns=lambda: CAMPAIGNS):
         target = tmp_path / "inbox" / "ALPHA" / "slow.csv"
         expected = b""
         with target.open("wb") as fh:
-            for i in range(20):  # 20 chunks, 0.5 s apart: 10 s of writing
+            for i in range(25):  # 25 chunks, 0.4 s apart: 10 s of writing
                 chunk = f"row {i},+4512345{i:03d}\n".encode()
                 fh.write(chunk)
                 fh.flush()
                 expected += chunk
-                time.sleep(0.5)
+                time.sleep(0.4)
         wait_for(lambda: rec.names(), 10, "the slow file to be taken")
         time.sleep(1.5)
     assert rec.seen == [("ALPHA", "slow.csv", expected)]

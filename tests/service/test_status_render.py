@@ -1,0 +1,41 @@
+"""The status page's HTML for states a running test cannot easily reach."""
+
+from __future__ import annotations
+
+from pipeline.status import render_html
+
+
+def test_waiting_for_the_api_and_an_unreachable_inbox_are_said_plainly() -> None:
+    html = render_html(
+        {
+            "inbox": "/srv/share/inbox",
+            "inbox_ok": False,
+            "inbox_problem": "the inbox folder /srv/share/inbox is not reachable (No such file"
+            " or directory); waiting for it to come back (a network share outage?)",
+            "waiting_for_api": True,
+            "api_problem": "waiting for the API: 503 <Service Unavailable>",
+            "retry_in": 20.0,
+            "campaigns": {
+                "B2B-DK-SPRING": {
+                    "folder": "/srv/share/inbox/B2B-DK-SPRING",
+                    "known": True,
+                    "waiting": [{"name": "a&b.xlsx"}],
+                    "settling": [],
+                    "in_progress": None,
+                }
+            },
+            "in_progress": 0,
+            "totals": {"processed": 0, "failed": 0},
+            "recent": [],
+            "exports": [{"name": "daily", "next_run": "2026-11-28T02:00:00+01:00", "state": "ok"}],
+        }
+    )
+    assert (
+        '<p class="bad" id="api-state">API: waiting for the API — waiting for the API: 503 '
+        "&lt;Service Unavailable&gt; (next try in 20.0 s). Files wait in the inbox and are "
+        "taken when it answers again.</p>"
+    ) in html
+    assert "is not reachable (No such file or directory); waiting for it to come back" in html
+    assert "<td>a&amp;b.xlsx</td>" in html
+    assert "<b>1</b> waiting" in html
+    assert "<td>daily</td><td>2026-11-28T02:00:00+01:00</td><td>ok</td>" in html
