@@ -5,7 +5,8 @@ an aiohttp client with 32 requests in flight in a *separate process*, so it is n
 bottleneck. Baseline, measured in the same run: a bare "hello" ASGI app on the same uvicorn
 stack (the ceiling of the server stack on this machine).
 
-Run: ``.venv/bin/python bench/sandbox.py [--seconds 5]``
+Run: ``.venv/bin/python bench/sandbox.py [--seconds 2 --rounds 4]`` (on a machine shared with
+other jobs, ``nice -n -15`` keeps their load from dominating the figure).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import base64
 import json
 import multiprocessing as mp
 import os
+import statistics
 import threading
 import time
 from typing import Any
@@ -92,33 +94,40 @@ async def _hello(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _baseline(body: bytes, seconds: float) -> float:
-    config = uvicorn.Config(
-        _hello,
-        host="127.0.0.1",
-        port=0,
-        http="httptools",
-        ws="none",
-        lifespan="off",
-        log_config=None,
-        access_log=False,
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    rate, _ = _measure(f"http://127.0.0.1:{port}/api/leads", "POST", body, seconds)
-    server.should_exit = True
-    thread.join()
-    return rate
+class _Baseline:
+    """The bare ASGI app on uvicorn in a thread (same stack as the sandbox)."""
+
+    def __init__(self) -> None:
+        config = uvicorn.Config(
+            _hello,
+            host="127.0.0.1",
+            port=0,
+            http="httptools",
+            ws="none",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            log_level="warning",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/api/leads"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of one round")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of each (ABBA order)")
     args = parser.parse_args()
     body = json.dumps(
         {
@@ -132,25 +141,34 @@ def main() -> None:
             },
         }
     ).encode()
-    base = _baseline(body, args.seconds)
-    with Sandbox() as sb:
+    base_rates: list[float] = []
+    post_rates: list[float] = []
+    bad_total = 0
+    with _Baseline() as base_url, Sandbox() as sb:
         sb.set_rate_limit(per_minute=10**9, per_day=10**12)
         before = len(sb.leads("B2B-DK-SPRING"))
-        post, bad = _measure(sb.url + "/leads", "POST", body, args.seconds)
+        for i in range(args.rounds * 2):
+            # ABBA: base, post, post, base, base, post, ... so drifting load hits both alike
+            if (i % 4) in (0, 3):
+                base_rates.append(_measure(base_url, "POST", body, args.seconds)[0])
+            else:
+                rate, bad = _measure(sb.url + "/leads", "POST", body, args.seconds)
+                post_rates.append(rate)
+                bad_total += bad
         stored = len(sb.leads("B2B-DK-SPRING")) - before
         get, _ = _measure(sb.url + "/myaccount", "GET", None, args.seconds)
-    print(f"baseline (bare ASGI hello on uvicorn+httptools): {base:8.0f} req/s")
+    base, post = statistics.median(base_rates), statistics.median(post_rates)
+    print(f"rounds of {args.seconds:g} s, {args.rounds} of each, ABBA order; medians (best)")
+    print(f"baseline, bare ASGI on the same stack: {base:8.0f} req/s ({max(base_rates):.0f})")
     print(
-        f"sandbox POST /leads (validated, stored):          {post:8.0f} req/s  "
-        f"ratio {post / base:.2f} x baseline  ({stored} leads stored, {bad} non-200)"
+        f"sandbox POST /leads, validated+stored: {post:8.0f} req/s ({max(post_rates):.0f})"
+        f"  ratio {post / base:.2f}  ({stored} leads stored, {bad_total} non-200)"
     )
-    print(
-        f"sandbox GET /myaccount:                          {get:8.0f} req/s  ratio {get / base:.2f}"
-    )
+    print(f"sandbox GET /myaccount, one round:     {get:8.0f} req/s")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"machine: {os.cpu_count()} cores, load average {load} (other jobs share the cores)")
     verdict = "PASS" if post >= TARGET else "BELOW TARGET"
-    print(f"target >= {TARGET:.0f} POST /leads per second: {verdict}")
+    print(f"target >= {TARGET:.0f} POST /leads per second (median): {verdict}")
 
 
 if __name__ == "__main__":
