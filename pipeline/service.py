@@ -286,7 +286,8 @@ class _Service:
                 outcome = "previewed"
             elif done.rejects:
                 outcome = "processed_with_rejects"
-        self.metrics.file_finished(outcome, done.counts, done.seconds)
+        # a preview uploads nothing: its rows are not counted as delivered
+        self.metrics.file_finished(outcome, {} if done.preview else done.counts, done.seconds)
         log.info(
             "%s: %s -> %s%s",
             done.campaign,

@@ -340,3 +340,37 @@ def test_interrupted_between_the_result_renames_the_rerun_names_the_earlier_reje
     assert sorted((inbox / "rejected").iterdir()) == rejects
     assert (receipt["accepted"], receipt["rejected"]) == (6, 4)
     assert not [p for p in claim.parent.rglob("*") if p.is_file()]
+
+
+def test_preview_checks_only_results_beside_the_file_nothing_uploaded(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    demo = Path(__file__).resolve().parents[2] / "examples" / "B2B-DK-SPRING-demo.xlsx"
+    cfg = write_config(tmp_path, sandbox.url)
+    settings = load_settings(cfg, env=env_for(cfg))
+    preview = tmp_path / "inbox" / CODE / "preview"
+    preview.mkdir(parents=True)
+    (preview / demo.name).write_bytes(demo.read_bytes())
+    before = len(sandbox.leads(CODE))
+    result = run_service(settings, once=True, status_page=False)
+    assert (result.processed, result.failed) == (1, 0)
+    assert len(sandbox.leads(CODE)) == before
+    assert not any(r["method"] == "POST" for r in sandbox.requests())
+    names = sorted(p.name for p in preview.iterdir() if not p.name.startswith("."))
+    stamp = names[0].split("_", 1)[0]
+    base = f"{stamp}_{demo.name}"
+    assert names == [
+        base,
+        f"{base}.receipt.json",
+        f"{base}.receipt.txt",
+        f"{base}.rejects.csv",
+        f"{base}.rejects.xlsx",
+    ]
+    receipt = json.loads((preview / f"{base}.receipt.json").read_text(encoding="utf-8"))
+    assert receipt["dry_run"] is True
+    assert receipt["status"] == "preview (nothing uploaded)"
+    assert (receipt["accepted"], receipt["rejected"]) == (6, 4)  # 6 would be uploaded
+    assert not (tmp_path / "inbox" / CODE / "processed").exists()
+    # checked once: a second run does not take it again
+    again = run_service(settings, once=True, status_page=False)
+    assert (again.processed, again.failed) == (0, 0)
