@@ -176,6 +176,8 @@ class Sandbox:
             if thread.is_alive():  # pragma: no cover - a wedged loop
                 server.force_exit = True
                 thread.join(timeout=START_TIMEOUT)
+            if thread.is_alive():  # pragma: no cover
+                raise StateError("the sandbox server thread did not stop within 30 s")
         self._thread = None
         self.tenant.close()
 

@@ -44,8 +44,9 @@ class Api:
 @pytest.fixture(autouse=True)
 def _no_leaked_servers() -> Iterator[None]:
     """Every sandbox a test starts is stopped by the end of the test."""
+    before = set(threading.enumerate())
     yield
-    alive = [t for t in threading.enumerate() if t.name == "leadpipe-sandbox"]
+    alive = [t for t in threading.enumerate() if t.name == "leadpipe-sandbox" and t not in before]
     assert not alive, f"{len(alive)} sandbox server thread(s) left running"
 
 
