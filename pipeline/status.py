@@ -50,10 +50,10 @@ def file_link(path: str | None, inbox: Path) -> str:
     return "/files/" + quote(rel.as_posix())
 
 
-def _counts_text(counts: Mapping[str, Any]) -> str:
+def _counts_text(counts: Mapping[str, Any], preview: bool = False) -> str:
     order = [
         ("rows_read", "read"),
-        ("accepted", "accepted"),
+        ("accepted", "would be uploaded" if preview else "accepted"),
         ("rejected", "rejected"),
         ("refused_by_api", "refused"),
         ("duplicates", "duplicates"),
@@ -136,7 +136,7 @@ def render_html(snap: Mapping[str, Any]) -> str:
             f"<tr><td>{e(str(r.get('at', ''))[:19].replace('T', ' '))}</td>"
             f"<td>{e(str(r.get('campaign', '')))}</td>"
             f"<td>{e(str(r.get('name', '')))}</td><td>{e(outcome)}</td>"
-            f"<td>{e(_counts_text(r.get('counts') or {}))}</td><td>{' · '.join(links)}</td></tr>"
+            f"<td>{e(_counts_text(r.get('counts') or {}, bool(r.get('preview'))))}</td><td>{' · '.join(links)}</td></tr>"
         )
     parts.append("</table>")
 

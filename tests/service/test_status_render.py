@@ -39,3 +39,28 @@ def test_waiting_for_the_api_and_an_unreachable_inbox_are_said_plainly() -> None
     assert "<td>a&amp;b.xlsx</td>" in html
     assert "<b>1</b> waiting" in html
     assert "<td>daily</td><td>2026-11-28T02:00:00+01:00</td><td>ok</td>" in html
+
+
+def test_a_previewed_file_says_what_would_be_uploaded() -> None:
+    html = render_html(
+        {
+            "inbox": "/i",
+            "campaigns": {},
+            "totals": {},
+            "recent": [
+                {
+                    "campaign": "B2B-DK-SPRING",
+                    "name": "check.xlsx",
+                    "preview": True,
+                    "outcome": "processed",
+                    "at": "2026-11-27T18:00:00+01:00",
+                    "counts": {"rows_read": 10, "accepted": 6, "rejected": 4},
+                    "rejects": [],
+                }
+            ],
+        }
+    )
+    assert (
+        "<td>2026-11-27 18:00:00</td><td>B2B-DK-SPRING</td><td>check.xlsx</td>"
+        "<td>checked (preview): processed</td><td>10 read, 6 would be uploaded, 4 rejected</td>"
+    ) in html
