@@ -136,7 +136,8 @@ def render_html(snap: Mapping[str, Any]) -> str:
             f"<tr><td>{e(str(r.get('at', ''))[:19].replace('T', ' '))}</td>"
             f"<td>{e(str(r.get('campaign', '')))}</td>"
             f"<td>{e(str(r.get('name', '')))}</td><td>{e(outcome)}</td>"
-            f"<td>{e(_counts_text(r.get('counts') or {}, bool(r.get('preview'))))}</td><td>{' · '.join(links)}</td></tr>"
+            f"<td>{e(_counts_text(r.get('counts') or {}, bool(r.get('preview'))))}</td>"
+            f"<td>{' · '.join(links)}</td></tr>"
         )
     parts.append("</table>")
 
