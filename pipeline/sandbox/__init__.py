@@ -11,8 +11,9 @@ test talks to on 127.0.0.1, and a demo to click through (``leadpipe sandbox``)::
 Fault kinds: ``status`` (answer ``status``, default 503, optional ``Retry-After``), ``delay``
 (wait ``delay`` s, then answer normally), ``drop_before`` (reset the connection, nothing
 stored), ``drop_after`` (store the lead, then reset), ``status_after`` (store, then answer
-``status``, default 500), ``html`` (an HTML error page, default 502), ``garbled`` (store, then
-200 with a body that is not JSON). A dropped request is logged with status 0.
+``status``, default 500), ``html`` (an HTML error page, default 502), ``empty`` (``status``,
+default 502, with an empty body), ``garbled`` (store, then 200 with a body that is not JSON).
+A dropped request is logged with status 0.
 """
 
 from __future__ import annotations

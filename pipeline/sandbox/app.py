@@ -40,7 +40,7 @@ JSON_TYPE = b"application/json; charset=utf-8"
 HTML_TYPE = b"text/html; charset=utf-8"
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 _AUTH_CACHE_MAX = 1024
-_DEFAULT_STATUS = {"html": 502, "status_after": 500}
+_DEFAULT_STATUS = {"html": 502, "empty": 502, "status_after": 500}
 
 
 class Dropped(Exception):
@@ -275,6 +275,9 @@ class SandboxApp:
         extra = []
         if fault.retry_after is not None:
             extra.append((b"retry-after", f"{fault.retry_after:g}".encode()))
+        if fault.kind == "empty":
+            await _send(send, status, b"", b"text/plain", extra)
+            return status
         if fault.kind == "html":
             phrase = f"{status} {_reason(status)}"
             page = (

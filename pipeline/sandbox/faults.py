@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.sandbox.store import fmt_time
 
 FAULT_KINDS = frozenset(
-    {"status", "delay", "drop_before", "drop_after", "status_after", "html", "garbled"}
+    {"status", "delay", "drop_before", "drop_after", "status_after", "html", "empty", "garbled"}
 )
 #: Kinds that act after the request was handled (a POSTed lead is stored).
 AFTER_KINDS = frozenset({"drop_after", "status_after", "garbled"})

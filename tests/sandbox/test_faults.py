@@ -180,3 +180,13 @@ def test_http_controls(api: Api, sandbox: Sandbox) -> None:
     assert stamps.count("2026-03-30T12:00:00.0000000") == closed
     limits = requests.post(root + "/ratelimit", json={"perMinute": 5}, timeout=5).json()
     assert limits == {"perMinute": 5, "perDay": 100000}
+
+
+def test_empty_error_body(api: Api, sandbox: Sandbox) -> None:
+    sandbox.add_fault(Fault("empty", route="GET /campaigns"))
+    r = api.get("/campaigns")
+    assert r.status_code == 502
+    assert r.content == b""
+    sandbox.add_fault(Fault("empty", status=503, retry_after=5))
+    r = api.get("/campaigns")
+    assert (r.status_code, r.headers["Retry-After"], r.content) == (503, "5", b"")
