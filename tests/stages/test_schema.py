@@ -129,3 +129,40 @@ def test_no_snapshot_and_api_down_raises(tmp_path: Path) -> None:
     client.down = True
     with pytest.raises(Unavailable):
         load_campaign_schema(client, "B2B", tmp_path)
+
+
+def test_live_schema_from_the_sandbox_then_snapshot_when_it_fails(tmp_path: Path) -> None:
+    from pipeline.api import HeroBaseClient
+    from pipeline.config import ApiSettings
+    from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER, Fault, Sandbox
+
+    with Sandbox() as sb:
+        settings = ApiSettings(url=sb.url, user=DEMO_USER, password=DEMO_PASSWORD, max_retries=0)
+        client = HeroBaseClient(settings)
+        try:
+            live = load_campaign_schema(client, "B2B-DK-SPRING", tmp_path)
+            assert live.source == "live"
+            by_name = {f.name: f for f in live.fields}
+            assert [f.name for f in live.fields][:5] == [
+                "name",
+                "phone",
+                "email",
+                "segment",
+                "note",
+            ]
+            assert (by_name["name"].required, by_name["phone"].required) == (True, True)
+            assert by_name["email"].required is False
+            assert by_name["phone"].type == "phone"
+            segment = pd.Series(["SMB", "Enterprise", "smb", ""], dtype="str")
+            assert fullmatch_mask(segment, by_name["segment"].regex).tolist() == [
+                True,
+                True,
+                False,
+                True,
+            ]
+            sb.add_fault(Fault("status", route="GET /leads/example*", status=503, times=0))
+            fallback = load_campaign_schema(client, "B2B-DK-SPRING", tmp_path)
+            assert fallback.source == "snapshot"
+            assert fallback.fields == live.fields
+        finally:
+            client.close()

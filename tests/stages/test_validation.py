@@ -189,3 +189,27 @@ def test_duplicates_across_chunks_point_at_the_first_row() -> None:
     assert validator.duplicates == 1800
     assert rows_seen[0] == (1202, "2")
     assert rows_seen[-1] == (3001, str(2999 % 1200 + 2))
+
+
+def test_xlsx_numbers_and_dates_flagged_not_repaired(tmp_path: Path) -> None:
+    from tests.stages.test_reading import make_xlsx
+
+    result = run(make_xlsx(tmp_path / "x.xlsx"))
+    assert result.triples() == [
+        (3, "Postnr", "excel_damage"),
+        (5, "Tlf.", "excel_damage"),
+        (6, "Tlf.", "pattern"),
+        (6, "Født", "pattern"),
+        (6, "Postnr", "pattern"),
+    ]
+    assert result.problems[0].message == (
+        "Row 3, column 'Postnr': '800' looks like a number that lost its leading zeros in "
+        "Excel (it would be valid as '0800'). Format the column as Text in Excel and re-enter "
+        "the values, then drop the file again."
+    )
+    assert result.problems[1].message.startswith(
+        "Row 5, column 'Tlf.': '2045-03-12' was stored by Excel as a date, but field phone is "
+        "not a date."
+    )
+    assert result.rejected["Tlf."].tolist() == ["4512345678", "2045-03-12", "0.5"]
+    assert len(result.valid) == 0
