@@ -23,112 +23,49 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import hashlib
 import itertools
 import logging
 import os
-import re
 import shutil
 import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pipeline.breaker import Breaker
 from pipeline.clock import Clock, SystemClock
+from pipeline.dropfolder import (
+    OUTPUT_SUFFIXES,
+    PREVIEW,
+    Finished,
+    Job,
+    Outcome,
+    Processor,
+    can_open,
+    claim_name,
+    clear_empty_work,
+    error_text,
+    finished_json,
+    is_ignored,
+    list_inputs,
+    parse_claim,
+    sha256_file,
+    unknown_folder_text,
+)
 from pipeline.errors import LeadpipeError, NotPermitted, Unavailable, Uncertain
 from pipeline.fsutil import WORK_DIR_NAME, atomic_move, atomic_write_text, fsync_dir
 
 log = logging.getLogger("leadpipe.intake")
 
-#: Sub-folders of a campaign folder that belong to leadpipe (never scanned for input).
-RESULT_FOLDERS = frozenset({"processed", "rejected", "failed"})
-PREVIEW = "preview"
-#: Files we write beside originals; in ``preview/`` they are never taken as input.
-OUTPUT_SUFFIXES = (".receipt.txt", ".receipt.json", ".rejects.xlsx", ".rejects.csv", ".error.txt")
-_IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "icon\r"})
-_IGNORED_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".swp")
-#: Excel saves through an extension-less temp file with an 8-hex-digit name.
-_EXCEL_TEMP = re.compile(r"^[0-9A-F]{8}$")
-
 #: Retry listing the campaigns this often while it fails; refresh it this often when a folder
 #: that is no known campaign exists (a campaign may have been created since).
 LIST_RETRY = 5.0
 LIST_REFRESH = 60.0
-
-Kind = Literal["processed", "failed", "wait", "interrupted"]
-
-
-def is_ignored(name: str) -> bool:
-    """True for files a person did not mean to drop: lock, temp, partial and hidden files."""
-    low = name.lower()
-    return (
-        name.startswith((".", "~$", "~"))
-        or low in _IGNORED_NAMES
-        or low.endswith(_IGNORED_SUFFIXES)
-        or bool(_EXCEL_TEMP.match(name))
-    )
-
-
-@dataclass(frozen=True)
-class Job:
-    """One claimed file, handed to the processor."""
-
-    campaign: str  #: the campaign code (as the API spells it)
-    name: str  #: the file name as dropped
-    path: Path  #: where the file is now (inside the work folder)
-    folder: Path  #: where results go: ``inbox/<campaign>`` or ``inbox/<campaign>/preview``
-    preview: bool  #: validate only, upload nothing
-    stamp: str  #: claim time, ``YYYYMMDD-HHMMSS``: prefix for names of results
-    sha256: str  #: the content hash the claim is keyed by
-    resumed: bool = False  #: found in the work folder at start-up (an interrupted run)
-
-
-@dataclass
-class Outcome:
-    """What the processor did with a file.
-
-    ``processed``: the original goes to ``processed/`` (preview: stays beside its receipt).
-    ``failed``: to ``failed/`` with ``message`` as its ``.error.txt``. ``wait``: the API is down;
-    the file goes back to the inbox and taking pauses. ``interrupted``: the service is stopping;
-    the file stays claimed and is resumed at the next start.
-    """
-
-    kind: Kind
-    message: str = ""
-    receipt: Path | None = None
-    rejects: list[Path] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-    stamp: str | None = None  #: the stamp the processor used for its result files, if any
-    uncertain: int = 0  #: rows left uncertain (repeated uncertainty opens the breaker)
-    not_permitted: bool = False  #: the API refused our credentials/rights (long pause)
-    destination: Path | None = None  #: where the original goes (``processed``), if chosen
-
-
-Processor = Callable[[Job], Outcome]
-
-
-@dataclass
-class Finished:
-    """One entry of the recent-files list (what the status page shows)."""
-
-    campaign: str
-    name: str
-    preview: bool
-    kind: Kind
-    at: datetime
-    final: Path | None
-    receipt: Path | None
-    rejects: list[Path]
-    error: Path | None
-    message: str
-    counts: dict[str, int]
-    seconds: float
 
 
 @dataclass(eq=False)
@@ -164,24 +101,6 @@ class _Resumed:
 
 def _order(item: _Entry | _Resumed) -> tuple[int, str]:
     return item.order
-
-
-def sha256_file(path: Path) -> str:
-    """The SHA-256 of a file's content, streamed."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _can_open(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
-        return False
-    os.close(fd)
-    return True
 
 
 class Intake:
@@ -295,7 +214,7 @@ class Intake:
             folders[child.name] = code or ""
             campaign = code or child.name
             base = Path(child.path)
-            for path, preview in self._list_inputs(base):
+            for path, preview in list_inputs(base):
                 present.add(path)
                 if path in busy:
                     continue
@@ -334,42 +253,6 @@ class Intake:
         if self._codes is None:
             return folder  # cannot tell yet: assume it is one (taking waits for the API anyway)
         return self._codes.get(folder.lower())
-
-    def _list_inputs(self, base: Path) -> list[tuple[Path, bool]]:
-        out: list[tuple[Path, bool]] = []
-        try:
-            entries = list(os.scandir(base))
-        except OSError:
-            return out
-        for e in entries:
-            if is_ignored(e.name):
-                continue
-            if e.is_dir(follow_symlinks=False):
-                if e.name.lower() == PREVIEW:
-                    out.extend(self._list_preview(Path(e.path)))
-                continue
-            if e.is_file(follow_symlinks=False):
-                out.append((Path(e.path), False))
-        return out
-
-    def _list_preview(self, folder: Path) -> list[tuple[Path, bool]]:
-        try:
-            names = {e.name: e for e in os.scandir(folder)}
-        except OSError:
-            return []
-        out = []
-        for name, e in names.items():
-            if is_ignored(name) or name.lower().endswith(OUTPUT_SUFFIXES):
-                continue
-            if not e.is_file(follow_symlinks=False):
-                continue
-            stem = name.rsplit(".", 1)[0]
-            done = any(
-                f"{n}{s}" in names for n in (name, stem) for s in (".receipt.txt", ".error.txt")
-            )
-            if not done:
-                out.append((Path(e.path), True))
-        return out
 
     def _observe(self, path: Path, campaign: str, preview: bool, *, unknown: bool) -> None:
         try:
@@ -418,7 +301,7 @@ class Intake:
         for e in list(self._seen.values()):
             if self._queued(e) or e.blocked or now - e.since < self.settle_seconds:
                 continue
-            if not _can_open(e.path):
+            if not can_open(e.path):
                 e.problem = "cannot be opened yet (still locked by another program?)"
                 e.since = now  # try again after another settle time
                 continue
@@ -461,13 +344,7 @@ class Intake:
         """A settled file in a folder that is no campaign we can reach: to failed/, explained."""
         self._seen.pop(e.path, None)
         folder = e.path.parent.parent if e.preview else e.path.parent
-        known = ", ".join(sorted((self._codes or {}).values())) or "none"
-        message = (
-            f"The folder '{folder.name}' is not a campaign this account can reach, so "
-            f"'{e.path.name}' was not uploaded.\n\nCampaigns this account can reach: {known}.\n\n"
-            "What to do: drop the file into the folder named after its campaign code, or ask an "
-            "administrator to give the API account access to the campaign's project.\n"
-        )
+        message = unknown_folder_text(folder.name, e.path.name, (self._codes or {}).values())
         if folder.name not in self._warned:
             self._warned.add(folder.name)
             log.warning("folder %r is not a campaign this account can reach", folder.name)
@@ -521,9 +398,7 @@ class Intake:
                         claim.rmdir()  # the move out finished before an interruption
                     continue
                 code = self._code_for(cdir.name) or cdir.name
-                parts = claim.name.split("-")
-                preview = claim.name.endswith("-preview")
-                stamp = f"{parts[0][:8]}-{parts[0][8:14]}" if len(parts[0]) >= 14 else self._stamp()
+                stamp, sha, preview = parse_claim(claim.name)
                 folder = self.inbox / cdir.name / (PREVIEW if preview else "")
                 job = Job(
                     campaign=code,
@@ -531,8 +406,8 @@ class Intake:
                     path=files[0],
                     folder=folder,
                     preview=preview,
-                    stamp=stamp,
-                    sha256=parts[1] if len(parts) > 1 else "",
+                    stamp=stamp or self._stamp(),
+                    sha256=sha,
                     resumed=True,
                 )
                 log.info("resuming %s for %s (interrupted earlier)", job.name, job.campaign)
@@ -669,8 +544,7 @@ class Intake:
             now = self._local_now()
             seq = f"{now:%Y%m%d%H%M%S%f}{next(self._seq) % 10000:04d}"
             folder = e.path.parent.parent if e.preview else e.path.parent
-            suffix = "-preview" if e.preview else ""
-            claim = self.work / folder.name / f"{seq}-{digest[:16]}{suffix}"
+            claim = self.work / folder.name / claim_name(seq, digest, e.preview)
             with self._cond:
                 self._active_claims.add(claim)  # a concurrent sweep must not "resume" it
             claim.mkdir(parents=True, exist_ok=False)
@@ -738,7 +612,7 @@ class Intake:
             elif out.kind == "failed":
                 where = job.folder / "failed" if not job.preview else job.folder
                 error = where / f"{stamp}_{job.name}.error.txt"
-                atomic_write_text(error, _error_text(job, out.message), tmp_dir=self.tmp)
+                atomic_write_text(error, error_text(job, out.message), tmp_dir=self.tmp)
                 final = atomic_move(job.path, where / f"{stamp}_{job.name}")
             else:
                 where = job.folder if job.preview else job.folder / "processed"
@@ -828,42 +702,8 @@ class Intake:
                 "queue_depth": sum(len(q) for q in self._queues.values()),
                 "in_progress": len(self._busy),
                 "totals": dict(self.totals),
-                "recent": [_finished_json(f) for f in self.recent],
+                "recent": [finished_json(f) for f in self.recent],
             }
-
-
-def _error_text(job: Job, message: str) -> str:
-    return (
-        f"leadpipe could not process '{job.name}' for campaign {job.campaign}.\n\n"
-        f"{message.strip()}\n\n"
-        "Nothing from this file was uploaded. Fix the file and drop it into the campaign folder "
-        "again.\n"
-    )
-
-
-def _finished_json(f: Finished) -> dict[str, Any]:
-    return {
-        "campaign": f.campaign,
-        "name": f.name,
-        "preview": f.preview,
-        "outcome": f.kind,
-        "at": f.at.isoformat(timespec="seconds"),
-        "final": str(f.final) if f.final else None,
-        "receipt": str(f.receipt) if f.receipt else None,
-        "rejects": [str(p) for p in f.rejects],
-        "error": str(f.error) if f.error else None,
-        "message": f.message,
-        "counts": f.counts,
-        "seconds": round(f.seconds, 3),
-    }
-
-
-def clear_empty_work(inbox: Path) -> None:
-    """Remove empty claim folders (tidy-up; claims with a file inside are never touched)."""
-    work = inbox / WORK_DIR_NAME / "work"
-    for d in sorted(work.glob("*/*"), reverse=True):
-        with contextlib.suppress(OSError):
-            d.rmdir()
 
 
 __all__ = [

@@ -384,8 +384,8 @@ def test_a_file_that_cannot_be_opened_yet_is_retried_not_forgotten(
     import pipeline.intake as intake_mod
 
     locked = {"now": True}  # stands in for a lock held by another program (Windows shares)
-    real = intake_mod._can_open
-    monkeypatch.setattr(intake_mod, "_can_open", lambda p: not locked["now"] and real(p))
+    real = intake_mod.can_open
+    monkeypatch.setattr(intake_mod, "can_open", lambda p: not locked["now"] and real(p))
     clock, rec = FakeClock(), Recorder()
     intake = make(inbox, rec, clock)
     (inbox / "ALPHA" / "locked.csv").write_text("a\n", encoding="utf-8")
