@@ -8,7 +8,7 @@ A file in ``inbox/<campaign>/`` (or its ``preview/``) moves through::
 * **Settling.** A file is taken only when its size and mtime stayed unchanged for the settle time
   (observed by us; on local folders the file's own change time may vouch for the past, see
   :func:`_settled_since`) and it can be opened. Lock, temp, hidden and our own files are ignored.
-* **Claim.** An atomic rename into ``inbox/.leadpipe/work/<campaign>/<seq>-<sha16>[-preview]/``
+* **Claim.** An atomic rename into ``inbox/.leadpipe/work/<folder>/<seq>-<sha16>[-preview]/``
   on the same volume. Whatever is found there at start-up (or when the inbox returns) was
   interrupted and is resumed: the ledger, keyed by the file's SHA-256, makes the rerun safe.
 * **Order.** One file at a time per campaign, oldest first (mtime, then name); campaigns run in
