@@ -447,7 +447,7 @@ def _open_xlsx(
     top = data.slice(0, HEADER_SEARCH_ROWS).to_pylist()
     top_rows = [[str(v) for v in r.values()] for r in top]
     h = _find_header(
-        top_rows, expected, options.header_row - offset + 1 if options.header_row else 0
+        top_rows, expected, max(1, options.header_row - offset + 1) if options.header_row else 0
     )
     headers = unique_headers(top_rows[h] if h < len(top_rows) else [])
     body = data.slice(h + 1)

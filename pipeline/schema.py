@@ -97,7 +97,8 @@ def compile_regex(pattern: str) -> _Matcher | None:
         return None
 
 
-def _arrow_strings(series: pd.Series) -> pyarrow_.ChunkedArray | pyarrow_.Array:
+def arrow_strings(series: pd.Series) -> pyarrow_.ChunkedArray | pyarrow_.Array:
+    """The series' values as an Arrow string array (zero-copy for pandas' pyarrow strings)."""
     arr = series.array
     pa_arr = getattr(arr, "_pa_array", None)
     if pa_arr is not None:
@@ -115,7 +116,7 @@ def fullmatch_mask(series: pd.Series, pattern: str) -> np.ndarray:
     compiled = compile_regex(pattern)
     if compiled is None:  # cannot validate locally: the API still will
         return np.ones(len(series), dtype=bool)
-    arr = _arrow_strings(series)
+    arr = arrow_strings(series)
     try:  # "(...)?" lets empty values pass in the same scan
         hit = pc.match_substring_regex(arr, f"^(?:{pattern})?$")
         ok = np.asarray(pc.fill_null(hit, True).to_numpy(zero_copy_only=False), dtype=bool)
@@ -130,7 +131,7 @@ def fullmatch_mask(series: pd.Series, pattern: str) -> np.ndarray:
 
 def nonempty_mask(series: pd.Series) -> np.ndarray:
     """Boolean mask: which values are present and not empty."""
-    arr = _arrow_strings(series)
+    arr = arrow_strings(series)
     return np.asarray(
         pc.fill_null(pc.greater(pc.utf8_length(arr), 0), False).to_numpy(zero_copy_only=False),
         dtype=bool,

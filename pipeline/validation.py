@@ -21,7 +21,13 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from pipeline.excel_damage import find_damage
 from pipeline.mapping import ColumnMapping
-from pipeline.schema import RULE_PATTERN, RULE_REQUIRED, CampaignSchema, failure_cases
+from pipeline.schema import (
+    RULE_PATTERN,
+    RULE_REQUIRED,
+    CampaignSchema,
+    arrow_strings,
+    failure_cases,
+)
 from pipeline.seen import SeenRows
 
 RULE_DUPLICATE = "duplicate"
@@ -160,7 +166,7 @@ class Validator:
         if fields.shape[1] == 0 or len(fields) == 0:
             return []
         arrays = [
-            pc.fill_null(pa.chunked_array(fields[c].array._pa_array).cast(pa.large_string()), "")
+            pc.fill_null(_chunked(arrow_strings(fields[c])).cast(pa.large_string()), "")
             for c in fields.columns
         ]
         sep = pa.scalar("\x1f", pa.large_string())
@@ -188,3 +194,7 @@ class Validator:
                 out.append((i, RowProblem(row, "", "", RULE_DUPLICATE, msg)))
         self.duplicates += len(out)
         return out
+
+
+def _chunked(arr: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    return arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])

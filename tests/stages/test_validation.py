@@ -166,6 +166,13 @@ def test_date_cell_in_a_phone_column_and_malformed_row() -> None:
     )
     assert res.valid["_row"].tolist() == [6]
     assert res.duplicates == []
+    # frames built by hand with object columns work the same
+    plain = pd.DataFrame({"Tlf": ["12345678", "12ab", "12345678"], "_row": [2, 3, 4]})
+    fresh = Validator(schema, map_columns(["Tlf"], specs, {"Tlf": "phone"}))
+    res = fresh.validate(plain.astype({"Tlf": object}))
+    assert [(p.row, p.rule) for p in res.problems] == [(3, "pattern")]
+    assert [(p.row, p.rule) for p in res.duplicates] == [(4, "duplicate")]
+    assert res.duplicates[0].message.startswith("Row 4 repeats row 2 ")
 
 
 def test_duplicates_across_chunks_point_at_the_first_row() -> None:
