@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -439,9 +439,3 @@ def _parse(value: str | None) -> datetime | None:
 
 def _short(exc: BaseException) -> str:
     return str(exc).split(" [", 1)[0][:300]
-
-
-def pending_rows(ledger: Ledger, sha256: str, rows: Iterable[int]) -> list[int]:
-    """Which of ``rows`` are still pending (for receipts of a paused upload)."""
-    wanted = set(rows)
-    return [r.row for r in ledger.rows(sha256, [RowState.PENDING]) if r.row in wanted]
