@@ -44,6 +44,7 @@ from pipeline.fsutil import WORK_DIR_NAME, atomic_write_text, fsync_dir
 from pipeline.schedule import Window, day_start, zone
 
 T = TypeVar("T")
+PREFETCH_BATCH = 500
 CRASH_ENV = "LEADPIPE_CRASH_AT"
 MANIFEST_SUFFIX = ".manifest.json"
 SYSTEM_COLUMNS = (
@@ -429,9 +430,13 @@ def export_window(
         file_encoding = objects_encoding(job.encoding)
         delimiter = csv_delimiter(job.culture)
         params.update(encoding=file_encoding, culture=job.culture, delimiter=delimiter)
+        # one page ahead, handed over in small batches: the next page is fetched while this
+        # one is written, and never more than about one page of leads waits in memory
+        batch = min(PREFETCH_BATCH, page_size)
         leads = prefetched(
             client.iter_leads(job.search, window.start, window.end, page_size=page_size),
-            batch=page_size,
+            batch=batch,
+            depth=max(1, -(-page_size // batch)),
         )
         tmp = _temp_for(dest, tmp_dir)
         try:
