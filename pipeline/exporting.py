@@ -62,6 +62,8 @@ log = logging.getLogger("leadpipe.export")
 #: Backoff while the API is down: 1 min, 2, 4, ... capped at 30 min.
 BACKOFF_FIRST = 60.0
 BACKOFF_CAP = 1800.0
+#: A job skipped because another run held its lock is looked at again after this long.
+BUSY_RETRY = 60.0
 #: Errors a person must fix (search, right, setting) are retried this often.
 FIX_RETRY = 3600.0
 
@@ -114,6 +116,7 @@ class ExportScheduler:
         self._running: set[str] = set()
         self._problems: dict[str, str] = {}
         self._logged: set[str] = set()
+        self._soon: dict[str, datetime] = {}
         for job in self.jobs.values():
             try:
                 self._rule(job)
@@ -159,12 +162,15 @@ class ExportScheduler:
                     self._logged.add(name)
                     log.error("export %s cannot run: %s", name, self._problems[name])
                 continue
+            self._soon.pop(name, None)
             try:
                 state = self.store.load(name)
                 if state.retry_at and datetime.fromisoformat(state.retry_at) > now:
                     continue
                 results.extend(self._run(name, now, force=False))
             except StateError as exc:
+                # busy (another run holds the lock) or unreadable state: look again soon
+                self._soon[name] = now + timedelta(seconds=BUSY_RETRY)
                 log.warning("export %s skipped: %s", name, exc)
             except Exception as exc:  # one job's surprise never stops the others
                 log.exception("export %s failed unexpectedly: %s", name, type(exc).__name__)
@@ -337,6 +343,9 @@ class ExportScheduler:
             except StateError:
                 continue
             times.append(next_run(job.schedule, now, self.tz))
+            soon = self._soon.get(name)
+            if soon is not None:
+                times.append(max(soon, now))
             if state.retry_at:
                 times.append(max(datetime.fromisoformat(state.retry_at), now))
         return min(times) if times else None

@@ -174,6 +174,7 @@ def test_never_two_runs_of_one_job(tmp_path: Path) -> None:
         assert client.entered.wait(5)
         assert sched.status()[0].state == "running"
         assert sched.run_due() == []  # skipped: the job is running
+        assert sched.next_wakeup() == sched.clock.now() + timedelta(seconds=60)  # look again soon
         with pytest.raises(StateError, match="already running in this process"):
             sched.run_job("daily")
         other_process = StateStore(tmp_path / "state" / "exports")
