@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -28,26 +29,30 @@ def sandbox(
         typer.Option(help="Close a share of open leads every N seconds (simulated calls)."),
     ] = None,
 ) -> None:
-    """Run the HeroBase sandbox until Ctrl-C; prints its URL and the demo credentials."""
+    """Run the HeroBase sandbox until Ctrl-C (or SIGTERM); prints its URL and the demo logins."""
     tenant = run(lambda: load_seed(seed))
     sb = run(
         lambda: Sandbox(
             tenant, host=host, port=port, base_path=base_path, db=db, simulate_every=simulate_every
         ).start()
     )
+    stopping = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
         console.print(f"HeroBase sandbox listening on [bold]{sb.url}[/]", highlight=False)
         for account in tenant.accounts:
             rights = ", ".join(f"{k}: {'/'.join(v)}" for k, v in account.resource_rights.items())
+            # demo logins are public; a custom seed's passwords are not printed
+            secret = account.password if seed is None else "(password in the seed file)"
             console.print(
-                f"  login [bold]{account.username}[/] / {account.password}  ({rights})",
-                highlight=False,
+                f"  login [bold]{account.username}[/] / {secret}  ({rights})", highlight=False
             )
         console.print(f"  try {sb.url}/myaccount in a browser; Ctrl-C stops", highlight=False)
-        forever = threading.Event()
-        while not forever.wait(3600):
+        while not stopping.wait(3600):
             pass
+        console.print("stopping the sandbox (SIGTERM)")
     except KeyboardInterrupt:
         console.print("stopping the sandbox")
     finally:
         sb.stop()
+        signal.signal(signal.SIGTERM, previous)

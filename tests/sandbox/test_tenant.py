@@ -276,9 +276,33 @@ def test_cli_runs_in_the_foreground_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         r = requests.get(url + "/myaccount", auth=(DEMO_USER, DEMO_PASSWORD), timeout=5)
         assert r.status_code == 200
         proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=20)
+        out, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
         assert "Traceback" not in err
+        assert "stopping the sandbox" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_cli_stops_cleanly_on_sigterm() -> None:
+    exe = Path(sys.executable).with_name("leadpipe")
+    proc = subprocess.Popen(
+        [str(exe), "sandbox", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(4)]
+        assert "Ctrl-C stops" in lines[-1]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert "stopping the sandbox (SIGTERM)" in out
     finally:
         if proc.poll() is None:
             proc.kill()
