@@ -1,8 +1,9 @@
 """Reject files: the rows to fix, as XLSX and CSV, in row order, safe to open in Excel.
 
 ``<stamp>_<file>.rejects.xlsx`` has the original columns in their order, every cell a text
-cell, each bad cell highlighted with a comment saying what is wrong, plus ``_row`` (the row in
-the original file) and ``_problems`` (plain words). ``.rejects.csv`` (UTF-8 with BOM, so Excel
+cell, each bad cell highlighted with a comment saying what is wrong (the first
+:data:`MAX_COMMENTS`; later ones are highlighted only), plus ``_row`` (the row in the original
+file) and ``_problems`` (plain words). ``.rejects.csv`` (UTF-8 with BOM, so Excel
 shows Danish letters) holds the same rows. No cell can run as a formula (:mod:`pipeline.cells`):
 XLSX cells are text and risky ones carry Excel's quote prefix; CSV cells get an apostrophe.
 
@@ -44,6 +45,9 @@ ROW_COLUMN = "_row"
 PROBLEMS_COLUMN = "_problems"
 #: Excel's cell limit; longer texts are cut (with a note) so the workbook stays valid.
 MAX_CELL = 32_767
+#: Beyond this many commented cells Excel gets slow to open a file (and xlsxwriter to write
+#: one): later bad cells are still highlighted and explained in ``_problems``.
+MAX_COMMENTS = 10_000
 
 
 class RejectWriter:
@@ -142,6 +146,7 @@ class RejectWriter:
                 ws.write_string(0, c, _cell(name_), head_q if is_risky(name_) else head)
             ws.freeze_panes(1, 0)
             index = {h: i for i, h in enumerate(self.headers)}
+            comments = 0
             for r, (row, cells, problems) in enumerate(self._rows(), start=1):
                 notes: dict[int, list[str]] = {}
                 for p in problems:
@@ -151,8 +156,9 @@ class RejectWriter:
                 for c, value in enumerate(values):
                     text = _cell(value)
                     ws.write_string(r, c, text, fmt[(c in notes, is_risky(text))])
-                    if c in notes:
+                    if c in notes and comments < MAX_COMMENTS:
                         ws.write_comment(r, c, _cell("\n".join(notes[c])), {"x_scale": 3})
+                        comments += 1
             wb.close()
             with tmp.open("rb+") as fh:
                 os.fsync(fh.fileno())

@@ -213,3 +213,19 @@ def test_write_receipt_txt_and_json(tmp_path: Path, receipt: Receipt) -> None:
     assert data["receipt_file"] == str(txt)
     assert Receipt.from_json(data) == receipt
     assert txt.read_text(encoding="utf-8") == render_receipt(receipt)
+
+
+def test_comments_are_capped_but_every_bad_cell_is_highlighted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline import rejects
+
+    monkeypatch.setattr(rejects, "MAX_COMMENTS", 3)
+    writer = RejectWriter(tmp_path / "c.xlsx", tmp_path / "c.csv", ["a"], tmp_dir=tmp_path / "t")
+    for row in range(2, 8):
+        writer.add(row, ["x"], [RowProblem(row, "a", "x", "pattern", f"Row {row}: bad")])
+    writer.close()
+    ws = openpyxl.load_workbook(tmp_path / "c.xlsx").active
+    cells = [r[0] for r in ws.iter_rows(min_row=2)]
+    assert [c.comment is not None for c in cells] == [True, True, True, False, False, False]
+    assert all(c.fill.fgColor.rgb.endswith("FFEB9C") for c in cells)
