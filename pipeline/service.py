@@ -133,16 +133,20 @@ class _StatusFile:
         self._at = 0.0
 
     def write(self, snap: dict[str, Any], *, force: bool = False) -> None:
-        text = json.dumps(snap, indent=2, default=str)
+        """Write at most once a second, and only when something besides the time changed
+        (or a minute passed: a heartbeat for ``leadpipe status``)."""
+        facts = json.dumps(
+            {k: v for k, v in snap.items() if k not in ("at", "retry_in")}, default=str
+        )
         now = self.clock.monotonic()
-        if not force and (text == self._last or now - self._at < 1.0):
+        if not force and (now - self._at < 1.0 or (facts == self._last and now - self._at < 60)):
             return
         try:
-            atomic_write_text(self.path, text, tmp_dir=self.tmp)
+            atomic_write_text(self.path, json.dumps(snap, indent=2, default=str), tmp_dir=self.tmp)
         except OSError as exc:
             log.warning("cannot write %s: %s", self.path, exc)
             return
-        self._last, self._at = text, now
+        self._last, self._at = facts, now
 
 
 def _earlier_recent(state_dir: Path) -> list[dict[str, Any]]:
