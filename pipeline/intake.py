@@ -144,6 +144,7 @@ class Intake:
         self.inbox_ok = True
         self.inbox_problem = ""
         self.folders: dict[str, str] = {}  # folder name -> campaign code ("" = unknown)
+        self.stray: list[str] = []  # files dropped at the top of the inbox
         self._codes: dict[str, str] | None = None  # lower-case code -> code
         self._seen: dict[Path, _Entry] = {}
         self._queues: dict[str, list[_Entry | _Resumed]] = {}
@@ -207,6 +208,10 @@ class Intake:
         folders: dict[str, str] = {}
         with self._cond:
             busy = {b for b in self._busy.values() if isinstance(b, Path)}
+        # files at the top of the inbox belong to no campaign: shown, never taken
+        self.stray = sorted(
+            c.name for c in children if not is_ignored(c.name) and c.is_file(follow_symlinks=False)
+        )
         for child in sorted(children, key=lambda c: c.name):
             if is_ignored(child.name) or not child.is_dir(follow_symlinks=False):
                 continue
@@ -695,6 +700,7 @@ class Intake:
                 "inbox": str(self.inbox),
                 "inbox_ok": self.inbox_ok,
                 "inbox_problem": self.inbox_problem,
+                "stray": list(self.stray),
                 "waiting_for_api": self.breaker.open,
                 "api_problem": self.breaker.reason,
                 "retry_in": round(self.breaker.retry_in(), 1),

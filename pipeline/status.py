@@ -87,6 +87,13 @@ def render_html(snap: Mapping[str, Any]) -> str:
     else:
         parts.append(f'<p class="bad" id="inbox-state">{e(str(snap.get("inbox_problem", "")))}</p>')
 
+    stray = snap.get("stray") or []
+    if stray:
+        names = ", ".join(e(str(n)) for n in stray)
+        parts.append(
+            f'<p class="bad" id="stray">Not taken: {names} — files at the top of the inbox '
+            "belong to no campaign. Move them into the folder named after their campaign.</p>"
+        )
     totals = snap.get("totals", {}) or {}
     waiting = sum(len(c.get("waiting", [])) for c in snap.get("campaigns", {}).values())
     settling = sum(len(c.get("settling", [])) for c in snap.get("campaigns", {}).values())

@@ -84,6 +84,12 @@ def status_cmd(
     console.print(f"Inbox: {data.get('inbox')}", highlight=False)
     if data.get("inbox_ok") is False:
         console.print(f"[red]{data.get('inbox_problem')}[/]", highlight=False)
+    if data.get("stray"):
+        console.print(
+            f"[red]Not taken[/] (at the top of the inbox, in no campaign folder): "
+            f"{', '.join(data['stray'])}",
+            highlight=False,
+        )
     if data.get("waiting_for_api"):
         console.print(f"[red]Waiting for the API:[/] {data.get('api_problem')}", highlight=False)
     for code, c in sorted((data.get("campaigns") or {}).items()):

@@ -431,3 +431,14 @@ def test_an_account_that_may_not_list_campaigns_tries_every_folder(inbox: Path) 
     settle(intake, clock)
     assert rec.names() == ["b.csv"]
     assert not intake.waiting_for_api()
+
+
+def test_files_at_the_top_of_the_inbox_are_shown_not_taken(inbox: Path) -> None:
+    clock, rec = FakeClock(), Recorder()
+    intake = make(inbox, rec, clock)
+    (inbox / "leads.xlsx").write_bytes(b"PK")
+    (inbox / "~$leads.xlsx").write_bytes(b"lock")
+    settle(intake, clock)
+    assert rec.jobs == []
+    assert intake.snapshot()["stray"] == ["leads.xlsx"]
+    assert (inbox / "leads.xlsx").exists()

@@ -64,3 +64,11 @@ def test_a_previewed_file_says_what_would_be_uploaded() -> None:
         "<td>2026-11-27 18:00:00</td><td>B2B-DK-SPRING</td><td>check.xlsx</td>"
         "<td>checked (preview): processed</td><td>10 read, 6 would be uploaded, 4 rejected</td>"
     ) in html
+
+
+def test_stray_files_at_the_top_of_the_inbox_are_pointed_out() -> None:
+    html = render_html({"inbox": "/i", "campaigns": {}, "totals": {}, "stray": ["<x>.csv"]})
+    assert (
+        '<p class="bad" id="stray">Not taken: &lt;x&gt;.csv — files at the top of the inbox '
+        "belong to no campaign. Move them into the folder named after their campaign.</p>"
+    ) in html
