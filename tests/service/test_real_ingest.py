@@ -93,7 +93,7 @@ def test_kill_9_while_uploading_then_restart_every_row_once_every_file_in_one_pl
         expected += names
 
     env = env_for(cfg)
-    for kill_after in (25, 110):  # kill -9 twice, at different points of the upload
+    for kill_after in (15, 70, 140):  # kill -9 three times, at different points of the upload
         proc = subprocess.Popen(
             leadpipe("run"),
             env=env,
