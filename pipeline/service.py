@@ -28,10 +28,7 @@ from typing import Any
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
-from pipeline.errors import (
-    LeadpipeError,
-    StateError,
-)
+from pipeline.errors import LeadpipeError, StateError
 from pipeline.fsutil import WORK_DIR_NAME, atomic_write_text
 from pipeline.instance import STATUS_FILE, InstanceLock, read_status, service_running
 from pipeline.intake import Finished, Intake, Job, Outcome, Processor, clear_empty_work
@@ -48,7 +45,6 @@ STOP_GRACE = 8.0
 HINT_GAP = 0.2
 
 
-# ------------------------------------------------------------------------------ the service
 @dataclass
 class ServiceInfo:
     """Where things are, once the service is ready (the CLI prints it)."""
