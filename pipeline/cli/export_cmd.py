@@ -20,7 +20,9 @@ EXIT_BY_KIND = {"fix-config": 3, "permission": 5, "api-down": 5, "failed": 1}
 @app.command("export")
 def export_now(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The export job's name (from [[exports]]).")],
+    name: Annotated[
+        str, typer.Argument(help="The export job's name (from \\[\\[exports]] in the config).")
+    ],
     from_: Annotated[
         str | None, typer.Option("--from", help="Re-export from this day (YYYY-MM-DD).")
     ] = None,
@@ -88,7 +90,9 @@ def list_exports(
         typer.echo(json.dumps([r.to_dict() for r in rows], indent=2, ensure_ascii=False))
         return
     if not rows:
-        console.print("no export jobs configured (add [[exports]] entries to the config)")
+        console.print(
+            "no export jobs configured (add [[exports]] entries to the config)", markup=False
+        )
         return
     table = Table("job", "state", "exported up to (excl.)", "last success", "next run")
     for r in rows:
