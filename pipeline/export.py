@@ -20,8 +20,6 @@ import contextlib
 import csv
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -31,7 +29,7 @@ from typing import Any, Protocol
 from pipeline import __version__
 from pipeline.config import ExportJob
 from pipeline.errors import ConfigError
-from pipeline.fsutil import WORK_DIR_NAME, atomic_write_text, fsync_dir
+from pipeline.fsutil import WORK_DIR_NAME, atomic_path, atomic_write_text
 from pipeline.objects_csv import (
     PREFETCH_BATCH,
     SYSTEM_COLUMNS,
@@ -138,24 +136,15 @@ def hash_and_count(path: Path, encoding: str, delimiter: str = ",") -> tuple[str
     return digest.hexdigest(), max(records - 1, 0), size
 
 
-def file_digest(path: Path, *, sync: bool = False) -> tuple[str, int]:
-    """``(sha256, bytes)`` of a file; ``sync`` also makes its content durable."""
+def file_digest(path: Path) -> tuple[str, int]:
+    """``(sha256, bytes)`` of a file."""
     digest = hashlib.sha256()
     size = 0
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
-        if sync:
-            os.fsync(fh.fileno())
     return digest.hexdigest(), size
-
-
-def _temp_for(dest: Path, tmp_dir: Path) -> Path:
-    """A fresh temp file for ``dest`` in the hidden folder (same volume: rename is atomic)."""
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=tmp_dir)
-    os.close(fd)
-    return Path(name)
 
 
 def _sniff(path: Path, culture: str) -> str:
@@ -204,8 +193,7 @@ def export_window(
             encoding=job.encoding, culture=job.culture, use_system_headers=job.use_system_headers
         )
         file_encoding = job.encoding or "utf-8"
-        tmp = _temp_for(dest, tmp_dir)
-        try:
+        with atomic_path(dest, tmp_dir=tmp_dir) as tmp:
             client.download_leads_csv(
                 job.search,
                 window.start,
@@ -217,14 +205,6 @@ def export_window(
             )
             crash_point("export_midstream")
             sha, rows, size = hash_and_count(tmp, file_encoding, _sniff(tmp, job.culture))
-            with tmp.open("rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, dest)
-            fsync_dir(dest.parent)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
     else:
         file_encoding = objects_encoding(job.encoding)
         delimiter = csv_delimiter(job.culture)
@@ -237,18 +217,11 @@ def export_window(
             batch=batch,
             depth=max(1, -(-page_size // batch)),
         )
-        tmp = _temp_for(dest, tmp_dir)
-        try:
+        with atomic_path(dest, tmp_dir=tmp_dir) as tmp:
             rows, header = write_objects_csv(
                 leads, tmp, encoding=file_encoding, delimiter=delimiter
             )
-            sha, size = file_digest(tmp, sync=True)
-            os.replace(tmp, dest)
-            fsync_dir(dest.parent)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+            sha, size = file_digest(tmp)
         params["columns"] = header
     crash_point("export_before_manifest")
     tz = zone(timezone)

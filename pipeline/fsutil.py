@@ -26,6 +26,38 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_file(path: Path) -> None:
+    with path.open("rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path, *, tmp_dir: Path | None = None) -> Iterator[Path]:
+    """Yield a temp file name for ``dest``; on success fsync it and rename it onto ``dest``.
+
+    For writers that need a file name rather than a handle (xlsxwriter, a streamed download).
+    The temp file lives in ``tmp_dir`` (default: a hidden ``.leadpipe/tmp`` folder beside
+    ``dest``) on the same volume, so the final rename is atomic. On error the temp file is
+    removed and ``dest`` is untouched.
+    """
+    dest = Path(dest)
+    tmp_dir = tmp_dir or dest.parent / WORK_DIR_NAME / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=tmp_dir)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, dest)
+        fsync_dir(dest.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
 @contextlib.contextmanager
 def atomic_open(
     dest: Path,
@@ -35,29 +67,15 @@ def atomic_open(
     encoding: str | None = None,
     newline: str | None = None,
 ) -> Iterator[IO[bytes] | IO[str]]:
-    """Open a temp file; on success fsync it and rename it onto ``dest``.
+    """Open a temp file for writing; on success it is fsynced and renamed onto ``dest``.
 
-    The temp file lives in ``tmp_dir`` (default: a hidden ``.leadpipe`` folder beside ``dest``)
-    on the same volume, so the final rename is atomic. On error the temp file is removed and
-    ``dest`` is untouched.
+    See :func:`atomic_path` for where the temp file lives and what happens on error.
     """
-    dest = Path(dest)
-    tmp_dir = tmp_dir or dest.parent / WORK_DIR_NAME / "tmp"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=tmp_dir)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, mode, encoding=encoding, newline=newline) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-        fsync_dir(dest.parent)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    with (
+        atomic_path(dest, tmp_dir=tmp_dir) as tmp,
+        tmp.open(mode, encoding=encoding, newline=newline) as fh,
+    ):
+        yield fh
 
 
 def atomic_write_bytes(dest: Path, data: bytes, *, tmp_dir: Path | None = None) -> None:

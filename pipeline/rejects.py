@@ -28,7 +28,7 @@ from typing import Any
 import xlsxwriter
 
 from pipeline.cells import is_risky, neutralise_csv
-from pipeline.fsutil import WORK_DIR_NAME, atomic_open, fsync_dir
+from pipeline.fsutil import atomic_open, atomic_path
 from pipeline.receipt import Receipt, render_receipt, write_receipt
 from pipeline.validation import RowProblem
 
@@ -120,13 +120,7 @@ class RejectWriter:
             yield row, json.loads(cells), [RowProblem(row, *p) for p in json.loads(problems)]
 
     def _write_xlsx(self) -> None:
-        dest = self.xlsx_path
-        tmp_dir = dest.parent / WORK_DIR_NAME / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=tmp_dir)
-        os.close(fd)
-        tmp = Path(name)
-        try:
+        with atomic_path(self.xlsx_path) as tmp:
             wb = xlsxwriter.Workbook(
                 str(tmp), {"constant_memory": True, "strings_to_formulas": False}
             )
@@ -160,14 +154,6 @@ class RejectWriter:
                         ws.write_comment(r, c, _cell("\n".join(notes[c])), {"x_scale": 3})
                         comments += 1
             wb.close()
-            with tmp.open("rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, dest)
-            fsync_dir(dest.parent)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
 
     def _write_csv(self) -> None:
         with atomic_open(self.csv_path, "w", encoding="utf-8-sig", newline="") as fh:
