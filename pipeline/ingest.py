@@ -234,12 +234,11 @@ def ingest_file(
         schema_drift=schema.drift.describe() if schema.drift else "",
         messages=_messages(halt_reason, counts["pending"], uncertain_rows, dup_problems),
         problems_sample=sample,
+        halt=halt_kind or None,
+        halt_reason=halt_reason,
     )
     _check_accounting(receipt)
     receipt.duration_s = round(clock.monotonic() - t0, 3)
-    # The service reads these to tell "wait for the API" from "stopped" (see service.py).
-    receipt.halt = halt_kind  # type: ignore[attr-defined]
-    receipt.halt_reason = halt_reason  # type: ignore[attr-defined]
     write_receipt(receipt, places.receipt_txt, places.receipt_json)
     if not dry_run:
         done = counts["pending"] == 0 and not halt_kind
@@ -434,7 +433,6 @@ def _already_processed(
     receipt.next_steps = ["Nothing to do."]
     receipt.receipt_file = ""
     receipt.duration_s = round(duration, 3)
-    receipt.halt = ""  # type: ignore[attr-defined]
-    receipt.halt_reason = ""  # type: ignore[attr-defined]
+    receipt.halt, receipt.halt_reason = None, ""
     write_receipt(receipt, places.receipt_txt, places.receipt_json)
     return receipt

@@ -20,6 +20,7 @@ from pipeline.config import Settings
 from pipeline.errors import InputError, NotPermitted, Unavailable, Uncertain
 from pipeline.fsutil import atomic_move, atomic_write_text
 from pipeline.intake import Job, Outcome
+from pipeline.receipt import Receipt, render_receipt
 
 
 class IngestProcessor:
@@ -71,8 +72,8 @@ class IngestProcessor:
         except (Unavailable, Uncertain) as exc:
             return Outcome("wait", message=f"the API is not answering: {exc}", uncertain=1)
         counts = _receipt_counts(receipt)
-        halt = str(getattr(receipt, "halt", "") or getattr(receipt, "halt_kind", "") or "")
-        reason = str(getattr(receipt, "halt_reason", "") or "")
+        halt = receipt.halt or ""
+        reason = receipt.halt_reason
         if not job.preview:
             record = self.ledger.file(job.sha256)
             if record is not None and str(record.state) == "waiting":
@@ -100,14 +101,12 @@ class IngestProcessor:
             uncertain=int(counts.get("uncertain", 0)),
         )
 
-    def _place(self, results: Path, job: Job, receipt: Any) -> _Placed:
+    def _place(self, results: Path, job: Job, receipt: Receipt) -> _Placed:
         """Rename the reject files to their final place; write the receipt there, naming them.
 
         The receipt ingest wrote inside the work folder names work-folder paths; the one a
         person reads names where the files really are.
         """
-        from pipeline.receipt import render_receipt
-
         files = sorted(f for f in results.iterdir() if f.is_file()) if results.is_dir() else []
         stamp = next(
             (f.name.split("_", 1)[0] for f in files if f.name.endswith(".receipt.txt")), job.stamp
@@ -121,7 +120,7 @@ class IngestProcessor:
         if not rejects:
             # a rerun after an interruption between our renames: ingest reports the earlier
             # run's reject files, which already reached their place
-            earlier = [reject_dir / Path(p).name for p in getattr(receipt, "reject_files", [])]
+            earlier = [reject_dir / Path(p).name for p in receipt.reject_files]
             rejects = [p for p in earlier if p.is_file()]
         base = f"{stamp}_{job.name}"
         original = _free_name(originals / base)
@@ -156,7 +155,7 @@ def _free_name(dest: Path) -> Path:
     return candidate
 
 
-def _receipt_counts(receipt: Any) -> dict[str, int]:
+def _receipt_counts(receipt: Receipt) -> dict[str, int]:
     keys = (
         "rows_read",
         "accepted",

@@ -50,6 +50,10 @@ class Receipt:
     messages: list[str] = field(default_factory=list)
     next_steps: list[str] = field(default_factory=list)
     problems_sample: list[str] = field(default_factory=list)
+    #: Why the upload halted, when it did: "unavailable", "not_permitted", "not_found" or
+    #: "stopped" (None when it ran to the end); ``halt_reason`` says it in plain words.
+    halt: str | None = None
+    halt_reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (every field)."""

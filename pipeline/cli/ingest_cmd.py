@@ -69,6 +69,6 @@ def ingest(
     else:
         console.print(render_receipt(receipt), highlight=False, markup=False)
     if receipt.status not in (PROCESSED, PREVIEW):
-        reason = getattr(receipt, "halt_reason", "") or receipt.status
+        reason = receipt.halt_reason or receipt.status
         err_console.print(f"[bold red]upload stopped:[/] {reason}", highlight=False)
         raise typer.Exit(EXIT_UPLOAD_STOPPED)

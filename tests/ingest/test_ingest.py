@@ -218,6 +218,10 @@ def test_401_mid_file_stops_says_why_and_a_retry_finishes(env: Env) -> None:
     assert first.accepted == 100
     assert first.waiting == len(exp.valid) - 100
     assert "The upload stopped: the API refused the credentials (401)" in first.messages[0]
+    assert first.halt == "not_permitted"
+    assert first.halt_reason.startswith("the API refused the credentials (401): check ")
+    on_disk = json.loads(Path(first.receipt_file).with_suffix(".json").read_text("utf-8"))
+    assert (on_disk["halt"], on_disk["halt_reason"]) == (first.halt, first.halt_reason)
     sha = file_sha256(src)
     record = env.ledger.file(sha)
     assert record is not None
@@ -227,6 +231,7 @@ def test_401_mid_file_stops_says_why_and_a_retry_finishes(env: Env) -> None:
     env.sb.clear_faults()
     second = env.ingest(src)
     assert second.status == PROCESSED
+    assert (second.halt, second.halt_reason) == (None, "")
     assert (second.accepted, second.waiting) == (len(exp.valid), 0)
     assert env.stored() == Counter(d["phone"] for d in exp.valid.values())
 
