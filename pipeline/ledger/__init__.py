@@ -171,14 +171,6 @@ class Ledger(Protocol):
         """Which of ``fingerprints`` are already accepted for the campaign (any file)."""
         ...
 
-    def watermark(self, job: str) -> str | None:
-        """The stored watermark of an export job."""
-        ...
-
-    def set_watermark(self, job: str, value: str) -> None:
-        """Store the watermark of an export job."""
-        ...
-
 
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")

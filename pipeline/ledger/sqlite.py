@@ -64,12 +64,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     outcome TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT ''
 );
-CREATE TABLE IF NOT EXISTS watermarks (
-    job TEXT PRIMARY KEY,
-    value TEXT NOT NULL,
-    updated_utc TEXT NOT NULL
-);
 """
+# Ledgers created before 2026-11-27 also hold an empty, unused ``watermarks`` table (export
+# state lives in pipeline/export_state.py). It is left in place and ignored: same version.
 
 
 class SqliteLedger:
@@ -410,23 +407,6 @@ class SqliteLedger:
             q = f"SELECT DISTINCT fingerprint FROM rows WHERE campaign = ? AND state = 'accepted' AND fingerprint IN ({marks})"  # noqa: S608, E501
             found.update(r[0] for r in self._query(q, [campaign, *part]))
         return found
-
-    # -- export watermarks --------------------------------------------------------------------
-
-    def watermark(self, job: str) -> str | None:
-        """The stored watermark of an export job."""
-        rows = self._query("SELECT value FROM watermarks WHERE job = ?", (job,))
-        return str(rows[0][0]) if rows else None
-
-    def set_watermark(self, job: str, value: str) -> None:
-        """Store the watermark of an export job."""
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO watermarks (job, value, updated_utc) VALUES (?, ?, ?)"
-                " ON CONFLICT (job) DO UPDATE SET value = excluded.value,"
-                " updated_utc = excluded.updated_utc",
-                (job, value, _utc_now()),
-            )
 
 
 def open_ledger(state_dir: Path, *, create: bool = True) -> SqliteLedger:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -82,9 +84,24 @@ def test_finished_file_keeps_its_receipt(tmp_path: Path) -> None:
     rec = led.file("a" * 64)
     assert rec is not None
     assert (rec.state, rec.receipt_json) == (FileState.DONE, '{"accepted": 3}')
-    led.set_watermark("nightly", "2026-11-26")
-    assert led.watermark("nightly") == "2026-11-26"
     led.close()
+
+
+def test_a_ledger_with_the_old_watermarks_table_still_opens(tmp_path: Path) -> None:
+    led = open_ledger(tmp_path)
+    led.begin_file("a" * 64, "f.csv", "C1")
+    led.close()
+    with closing(sqlite3.connect(tmp_path / "ledger.sqlite")) as db, db:
+        db.execute(
+            "CREATE TABLE watermarks (job TEXT PRIMARY KEY, value TEXT NOT NULL,"
+            " updated_utc TEXT NOT NULL)"
+        )
+        db.execute("INSERT INTO watermarks VALUES ('nightly', '2026-11-26', '2026-11-26')")
+    again = open_ledger(tmp_path, create=False)
+    rec = again.file("a" * 64)
+    assert rec is not None
+    assert rec.name == "f.csv"
+    again.close()
 
 
 def test_missing_ledger_is_refused_not_recreated(tmp_path: Path) -> None:
