@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from pipeline.validation import RowProblem, Validator
 IngestProgress = Callable[[str, int, int | None], None]
 
 RESULTS_DIR = Path("leadpipe-results")
+_STOP_REASON = "leadpipe was asked to stop; run it again to continue"
 _HASH_BLOCK = 1 << 20
 
 
@@ -179,8 +180,10 @@ def ingest_file(
     data_rows = validation_rejects = dry_duplicates = in_file_duplicates = 0
     dup_problems: list[RowProblem] = []
     sample: list[str] = []
+    interrupted = False
+    chunks = table.chunks()
     try:
-        for chunk in table.chunks():
+        for chunk in chunks:
             data_rows += len(chunk)
             result = validator.validate(chunk)
             validation_rejects += len(result.rejected)
@@ -197,10 +200,21 @@ def ingest_file(
             _add_rejects(writer, chunk, table.headers, result.problems, refusals)
             if progress is not None:
                 progress("reading", data_rows, None)
-        reject_files = writer.close()  # none when no row was rejected
+            if stop is not None and stop.is_set():
+                # Read no further: on a huge file the rest could outlast the shutdown budget.
+                # The rerun reads the file again; the ledger keeps it from sending twice.
+                interrupted = True
+                break
+        # An interrupted run writes no reject file: the rerun writes the whole one.
+        reject_files = [] if interrupted else writer.close()  # none when no row was rejected
+        if interrupted:
+            writer.abort()
     except BaseException:
         writer.abort()
         raise
+    finally:
+        if isinstance(chunks, Generator):
+            chunks.close()  # releases the file at once when reading stopped early
     uncertain_rows = _uncertain(ledger, sha) if not dry_run else []
 
     counts = _counts(ledger, sha, dry_run, data_rows, validation_rejects, dry_duplicates)
@@ -209,6 +223,8 @@ def ingest_file(
         counts["accepted"], counts["pending"] = counts["pending"] - in_file_duplicates, 0
     halt_kind = uploader.report.halt if uploader is not None else ""
     halt_reason = uploader.report.reason if uploader is not None else ""
+    if interrupted and halt_kind in ("", "stopped"):
+        halt_kind, halt_reason = "stopped", _STOP_REASON
     blank = int(table.blank_rows)
     receipt = Receipt(
         file=str(path.resolve()),
@@ -223,7 +239,7 @@ def ingest_file(
         blank_skipped=blank,
         reject_files=[str(p) for p in reject_files],
         schema_source=schema.source,
-        status=_status(dry_run, halt_kind, counts["pending"]),
+        status=STOPPED if interrupted else _status(dry_run, halt_kind, counts["pending"]),
         dry_run=dry_run,
         waiting=counts["pending"],
         started_at=started,
@@ -232,12 +248,20 @@ def ingest_file(
         mapping=dict(mapping.field_for),
         unmapped_columns=list(mapping.unmapped),
         schema_drift=schema.drift.describe() if schema.drift else "",
-        messages=_messages(halt_reason, counts["pending"], uncertain_rows, dup_problems),
+        messages=_messages(
+            halt_reason, counts["pending"], uncertain_rows, dup_problems, interrupted, data_rows
+        ),
         problems_sample=sample,
         halt=halt_kind or None,
         halt_reason=halt_reason,
     )
-    _check_accounting(receipt)
+    if interrupted:
+        receipt.next_steps = [
+            "Nothing to do: the file is taken up again when leadpipe runs next (run the same "
+            "command again for `leadpipe ingest`). Rows already sent are not sent again."
+        ]
+    else:  # the ledger may hold rows of the part not read this time (an earlier, longer run)
+        _check_accounting(receipt)
     receipt.duration_s = round(clock.monotonic() - t0, 3)
     write_receipt(receipt, places.receipt_txt, places.receipt_json)
     if not dry_run:
@@ -268,9 +292,18 @@ def _messages(
     pending: int,
     uncertain_rows: Sequence[tuple[int, str]],
     dup_problems: Sequence[RowProblem],
+    interrupted: bool = False,
+    data_rows: int = 0,
 ) -> list[str]:
     out: list[str] = []
-    if halt_reason:
+    if interrupted:
+        out.append(
+            f"Interrupted: leadpipe was asked to stop after reading {data_rows} data row(s); "
+            "the rest of the file was not read. The file will be resumed: it is read again "
+            "from the top and rows already sent are not sent again. The counts are those "
+            "known so far."
+        )
+    elif halt_reason:
         out.append(
             f"The upload stopped: {halt_reason}. {pending} row(s) were not sent yet; they are "
             "sent when the file is processed again (nothing is sent twice)."

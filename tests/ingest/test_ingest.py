@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -319,3 +320,61 @@ def test_many_small_chunks_give_the_same_result_as_one(env: Env, tmp_path: Path)
     a, b = (read_reject_csv(Path(r.reject_files[1])) for r in (one, many))
     assert a == b
     assert env.stored() == Counter(d["phone"] for d in exp.valid.values())
+
+
+class StopWatch:
+    """A progress callback: counts the chunks read and sets ``stop`` at a chosen moment."""
+
+    def __init__(self, *, after_chunks: int = 0, on_upload: bool = False) -> None:
+        self.stop = threading.Event()
+        self.after_chunks, self.on_upload = after_chunks, on_upload
+        self.read: list[int] = []  # data rows read so far, one entry per chunk
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if stage == "reading":
+            self.read.append(done)
+            if len(self.read) == self.after_chunks:
+                self.stop.set()
+        elif self.on_upload:
+            self.stop.set()
+
+
+def test_stop_during_the_upload_reads_no_further_chunks_of_a_huge_file(env: Env) -> None:
+    src = env.tmp / "kunder.csv"
+    messy.build(src, 200_000)
+    watch = StopWatch(on_upload=True)  # as SIGTERM would, while the first chunk is sent
+    first = env.ingest(src, chunk_rows=1000, stop=watch.stop, progress=watch)
+    assert len(watch.read) == 1  # the first chunk only: the rest of the file is not read
+    assert first.rows_read == watch.read[0] + first.blank_skipped < 20_000
+    assert (first.status, first.halt) == (STOPPED, "stopped")
+    assert first.messages[0].startswith(
+        f"Interrupted: leadpipe was asked to stop after reading {watch.read[0]} data row(s); "
+        "the rest of the file was not read. The file will be resumed"
+    )
+    assert first.reject_files == []  # the rerun writes the whole reject file
+    record = env.ledger.file(file_sha256(src))
+    assert record is not None
+    assert record.state == FileState.WAITING
+    assert sum(env.stored().values()) < watch.read[0]
+
+
+def test_a_rerun_after_a_stop_between_chunks_creates_every_valid_row_once(env: Env) -> None:
+    src = env.tmp / "kunder.csv"
+    exp = messy.build(src, 5000)
+    # a wide unsent column makes the reader's 1 MB blocks hold few rows: several chunks
+    text = (
+        src.read_bytes().decode("windows-1252").replace(";messe\r\n", ";messe" + "x" * 500 + "\r\n")
+    )
+    src.write_bytes(text.encode("windows-1252"))
+    watch = StopWatch(after_chunks=1)
+    first = env.ingest(src, chunk_rows=500, stop=watch.stop, progress=watch)
+    assert len(watch.read) == 1
+    assert (first.rows_read < 5000, first.status, first.halt) == (True, STOPPED, "stopped")
+    sent_before = sum(env.stored().values())
+    assert 0 < sent_before < len(exp.valid)
+
+    second = env.ingest(src, chunk_rows=500)
+    assert (second.status, second.halt) == (PROCESSED, None)
+    assert (second.rows_read, second.accepted, second.waiting) == (5000, len(exp.valid), 0)
+    assert env.stored() == Counter(d["phone"] for d in exp.valid.values())
+    assert len(second.reject_files) == 2
