@@ -8,7 +8,7 @@ package (``(?<name>...)``, ``\\p{L}``). Every regex must match the *whole* value
 means non-empty. Empty optional values are not checked against the regex.
 
 This is the only module that imports pandera (design.md): :func:`build_pandera_schema` builds
-the schema in one place and :func:`failure_cases` runs it lazily.
+the schema in one place; :func:`failure_cases` and :class:`RowChecks` run it lazily.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -138,33 +139,43 @@ def nonempty_mask(series: pd.Series) -> np.ndarray:
     )
 
 
-def _check(fn: Callable[[pd.Series], np.ndarray]) -> Callable[[pd.Series], pd.Series]:
-    def run(series: pd.Series) -> pd.Series:
-        return pd.Series(fn(series), index=series.index)
+def _check(
+    fn: Callable[[pd.Series], np.ndarray],
+    rule: str,
+    record: dict[tuple[str, str], np.ndarray] | None,
+) -> Callable[[pd.Series], pd.Series | bool]:
+    def run(series: pd.Series) -> pd.Series | bool:
+        mask = fn(series)
+        if record is None:
+            return pd.Series(mask, index=series.index)
+        if series.hasnans:  # missing values pass, as with pandera's ignore_na
+            mask = mask | series.isna().to_numpy(dtype=bool)
+        record[(str(series.name), rule)] = mask
+        return bool(mask.all())
 
     return run
 
 
-def _pattern_check(pattern: str) -> Callable[[pd.Series], pd.Series]:
-    def run(series: pd.Series) -> pd.Series:
-        return pd.Series(fullmatch_mask(series, pattern), index=series.index)
-
-    return run
-
-
-def build_pandera_schema(fields: Sequence[FieldSpec]) -> Any:
+def build_pandera_schema(
+    fields: Sequence[FieldSpec], record: dict[tuple[str, str], np.ndarray] | None = None
+) -> Any:
     """The one place a pandera schema is built: a column per field (columns named by field).
 
     Checks: ``required`` (non-empty) for required fields, ``pattern`` (whole-value regex match,
-    empty values pass) for every field with a regex that is not ``.*``.
+    empty values pass) for every field with a regex that is not ``.*``. With ``record``, each
+    check stores its boolean mask there under ``(column, check)`` and tells pandera only whether
+    the whole column passed (see :class:`RowChecks`).
     """
     columns: dict[str, Any] = {}
     for spec in fields:
         checks = []
+        keep_na = record is None  # recording checks see every row (and pass missing values)
         if spec.required:
-            checks.append(pa.Check(_check(nonempty_mask), name=RULE_REQUIRED))
+            required = _check(nonempty_mask, RULE_REQUIRED, record)
+            checks.append(pa.Check(required, name=RULE_REQUIRED, ignore_na=keep_na))
         if spec.regex.strip() not in ("", ".*", "^.*$"):
-            checks.append(pa.Check(_pattern_check(spec.regex), name=RULE_PATTERN))
+            pattern = _check(partial(fullmatch_mask, pattern=spec.regex), RULE_PATTERN, record)
+            checks.append(pa.Check(pattern, name=RULE_PATTERN, ignore_na=keep_na))
         columns[spec.name] = pa.Column(checks=checks, nullable=True, required=False)
     return pa.DataFrameSchema(columns)
 
@@ -180,6 +191,36 @@ def failure_cases(pandera_schema: Any, frame: pd.DataFrame) -> pd.DataFrame:
         fc: pd.DataFrame = exc.failure_cases
         return fc.loc[fc["index"].notna(), ["index", "column", "check"]]
     return pd.DataFrame({"index": [], "column": [], "check": []})
+
+
+class RowChecks:
+    """A campaign's pandera schema run on chunks: which positions failed which check.
+
+    Pandera runs every (vectorised) check and decides which column checks failed; the failing
+    positions come from the checks' own masks rather than from pandera's per-value failure-case
+    table, which costs more than the checks themselves when thousands of values fail.
+    """
+
+    def __init__(self, fields: Sequence[FieldSpec]) -> None:
+        self._masks: dict[tuple[str, str], np.ndarray] = {}
+        self.schema = build_pandera_schema(fields, record=self._masks)
+
+    def failures(self, frame: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
+        """``(column, check)`` -> the positions (0-based) failing it, for each failed check."""
+        self._masks.clear()
+        try:
+            self.schema.validate(frame, lazy=True)
+        except pa.errors.SchemaErrors as exc:
+            fc = exc.failure_cases
+            failed = set(zip(fc["column"].tolist(), fc["check"].tolist(), strict=True))
+        else:
+            return {}
+        out: dict[tuple[str, str], np.ndarray] = {}
+        for key in sorted(failed, key=str):
+            mask = self._masks.get(key)
+            if mask is not None:
+                out[key] = np.flatnonzero(~mask)
+        return out
 
 
 # --------------------------------------------------------------------------- snapshots & drift

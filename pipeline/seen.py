@@ -1,9 +1,11 @@
 """Which rows of a file were seen before: 64-bit row fingerprints in flat memory.
 
-A fixed 32 MB Bloom filter (4 probes) answers "certainly new" for almost every row; the
-fingerprints themselves (with the first row number) live in sorted runs: small ones in memory,
-larger ones spilled to a temporary folder with a sparse in-memory index, so memory stays the
-same whether a file has 1M or 50M rows. Only the few rows the filter cannot clear read the disk.
+:func:`row_fingerprints` hashes rows of text columns. A fixed 32 MB Bloom filter
+(4 bits per fingerprint, all in one 64-bit word: one memory access each) answers "certainly
+new" for almost every row; the fingerprints themselves (with the first row number) live in
+sorted runs: small ones in memory, larger ones spilled to a temporary folder with a sparse
+in-memory index, so memory stays the same whether a file has 1M or 50M rows. Only the few
+rows the filter cannot clear read the disk.
 """
 
 from __future__ import annotations
@@ -11,15 +13,34 @@ from __future__ import annotations
 import shutil
 import tempfile
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
 
-_PROBE_MULTIPLIERS = np.array(
-    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93],
-    dtype=np.uint64,
-)
+_MIX_WORD = np.uint64(0x9E3779B97F4A7C15)
+_MIX_BITS = np.uint64(0xC2B2AE3D27D4EB4F)
+_SIX_BITS = np.uint64(63)
 _BLOCK = 4096  # entries per on-disk block (one index entry each)
+
+
+def row_fingerprints(columns: Sequence[pa.Array | pa.ChunkedArray]) -> np.ndarray:
+    """A 64-bit fingerprint per row of the text ``columns`` (a missing value counts as empty).
+
+    The row's values joined with a unit separator, hashed by Python's C ``hash`` of the bytes
+    (stable within the process, which is as long as a file's index lives).
+    """
+    arrays = [
+        pc.fill_null(pa.chunked_array([c]) if isinstance(c, pa.Array) else c, "") for c in columns
+    ]
+    arrays = [a.cast(pa.large_string()) for a in arrays]
+    sep = pa.scalar("\x1f", pa.large_string())
+    joined = pc.binary_join_element_wise(*arrays, sep) if len(arrays) > 1 else arrays[0]
+    as_bytes = joined.cast(pa.large_binary()).to_numpy(zero_copy_only=False)
+    hashes = np.fromiter(map(hash, as_bytes), dtype=np.int64, count=len(as_bytes))
+    return hashes.view(np.uint64)
 
 
 class SeenRows:
@@ -29,7 +50,7 @@ class SeenRows:
     MEMORY_ENTRIES = 1 << 20  # keep at most this many fingerprints in memory, then spill
 
     def __init__(self, tmp_dir: Path | None = None) -> None:
-        self._filter = np.zeros(self.FILTER_BITS // 8, dtype=np.uint8)
+        self._filter = np.zeros(self.FILTER_BITS // 64, dtype=np.uint64)
         self._mem: list[tuple[np.ndarray, np.ndarray]] = []
         self._disk: list[tuple[Path, Path, np.ndarray, int]] = []  # keys, rows, sparse index, n
         self._dir = Path(tempfile.mkdtemp(prefix="leadpipe-seen-", dir=tmp_dir))
@@ -40,18 +61,24 @@ class SeenRows:
         self._finalizer()
 
     def _probes(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(filter word, its 4-bit mask) per fingerprint, from the high bits of two products."""
         with np.errstate(over="ignore"):
-            mixed = hashes[:, None] * _PROBE_MULTIPLIERS[None, :]
-        bits = (mixed >> np.uint64(36)) & np.uint64(self.FILTER_BITS - 1)
-        return (bits >> np.uint64(3)).astype(np.int64), (bits & np.uint64(7)).astype(np.uint8)
+            word_mix, bit_mix = hashes * _MIX_WORD, hashes * _MIX_BITS
+        shift = np.uint64(64 - (self.FILTER_BITS // 64).bit_length() + 1)
+        word = (word_mix >> shift).astype(np.intp)
+        one = np.uint64(1)
+        mask = one << (bit_mix >> np.uint64(58))
+        for pos in (52, 46, 40):
+            mask |= one << ((bit_mix >> np.uint64(pos)) & _SIX_BITS)
+        return word, mask
 
     def lookup(self, hashes: np.ndarray) -> np.ndarray:
         """The first row number recorded for each fingerprint, else 0."""
         out = np.zeros(len(hashes), dtype=np.int64)
         if len(hashes) == 0 or not (self._mem or self._disk):
             return out
-        byte, bit = self._probes(hashes)
-        maybe = np.flatnonzero(((self._filter[byte] >> bit) & 1).all(axis=1))
+        word, mask = self._probes(hashes)
+        maybe = np.flatnonzero((self._filter[word] & mask) == mask)
         if len(maybe) == 0:
             return out
         order = maybe[np.argsort(hashes[maybe], kind="stable")]
@@ -68,12 +95,11 @@ class SeenRows:
         """Record fingerprints first seen at ``rows`` (callers add each fingerprint once)."""
         if len(hashes) == 0:
             return
-        byte, bit = self._probes(hashes)
-        byte, mask = byte.ravel(), np.left_shift(np.uint8(1), bit.ravel())
-        while len(byte):  # fancy |= keeps one write per repeated byte: redo the few lost bits
-            self._filter[byte] |= mask
-            lost = (self._filter[byte] & mask) == 0
-            byte, mask = byte[lost], mask[lost]
+        word, mask = self._probes(hashes)
+        while len(word):  # fancy |= keeps one write per repeated word: redo the few lost ones
+            self._filter[word] |= mask
+            lost = (self._filter[word] & mask) != mask
+            word, mask = word[lost], mask[lost]
         order = np.argsort(hashes)
         self._mem.append((hashes[order], rows[order].astype(np.int32)))
         while len(self._mem) > 1 and len(self._mem[-1][0]) * 2 >= len(self._mem[-2][0]):

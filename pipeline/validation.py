@@ -25,12 +25,13 @@ from pipeline.schema import (
     RULE_PATTERN,
     RULE_REQUIRED,
     CampaignSchema,
+    RowChecks,
     arrow_strings,
-    failure_cases,
 )
-from pipeline.seen import SeenRows
+from pipeline.seen import SeenRows, row_fingerprints
 
 RULE_DUPLICATE = "duplicate"
+_NONE = np.zeros(0, dtype=np.int64)
 RULE_MALFORMED = "malformed"
 _FIX = "Fix the value and drop the file again."
 _FIX_ROW = "Fix the row and drop the file again."
@@ -65,7 +66,7 @@ class Validator:
     ) -> None:
         self.schema = schema
         self.mapping = mapping
-        self._pandera = schema.pandera()
+        self._checks = RowChecks(schema.fields)
         self._specs = {f.name: f for f in schema.fields}
         self._seen = SeenRows(tmp_dir)
         self.duplicates = 0
@@ -85,25 +86,22 @@ class Validator:
         chunk = chunk.reset_index(drop=True)
         rows = chunk["_row"].to_numpy(dtype=np.int64)
         header_for = self.mapping.header_for
+        stripped = {f: strip_values(arrow_strings(chunk[h])) for f, h in header_for.items()}
         fields = pd.DataFrame(
-            {f: chunk[h].str.strip() for f, h in header_for.items()}, index=chunk.index
+            {f: pd.Series(a, dtype="str") for f, a in stripped.items()}, index=chunk.index
         )
+        failed = self._checks.failures(fields)
         problems: dict[int, list[RowProblem]] = defaultdict(list)
-        fc = failure_cases(self._pandera, fields)
-        fc_index = fc["index"].to_numpy(dtype=np.int64)
-        fc_column = fc["column"].to_numpy(dtype=object)
-        fc_check = fc["check"].to_numpy(dtype=object)
         date_cells = chunk.attrs.get("date_cells", {})
         for name, header in header_for.items():
-            in_col = fc_column == name
-            idx, checks = fc_index[in_col], fc_check[in_col]
-            damage = dict(
-                find_damage(
-                    self._specs[name], fields[name], idx[checks == RULE_PATTERN],
-                    date_cells.get(header),
-                )
-            )  # fmt: skip
-            wanted = np.union1d(idx, np.fromiter(damage, dtype=np.int64, count=len(damage)))
+            required = failed.get((name, RULE_REQUIRED), _NONE)
+            pattern = failed.get((name, RULE_PATTERN), _NONE)
+            cells = date_cells.get(header)
+            damage = dict(find_damage(self._specs[name], fields[name], pattern, cells))
+            wanted = np.union1d(
+                np.union1d(required, pattern),
+                np.fromiter(damage, dtype=np.int64, count=len(damage)),
+            )
             if len(wanted) == 0:
                 continue
             original = dict(zip(wanted.tolist(), chunk[header].iloc[wanted].tolist(), strict=True))
@@ -111,11 +109,12 @@ class Validator:
                 value = str(original[i])
                 text = f"Row {rows[i]}, column '{header}': '{value.strip()}' {msg}"
                 problems[i].append(RowProblem(int(rows[i]), header, value, "excel_damage", text))
-            for i, check in zip(idx.tolist(), checks.tolist(), strict=True):
-                if i in damage:
-                    continue
-                value = str(original[i])
-                problems[i].append(self._problem(int(rows[i]), header, value, name, check))
+            for check, idx in ((RULE_REQUIRED, required), (RULE_PATTERN, pattern)):
+                for i in idx.tolist():
+                    if i in damage:
+                        continue
+                    value = str(original[i])
+                    problems[i].append(self._problem(int(rows[i]), header, value, name, check))
         for row, message in chunk.attrs.get("malformed", {}).items():
             i = int(np.flatnonzero(rows == row)[0])
             problems[i].insert(
@@ -123,14 +122,16 @@ class Validator:
             )
         bad = np.zeros(len(chunk), dtype=bool)
         bad[list(problems)] = True
-        dups = self._duplicates(fields, rows, bad)
-        dup_mask = np.zeros(len(chunk), dtype=bool)
-        for i, _p in dups:
-            dup_mask[i] = True
-        ok = ~bad & ~dup_mask
-        valid = fields[ok].assign(_row=rows[ok])
+        dups = self._duplicates(list(stripped.values()), rows, bad)
+        ok = ~bad
+        ok[[i for i, _p in dups]] = False
+        if stripped:
+            valid = pa.table(stripped).filter(pa.array(ok)).to_pandas()
+        else:
+            valid = pd.DataFrame(index=pd.RangeIndex(int(ok.sum())))
+        valid["_row"] = rows[ok]
         chunk.attrs = {}  # (the date/malformed marks are used; filtering would copy them)
-        rejected = chunk[bad]
+        rejected = chunk[bad].reset_index(drop=True)
         position = {h: n for n, h in enumerate(chunk.columns)}
         ordered = [
             p
@@ -138,8 +139,8 @@ class Validator:
             for p in sorted(problems[i], key=lambda p: position.get(p.column, -1))
         ]
         return ChunkResult(
-            valid=valid.reset_index(drop=True),
-            rejected=rejected.reset_index(drop=True),
+            valid=valid,
+            rejected=rejected,
             problems=ordered,
             duplicates=[p for _i, p in dups],
         )
@@ -161,20 +162,11 @@ class Validator:
         return RowProblem(row, header, value, RULE_PATTERN, text)
 
     def _duplicates(
-        self, fields: pd.DataFrame, rows: np.ndarray, bad: np.ndarray
+        self, values: list[pa.ChunkedArray | pa.Array], rows: np.ndarray, bad: np.ndarray
     ) -> list[tuple[int, RowProblem]]:
-        if fields.shape[1] == 0 or len(fields) == 0:
+        if not values or len(rows) == 0:
             return []
-        arrays = [
-            pc.fill_null(_chunked(arrow_strings(fields[c])).cast(pa.large_string()), "")
-            for c in fields.columns
-        ]
-        sep = pa.scalar("\x1f", pa.large_string())
-        joined = pc.binary_join_element_wise(*arrays, sep) if len(arrays) > 1 else arrays[0]
-        # Python's hash of the row's bytes: 64 bits, fast in C; the process keeps it stable
-        as_bytes = joined.cast(pa.large_binary()).to_numpy(zero_copy_only=False)
-        hashes = np.fromiter(map(hash, as_bytes), dtype=np.int64, count=len(fields))
-        hashes = hashes.view(np.uint64)
+        hashes = row_fingerprints(values)
         earlier = self._seen.lookup(hashes)
         in_chunk = pd.Series(hashes).duplicated().to_numpy()
         new = ~in_chunk & (earlier == 0)
@@ -196,5 +188,43 @@ class Validator:
         return out
 
 
-def _chunked(arr: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
-    return arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])
+#: Per value: its first / last byte may start / end a character Arrow trims as whitespace
+#: (ASCII controls and space; U+0085, U+00A0, U+1680, U+2000-U+205F, U+3000 in UTF-8).
+_EDGE_FIRST = np.zeros(256, dtype=bool)
+_EDGE_FIRST[:0x21] = True
+_EDGE_FIRST[[0xC2, 0xE1, 0xE2, 0xE3]] = True
+_EDGE_LAST = np.zeros(256, dtype=bool)
+_EDGE_LAST[:0x21] = True
+_EDGE_LAST[0x80:0xC0] = True  # the last byte of any multi-byte character
+
+
+def strip_values(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Values without surrounding whitespace (``pc.utf8_trim_whitespace``, as pandas' strip).
+
+    Trimming copies the column, so it is done only when some value's first or last byte could
+    belong to a whitespace character (a look at two bytes per value).
+    """
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    if any(_may_need_trim(c) for c in chunks):
+        return pc.utf8_trim_whitespace(values)
+    return values
+
+
+def _may_need_trim(arr: pa.Array) -> bool:
+    if len(arr) == 0:
+        return False
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return True
+    _validity, offsets_buf, data_buf = arr.buffers()
+    if data_buf is None or data_buf.size == 0:
+        return False
+    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    window = np.frombuffer(offsets_buf, dtype=width)[arr.offset : arr.offset + len(arr) + 1]
+    offsets = np.asarray(window, dtype=np.int64)
+    data = np.frombuffer(data_buf, dtype=np.uint8)
+    start, stop = offsets[:-1], offsets[1:]
+    filled = stop > start
+    start, stop = start[filled], stop[filled]
+    return bool(_EDGE_FIRST[data[start]].any() or _EDGE_LAST[data[stop - 1]].any())
+
+
