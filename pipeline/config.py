@@ -93,6 +93,7 @@ class IntakeSettings:
     campaign_parallelism: int = 3
     max_file_mb: int = 200
     duplicates: str = "skip"
+    schema_ttl_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -315,6 +316,8 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         col.add("intake.concurrency", "must be at least 1")
     if intake.duplicates not in {"skip", "upload"}:
         col.add("intake.duplicates", "must be 'skip' or 'upload'")
+    if intake.schema_ttl_seconds < 0:
+        col.add("intake.schema_ttl_seconds", "must be 0 (fetch for every file) or more")
     status = _section(StatusSettings, raw.get("status"), "status", col) or StatusSettings()
     sandbox = _section(SandboxSettings, raw.get("sandbox"), "sandbox", col) or SandboxSettings()
 

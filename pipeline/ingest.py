@@ -28,6 +28,7 @@ from pipeline.reading import open_table
 from pipeline.receipt import PREVIEW, PROCESSED, STOPPED, WAITING
 from pipeline.rejects import Receipt, RejectWriter, write_receipt
 from pipeline.schema import load_campaign_schema
+from pipeline.schema_cache import SchemaCache
 from pipeline.upload import LeadApi, Uploader, UploadRow, crash_point
 from pipeline.validation import RowProblem, Validator
 
@@ -111,13 +112,15 @@ def ingest_file(
     stop: threading.Event | None = None,
     clock: Clock | None = None,
     chunk_rows: int = 100_000,
+    schemas: SchemaCache | None = None,
 ) -> Receipt:
     """Process one file now; returns its receipt (also written as ``.receipt.txt``/``.json``).
 
     Raises :class:`~pipeline.errors.InputError` when the file cannot be processed at all
     (unreadable, missing required columns), :class:`~pipeline.errors.StateError` when the
     ledger cannot be trusted. Rejected rows, API refusals and an unavailable API are not
-    exceptions: the receipt says what happened and what to do.
+    exceptions: the receipt says what happened and what to do. ``schemas`` (the service
+    passes one) reuses a recently fetched live schema; without it the schema is fetched live.
     """
     clock = clock or SystemClock()
     t0 = clock.monotonic()
@@ -137,7 +140,10 @@ def ingest_file(
             path, known.finished_utc or "", known.receipt_json, places, clock.monotonic() - t0
         )
 
-    schema = load_campaign_schema(client, campaign, settings.paths.schemas)
+    if schemas is not None:
+        schema = schemas.get(client, campaign, settings.paths.schemas)
+    else:
+        schema = load_campaign_schema(client, campaign, settings.paths.schemas)
     hold = schema.source == "snapshot"
     options = settings.campaign(campaign)
     table = open_table(

@@ -21,6 +21,7 @@ from pipeline.errors import InputError, NotPermitted, Unavailable, Uncertain
 from pipeline.fsutil import atomic_move, atomic_write_text
 from pipeline.intake import Job, Outcome
 from pipeline.receipt import Receipt, render_receipt
+from pipeline.schema_cache import SchemaCache
 
 
 class IngestProcessor:
@@ -40,12 +41,15 @@ class IngestProcessor:
         *,
         stop: threading.Event,
         clock: Clock | None = None,
+        schemas: SchemaCache | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
         self.ledger = ledger
         self.stop = stop
         self.clock = clock
+        #: live campaign schemas, reused for ``intake.schema_ttl_seconds`` across files
+        self.schemas = schemas or SchemaCache(settings.intake.schema_ttl_seconds, clock=clock)
 
     def __call__(self, job: Job) -> Outcome:
         from pipeline.ingest import ingest_file
@@ -63,6 +67,7 @@ class IngestProcessor:
                 out_dir=results,
                 stop=self.stop,
                 clock=self.clock,
+                schemas=self.schemas,
             )
         except InputError as exc:
             shutil.rmtree(results, ignore_errors=True)
