@@ -22,6 +22,7 @@ from pipeline.tables import (
     Table,
     blank_mask,
     find_header,
+    read_ahead,
     to_frame,
     unique_headers,
 )
@@ -104,7 +105,7 @@ def open_csv(
         kind="csv",
         headers=headers,
         header_row=h + 1,
-        _iter=lambda t: _iter_csv(t, h, chunk_rows),
+        _iter=lambda t: read_ahead(lambda: _iter_csv(t, h, chunk_rows)),
         encoding=encoding,
         delimiter=delimiter,
     )
@@ -191,7 +192,8 @@ def _take(
     rows = first + np.arange(start, stop, dtype=np.int64)
     for number, _text, _n in sorted(bad):  # records the parser skipped shift the numbering
         rows[rows >= number] += 1
-    data = pa.Table.from_batches(batches) if batches else None
+    # one contiguous array per column: later kernels (take, filter, regex) run on one piece
+    data = pa.Table.from_batches(batches).combine_chunks() if batches else None
     return data, rows, bad[reported:]
 
 

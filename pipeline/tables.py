@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -13,6 +16,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from pipeline.mapping import header_score
 
+T = TypeVar("T")
 SAMPLE_BYTES = 1024 * 1024
 HEADER_SEARCH_ROWS = 50
 
@@ -103,6 +107,51 @@ def blank_mask(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
             all_space &= np.asarray(trimmed.to_numpy(zero_copy_only=False)) == 0
         blank[maybe[all_space]] = True
     return np.asarray(blank, dtype=bool)
+
+
+def read_ahead(make: Callable[[], Iterator[T]], depth: int = 1) -> Iterator[T]:
+    """The items of ``make()``, produced by a helper thread at most ``depth`` items ahead.
+
+    Reading the next chunk (parsing is mostly Arrow code, which releases the GIL) then overlaps
+    validating this one. Errors reach the consumer; when it stops early the thread ends too.
+    """
+    q: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        items = make()
+        try:
+            for item in items:
+                q.put((True, item))
+                if stop.is_set():
+                    return
+            if not stop.is_set():
+                q.put((False, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            if not stop.is_set():
+                q.put((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="leadpipe-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            is_item, value = q.get()
+            if not is_item:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()
+        while thread.is_alive():  # free the queue so a waiting put returns and sees ``stop``
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
 
 
 def to_frame(data: pa.Table, headers: list[str], rows: np.ndarray) -> pd.DataFrame:
