@@ -132,9 +132,9 @@ def fullmatch_mask(series: pd.Series, pattern: str) -> np.ndarray:
 
 def nonempty_mask(series: pd.Series) -> np.ndarray:
     """Boolean mask: which values are present and not empty."""
-    arr = arrow_strings(series)
+    arr = arrow_strings(series)  # byte lengths: read from the offsets, no text decoded
     return np.asarray(
-        pc.fill_null(pc.greater(pc.utf8_length(arr), 0), False).to_numpy(zero_copy_only=False),
+        pc.fill_null(pc.greater(pc.binary_length(arr), 0), False).to_numpy(zero_copy_only=False),
         dtype=bool,
     )
 

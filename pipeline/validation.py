@@ -10,9 +10,12 @@ neither sent nor rejected. Row numbers are the ones the spreadsheet shows.
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -90,6 +93,8 @@ class Validator:
         fields = pd.DataFrame(
             {f: pd.Series(a, dtype="str") for f, a in stripped.items()}, index=chunk.index
         )
+        # the row fingerprints (duplicate check) are computed meanwhile in a helper thread
+        prints = _InThread(row_fingerprints, list(stripped.values()))
         failed = self._checks.failures(fields)
         problems: dict[int, list[RowProblem]] = defaultdict(list)
         date_cells = chunk.attrs.get("date_cells", {})
@@ -110,11 +115,11 @@ class Validator:
                 text = f"Row {rows[i]}, column '{header}': '{value.strip()}' {msg}"
                 problems[i].append(RowProblem(int(rows[i]), header, value, "excel_damage", text))
             for check, idx in ((RULE_REQUIRED, required), (RULE_PATTERN, pattern)):
-                for i in idx.tolist():
-                    if i in damage:
-                        continue
+                keep = [i for i in idx.tolist() if i not in damage]
+                wording = self._wording(name, header, check)
+                for i, row in zip(keep, rows[keep].tolist(), strict=True):
                     value = str(original[i])
-                    problems[i].append(self._problem(int(rows[i]), header, value, name, check))
+                    problems[i].append(RowProblem(row, header, value, check, wording(row, value)))
         for row, message in chunk.attrs.get("malformed", {}).items():
             i = int(np.flatnonzero(rows == row)[0])
             problems[i].insert(
@@ -122,7 +127,7 @@ class Validator:
             )
         bad = np.zeros(len(chunk), dtype=bool)
         bad[list(problems)] = True
-        dups = self._duplicates(list(stripped.values()), rows, bad)
+        dups = self._duplicates(prints.result(), rows, bad)
         ok = ~bad
         ok[[i for i, _p in dups]] = False
         if stripped:
@@ -133,11 +138,13 @@ class Validator:
         chunk.attrs = {}  # (the date/malformed marks are used; filtering would copy them)
         rejected = chunk[bad].reset_index(drop=True)
         position = {h: n for n, h in enumerate(chunk.columns)}
-        ordered = [
-            p
-            for i in sorted(problems, key=lambda i: rows[i])
-            for p in sorted(problems[i], key=lambda p: position.get(p.column, -1))
-        ]
+        at = np.fromiter(problems, dtype=np.int64, count=len(problems))
+        ordered = []
+        for i in at[np.argsort(rows[at], kind="stable")].tolist():
+            found = problems[i]
+            if len(found) > 1:
+                found.sort(key=lambda p: position.get(p.column, -1))
+            ordered += found
         return ChunkResult(
             valid=valid,
             rejected=rejected,
@@ -145,28 +152,26 @@ class Validator:
             duplicates=[p for _i, p in dups],
         )
 
-    def _problem(self, row: int, header: str, value: str, name: str, check: str) -> RowProblem:
+    def _wording(self, name: str, header: str, check: str) -> Callable[[int, str], str]:
+        """The message for a value failing ``check`` in column ``header``: (row, value) -> text."""
         spec = self._specs[name]
-        where = f"Row {row}, column '{header}'"
+        where = f", column '{header}'"
         if check == RULE_REQUIRED:
-            text = (
+            tail = (
                 f"{where}: the value is empty, but field {name} is required. "
                 "Fill it in and drop the file again."
             )
-            return RowProblem(row, header, value, RULE_REQUIRED, text)
+            return lambda row, _value: f"Row {row}{tail}"
         kind = spec.type if spec.type not in ("varchar", "text", "unknown") else "value"
-        text = (
-            f"{where}: '{value.strip()}' is not a valid {kind} (field {name} must match "
-            f"{spec.regex}). {_FIX}"
-        )
-        return RowProblem(row, header, value, RULE_PATTERN, text)
+        head = f"{where}: '"
+        tail = f"' is not a valid {kind} (field {name} must match {spec.regex}). {_FIX}"
+        return lambda row, value: f"Row {row}{head}{value.strip()}{tail}"
 
     def _duplicates(
-        self, values: list[pa.ChunkedArray | pa.Array], rows: np.ndarray, bad: np.ndarray
+        self, hashes: np.ndarray | None, rows: np.ndarray, bad: np.ndarray
     ) -> list[tuple[int, RowProblem]]:
-        if not values or len(rows) == 0:
+        if hashes is None or len(rows) == 0:
             return []
-        hashes = row_fingerprints(values)
         earlier = self._seen.lookup(hashes)
         in_chunk = pd.Series(hashes).duplicated().to_numpy()
         new = ~in_chunk & (earlier == 0)
@@ -186,6 +191,33 @@ class Validator:
                 out.append((i, RowProblem(row, "", "", RULE_DUPLICATE, msg)))
         self.duplicates += len(out)
         return out
+
+
+class _InThread:
+    """``fn(columns)`` computed in a helper thread (Arrow and hashing work overlap the checks)."""
+
+    def __init__(self, fn: Callable[[list[Any]], np.ndarray], columns: list[Any]) -> None:
+        self._value: np.ndarray | None = None
+        self._error: BaseException | None = None
+        self._fn, self._columns = fn, columns
+        self._thread: threading.Thread | None = None
+        if columns:
+            self._thread = threading.Thread(target=self._run, name="leadpipe-fingerprints")
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn(self._columns)
+        except BaseException as exc:  # raised in the caller by result()
+            self._error = exc
+
+    def result(self) -> np.ndarray | None:
+        """The value (None when there were no columns); re-raises the thread's error."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 #: Per value: its first / last byte may start / end a character Arrow trims as whitespace
@@ -219,12 +251,9 @@ def _may_need_trim(arr: pa.Array) -> bool:
     if data_buf is None or data_buf.size == 0:
         return False
     width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    window = np.frombuffer(offsets_buf, dtype=width)[arr.offset : arr.offset + len(arr) + 1]
-    offsets = np.asarray(window, dtype=np.int64)
+    offsets = np.frombuffer(offsets_buf, dtype=width)[arr.offset : arr.offset + len(arr) + 1]
     data = np.frombuffer(data_buf, dtype=np.uint8)
-    start, stop = offsets[:-1], offsets[1:]
-    filled = stop > start
-    start, stop = start[filled], stop[filled]
-    return bool(_EDGE_FIRST[data[start]].any() or _EDGE_LAST[data[stop - 1]].any())
-
-
+    # an empty value looks at its neighbours' bytes: at worst a needless trim
+    first = data[np.minimum(offsets[:-1], len(data) - 1)]
+    last = data[np.maximum(offsets[1:] - 1, 0)]
+    return bool(_EDGE_FIRST[first].any() or _EDGE_LAST[last].any())
