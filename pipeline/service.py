@@ -9,71 +9,27 @@ rows already sent are recorded; the claimed files stay in the work folder and ar
 the next start.
 
 With no API URL configured it starts the demo sandbox in-process, simulates call outcomes, and
-creates ``inbox/<code>/`` for each demo campaign.
+creates ``inbox/<code>/`` for each demo campaign. This module wires the API, the ledger and
+the processor; the running loop itself is :mod:`pipeline.supervisor`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import json
-import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
-from pipeline.errors import LeadpipeError, StateError
-from pipeline.fsutil import WORK_DIR_NAME, atomic_write_text
-from pipeline.instance import STATUS_FILE, InstanceLock, read_status, service_running
-from pipeline.intake import Finished, Intake, Job, Outcome, Processor, clear_empty_work
+from pipeline.fsutil import WORK_DIR_NAME
+from pipeline.instance import InstanceLock, read_status, service_running
+from pipeline.intake import Processor
 from pipeline.metrics import Metrics
 from pipeline.processing import IngestProcessor
-from pipeline.status import StatusServer
-from pipeline.watch import Watcher
-
-log = logging.getLogger("leadpipe.service")
-
-#: Exit within 10 s of a stop: workers get this long to record their in-flight rows.
-STOP_GRACE = 8.0
-#: Events come in bursts (our own renames too): sweep at most this often on their account.
-HINT_GAP = 0.2
-
-
-@dataclass
-class ServiceInfo:
-    """Where things are, once the service is ready (the CLI prints it)."""
-
-    inbox: Path
-    status_url: str | None
-    api_url: str
-    embedded: bool
-    campaign_folders: list[Path] = field(default_factory=list)
-    polling: bool = False
-    snapshot: Callable[[], dict[str, Any]] | None = None  #: live status (tests, benchmarks)
-
-
-@dataclass
-class ServiceResult:
-    """How a run ended."""
-
-    processed: int
-    failed: int
-    waiting: int  #: files left in the inbox because the API is down
-    waiting_reason: str = ""
-
-
-@dataclass
-class _Api:
-    client: Any
-    url: str
-    embedded: bool
-    sandbox: Any = None
+from pipeline.supervisor import ServiceInfo, ServiceResult, _Api, _Service
 
 
 @contextlib.contextmanager
@@ -104,55 +60,6 @@ def _open_api(settings: Settings, metrics: Metrics, clock: Clock | None) -> Iter
         session.close()
         if sandbox is not None:
             sandbox.stop()
-
-
-def _export_scheduler(settings: Settings, client: Any, clock: Clock) -> Any:
-    """The export scheduler of :mod:`pipeline.exporting`, when it exists and jobs are set."""
-    if not settings.exports:
-        return None
-    try:
-        module = importlib.import_module("pipeline.exporting")
-    except ImportError:
-        log.warning("exports are configured but this build has no export scheduler")
-        return None
-    return module.ExportScheduler(settings, client, clock=clock)
-
-
-class _StatusFile:
-    """``<state>/status.json``, rewritten atomically when facts change (``leadpipe status``)."""
-
-    def __init__(self, state_dir: Path, clock: Clock) -> None:
-        self.path = state_dir / STATUS_FILE
-        self.tmp = state_dir / "tmp"
-        self.clock = clock
-        self._last = ""
-        self._at = 0.0
-
-    def write(self, snap: dict[str, Any], *, force: bool = False) -> None:
-        """Write at most once a second, and only when something besides the time changed
-        (or a minute passed: a heartbeat for ``leadpipe status``)."""
-        facts = json.dumps(
-            {k: v for k, v in snap.items() if k not in ("at", "retry_in")}, default=str
-        )
-        now = self.clock.monotonic()
-        if not force and (now - self._at < 1.0 or (facts == self._last and now - self._at < 60)):
-            return
-        try:
-            atomic_write_text(self.path, json.dumps(snap, indent=2, default=str), tmp_dir=self.tmp)
-        except OSError as exc:
-            log.warning("cannot write %s: %s", self.path, exc)
-            return
-        self._last, self._at = facts, now
-
-
-def _earlier_recent(state_dir: Path) -> list[dict[str, Any]]:
-    """The recent-files list of the previous run (from its status file), if readable."""
-    try:
-        data = json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
-        recent = data.get("recent", [])
-    except (OSError, ValueError, AttributeError):
-        return []
-    return [r for r in recent if isinstance(r, dict)] if isinstance(recent, list) else []
 
 
 def run_service(
@@ -215,273 +122,6 @@ def run_service(
             ).run()
     finally:
         lock.release()
-
-
-class _Service:
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        once: bool,
-        stop: threading.Event,
-        clock: Clock,
-        processor: Processor,
-        campaigns: Callable[[], list[str]],
-        probe: Callable[[], object] | None,
-        metrics: Metrics,
-        api: _Api | None,
-        on_ready: Callable[[ServiceInfo], None] | None,
-        status_page: bool,
-        inbox: Path,
-    ) -> None:
-        self.settings = settings
-        self.once = once
-        self.stop = stop
-        self.clock = clock
-        self.metrics = metrics
-        self.api = api
-        self.on_ready = on_ready
-        self.status_page = status_page
-        self.inbox = inbox
-        self.hint = threading.Event()
-        self.fatal: LeadpipeError | None = None
-        self.intake = Intake(
-            inbox,
-            self._guard(processor),
-            campaigns=campaigns,
-            settle_seconds=settings.intake.settle_seconds,
-            clock=clock,
-            trust_ctime=not settings.intake.polling,
-            probe=probe,
-            on_finished=self._finished,
-            on_claimed=lambda job, delay: metrics.pickup_seconds.observe(delay),
-            timezone=settings.timezone,
-        )
-        self.exports: Any = None
-        self.export_snapshot: list[dict[str, Any]] = []
-        self._export_thread: threading.Thread | None = None
-        self._next_export: datetime | None = None
-        self.status_file = _StatusFile(settings.paths.state, clock)
-        self.earlier = _earlier_recent(settings.paths.state)
-        self.watcher = Watcher(inbox, self.hint, polling=settings.intake.polling)
-
-    def _guard(self, processor: Processor) -> Processor:
-        """Turn a StateError (ledger unusable, folder unwritable) into a stop of the service."""
-
-        def guarded(job: Job) -> Outcome:
-            try:
-                return processor(job)
-            except StateError as exc:
-                log.error("stopping: %s", exc)
-                self.fatal = exc
-                self.stop.set()
-                return Outcome("interrupted", message=str(exc))
-
-        return guarded
-
-    def _finished(self, done: Finished) -> None:
-        outcome: str = done.kind
-        if done.kind == "processed":
-            if done.preview:
-                outcome = "previewed"
-            elif done.rejects:
-                outcome = "processed_with_rejects"
-        # a preview uploads nothing: its rows are not counted as delivered
-        self.metrics.file_finished(outcome, {} if done.preview else done.counts, done.seconds)
-        log.info(
-            "%s: %s -> %s%s",
-            done.campaign,
-            done.name,
-            done.kind,
-            f" ({done.message})" if done.message and done.kind != "processed" else "",
-        )
-
-    def snapshot(self) -> dict[str, Any]:
-        snap = self.intake.snapshot()
-        snap["api"] = {
-            "url": self.api.url if self.api else "",
-            "embedded": bool(self.api and self.api.embedded),
-        }
-        snap["recent"] = (snap["recent"] + self.earlier)[:100]  # the list survives restarts
-        snap["watch"] = self.watcher.mode
-        snap["exports"] = self.export_snapshot
-        snap["at"] = self.clock.now().isoformat(timespec="seconds")
-        snap["pid"] = os.getpid()
-        return snap
-
-    def run(self) -> ServiceResult:
-        s = self.settings.intake
-        workers: list[threading.Thread] = []
-        server: StatusServer | None = None
-        clear_empty_work(self.inbox)
-        try:
-            if self.api is not None and self.api.embedded:
-                self._prepare_demo_folders()
-            if self.api is not None:
-                self.exports = _export_scheduler(self.settings, self.api.client, self.clock)
-            if self.status_page:
-                server = StatusServer(
-                    self.settings.status.host,
-                    self.settings.status.port,
-                    self.snapshot,
-                    self.metrics,
-                    self.inbox,
-                ).start()
-                self.metrics.follow(self.intake.snapshot)
-            self.watcher.start()
-            self.intake.sweep()  # start-up: files already there, claims to resume
-            self.watcher.ensure(self.inbox / f for f in self.intake.folders)
-            for i in range(max(1, self.settings.intake.campaign_parallelism)):
-                # daemon: a file still reading past the stop grace must not hold the exit (the
-                # ledger is consistent at every commit; the claim is resumed next time)
-                t = threading.Thread(target=self._work, name=f"leadpipe-intake-{i}", daemon=True)
-                t.start()
-                workers.append(t)
-            if self.on_ready is not None:
-                self.on_ready(
-                    ServiceInfo(
-                        inbox=self.inbox,
-                        status_url=server.url if server else None,
-                        api_url=self.api.url if self.api else "",
-                        embedded=bool(self.api and self.api.embedded),
-                        campaign_folders=sorted(
-                            self.inbox / f for f, c in self.intake.folders.items() if c
-                        ),
-                        polling=s.polling,
-                        snapshot=self.snapshot,
-                    )
-                )
-            self._loop()
-        finally:
-            self.stop.set()
-            self.intake.stop_taking()
-            deadline = self.clock.monotonic() + STOP_GRACE
-            for t in workers:
-                t.join(max(0.1, deadline - self.clock.monotonic()))
-            if any(t.is_alive() for t in workers):
-                log.warning("a file was still being read at the stop; it is resumed next time")
-            if self._export_thread is not None:
-                self._export_thread.join(max(0.1, deadline - self.clock.monotonic()))
-            self.watcher.stop()
-            if server is not None:
-                server.stop()
-            final = self.snapshot()
-            final["running"] = False
-            self.status_file.write(final, force=True)
-        if self.fatal is not None:
-            raise self.fatal
-        totals = self.intake.totals
-        if self.intake.waiting_for_api():
-            self.intake.sweep()  # count the files put back into the inbox
-        snap = self.intake.snapshot()
-        waiting = sum(
-            len(c.get("waiting", [])) + len(c.get("settling", []))
-            for c in snap["campaigns"].values()
-        )
-        return ServiceResult(
-            processed=totals.get("processed", 0),
-            failed=totals.get("failed", 0),
-            waiting=waiting if self.intake.waiting_for_api() else 0,
-            waiting_reason=self.intake.breaker.reason,
-        )
-
-    def _work(self) -> None:
-        while not self.stop.is_set():
-            taken = self.intake.take(timeout=0.25)
-            if taken is not None:
-                self.intake.run(taken)
-
-    def _loop(self) -> None:
-        s = self.settings.intake
-        next_sweep = self.clock.monotonic() + s.sweep_seconds
-        simulate_every = self.settings.sandbox.simulate_every
-        next_sim = self.clock.monotonic() + simulate_every
-        last_sweep = 0.0
-        while not self.stop.is_set():
-            now = self.clock.monotonic()
-            hinted = self.hint.is_set() and now - last_sweep >= HINT_GAP
-            if hinted or now >= next_sweep:
-                self.hint.clear()
-                last_sweep = now
-                self.intake.sweep()
-                self.watcher.ensure(self.inbox / f for f in self.intake.folders)
-                if now >= next_sweep:
-                    next_sweep = now + s.sweep_seconds
-            deadline = self.intake.next_deadline()
-            if deadline is not None and now >= deadline:
-                self.intake.check_settling()
-                deadline = self.intake.next_deadline()
-            self._tick_exports()
-            if self.api is not None and self.api.sandbox is not None and now >= next_sim:
-                next_sim = now + simulate_every
-                with contextlib.suppress(Exception):
-                    self.api.sandbox.simulate()
-            self.status_file.write(self.snapshot())
-            if self.once and self._once_done():
-                return
-            soon = now + (HINT_GAP if self.hint.is_set() else 0.5)  # a hint while debouncing
-            wake = min(t for t in (next_sweep, deadline, soon) if t is not None)
-            pause = max(0.01, wake - self.clock.monotonic())
-            # a pending hint would end hint.wait() at once: debounce on the stop event instead
-            (self.stop if self.hint.is_set() else self.hint).wait(pause)
-
-    def _once_done(self) -> bool:
-        if self._exports_busy():
-            return False
-        if self.intake.waiting_for_api():
-            return True
-        snap = self.intake.snapshot()
-        if not snap["inbox_ok"]:
-            return True
-        busy = snap["in_progress"] or snap["queue_depth"]
-        settling = any(
-            not item.get("problem")
-            for c in snap["campaigns"].values()
-            for item in c.get("settling", [])
-        )
-        return not busy and not settling
-
-    def _tick_exports(self) -> None:
-        """Run due exports in a thread: at start-up (catch-up) and at each next cron time."""
-        if self.exports is None:
-            return
-        if self._export_thread is not None and self._export_thread.is_alive():
-            return
-        now = self.clock.now()
-        try:
-            self.export_snapshot = [j.to_dict() for j in self.exports.status(now)]
-        except Exception as exc:  # the status of exports never stops intake
-            log.warning("export status unavailable: %s", exc)
-        if self._next_export is not None and now < self._next_export:
-            return
-        self._next_export = now + timedelta(days=3650)  # set properly when the run ends
-
-        def run() -> None:
-            try:
-                self.exports.run_due(self.clock.now())
-            except Exception:
-                log.exception("export run failed")
-            try:
-                nxt = self.exports.next_wakeup(self.clock.now())
-            except Exception:
-                nxt = None
-            self._next_export = nxt or self.clock.now() + timedelta(minutes=5)
-
-        self._export_thread = threading.Thread(target=run, name="leadpipe-exports", daemon=True)
-        self._export_thread.start()
-
-    def _exports_busy(self) -> bool:
-        return self._export_thread is not None and self._export_thread.is_alive()
-
-    def _prepare_demo_folders(self) -> None:
-        assert self.api is not None
-        try:
-            codes = [c.code for c in self.api.client.campaigns()]
-        except LeadpipeError as exc:
-            log.warning("cannot list the demo campaigns: %s", exc)
-            return
-        for code in codes:
-            (self.inbox / code).mkdir(parents=True, exist_ok=True)
 
 
 def work_folder(inbox: Path) -> Path:
