@@ -129,7 +129,8 @@ def test_dry_run_and_a_stopped_upload_exit_codes(sb: Sandbox, tmp_path: Path) ->
     cfg = write_config(tmp_path)
     src = tmp_path / "kunder.csv"
     messy.build(src, 40)
-    base = ["--config", str(cfg), "ingest", str(src), "--campaign", CAMPAIGN, "--out", "r"]
+    base = ["--config", str(cfg), "ingest", str(src), "--campaign", CAMPAIGN]
+    base += ["--out", str(tmp_path / "r")]  # not ./r: the tests leave nothing in the repo
     dry = runner.invoke(app, [*base, "--dry-run", "--json"], env=env_for(sb))
     assert dry.exit_code == 0, dry.output
     assert json.loads(dry.stdout)["dry_run"] is True
