@@ -12,11 +12,13 @@ Scenarios (each a function, so the upload part can be added beside them):
   fastexcel alone (``load_sheet(...).to_arrow()``). Target <= 1.3x.
 - ``dtype``: pandera on pandas 3's string dtype vs on ``object`` columns (same checks).
 
-Each timing is the best of ``--rounds`` after a warm-up (this VM touches new memory lazily).
+Rounds are interleaved after a warm-up (this VM touches new memory lazily); the CSV scenario
+reports medians and the ratio of the medians (the VM is shared and noisy), the others the best
+of ``--rounds``.
 Generated data lives in bench/data/ (gitignored) and is reused when present.
 
     .venv/bin/python bench/ingest.py [--rows 1000000] [--big-rows 5000000] [--xlsx-rows 100000]
-        [--rounds 3] [--only csv,rss,xlsx,dtype]
+        [--rounds 5] [--only csv,rss,xlsx,dtype]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -195,17 +198,22 @@ def ours_xlsx(path: Path) -> int:
     return sum(len(c) for c in table.chunks())
 
 
-def best(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Best time of each function; rounds interleave them so machine noise hits all alike."""
+def timed(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Each function's times; rounds interleave them so machine noise hits all alike."""
     for fn in fns.values():
         fn()  # warm-up
-    times: dict[str, float] = dict.fromkeys(fns, float("inf"))
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             t = time.perf_counter()
             fn()
-            times[name] = min(times[name], time.perf_counter() - t)
+            times[name].append(time.perf_counter() - t)
     return times
+
+
+def best(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Best time of each function (interleaved rounds after a warm-up)."""
+    return {name: min(ts) for name, ts in timed(fns, rounds).items()}
 
 
 def child_rss(path: Path) -> dict[str, float]:
@@ -219,12 +227,17 @@ def child_rss(path: Path) -> dict[str, float]:
 def scenario_csv(rows: int, rounds: int) -> dict[str, float]:
     path = make_csv(rows)
     counts = ours_csv(path)
-    t = best({"floor": lambda: floor_csv(path), "ours": lambda: ours_csv(path)}, rounds)
-    floor, ours = t["floor"], t["ours"]
+    t = timed({"floor": lambda: floor_csv(path), "ours": lambda: ours_csv(path)}, rounds)
+    floor, ours = statistics.median(t["floor"]), statistics.median(t["ours"])
+    ratios = [o / f for f, o in zip(t["floor"], t["ours"], strict=True)]
     mb = path.stat().st_size / 1e6
     print(f"csv {rows:,} rows, {mb:.0f} MB: valid/rejected/problems = {counts}")
-    print(f"  floor (pyarrow read_csv + RE2 full match): {floor:.3f} s")
-    print(f"  read+map+validate:                         {ours:.3f} s   ratio {ours / floor:.2f}x")
+    print(f"  floor (pyarrow read_csv + RE2 full match): median {floor:.3f} s")
+    print(
+        f"  read+map+validate:                         median {ours:.3f} s   "
+        f"ratio of medians {ours / floor:.2f}x"
+    )
+    print(f"  per-round ratios: {' '.join(f'{r:.2f}' for r in ratios)}")
     return {"floor_s": floor, "ours_s": ours, "ratio": ours / floor}
 
 
@@ -283,7 +296,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--big-rows", type=int, default=5_000_000)
     ap.add_argument("--xlsx-rows", type=int, default=100_000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--only", default="csv,rss,xlsx,dtype")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()

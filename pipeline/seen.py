@@ -26,21 +26,31 @@ _SIX_BITS = np.uint64(63)
 _BLOCK = 4096  # entries per on-disk block (one index entry each)
 
 
-def row_fingerprints(columns: Sequence[pa.Array | pa.ChunkedArray]) -> np.ndarray:
+def row_fingerprints(
+    columns: Sequence[pa.Array | pa.ChunkedArray], step: int = 32_768
+) -> np.ndarray:
     """A 64-bit fingerprint per row of the text ``columns`` (a missing value counts as empty).
 
     The row's values joined with a unit separator, hashed by Python's C ``hash`` of the bytes
-    (stable within the process, which is as long as a file's index lives).
+    (stable within the process, which is as long as a file's index lives); ``step`` rows at a
+    time, so the joined copy stays small.
     """
-    arrays = [
-        pc.fill_null(pa.chunked_array([c]) if isinstance(c, pa.Array) else c, "") for c in columns
-    ]
-    arrays = [a.cast(pa.large_string()) for a in arrays]
+    n = len(columns[0]) if columns else 0
+    out = np.empty(n, dtype=np.int64)
     sep = pa.scalar("\x1f", pa.large_string())
-    joined = pc.binary_join_element_wise(*arrays, sep) if len(arrays) > 1 else arrays[0]
-    as_bytes = joined.cast(pa.large_binary()).to_numpy(zero_copy_only=False)
-    hashes = np.fromiter(map(hash, as_bytes), dtype=np.int64, count=len(as_bytes))
-    return hashes.view(np.uint64)
+    for start in range(0, n, step):
+        arrays = [_text(c.slice(start, step)) for c in columns]
+        joined = pc.binary_join_element_wise(*arrays, sep) if len(arrays) > 1 else arrays[0]
+        as_bytes = joined.cast(pa.large_binary()).to_numpy(zero_copy_only=False)
+        out[start : start + len(as_bytes)] = np.fromiter(
+            map(hash, as_bytes), dtype=np.int64, count=len(as_bytes)
+        )
+    return out.view(np.uint64)
+
+
+def _text(values: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    chunked = pa.chunked_array([values]) if isinstance(values, pa.Array) else values
+    return pc.fill_null(chunked, "").cast(pa.large_string())
 
 
 class SeenRows:

@@ -113,23 +113,24 @@ def read_ahead(make: Callable[[], Iterator[T]], depth: int = 1) -> Iterator[T]:
     """The items of ``make()``, produced by a helper thread at most ``depth`` items ahead.
 
     Reading the next chunk (parsing is mostly Arrow code, which releases the GIL) then overlaps
-    validating this one. Errors reach the consumer; when it stops early the thread ends too.
+    validating this one; at most ``depth`` + 1 chunks are in memory. Errors reach the consumer;
+    when it stops early the thread ends too (after the chunk it is reading, if any).
     """
-    q: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    ready: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+    slots = threading.Semaphore(depth)  # taken to read an item, given back when it is taken
     stop = threading.Event()
 
     def produce() -> None:
         items = make()
         try:
-            for item in items:
-                q.put((True, item))
-                if stop.is_set():
+            while slots.acquire() and not stop.is_set():
+                item = next(items, ready)  # (the queue itself marks the end)
+                if item is ready:
+                    ready.put((False, None))
                     return
-            if not stop.is_set():
-                q.put((False, None))
+                ready.put((True, item))
         except BaseException as exc:  # handed to the consumer, raised there
-            if not stop.is_set():
-                q.put((False, exc))
+            ready.put((False, exc))
         finally:
             close = getattr(items, "close", None)
             if close is not None:
@@ -139,19 +140,19 @@ def read_ahead(make: Callable[[], Iterator[T]], depth: int = 1) -> Iterator[T]:
     thread.start()
     try:
         while True:
-            is_item, value = q.get()
+            is_item, value = ready.get()
+            slots.release()
             if not is_item:
                 if value is not None:
                     raise value
                 return
             yield value
+            del value  # the consumer is done with it: hand Arrow's freed pages back to the OS
+            pa.default_memory_pool().release_unused()
     finally:
         stop.set()
-        while thread.is_alive():  # free the queue so a waiting put returns and sees ``stop``
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
+        slots.release()  # wakes the thread if it waits for a slot; it then sees ``stop``
+        thread.join()
 
 
 def to_frame(data: pa.Table, headers: list[str], rows: np.ndarray) -> pd.DataFrame:
