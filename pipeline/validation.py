@@ -10,12 +10,10 @@ neither sent nor rejected. Row numbers are the ones the spreadsheet shows.
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -93,8 +91,6 @@ class Validator:
         fields = pd.DataFrame(
             {f: pd.Series(a, dtype="str") for f, a in stripped.items()}, index=chunk.index
         )
-        # the row fingerprints (duplicate check) are computed meanwhile in a helper thread
-        prints = _InThread(row_fingerprints, list(stripped.values()))
         failed = self._checks.failures(fields)
         problems: dict[int, list[RowProblem]] = defaultdict(list)
         date_cells = chunk.attrs.get("date_cells", {})
@@ -127,7 +123,7 @@ class Validator:
             )
         bad = np.zeros(len(chunk), dtype=bool)
         bad[list(problems)] = True
-        dups = self._duplicates(prints.result(), rows, bad)
+        dups = self._duplicates(list(stripped.values()), rows, bad)
         ok = ~bad
         ok[[i for i, _p in dups]] = False
         if stripped:
@@ -168,10 +164,11 @@ class Validator:
         return lambda row, value: f"Row {row}{head}{value.strip()}{tail}"
 
     def _duplicates(
-        self, hashes: np.ndarray | None, rows: np.ndarray, bad: np.ndarray
+        self, values: list[pa.ChunkedArray | pa.Array], rows: np.ndarray, bad: np.ndarray
     ) -> list[tuple[int, RowProblem]]:
-        if hashes is None or len(rows) == 0:
+        if not values or len(rows) == 0:
             return []
+        hashes = row_fingerprints(values)
         earlier = self._seen.lookup(hashes)
         in_chunk = pd.Series(hashes).duplicated().to_numpy()
         new = ~in_chunk & (earlier == 0)
@@ -191,33 +188,6 @@ class Validator:
                 out.append((i, RowProblem(row, "", "", RULE_DUPLICATE, msg)))
         self.duplicates += len(out)
         return out
-
-
-class _InThread:
-    """``fn(columns)`` computed in a helper thread (Arrow and hashing work overlap the checks)."""
-
-    def __init__(self, fn: Callable[[list[Any]], np.ndarray], columns: list[Any]) -> None:
-        self._value: np.ndarray | None = None
-        self._error: BaseException | None = None
-        self._fn, self._columns = fn, columns
-        self._thread: threading.Thread | None = None
-        if columns:
-            self._thread = threading.Thread(target=self._run, name="leadpipe-fingerprints")
-            self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._value = self._fn(self._columns)
-        except BaseException as exc:  # raised in the caller by result()
-            self._error = exc
-
-    def result(self) -> np.ndarray | None:
-        """The value (None when there were no columns); re-raises the thread's error."""
-        if self._thread is not None:
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
 
 
 #: Per value: its first / last byte may start / end a character Arrow trims as whitespace
