@@ -19,11 +19,15 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from pipeline.api.connect import open_client
+from pipeline.api.transport import make_session
 from pipeline.clock import Clock, SystemClock
-from pipeline.config import Settings
+from pipeline.config import ExportJob, Settings
 from pipeline.fsutil import WORK_DIR_NAME
 from pipeline.instance import InstanceLock, read_status, service_running
 from pipeline.intake import Processor
@@ -34,32 +38,47 @@ from pipeline.supervisor import ServiceInfo, ServiceResult, _Api, _Service
 
 @contextlib.contextmanager
 def _open_api(settings: Settings, metrics: Metrics, clock: Clock | None) -> Iterator[_Api]:
-    from pipeline.api.client import HeroBaseClient
-    from pipeline.api.transport import make_session
-
+    """The client (the embedded sandbox when no URL is set), its calls counted in ``metrics``."""
     session = make_session(settings.api)
     session.hooks["response"].append(metrics.api_response)
-    sandbox: Any = None
-    api = settings.api
+    embedded = settings.api.embedded
+    if embedded:
+        settings.paths.state.mkdir(parents=True, exist_ok=True)
     try:
-        if settings.api.embedded:
-            from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER, Sandbox
-
-            seed = Path(settings.sandbox.seed) if settings.sandbox.seed else None
-            settings.paths.state.mkdir(parents=True, exist_ok=True)
-            sandbox = Sandbox(
-                seed=seed,
-                port=settings.sandbox.port,
-                db=settings.paths.state / "sandbox.sqlite",
-                clock=clock,
-            ).start()
-            api = replace(settings.api, url=sandbox.url, user=DEMO_USER, password=DEMO_PASSWORD)
-        client = HeroBaseClient(api, session=session, clock=clock, timezone=settings.timezone)
-        yield _Api(client, api.url, settings.api.embedded, sandbox)
+        with open_client(
+            settings,
+            clock=clock,
+            session=session,
+            sandbox_db=settings.paths.state / "sandbox.sqlite" if embedded else None,
+            simulate_every=settings.sandbox.simulate_every if embedded else None,
+        ) as client:
+            yield _Api(client, client.url, embedded)
     finally:
         session.close()
-        if sandbox is not None:
-            sandbox.stop()
+
+
+DEMO_EXPORT_DAYS = 7
+
+
+def demo_exports(settings: Settings, clock: Clock) -> Settings:
+    """With the embedded sandbox and no ``[[exports]]``, add a nightly demo export.
+
+    It exports the demo tenant's ``daily_outcomes`` search (simulated call outcomes) one file a
+    day into ``outbox/demo_daily_outcomes/``, catching up the last week at start-up, so the
+    whole cycle runs on a fresh machine. A configured job or a real API disables it.
+    """
+    if not settings.api.embedded or settings.exports:
+        return settings
+    today = clock.now().astimezone(ZoneInfo(settings.timezone)).date()
+    job = ExportJob(
+        name="demo_daily_outcomes",
+        search="daily_outcomes",
+        schedule="0 2 * * *",
+        window="previous-day",
+        start=(today - timedelta(days=DEMO_EXPORT_DAYS)).isoformat(),
+        keep_days=30,
+    )
+    return replace(settings, exports=[job])
 
 
 def run_service(
@@ -81,6 +100,7 @@ def run_service(
     """
     stop = stop or threading.Event()
     clock = clock or SystemClock()
+    settings = demo_exports(settings, clock)
     state_dir = settings.paths.state
     inbox = settings.paths.inbox
     lock = InstanceLock(state_dir).acquire()
@@ -134,6 +154,7 @@ __all__ = [
     "InstanceLock",
     "ServiceInfo",
     "ServiceResult",
+    "demo_exports",
     "read_status",
     "run_service",
     "service_running",

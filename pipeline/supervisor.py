@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
 import logging
 import os
@@ -21,6 +19,7 @@ from typing import Any
 from pipeline.clock import Clock
 from pipeline.config import Settings
 from pipeline.errors import LeadpipeError, StateError
+from pipeline.exporting import ExportScheduler
 from pipeline.fsutil import atomic_write_text
 from pipeline.instance import STATUS_FILE
 from pipeline.intake import Finished, Intake, Job, Outcome, Processor, clear_empty_work
@@ -47,6 +46,8 @@ class ServiceInfo:
     campaign_folders: list[Path] = field(default_factory=list)
     polling: bool = False
     snapshot: Callable[[], dict[str, Any]] | None = None  #: live status (tests, benchmarks)
+    outbox: Path | None = None
+    exports: list[str] = field(default_factory=list)  #: names of the scheduled export jobs
 
 
 @dataclass
@@ -64,19 +65,13 @@ class _Api:
     client: Any
     url: str
     embedded: bool
-    sandbox: Any = None
 
 
-def _export_scheduler(settings: Settings, client: Any, clock: Clock) -> Any:
-    """The export scheduler of :mod:`pipeline.exporting`, when it exists and jobs are set."""
+def _export_scheduler(settings: Settings, client: Any, clock: Clock) -> ExportScheduler | None:
+    """The export scheduler, when export jobs are configured."""
     if not settings.exports:
         return None
-    try:
-        module = importlib.import_module("pipeline.exporting")
-    except ImportError:
-        log.warning("exports are configured but this build has no export scheduler")
-        return None
-    return module.ExportScheduler(settings, client, clock=clock)
+    return ExportScheduler(settings, client, clock=clock)
 
 
 class _StatusFile:
@@ -156,7 +151,7 @@ class _Service:
             on_claimed=lambda job, delay: metrics.pickup_seconds.observe(delay),
             timezone=settings.timezone,
         )
-        self.exports: Any = None
+        self.exports: ExportScheduler | None = None
         self.export_snapshot: list[dict[str, Any]] = []
         self._export_thread: threading.Thread | None = None
         self._next_export: datetime | None = None
@@ -248,6 +243,8 @@ class _Service:
                         ),
                         polling=s.polling,
                         snapshot=self.snapshot,
+                        outbox=self.settings.paths.outbox,
+                        exports=[j.name for j in self.settings.exports],
                     )
                 )
             self._loop()
@@ -293,8 +290,6 @@ class _Service:
     def _loop(self) -> None:
         s = self.settings.intake
         next_sweep = self.clock.monotonic() + s.sweep_seconds
-        simulate_every = self.settings.sandbox.simulate_every
-        next_sim = self.clock.monotonic() + simulate_every
         last_sweep = 0.0
         while not self.stop.is_set():
             now = self.clock.monotonic()
@@ -311,10 +306,6 @@ class _Service:
                 self.intake.check_settling()
                 deadline = self.intake.next_deadline()
             self._tick_exports()
-            if self.api is not None and self.api.sandbox is not None and now >= next_sim:
-                next_sim = now + simulate_every
-                with contextlib.suppress(Exception):
-                    self.api.sandbox.simulate()
             self.status_file.write(self.snapshot())
             if self.once and self._once_done():
                 return
@@ -342,13 +333,14 @@ class _Service:
 
     def _tick_exports(self) -> None:
         """Run due exports in a thread: at start-up (catch-up) and at each next cron time."""
-        if self.exports is None:
+        exports = self.exports
+        if exports is None:
             return
         if self._export_thread is not None and self._export_thread.is_alive():
             return
         now = self.clock.now()
         try:
-            self.export_snapshot = [j.to_dict() for j in self.exports.status(now)]
+            self.export_snapshot = [j.to_dict() for j in exports.status(now)]
         except Exception as exc:  # the status of exports never stops intake
             log.warning("export status unavailable: %s", exc)
         if self._next_export is not None and now < self._next_export:
@@ -357,11 +349,11 @@ class _Service:
 
         def run() -> None:
             try:
-                self.exports.run_due(self.clock.now())
+                exports.run_due(self.clock.now())
             except Exception:
                 log.exception("export run failed")
             try:
-                nxt = self.exports.next_wakeup(self.clock.now())
+                nxt = exports.next_wakeup(self.clock.now())
             except Exception:
                 nxt = None
             self._next_export = nxt or self.clock.now() + timedelta(minutes=5)

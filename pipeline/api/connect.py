@@ -30,11 +30,13 @@ def open_client(
     clock: Clock | None = None,
     sandbox_db: Path | None = None,
     session: requests.Session | None = None,
+    simulate_every: float | None = None,
 ) -> Iterator[HeroBaseClient]:
     """Yield a client for ``settings``; an embedded sandbox is started and stopped around it.
 
     ``session`` (e.g. from :func:`pipeline.api.transport.make_session`, with response hooks for
-    metrics) is used as given and left open; ``sandbox_db`` persists the embedded tenant.
+    metrics) is used as given and left open; ``sandbox_db`` persists the embedded tenant;
+    ``simulate_every`` makes the embedded tenant's agents close leads every so many seconds.
     """
     if not settings.api.embedded:
         client = HeroBaseClient(
@@ -49,7 +51,13 @@ def open_client(
     from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER, Sandbox
 
     seed = Path(settings.sandbox.seed) if settings.sandbox.seed else None
-    sandbox = Sandbox(seed=seed, port=settings.sandbox.port, db=sandbox_db, clock=clock)
+    sandbox = Sandbox(
+        seed=seed,
+        port=settings.sandbox.port,
+        db=sandbox_db,
+        clock=clock,
+        simulate_every=simulate_every,
+    )
     sandbox.start()
     try:
         api = replace(settings.api, url=sandbox.url, user=DEMO_USER, password=DEMO_PASSWORD)

@@ -29,6 +29,10 @@ def _say_ready(info: ServiceInfo) -> None:
         "file without uploading.",
         highlight=False,
     )
+    if info.exports:
+        console.print(
+            f"Exports ({', '.join(info.exports)}) are written to {info.outbox}/.", highlight=False
+        )
     if info.status_url:
         console.print(f"Status page: {info.status_url}", highlight=False)
     if info.polling:

@@ -81,3 +81,18 @@ def test_demo_file_dropped_as_the_readme_says_ends_processed_with_its_mistakes_r
     ]
     text = (folder / "processed" / f"{base}.receipt.txt").read_text("utf-8")
     assert text.startswith(f"leadpipe receipt for {DEMO.name} (campaign B2B-DK-SPRING)")
+
+    # the embedded default also runs a demo export: the last week of simulated call outcomes,
+    # one complete file per day with its manifest
+    assert "Exports (demo_daily_outcomes) are written to" in out
+    exports = tmp_path / "outbox" / "demo_daily_outcomes"
+    files = sorted(p.name for p in exports.glob("*.csv"))
+    assert len(files) == 7, files
+    total = 0
+    for name in files:
+        manifest = json.loads((exports / f"{name}.manifest.json").read_text("utf-8"))
+        assert manifest["search"] == "daily_outcomes"
+        with (exports / name).open(encoding="utf-8", newline="") as fh:
+            assert len(list(csv.reader(fh))) == manifest["rows"] + 1
+        total += manifest["rows"]
+    assert total > 0
