@@ -121,8 +121,9 @@ def read_ahead(make: Callable[[], Iterator[T]], depth: int = 1) -> Iterator[T]:
     stop = threading.Event()
 
     def produce() -> None:
-        items = make()
+        items: Iterator[T] | None = None
         try:
+            items = make()
             while slots.acquire() and not stop.is_set():
                 item = next(items, ready)  # (the queue itself marks the end)
                 if item is ready:
