@@ -35,6 +35,43 @@ RULE_DUPLICATE = "duplicate"
 _NONE = np.zeros(0, dtype=np.int64)
 RULE_MALFORMED = "malformed"
 _FIX = "Fix the value and drop the file again."
+_META = set(".^$*+?{}[]()|\\")
+
+
+def dropdown_choices(regex: str) -> list[str] | None:
+    """The allowed values of a dropdown regex like ``^(SMB|Enterprise)$``; None if not that shape.
+
+    Lets a message list the choices instead of showing a regex to an ops person.
+    """
+    body = regex
+    for head, tail in (("^(?:", ")$"), ("^(", ")$")):
+        if body.startswith(head) and body.endswith(tail):
+            body = body[len(head) : -len(tail)]
+            break
+    else:
+        return None
+    choices: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for ch in body:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "|":
+            choices.append("".join(current))
+            current = []
+        elif ch in _META:
+            return None
+        else:
+            current.append(ch)
+    if escaped:
+        return None
+    choices.append("".join(current))
+    return choices if all(choices) else None
+
+
 _FIX_ROW = "Fix the row and drop the file again."
 
 
@@ -158,8 +195,13 @@ class Validator:
                 "Fill it in and drop the file again."
             )
             return lambda row, _value: f"Row {row}{tail}"
-        kind = spec.type if spec.type not in ("varchar", "text", "unknown") else "value"
         head = f"{where}: '"
+        choices = dropdown_choices(spec.regex) if spec.type == "dropdown" else None
+        if choices:
+            listed = ", ".join(choices)
+            tail = f"' is not one of the choices for field {name} ({listed}). {_FIX}"
+            return lambda row, value: f"Row {row}{head}{value.strip()}{tail}"
+        kind = spec.type if spec.type not in ("varchar", "text", "unknown") else "value"
         tail = f"' is not a valid {kind} (field {name} must match {spec.regex}). {_FIX}"
         return lambda row, value: f"Row {row}{head}{value.strip()}{tail}"
 

@@ -112,7 +112,10 @@ def expected_message(row: int, column: str, value: str, kind: str, regex: dict[s
             "digits are lost. Format the column as Text in Excel and re-enter the values, then "
             "drop the file again."
         )
-    kind_word = {"phone": "phone", "email": "email", "segment": "dropdown"}[field_name]
+    if field_name == "segment":
+        choices = "field segment (SMB, Enterprise)"
+        return f"{where}: '{value}' is not one of the choices for {choices}. {FIX}"
+    kind_word = {"phone": "phone", "email": "email"}[field_name]
     return (
         f"{where}: '{value}' is not a valid {kind_word} (field {field_name} must match "
         f"{regex[field_name]}). {FIX}"

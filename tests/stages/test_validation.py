@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from pipeline.schema import CampaignSchema, parse_example
-from pipeline.validation import Validator
+from pipeline.validation import Validator, dropdown_choices
 from tests.stages.helpers import PHONE_RE, run
 
 HEADER = ["Navn", "Tlf.", "Postnr", "Født", "By", "Notes"]
@@ -220,3 +221,17 @@ def test_xlsx_numbers_and_dates_flagged_not_repaired(tmp_path: Path) -> None:
     )
     assert result.rejected["Tlf."].tolist() == ["4512345678", "2045-03-12", "0.5"]
     assert len(result.valid) == 0
+
+
+@pytest.mark.parametrize(
+    ("regex", "choices"),
+    [
+        ("^(SMB|Enterprise)$", ["SMB", "Enterprise"]),
+        ("^(?:S|M\\+L)$", ["S", "M+L"]),
+        ("^(Ja|Nej|Måske)$", ["Ja", "Nej", "Måske"]),
+        ("^(a|b+)$", None),  # not a plain list of values
+        (".*", None),
+    ],
+)
+def test_dropdown_choices_are_read_from_the_regex(regex: str, choices: list[str] | None) -> None:
+    assert dropdown_choices(regex) == choices
