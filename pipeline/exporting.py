@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -400,3 +400,27 @@ class ExportScheduler:
         if state.watermark is None:
             return "never run", "no export written yet"
         return "ok", f"exported up to {state.watermark} (exclusive)"
+
+
+DEMO_EXPORT_DAYS = 7
+
+
+def demo_exports(settings: Settings, clock: Clock) -> Settings:
+    """With the embedded sandbox and no ``[[exports]]``, add a nightly demo export.
+
+    It exports the demo tenant's ``daily_outcomes`` search (simulated call outcomes) one file a
+    day into ``outbox/demo_daily_outcomes/``, catching up the last week at start-up, so the
+    whole cycle runs on a fresh machine. A configured job or a real API disables it.
+    """
+    if not settings.api.embedded or settings.exports:
+        return settings
+    today = clock.now().astimezone(zone(settings.timezone)).date()
+    job = ExportJob(
+        name="demo_daily_outcomes",
+        search="daily_outcomes",
+        schedule="0 2 * * *",
+        window="previous-day",
+        start=(today - timedelta(days=DEMO_EXPORT_DAYS)).isoformat(),
+        keep_days=30,
+    )
+    return replace(settings, exports=[job])

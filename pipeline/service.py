@@ -18,16 +18,14 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pipeline.api.connect import open_client
 from pipeline.api.transport import make_session
 from pipeline.clock import Clock, SystemClock
-from pipeline.config import ExportJob, Settings
+from pipeline.config import Settings
+from pipeline.exporting import demo_exports
 from pipeline.fsutil import WORK_DIR_NAME
 from pipeline.instance import InstanceLock, read_status, service_running
 from pipeline.intake import Processor
@@ -55,30 +53,6 @@ def _open_api(settings: Settings, metrics: Metrics, clock: Clock | None) -> Iter
             yield _Api(client, client.url, embedded)
     finally:
         session.close()
-
-
-DEMO_EXPORT_DAYS = 7
-
-
-def demo_exports(settings: Settings, clock: Clock) -> Settings:
-    """With the embedded sandbox and no ``[[exports]]``, add a nightly demo export.
-
-    It exports the demo tenant's ``daily_outcomes`` search (simulated call outcomes) one file a
-    day into ``outbox/demo_daily_outcomes/``, catching up the last week at start-up, so the
-    whole cycle runs on a fresh machine. A configured job or a real API disables it.
-    """
-    if not settings.api.embedded or settings.exports:
-        return settings
-    today = clock.now().astimezone(ZoneInfo(settings.timezone)).date()
-    job = ExportJob(
-        name="demo_daily_outcomes",
-        search="daily_outcomes",
-        schedule="0 2 * * *",
-        window="previous-day",
-        start=(today - timedelta(days=DEMO_EXPORT_DAYS)).isoformat(),
-        keep_days=30,
-    )
-    return replace(settings, exports=[job])
 
 
 def run_service(

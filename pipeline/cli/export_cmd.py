@@ -10,7 +10,9 @@ import typer
 from rich.table import Table
 
 from pipeline.cli.app import app, console, err_console, fail, run, settings
+from pipeline.clock import SystemClock
 from pipeline.export import ExportResult
+from pipeline.exporting import ExportScheduler, demo_exports
 from pipeline.schedule import ScheduleError, Window, parse_day
 
 #: Exit codes of a run whose window failed, by what to do next (as pipeline.cli.app.EXIT_CODES).
@@ -36,9 +38,8 @@ def export_now(
     """Run one export job now: every window due (catch-up included), or --from/--to."""
     from pipeline.api.connect import open_client
     from pipeline.errors import ConfigError, ConfigProblem
-    from pipeline.exporting import ExportScheduler
 
-    s = settings(ctx)
+    s = demo_exports(settings(ctx), SystemClock())
     window: Window | None = None
     if (from_ is None) != (to is None):
         fail(
@@ -82,9 +83,8 @@ def list_exports(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")] = False,
 ) -> None:
     """List export jobs: state, watermark, last success and next run."""
-    from pipeline.exporting import ExportScheduler
 
-    s = settings(ctx)
+    s = demo_exports(settings(ctx), SystemClock())
     rows = run(lambda: ExportScheduler(s, None).status())
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in rows], indent=2, ensure_ascii=False))
