@@ -37,3 +37,21 @@ def test_config_json_hides_password(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "canary-77" not in result.output
+
+
+def test_embedded_default_lists_its_demo_export(tmp_path: Path) -> None:
+    cfg = tmp_path / "ok.toml"
+    cfg.write_text('[paths]\nstate = "state"\noutbox = "outbox"\n', encoding="utf-8")
+    env = {"LEADPIPE_API_URL": "", "LEADPIPE_API_USER": "", "LEADPIPE_API_PASSWORD": ""}
+    result = runner.invoke(app, ["--config", str(cfg), "exports", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "demo_daily_outcomes" in result.output
+    # a real API (credentials set) never gets the demo job
+    env = {
+        "LEADPIPE_API_URL": "https://tenant.example/api",
+        "LEADPIPE_API_USER": "u@x",
+        "LEADPIPE_API_PASSWORD": "pw-canary",
+    }
+    result = runner.invoke(app, ["--config", str(cfg), "exports", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "demo_daily_outcomes" not in result.output
