@@ -37,9 +37,9 @@ from pipeline.objects_csv import (
     crash_point,
     csv_delimiter,
     objects_encoding,
-    prefetched,
     write_objects_csv,
 )
+from pipeline.prefetch import prefetched
 from pipeline.schedule import Window, day_start, zone
 
 MANIFEST_SUFFIX = ".manifest.json"

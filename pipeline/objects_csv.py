@@ -18,17 +18,14 @@ import codecs
 import csv
 import itertools
 import os
-import queue
 import signal
-import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from pipeline.cells import neutralise_csv
 
 CRASH_ENV = "LEADPIPE_CRASH_AT"
-T = TypeVar("T")
 #: Leads handed from the fetching thread to the writer at a time.
 PREFETCH_BATCH = 500
 SYSTEM_COLUMNS = (
@@ -89,60 +86,6 @@ def objects_encoding(encoding: str) -> str:
     """The Python codec for an ``objects`` file: plain UTF-8 gets a BOM (for Excel)."""
     name = codecs.lookup(encoding or "utf-8").name
     return "utf-8-sig" if name in {"utf-8", "utf-8-sig"} else name
-
-
-def prefetched(items: Iterable[T], *, batch: int, depth: int = 2) -> Iterator[T]:
-    """Iterate ``items`` from a helper thread, ``depth`` batches ahead of the consumer.
-
-    Exports are paged: while this thread writes one page, the next is fetched and parsed, so
-    the server's time and ours overlap. At most ``depth`` batches wait (memory stays bounded);
-    an error in the producer is raised here; closing this generator stops the producer.
-    """
-    q: queue.Queue[list[T] | BaseException | None] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: list[T] | BaseException | None) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        source = iter(items)
-        try:
-            buf: list[T] = []
-            for item in source:
-                buf.append(item)
-                if len(buf) >= batch:
-                    if not put(buf):
-                        return
-                    buf = []
-            if buf and not put(buf):
-                return
-            put(None)
-        except BaseException as exc:  # handed over to the consumer, raised there
-            put(exc)
-        finally:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
-
-    worker = threading.Thread(target=produce, name="leadpipe-export-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            got = q.get()
-            if got is None:
-                return
-            if isinstance(got, BaseException):
-                raise got
-            yield from got
-    finally:
-        stop.set()
-        worker.join()
 
 
 def _order(name: str) -> tuple[str, str]:

@@ -16,16 +16,22 @@ import pyarrow.csv as pcsv  # type: ignore[import-untyped]
 
 from pipeline.config import CampaignSettings
 from pipeline.errors import FileUnreadable
+from pipeline.prefetch import read_ahead
 from pipeline.tables import (
     HEADER_SEARCH_ROWS,
     SAMPLE_BYTES,
     Table,
     blank_mask,
     find_header,
-    read_ahead,
     to_frame,
     unique_headers,
 )
+
+
+def _release_arrow_memory() -> None:
+    """Hand Arrow's freed pages back to the OS once a chunk is done (keeps RSS flat)."""
+    pa.default_memory_pool().release_unused()
+
 
 DELIMITERS = (",", ";", "\t", "|")
 
@@ -105,7 +111,9 @@ def open_csv(
         kind="csv",
         headers=headers,
         header_row=h + 1,
-        _iter=lambda t: read_ahead(lambda: _iter_csv(t, h, chunk_rows)),
+        _iter=lambda t: read_ahead(
+            lambda: _iter_csv(t, h, chunk_rows), after_item=_release_arrow_memory
+        ),
         encoding=encoding,
         delimiter=delimiter,
     )

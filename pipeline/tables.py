@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -16,7 +13,6 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from pipeline.mapping import header_score
 
-T = TypeVar("T")
 SAMPLE_BYTES = 1024 * 1024
 HEADER_SEARCH_ROWS = 50
 
@@ -107,53 +103,6 @@ def blank_mask(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
             all_space &= np.asarray(trimmed.to_numpy(zero_copy_only=False)) == 0
         blank[maybe[all_space]] = True
     return np.asarray(blank, dtype=bool)
-
-
-def read_ahead(make: Callable[[], Iterator[T]], depth: int = 1) -> Iterator[T]:
-    """The items of ``make()``, produced by a helper thread at most ``depth`` items ahead.
-
-    Reading the next chunk (parsing is mostly Arrow code, which releases the GIL) then overlaps
-    validating this one; at most ``depth`` + 1 chunks are in memory. Errors reach the consumer;
-    when it stops early the thread ends too (after the chunk it is reading, if any).
-    """
-    ready: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
-    slots = threading.Semaphore(depth)  # taken to read an item, given back when it is taken
-    stop = threading.Event()
-
-    def produce() -> None:
-        items: Iterator[T] | None = None
-        try:
-            items = make()
-            while slots.acquire() and not stop.is_set():
-                item = next(items, ready)  # (the queue itself marks the end)
-                if item is ready:
-                    ready.put((False, None))
-                    return
-                ready.put((True, item))
-        except BaseException as exc:  # handed to the consumer, raised there
-            ready.put((False, exc))
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-
-    thread = threading.Thread(target=produce, name="leadpipe-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            is_item, value = ready.get()
-            slots.release()
-            if not is_item:
-                if value is not None:
-                    raise value
-                return
-            yield value
-            del value  # the consumer is done with it: hand Arrow's freed pages back to the OS
-            pa.default_memory_pool().release_unused()
-    finally:
-        stop.set()
-        slots.release()  # wakes the thread if it waits for a slot; it then sees ``stop``
-        thread.join()
 
 
 def to_frame(data: pa.Table, headers: list[str], rows: np.ndarray) -> pd.DataFrame:
