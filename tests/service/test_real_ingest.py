@@ -68,6 +68,20 @@ def leadpipe(*args: str) -> list[str]:
     return [sys.executable, "-c", "from pipeline.cli import main; main()", *args]
 
 
+def run_once(env: dict[str, str], cwd: Path, timeout: float) -> None:
+    """`leadpipe run --once` in a subprocess; it must exit 0."""
+    done = subprocess.run(
+        leadpipe("run", "--once"),
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def created(sb: Sandbox, tag: str) -> Counter[str]:
     """How many leads the sandbox stores per name of ours."""
     return Counter(
@@ -116,16 +130,7 @@ def test_kill_9_while_uploading_then_restart_every_row_once_every_file_in_one_pl
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
     sandbox.clear_faults()
-    done = subprocess.run(
-        leadpipe("run", "--once"),
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_once(env, tmp_path, 180)
 
     counts = created(sandbox, "KILL")
     assert sorted(counts) == sorted(expected)
@@ -256,16 +261,7 @@ def test_sigterm_while_uploading_exits_0_within_10_s_and_the_rerun_completes(
     assert code == 0, log.read_text(encoding="utf-8")
     assert len(list((tmp_path / "inbox" / ".leadpipe" / "work").rglob("big.csv"))) == 1
     sandbox.clear_faults()
-    done = subprocess.run(
-        leadpipe("run", "--once"),
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_once(env, tmp_path, 120)
     counts = created(sandbox, "TERM")
     assert sorted(counts) == sorted(names)
     assert set(counts.values()) == {1}
