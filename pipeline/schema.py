@@ -19,13 +19,14 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import polars as pl
 import pyarrow as pyarrow_  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 import regex as regex_pkg
@@ -107,27 +108,86 @@ def arrow_strings(series: pd.Series) -> pyarrow_.ChunkedArray | pyarrow_.Array:
     return pyarrow_.array(series.astype("str").array, type=pyarrow_.large_string())
 
 
-def fullmatch_mask(series: pd.Series, pattern: str) -> np.ndarray:
-    """Boolean mask: which values match ``pattern`` as a whole (empty values count as matching).
+#: Inside a character class these mean set operations or POSIX classes to Rust's regex engine
+#: but something else to .NET and Python: such patterns skip the fast engine.
+_RUST_DIFFERS = ("&&", "--", "~~", "[:", "-[")
 
-    Fast path: pyarrow's RE2 over the whole column. RE2's ``\\d``/``\\w``/``\\s`` are ASCII only,
-    i.e. stricter than .NET/Python, so values RE2 refuses are re-checked one by one with the
-    Python engine; patterns RE2 cannot compile (look-arounds, .NET syntax) run in Python.
+
+def has_pattern(spec: FieldSpec) -> bool:
+    """Whether the field's regex checks anything (``.*`` and empty do not)."""
+    return spec.regex.strip() not in ("", ".*", "^.*$")
+
+
+def _anchored(pattern: str) -> str:
+    return f"^(?:{pattern})?$"  # whole value; "?" lets an empty value pass in the same scan
+
+
+@lru_cache(maxsize=256)
+def _rust_compiles(pattern: str) -> bool:
+    """Whether polars' Rust regex engine takes ``pattern`` and reads it as .NET would."""
+    if any(token in pattern for token in _RUST_DIFFERS):
+        return False
+    try:
+        pl.Series([""]).str.contains(_anchored(pattern))
+    except pl.exceptions.PolarsError:
+        return False
+    return True
+
+
+def pattern_masks(
+    frame: pd.DataFrame, patterns: Mapping[str, str], polars_frame: pl.DataFrame | None = None
+) -> dict[str, np.ndarray]:
+    r"""Per column of ``patterns`` (column -> regex): which values match the regex as a whole.
+
+    Empty and missing values count as matching (``required`` is a check of its own). The fast
+    engine is polars' Rust regex, all columns in one multi-threaded pass (Unicode
+    ``\d``/``\w``/``\s``, as .NET and Python); a pattern it cannot take (look-arounds,
+    backreferences) tries pyarrow's RE2, then Python. Values a fast engine refuses are checked
+    again one by one with Python's engine, so an engine difference costs time, never a wrong
+    rejection. A pattern no engine here compiles checks nothing (the API still validates).
+    ``polars_frame``: the same columns already converted to polars (saves converting again).
     """
-    compiled = compile_regex(pattern)
-    if compiled is None:  # cannot validate locally: the API still will
-        return np.ones(len(series), dtype=bool)
-    arr = arrow_strings(series)
-    try:  # "(...)?" lets empty values pass in the same scan
-        hit = pc.match_substring_regex(arr, f"^(?:{pattern})?$")
-        ok = np.asarray(pc.fill_null(hit, True).to_numpy(zero_copy_only=False), dtype=bool)
+    out: dict[str, np.ndarray] = {}
+    compiled = {c: compile_regex(rx) for c, rx in patterns.items() if c in frame.columns}
+    fast = [c for c in compiled if compiled[c] is not None and _rust_compiles(patterns[c])]
+    if fast:
+        if polars_frame is not None and all(c in polars_frame.columns for c in fast):
+            values = polars_frame
+        else:
+            values = pl.DataFrame([pl.Series(c, arrow_strings(frame[c])) for c in fast])
+        hits = values.select(
+            pl.col(c).str.contains(_anchored(patterns[c])).fill_null(True) for c in fast
+        )
+        for c in fast:
+            out[c] = hits.get_column(c).to_numpy().astype(bool, copy=False)
+    for c, matcher in compiled.items():
+        if matcher is None:
+            out[c] = np.ones(len(frame), dtype=bool)
+            continue
+        if c not in out:
+            out[c] = _re2_mask(arrow_strings(frame[c]), _anchored(patterns[c]))
+        ok = out[c]
+        recheck = np.flatnonzero(~ok)
+        if len(recheck):
+            again = frame[c].iloc[recheck].tolist()
+            ok[recheck] = [not v or matcher.fullmatch(v) is not None for v in again]
+    return out
+
+
+def _re2_mask(arr: pyarrow_.ChunkedArray | pyarrow_.Array, anchored: str) -> np.ndarray:
+    """pyarrow's RE2 (ASCII classes: stricter, never looser); if RE2 refuses the pattern,
+    only empty values pass here and the caller checks the rest in Python."""
+    try:
+        hit = pc.match_substring_regex(arr, anchored)
     except pyarrow_.ArrowInvalid:
-        ok = np.asarray(pc.equal(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False), dtype=bool)
-    recheck = np.flatnonzero(~ok)
-    if len(recheck):
-        values = series.iloc[recheck].tolist()
-        ok[recheck] = [not v or compiled.fullmatch(v) is not None for v in values]
-    return ok
+        hit = pc.equal(pc.utf8_length(arr), 0)
+    return np.asarray(pc.fill_null(hit, True).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def fullmatch_mask(series: pd.Series, pattern: str) -> np.ndarray:
+    """Boolean mask for one column: :func:`pattern_masks` of ``series`` alone."""
+    frame = pd.DataFrame({"v": series.astype("str")})
+    return pattern_masks(frame, {"v": pattern})["v"]
 
 
 def nonempty_mask(series: pd.Series) -> np.ndarray:
@@ -139,45 +199,61 @@ def nonempty_mask(series: pd.Series) -> np.ndarray:
     )
 
 
-def _check(
-    fn: Callable[[pd.Series], np.ndarray],
-    rule: str,
-    record: dict[tuple[str, str], np.ndarray] | None,
-) -> Callable[[pd.Series], pd.Series | bool]:
-    def run(series: pd.Series) -> pd.Series | bool:
-        mask = fn(series)
+Masks = dict[tuple[str, str], np.ndarray]
+
+
+def _frame_check(
+    rule: str, masks: Callable[[pd.DataFrame], dict[str, np.ndarray]], record: Masks | None
+) -> Callable[[pd.DataFrame], pd.DataFrame | bool]:
+    """A DataFrame-wide pandera check: all columns of one rule in one pass.
+
+    Without ``record`` it answers a boolean frame (pandera lists every failing cell); with it,
+    it stores each column's mask there under ``(column, rule)`` and answers whether every value
+    passed, so pandera never builds a per-value failure table.
+    """
+
+    def run(frame: pd.DataFrame) -> pd.DataFrame | bool:
+        found = masks(frame)
         if record is None:
-            return pd.Series(mask, index=series.index)
-        if series.hasnans:  # missing values pass, as with pandera's ignore_na
-            mask = mask | series.isna().to_numpy(dtype=bool)
-        record[(str(series.name), rule)] = mask
-        return bool(mask.all())
+            return pd.DataFrame(
+                {c: found.get(c, True) for c in frame.columns}, index=frame.index, dtype=bool
+            )
+        for column, mask in found.items():
+            record[(column, rule)] = mask
+        return all(bool(m.all()) for m in found.values())
 
     return run
 
 
 def build_pandera_schema(
-    fields: Sequence[FieldSpec], record: dict[tuple[str, str], np.ndarray] | None = None
+    fields: Sequence[FieldSpec],
+    record: Masks | None = None,
+    twin: dict[str, pl.DataFrame] | None = None,
 ) -> Any:
     """The one place a pandera schema is built: a column per field (columns named by field).
 
-    Checks: ``required`` (non-empty) for required fields, ``pattern`` (whole-value regex match,
-    empty values pass) for every field with a regex that is not ``.*``. With ``record``, each
-    check stores its boolean mask there under ``(column, check)`` and tells pandera only whether
-    the whole column passed (see :class:`RowChecks`).
+    Two checks over the frame: ``required`` (every required field non-empty) and ``pattern``
+    (every field with a regex other than ``.*`` matches it as a whole; empty values pass),
+    each computing all its columns in one pass. With ``record``, the checks store their masks
+    there and tell pandera only whether they passed (see :class:`RowChecks`); ``twin["frame"]``,
+    when set, is the validated frame already converted to polars.
     """
-    columns: dict[str, Any] = {}
-    for spec in fields:
-        checks = []
-        keep_na = record is None  # recording checks see every row (and pass missing values)
-        if spec.required:
-            required = _check(nonempty_mask, RULE_REQUIRED, record)
-            checks.append(pa.Check(required, name=RULE_REQUIRED, ignore_na=keep_na))
-        if spec.regex.strip() not in ("", ".*", "^.*$"):
-            pattern = _check(partial(fullmatch_mask, pattern=spec.regex), RULE_PATTERN, record)
-            checks.append(pa.Check(pattern, name=RULE_PATTERN, ignore_na=keep_na))
-        columns[spec.name] = pa.Column(checks=checks, nullable=True, required=False)
-    return pa.DataFrameSchema(columns)
+    required = [f.name for f in fields if f.required]
+    patterns = {f.name: f.regex for f in fields if has_pattern(f)}
+
+    def nonempty(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        return {c: nonempty_mask(frame[c]) for c in required if c in frame.columns}
+
+    def matching(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        return pattern_masks(frame, patterns, (twin or {}).get("frame"))
+
+    checks = []
+    if required:
+        checks.append(pa.Check(_frame_check(RULE_REQUIRED, nonempty, record), name=RULE_REQUIRED))
+    if patterns:
+        checks.append(pa.Check(_frame_check(RULE_PATTERN, matching, record), name=RULE_PATTERN))
+    columns = {f.name: pa.Column(nullable=True, required=False) for f in fields}
+    return pa.DataFrameSchema(columns, checks=checks)
 
 
 def failure_cases(pandera_schema: Any, frame: pd.DataFrame) -> pd.DataFrame:
@@ -185,42 +261,57 @@ def failure_cases(pandera_schema: Any, frame: pd.DataFrame) -> pd.DataFrame:
 
     An empty frame means every row passed.
     """
+    rows: list[tuple[Any, str, str]] = []
     try:
         pandera_schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
         fc: pd.DataFrame = exc.failure_cases
-        return fc.loc[fc["index"].notna(), ["index", "column", "check"]]
-    return pd.DataFrame({"index": [], "column": [], "check": []})
+        fc = fc.loc[fc["index"].notna()]
+        for index, column, check, case in zip(
+            fc["index"], fc["column"], fc["check"], fc["failure_case"], strict=True
+        ):  # a frame-wide check reports {column: value} per failing row
+            columns = list(case) if isinstance(case, dict) else [column]
+            rows += [(index, str(c), str(check)) for c in columns]
+    return pd.DataFrame(rows, columns=["index", "column", "check"])
 
 
 class RowChecks:
     """A campaign's pandera schema run on chunks: which positions failed which check.
 
-    Pandera runs every (vectorised) check and decides which column checks failed; the failing
-    positions come from the checks' own masks rather than from pandera's per-value failure-case
-    table, which costs more than the checks themselves when thousands of values fail.
+    Pandera runs the (vectorised) checks and decides whether they passed; the failing
+    positions come from the checks' own masks rather than from pandera's per-value
+    failure-case table, which costs more than the checks themselves when thousands of values
+    fail.
     """
 
     def __init__(self, fields: Sequence[FieldSpec]) -> None:
-        self._masks: dict[tuple[str, str], np.ndarray] = {}
-        self.schema = build_pandera_schema(fields, record=self._masks)
+        self._masks: Masks = {}
+        self._twin: dict[str, pl.DataFrame] = {}
+        self.schema = build_pandera_schema(fields, record=self._masks, twin=self._twin)
 
-    def failures(self, frame: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
-        """``(column, check)`` -> the positions (0-based) failing it, for each failed check."""
+    def failures(
+        self, frame: pd.DataFrame, polars_frame: pl.DataFrame | None = None
+    ) -> dict[tuple[str, str], np.ndarray]:
+        """``(column, check)`` -> the positions (0-based) failing it, for each failed check.
+
+        ``polars_frame``: the same columns as a polars frame, if the caller has one.
+        """
         self._masks.clear()
+        if polars_frame is not None:
+            self._twin["frame"] = polars_frame
         try:
             self.schema.validate(frame, lazy=True)
-        except pa.errors.SchemaErrors as exc:
-            fc = exc.failure_cases
-            failed = set(zip(fc["column"].tolist(), fc["check"].tolist(), strict=True))
+        except pa.errors.SchemaErrors:
+            pass
         else:
             return {}
-        out: dict[tuple[str, str], np.ndarray] = {}
-        for key in sorted(failed, key=str):
-            mask = self._masks.get(key)
-            if mask is not None:
-                out[key] = np.flatnonzero(~mask)
-        return out
+        finally:
+            self._twin.clear()
+        return {
+            key: np.flatnonzero(~mask)
+            for key, mask in sorted(self._masks.items(), key=str)
+            if not mask.all()
+        }
 
 
 # --------------------------------------------------------------------------- snapshots & drift

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
@@ -128,7 +129,8 @@ class Validator:
         fields = pd.DataFrame(
             {f: pd.Series(a, dtype="str") for f, a in stripped.items()}, index=chunk.index
         )
-        failed = self._checks.failures(fields)
+        twin = pl.DataFrame([pl.Series(f, a) for f, a in stripped.items()])
+        failed = self._checks.failures(fields, twin)
         problems: dict[int, list[RowProblem]] = defaultdict(list)
         date_cells = chunk.attrs.get("date_cells", {})
         for name, header in header_for.items():
@@ -160,7 +162,7 @@ class Validator:
             )
         bad = np.zeros(len(chunk), dtype=bool)
         bad[list(problems)] = True
-        dups = self._duplicates(list(stripped.values()), rows, bad)
+        dups = self._duplicates(twin, rows, bad)
         ok = ~bad
         ok[[i for i, _p in dups]] = False
         if stripped:
@@ -206,9 +208,9 @@ class Validator:
         return lambda row, value: f"Row {row}{head}{value.strip()}{tail}"
 
     def _duplicates(
-        self, values: list[pa.ChunkedArray | pa.Array], rows: np.ndarray, bad: np.ndarray
+        self, values: pl.DataFrame, rows: np.ndarray, bad: np.ndarray
     ) -> list[tuple[int, RowProblem]]:
-        if not values or len(rows) == 0:
+        if values.width == 0 or len(rows) == 0:
             return []
         hashes = row_fingerprints(values)
         earlier = self._seen.lookup(hashes)
