@@ -42,10 +42,12 @@ def find_damage(
     values: pd.Series,
     failing: np.ndarray,
     date_cells: np.ndarray | None = None,
+    failing_values: list[str] | None = None,
 ) -> list[tuple[int, str]]:
     """(position, message tail) for each value of ``values`` (stripped) Excel damaged.
 
-    ``failing`` holds the positions whose value failed the field's regex.
+    ``failing`` holds the positions whose value failed the field's regex (``failing_values``:
+    their values, if the caller has them already).
     """
     compiled = compile_regex(spec.regex)
 
@@ -53,7 +55,8 @@ def find_damage(
         return compiled is None or compiled.fullmatch(v) is not None
 
     found: dict[int, str] = {}
-    failing_values = [str(v) for v in values.iloc[failing].tolist()]
+    if failing_values is None:
+        failing_values = [str(v) for v in values.iloc[failing].tolist()]
     if spec.type in ("phone", "integer") and valid("4.5123E+11"):
         # the regex lets scientific notation through: look at every value
         sci = np.flatnonzero(_mask(values, _SCI)).tolist()

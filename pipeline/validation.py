@@ -10,10 +10,10 @@ neither sent nor rejected. Row numbers are the ones the spreadsheet shows.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -76,9 +76,11 @@ def dropdown_choices(regex: str) -> list[str] | None:
 _FIX_ROW = "Fix the row and drop the file again."
 
 
-@dataclass(frozen=True)
-class RowProblem:
-    """One problem: the sheet's row number, the header the person sees, the value, the rule."""
+class RowProblem(NamedTuple):
+    """One problem: the sheet's row number, the header the person sees, the value, the rule.
+
+    A named tuple: a big file with many mistakes makes tens of thousands of them.
+    """
 
     row: int
     column: str
@@ -131,37 +133,19 @@ class Validator:
         )
         twin = pl.DataFrame([pl.Series(f, a) for f, a in stripped.items()])
         failed = self._checks.failures(fields, twin)
-        problems: dict[int, list[RowProblem]] = defaultdict(list)
-        date_cells = chunk.attrs.get("date_cells", {})
+        column_at = {h: n for n, h in enumerate(chunk.columns)}
+        found: list[tuple[int, int, RowProblem]] = []  # (position, sheet column, problem)
         for name, header in header_for.items():
-            required = failed.get((name, RULE_REQUIRED), _NONE)
-            pattern = failed.get((name, RULE_PATTERN), _NONE)
-            cells = date_cells.get(header)
-            damage = dict(find_damage(self._specs[name], fields[name], pattern, cells))
-            wanted = np.union1d(
-                np.union1d(required, pattern),
-                np.fromiter(damage, dtype=np.int64, count=len(damage)),
+            found += self._column_problems(
+                chunk, fields, rows, name, header, column_at[header], failed
             )
-            if len(wanted) == 0:
-                continue
-            original = dict(zip(wanted.tolist(), chunk[header].iloc[wanted].tolist(), strict=True))
-            for i, msg in damage.items():
-                value = str(original[i])
-                text = f"Row {rows[i]}, column '{header}': '{value.strip()}' {msg}"
-                problems[i].append(RowProblem(int(rows[i]), header, value, "excel_damage", text))
-            for check, idx in ((RULE_REQUIRED, required), (RULE_PATTERN, pattern)):
-                keep = [i for i in idx.tolist() if i not in damage]
-                wording = self._wording(name, header, check)
-                for i, row in zip(keep, rows[keep].tolist(), strict=True):
-                    value = str(original[i])
-                    problems[i].append(RowProblem(row, header, value, check, wording(row, value)))
         for row, message in chunk.attrs.get("malformed", {}).items():
             i = int(np.flatnonzero(rows == row)[0])
-            problems[i].insert(
-                0, RowProblem(int(row), "", "", RULE_MALFORMED, f"Row {row}: {message}. {_FIX_ROW}")
-            )
+            text = f"Row {row}: {message}. {_FIX_ROW}"
+            found.append((i, -1, RowProblem(int(row), "", "", RULE_MALFORMED, text)))
+        found.sort(key=_position)  # row order, then the sheet's column order
         bad = np.zeros(len(chunk), dtype=bool)
-        bad[list(problems)] = True
+        bad[[i for i, _o, _p in found]] = True
         dups = self._duplicates(twin, rows, bad)
         ok = ~bad
         ok[[i for i, _p in dups]] = False
@@ -172,20 +156,51 @@ class Validator:
         valid["_row"] = rows[ok]
         chunk.attrs = {}  # (the date/malformed marks are used; filtering would copy them)
         rejected = chunk[bad].reset_index(drop=True)
-        position = {h: n for n, h in enumerate(chunk.columns)}
-        at = np.fromiter(problems, dtype=np.int64, count=len(problems))
-        ordered = []
-        for i in at[np.argsort(rows[at], kind="stable")].tolist():
-            found = problems[i]
-            if len(found) > 1:
-                found.sort(key=lambda p: position.get(p.column, -1))
-            ordered += found
         return ChunkResult(
             valid=valid,
             rejected=rejected,
-            problems=ordered,
+            problems=[p for _i, _o, p in found],
             duplicates=[p for _i, p in dups],
         )
+
+    def _column_problems(
+        self,
+        chunk: pd.DataFrame,
+        fields: pd.DataFrame,
+        rows: np.ndarray,
+        name: str,
+        header: str,
+        order: int,
+        failed: Mapping[tuple[str, str], np.ndarray],
+    ) -> list[tuple[int, int, RowProblem]]:
+        """One column's problems: Excel damage first (its message replaces the regex one)."""
+        required = failed.get((name, RULE_REQUIRED), _NONE)
+        pattern = failed.get((name, RULE_PATTERN), _NONE)
+        cells = chunk.attrs.get("date_cells", {}).get(header)
+        if len(required) == 0 and len(pattern) == 0 and cells is None:
+            return []
+        stripped = fields[name].iloc[pattern].tolist()
+        damage = dict(find_damage(self._specs[name], fields[name], pattern, cells, stripped))
+        out: list[tuple[int, int, RowProblem]] = []
+        if damage:
+            at = np.fromiter(damage, dtype=np.int64, count=len(damage))
+            originals = chunk[header].iloc[at].tolist()
+            for i, row, value in zip(at.tolist(), rows[at].tolist(), originals, strict=True):
+                value = str(value)
+                text = f"Row {row}, column '{header}': '{value.strip()}' {damage[i]}"
+                out.append((i, order, RowProblem(row, header, value, "excel_damage", text)))
+        for check, idx in ((RULE_REQUIRED, required), (RULE_PATTERN, pattern)):
+            if damage:
+                idx = idx[~np.isin(idx, at)]
+            if len(idx) == 0:
+                continue
+            wording = self._wording(name, header, check)
+            originals = [str(v) for v in chunk[header].iloc[idx].tolist()]
+            out += [
+                (i, order, RowProblem(row, header, value, check, wording(row, value)))
+                for i, row, value in zip(idx.tolist(), rows[idx].tolist(), originals, strict=True)
+            ]
+        return out
 
     def _wording(self, name: str, header: str, check: str) -> Callable[[int, str], str]:
         """The message for a value failing ``check`` in column ``header``: (row, value) -> text."""
@@ -232,6 +247,10 @@ class Validator:
                 out.append((i, RowProblem(row, "", "", RULE_DUPLICATE, msg)))
         self.duplicates += len(out)
         return out
+
+
+def _position(entry: tuple[int, int, RowProblem]) -> tuple[int, int]:
+    return entry[0], entry[1]
 
 
 #: Per value: its first / last byte may start / end a character Arrow trims as whitespace
