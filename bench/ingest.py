@@ -169,8 +169,7 @@ def ours_csv(path: Path, chunk_rows: int = 100_000) -> tuple[int, int, int]:
     )
     validator = Validator(SCHEMA, map_columns(table.headers, SPECS, OPTIONS.columns, path=path))
     valid = rejected = problems = 0
-    for chunk in table.chunks():
-        res = validator.validate(chunk)
+    for _chunk, res in validator.validate_all(table.chunks()):
         valid += len(res.valid)
         rejected += len(res.rejected)
         problems += len(res.problems)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,11 +187,10 @@ def ingest_file(
     dup_problems: list[RowProblem] = []
     sample: list[str] = []
     interrupted = False
-    chunks = table.chunks()
+    chunks = validator.validate_all(table.chunks())
     try:
-        for chunk in chunks:
+        for chunk, result in chunks:
             data_rows += len(chunk)
-            result = validator.validate(chunk)
             validation_rejects += len(result.rejected)
             in_file_duplicates += len(result.duplicates)
             dup_problems.extend(result.duplicates[: 20 - len(dup_problems)])
@@ -219,8 +218,7 @@ def ingest_file(
         writer.abort()
         raise
     finally:
-        if isinstance(chunks, Generator):
-            chunks.close()  # releases the file at once when reading stopped early
+        chunks.close()  # stops the helper thread and releases the file when reading stopped early
     uncertain_rows = _uncertain(ledger, sha) if not dry_run else []
 
     counts = _counts(ledger, sha, dry_run, data_rows, validation_rejects, dry_duplicates)

@@ -10,7 +10,7 @@ neither sent nor rejected. Row numbers are the ones the spreadsheet shows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -23,6 +23,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from pipeline.excel_damage import find_damage
 from pipeline.mapping import ColumnMapping
+from pipeline.prefetch import read_ahead
 from pipeline.schema import (
     RULE_PATTERN,
     RULE_REQUIRED,
@@ -99,6 +100,18 @@ class ChunkResult:
     duplicates: list[RowProblem] = field(default_factory=list)
 
 
+@dataclass
+class _Checked:
+    """A chunk after the checks that need no other chunk (see :meth:`Validator.validate_all`)."""
+
+    rows: np.ndarray
+    values: pa.Table | None  # the mapped fields, stripped
+    hashes: np.ndarray | None  # a fingerprint per row
+    bad: np.ndarray
+    rejected: pd.DataFrame
+    problems: list[RowProblem]
+
+
 class Validator:
     """Validates chunks of one file against a campaign schema; remembers rows across chunks."""
 
@@ -123,7 +136,35 @@ class Validator:
         self.close()
 
     def validate(self, chunk: pd.DataFrame) -> ChunkResult:
-        """Check one chunk from :meth:`pipeline.reading.Table.chunks`."""
+        """Check one chunk from :meth:`pipeline.reading.Table.chunks` (chunks in file order)."""
+        return self._finish(self._check(chunk))
+
+    def validate_all(
+        self, chunks: Iterable[pd.DataFrame]
+    ) -> Generator[tuple[pd.DataFrame, ChunkResult], None, None]:
+        """(chunk, result) for each chunk, in order; the next chunk is checked meanwhile.
+
+        The checks of the next chunk (regexes, fingerprints: mostly code that releases the GIL)
+        run in a helper thread while the caller uses this chunk's result; only the duplicate
+        index, which needs the file's order, is kept here. At most one checked chunk waits.
+        Closing the generator stops the helper (and closes ``chunks``).
+        """
+
+        def checked() -> Iterator[tuple[pd.DataFrame, _Checked]]:
+            source = iter(chunks)
+            try:
+                for chunk in source:
+                    yield chunk, self._check(chunk)
+            finally:
+                close = getattr(source, "close", None)
+                if close is not None:
+                    close()
+
+        for chunk, done in read_ahead(checked):
+            yield chunk, self._finish(done)
+
+    def _check(self, chunk: pd.DataFrame) -> _Checked:
+        """Everything that does not depend on earlier chunks: values, checks, problems."""
         chunk = chunk.reset_index(drop=True)
         rows = chunk["_row"].to_numpy(dtype=np.int64)
         header_for = self.mapping.header_for
@@ -146,20 +187,31 @@ class Validator:
         found.sort(key=_position)  # row order, then the sheet's column order
         bad = np.zeros(len(chunk), dtype=bool)
         bad[[i for i, _o, _p in found]] = True
-        dups = self._duplicates(twin, rows, bad)
+        chunk.attrs = {}  # (the date/malformed marks are used; filtering would copy them)
+        return _Checked(
+            rows=rows,
+            values=pa.table(stripped) if stripped else None,
+            hashes=row_fingerprints(twin) if stripped else None,
+            bad=bad,
+            rejected=chunk[bad].reset_index(drop=True),
+            problems=[p for _i, _o, p in found],
+        )
+
+    def _finish(self, checked: _Checked) -> ChunkResult:
+        """The part that needs the chunks in order: duplicates of earlier rows."""
+        rows, bad = checked.rows, checked.bad
+        dups = self._duplicates(checked.hashes, rows, bad)
         ok = ~bad
         ok[[i for i, _p in dups]] = False
-        if stripped:
-            valid = pa.table(stripped).filter(pa.array(ok)).to_pandas()
+        if checked.values is not None:
+            valid = checked.values.filter(pa.array(ok)).to_pandas()
         else:
             valid = pd.DataFrame(index=pd.RangeIndex(int(ok.sum())))
         valid["_row"] = rows[ok]
-        chunk.attrs = {}  # (the date/malformed marks are used; filtering would copy them)
-        rejected = chunk[bad].reset_index(drop=True)
         return ChunkResult(
             valid=valid,
-            rejected=rejected,
-            problems=[p for _i, _o, p in found],
+            rejected=checked.rejected,
+            problems=checked.problems,
             duplicates=[p for _i, p in dups],
         )
 
@@ -223,11 +275,10 @@ class Validator:
         return lambda row, value: f"Row {row}{head}{value.strip()}{tail}"
 
     def _duplicates(
-        self, values: pl.DataFrame, rows: np.ndarray, bad: np.ndarray
+        self, hashes: np.ndarray | None, rows: np.ndarray, bad: np.ndarray
     ) -> list[tuple[int, RowProblem]]:
-        if values.width == 0 or len(rows) == 0:
+        if hashes is None or len(rows) == 0:
             return []
-        hashes = row_fingerprints(values)
         earlier = self._seen.lookup(hashes)
         in_chunk = pd.Series(hashes).duplicated().to_numpy()
         new = ~in_chunk & (earlier == 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -197,6 +199,54 @@ def test_duplicates_across_chunks_point_at_the_first_row() -> None:
     assert validator.duplicates == 1800
     assert rows_seen[0] == (1202, "2")
     assert rows_seen[-1] == (3001, str(2999 % 1200 + 2))
+
+
+def test_pipelined_validation_gives_the_same_results_and_stops_cleanly(tmp_path: Path) -> None:
+    """validate_all (checks of the next chunk in a helper thread) == validate chunk by chunk."""
+    from pipeline.mapping import map_columns
+    from pipeline.reading import open_table
+    from tests.stages.helpers import OPTIONS, SCHEMA, SPECS
+
+    path = write_messy(tmp_path / "messy.csv")
+    with path.open("ab") as f:  # repeat a few rows so duplicates cross chunk borders
+        f.write(b"".join(";".join(messy_row(i)).encode("cp1252") + b"\r\n" for i in range(3)))
+    table = open_table(path, options=OPTIONS, expected_fields=[f.name for f in SPECS])
+    (whole,) = list(table.chunks())
+    mapping = map_columns(table.headers, SPECS, OPTIONS.columns)
+    closed: list[bool] = []
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        try:
+            for start in range(0, len(whole), 97):
+                yield whole.iloc[start : start + 97].copy()
+        finally:
+            closed.append(True)
+
+    def results(pipelined: bool) -> list[tuple[object, ...]]:
+        validator = Validator(SCHEMA, mapping)
+        pairs = (
+            validator.validate_all(chunks())
+            if pipelined
+            else ((c, validator.validate(c)) for c in chunks())
+        )
+        return [
+            (len(c), r.valid.to_dict("list"), r.rejected["_row"].tolist(), r.problems, r.duplicates)
+            for c, r in pairs
+        ]
+
+    plain, piped = results(False), results(True)
+    assert len(plain) == 11
+    assert piped == plain
+    assert sum(len(r[4]) for r in piped) == 4 + 3  # the file's repeats + the 3 appended
+    assert sum(len(r[3]) for r in piped) == len(expected_problems())
+
+    closed.clear()
+    before = threading.active_count()
+    gen = Validator(SCHEMA, mapping).validate_all(chunks())
+    next(gen)
+    gen.close()  # a stop after the first chunk: the helper ends and the source is closed
+    assert closed == [True]
+    assert threading.active_count() == before
 
 
 def test_xlsx_numbers_and_dates_flagged_not_repaired(tmp_path: Path) -> None:
