@@ -215,6 +215,15 @@ def best(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
     return {name: min(ts) for name, ts in timed(fns, rounds).items()}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM belongs to the address space, so unlike ``ru_maxrss``
+    (which Linux carries over fork and exec) it does not report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child_rss(path: Path) -> dict[str, float]:
     """Run ours_csv in a fresh process; its peak RSS (MB) and time."""
     out = subprocess.run(
@@ -302,7 +311,7 @@ def main() -> None:
     if args.child:
         t = time.perf_counter()
         ours_csv(args.child)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss = peak_rss_mb()
         print(json.dumps({"rss_mb": rss, "s": time.perf_counter() - t}))
         return
     only = set(args.only.split(","))

@@ -34,6 +34,8 @@ def _release_arrow_memory() -> None:
 
 
 DELIMITERS = (",", ";", "\t", "|")
+#: A chunk ends after this many bytes of text (or ``chunk_rows`` rows, whichever comes first).
+CHUNK_BYTES = 8 << 20
 
 
 def _detect_encoding(head: bytes, configured: str) -> tuple[str, int]:
@@ -144,7 +146,9 @@ def _iter_csv(table: Table, h: int, chunk_rows: int) -> Iterator[pd.DataFrame]:
 def _record_batches(
     table: Table, h: int, chunk_rows: int
 ) -> Iterator[tuple[pa.Table | None, np.ndarray, list[tuple[int, str, int]]]]:
-    """(records, their row numbers, malformed rows found meanwhile), about ``chunk_rows`` each.
+    """(records, their row numbers, malformed rows found meanwhile), about ``chunk_rows`` or
+    :data:`CHUNK_BYTES` each, whichever comes first (wide rows make smaller chunks, so memory
+    stays flat however wide the sheet).
 
     Parsing is multi-threaded; threads cannot say where a malformed row was, so on the first
     one the file is read again sequentially from the first record not yet delivered.
@@ -159,7 +163,7 @@ def _record_batches(
         reader = _open_reader(table, h, names, bad, threaded, first)
         if reader is None:
             return
-        index, pending, restart, reported = 0, [], False, 0
+        index, pending, restart, reported, size = 0, [], False, 0, 0
         while True:
             try:
                 batch = reader.read_next_batch()
@@ -179,9 +183,10 @@ def _record_batches(
                 n = batch.num_rows
             pending.append(batch)
             index += n
-            if index - delivered >= chunk_rows:
+            size += batch.nbytes
+            if index - delivered >= chunk_rows or size >= CHUNK_BYTES:
                 yield _take(pending, delivered, index, first, bad, reported)
-                pending, delivered, reported = [], index, len(bad)
+                pending, delivered, reported, size = [], index, len(bad), 0
         if restart:
             continue
         if pending or len(bad) > reported:

@@ -169,7 +169,8 @@ def pattern_masks(
         ok = out[c]
         recheck = np.flatnonzero(~ok)
         if len(recheck):
-            again = frame[c].iloc[recheck].tolist()
+            taken = arrow_strings(frame[c]).take(pyarrow_.array(recheck, type=pyarrow_.int64()))
+            again = taken.to_pylist()
             ok[recheck] = [not v or matcher.fullmatch(v) is not None for v in again]
     return out
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -178,7 +178,7 @@ class Validator:
         found: list[tuple[int, int, RowProblem]] = []  # (position, sheet column, problem)
         for name, header in header_for.items():
             found += self._column_problems(
-                chunk, fields, rows, name, header, column_at[header], failed
+                chunk, stripped, rows, name, header, column_at[header], failed
             )
         for row, message in chunk.attrs.get("malformed", {}).items():
             i = int(np.flatnonzero(rows == row)[0])
@@ -218,44 +218,52 @@ class Validator:
     def _column_problems(
         self,
         chunk: pd.DataFrame,
-        fields: pd.DataFrame,
+        stripped: Mapping[str, pa.Array | pa.ChunkedArray],
         rows: np.ndarray,
         name: str,
         header: str,
         order: int,
         failed: Mapping[tuple[str, str], np.ndarray],
     ) -> list[tuple[int, int, RowProblem]]:
-        """One column's problems: Excel damage first (its message replaces the regex one)."""
+        """One column's problems: Excel damage first (its message replaces the regex one).
+
+        A problem keeps the value as the person typed it; its message shows it stripped.
+        """
         required = failed.get((name, RULE_REQUIRED), _NONE)
         pattern = failed.get((name, RULE_PATTERN), _NONE)
         cells = chunk.attrs.get("date_cells", {}).get(header)
         if len(required) == 0 and len(pattern) == 0 and cells is None:
             return []
-        stripped = fields[name].iloc[pattern].tolist()
-        damage = dict(find_damage(self._specs[name], fields[name], pattern, cells, stripped))
+        values, typed = stripped[name], arrow_strings(chunk[header])
+        damage = find_damage(self._specs[name], values, pattern, cells)
         out: list[tuple[int, int, RowProblem]] = []
-        if damage:
-            at = np.fromiter(damage, dtype=np.int64, count=len(damage))
-            originals = chunk[header].iloc[at].tolist()
-            for i, row, value in zip(at.tolist(), rows[at].tolist(), originals, strict=True):
-                value = str(value)
-                text = f"Row {row}, column '{header}': '{value.strip()}' {damage[i]}"
-                out.append((i, order, RowProblem(row, header, value, "excel_damage", text)))
+        at = np.fromiter(damage, dtype=np.int64, count=len(damage))
+        for i, row, shown, value in zip(
+            at.tolist(), rows[at].tolist(), _texts(values, at), _texts(typed, at), strict=True
+        ):
+            text = f"Row {row}, column '{header}': '{shown}' {damage[i]}"
+            out.append((i, order, RowProblem(row, header, value, "excel_damage", text)))
         for check, idx in ((RULE_REQUIRED, required), (RULE_PATTERN, pattern)):
             if damage:
                 idx = idx[~np.isin(idx, at)]
             if len(idx) == 0:
                 continue
             wording = self._wording(name, header, check)
-            originals = [str(v) for v in chunk[header].iloc[idx].tolist()]
             out += [
-                (i, order, RowProblem(row, header, value, check, wording(row, value)))
-                for i, row, value in zip(idx.tolist(), rows[idx].tolist(), originals, strict=True)
+                (i, order, RowProblem(row, header, value, check, wording(row, shown)))
+                for i, row, shown, value in zip(
+                    idx.tolist(),
+                    rows[idx].tolist(),
+                    _texts(values, idx),
+                    _texts(typed, idx),
+                    strict=True,
+                )
             ]
         return out
 
     def _wording(self, name: str, header: str, check: str) -> Callable[[int, str], str]:
-        """The message for a value failing ``check`` in column ``header``: (row, value) -> text."""
+        """The message for a value failing ``check`` in column ``header``: (row, stripped value)
+        -> text."""
         spec = self._specs[name]
         where = f", column '{header}'"
         if check == RULE_REQUIRED:
@@ -269,10 +277,10 @@ class Validator:
         if choices:
             listed = ", ".join(choices)
             tail = f"' is not one of the choices for field {name} ({listed}). {_FIX}"
-            return lambda row, value: f"Row {row}{head}{value.strip()}{tail}"
+            return lambda row, value: f"Row {row}{head}{value}{tail}"
         kind = spec.type if spec.type not in ("varchar", "text", "unknown") else "value"
         tail = f"' is not a valid {kind} (field {name} must match {spec.regex}). {_FIX}"
-        return lambda row, value: f"Row {row}{head}{value.strip()}{tail}"
+        return lambda row, value: f"Row {row}{head}{value}{tail}"
 
     def _duplicates(
         self, hashes: np.ndarray | None, rows: np.ndarray, bad: np.ndarray
@@ -298,6 +306,13 @@ class Validator:
                 out.append((i, RowProblem(row, "", "", RULE_DUPLICATE, msg)))
         self.duplicates += len(out)
         return out
+
+
+def _texts(values: pa.Array | pa.ChunkedArray, at: np.ndarray) -> list[str]:
+    """The values at positions ``at`` as Python strings (a missing value as empty)."""
+    if len(at) == 0:
+        return []
+    return pc.fill_null(values.take(pa.array(at, type=pa.int64())), "").to_pylist()  # type: ignore[no-any-return]
 
 
 def _position(entry: tuple[int, int, RowProblem]) -> tuple[int, int]:
@@ -335,9 +350,12 @@ def _may_need_trim(arr: pa.Array) -> bool:
     if data_buf is None or data_buf.size == 0:
         return False
     width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    offsets = np.frombuffer(offsets_buf, dtype=width)[arr.offset : arr.offset + len(arr) + 1]
+    everyone: np.ndarray[Any, np.dtype[np.signedinteger[Any]]] = np.frombuffer(
+        offsets_buf, dtype=width
+    )
+    offsets = everyone[arr.offset : arr.offset + len(arr) + 1]
     data = np.frombuffer(data_buf, dtype=np.uint8)
     # an empty value looks at its neighbours' bytes: at worst a needless trim
-    first = data[np.minimum(offsets[:-1], len(data) - 1)]
-    last = data[np.maximum(offsets[1:] - 1, 0)]
-    return bool(_EDGE_FIRST[first].any() or _EDGE_LAST[last].any())
+    if _EDGE_FIRST.take(data.take(offsets[:-1], mode="clip")).any():
+        return True
+    return bool(_EDGE_LAST.take(data.take(offsets[1:] - 1, mode="clip")).any())

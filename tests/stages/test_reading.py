@@ -138,6 +138,23 @@ def test_chunks_keep_numbering_and_10000_columns(tmp_path: Path) -> None:
     assert (rows[0]["name"], rows[0]["phone"], rows[0]["_row"]) == ("7", "9000", 2)
 
 
+def test_wide_rows_make_smaller_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk ends after CHUNK_BYTES of text even when chunk_rows is far away (flat memory)."""
+    from pipeline import reading_csv
+
+    path = tmp_path / "notes.csv"
+    note = "x" * 2000
+    path.write_text("name,phone,notes\n" + "".join(f"n{i},{i:08d},{note}\n" for i in range(3000)))
+    monkeypatch.setattr(reading_csv, "CHUNK_BYTES", 1 << 20)
+    table = open_table(path, options=OPTIONS, expected_fields=FIELDS, chunk_rows=1_000_000)
+    sizes = [len(c) for c in table.chunks()]
+    assert len(sizes) >= 4  # 6 MB of text in chunks of about 1 MB
+    assert sum(sizes) == 3000
+    assert max(sizes) < 1000
+    _table, rows = read(path, chunk_rows=1_000_000)
+    assert [r["_row"] for r in rows] == list(range(2, 3002))
+
+
 def test_duplicate_and_empty_headers_get_usable_names(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_text("name,phone,,phone\na,1,x,2\n")
