@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-_MIX_WORD = np.uint64(0x9E3779B97F4A7C15)
 _MIX_BITS = np.uint64(0xC2B2AE3D27D4EB4F)
 _SIX_BITS = np.uint64(63)
 _BLOCK = 4096  # entries per on-disk block (one index entry each)
@@ -56,11 +55,12 @@ class SeenRows:
         self._finalizer()
 
     def _probes(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(filter word, its 4-bit mask) per fingerprint, from the high bits of two products."""
+        """(filter word, its 4-bit mask) per fingerprint: the word from the fingerprint's top
+        bits (so sorted fingerprints give sorted words), the bits from a multiplied copy."""
         with np.errstate(over="ignore"):
-            word_mix, bit_mix = hashes * _MIX_WORD, hashes * _MIX_BITS
+            bit_mix = hashes * _MIX_BITS
         shift = np.uint64(64 - (self.FILTER_BITS // 64).bit_length() + 1)
-        word = (word_mix >> shift).astype(np.intp)
+        word = (hashes >> shift).astype(np.intp)
         one = np.uint64(1)
         mask = one << (bit_mix >> np.uint64(58))
         for pos in (52, 46, 40):
@@ -90,13 +90,12 @@ class SeenRows:
         """Record fingerprints first seen at ``rows`` (callers add each fingerprint once)."""
         if len(hashes) == 0:
             return
-        word, mask = self._probes(hashes)
-        while len(word):  # fancy |= keeps one write per repeated word: redo the few lost ones
-            self._filter[word] |= mask
-            lost = (self._filter[word] & mask) != mask
-            word, mask = word[lost], mask[lost]
         order = np.argsort(hashes)
-        self._mem.append((hashes[order], rows[order].astype(np.int32)))
+        keys = hashes[order]
+        word, mask = self._probes(keys)  # words in order: OR the masks of each word, write once
+        starts = np.flatnonzero(np.concatenate(([True], word[1:] != word[:-1])))
+        self._filter[word[starts]] |= np.bitwise_or.reduceat(mask, starts)
+        self._mem.append((keys, rows[order].astype(np.int32)))
         while len(self._mem) > 1 and len(self._mem[-1][0]) * 2 >= len(self._mem[-2][0]):
             (k2, r2), (k1, r1) = self._mem.pop(), self._mem.pop()
             keys = np.concatenate([k1, k2])

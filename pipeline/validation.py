@@ -175,18 +175,24 @@ class Validator:
         twin = pl.DataFrame([pl.Series(f, a) for f, a in stripped.items()])
         failed = self._checks.failures(fields, twin)
         column_at = {h: n for n, h in enumerate(chunk.columns)}
-        found: list[tuple[int, int, RowProblem]] = []  # (position, sheet column, problem)
+        at: list[np.ndarray] = []  # per group of problems: their positions in the chunk,
+        column: list[int] = []  # the sheet column they are in,
+        problems: list[RowProblem] = []  # and the problems themselves, in the same order
         for name, header in header_for.items():
-            found += self._column_problems(
-                chunk, stripped, rows, name, header, column_at[header], failed
-            )
+            for idx, found in self._column_problems(chunk, stripped, rows, name, header, failed):
+                at.append(idx)
+                column.append(column_at[header])
+                problems += found
         for row, message in chunk.attrs.get("malformed", {}).items():
-            i = int(np.flatnonzero(rows == row)[0])
+            at.append(np.flatnonzero(rows == row)[:1])
+            column.append(-1)
             text = f"Row {row}: {message}. {_FIX_ROW}"
-            found.append((i, -1, RowProblem(int(row), "", "", RULE_MALFORMED, text)))
-        found.sort(key=_position)  # row order, then the sheet's column order
+            problems.append(RowProblem(int(row), "", "", RULE_MALFORMED, text))
+        positions = np.concatenate(at) if at else _NONE
+        columns = np.repeat(column, [len(a) for a in at]) if at else _NONE
+        order = np.lexsort((columns, positions))  # row order, then the sheet's column order
         bad = np.zeros(len(chunk), dtype=bool)
-        bad[[i for i, _o, _p in found]] = True
+        bad[positions] = True
         chunk.attrs = {}  # (the date/malformed marks are used; filtering would copy them)
         return _Checked(
             rows=rows,
@@ -194,7 +200,7 @@ class Validator:
             hashes=row_fingerprints(twin) if stripped else None,
             bad=bad,
             rejected=chunk[bad].reset_index(drop=True),
-            problems=[p for _i, _o, p in found],
+            problems=[problems[k] for k in order.tolist()],
         )
 
     def _finish(self, checked: _Checked) -> ChunkResult:
@@ -222,12 +228,11 @@ class Validator:
         rows: np.ndarray,
         name: str,
         header: str,
-        order: int,
         failed: Mapping[tuple[str, str], np.ndarray],
-    ) -> list[tuple[int, int, RowProblem]]:
-        """One column's problems: Excel damage first (its message replaces the regex one).
-
-        A problem keeps the value as the person typed it; its message shows it stripped.
+    ) -> list[tuple[np.ndarray, list[RowProblem]]]:
+        """One column's problems as (positions, problems) groups; Excel damage first (its
+        message replaces the regex one). A problem keeps the value as the person typed it;
+        its message shows it stripped.
         """
         required = failed.get((name, RULE_REQUIRED), _NONE)
         pattern = failed.get((name, RULE_PATTERN), _NONE)
@@ -236,30 +241,41 @@ class Validator:
             return []
         values, typed = stripped[name], arrow_strings(chunk[header])
         damage = find_damage(self._specs[name], values, pattern, cells)
-        out: list[tuple[int, int, RowProblem]] = []
         at = np.fromiter(damage, dtype=np.int64, count=len(damage))
-        for i, row, shown, value in zip(
-            at.tolist(), rows[at].tolist(), _texts(values, at), _texts(typed, at), strict=True
-        ):
-            text = f"Row {row}, column '{header}': '{shown}' {damage[i]}"
-            out.append((i, order, RowProblem(row, header, value, "excel_damage", text)))
+        groups = [
+            (
+                at,
+                [
+                    RowProblem(
+                        row, header, value, "excel_damage", f"Row {row}, column '{header}': "
+                        f"'{shown}' {damage[i]}"
+                    )
+                    for i, row, shown, value in zip(
+                        at.tolist(), rows[at].tolist(), _texts(values, at), _texts(typed, at),
+                        strict=True,
+                    )
+                ],
+            )
+        ]  # fmt: skip
         for check, idx in ((RULE_REQUIRED, required), (RULE_PATTERN, pattern)):
             if damage:
                 idx = idx[~np.isin(idx, at)]
             if len(idx) == 0:
                 continue
             wording = self._wording(name, header, check)
-            out += [
-                (i, order, RowProblem(row, header, value, check, wording(row, shown)))
-                for i, row, shown, value in zip(
-                    idx.tolist(),
-                    rows[idx].tolist(),
-                    _texts(values, idx),
-                    _texts(typed, idx),
-                    strict=True,
+            groups.append(
+                (
+                    idx,
+                    [
+                        RowProblem(row, header, value, check, wording(row, shown))
+                        for row, shown, value in zip(
+                            rows[idx].tolist(), _texts(values, idx), _texts(typed, idx),
+                            strict=True,
+                        )
+                    ],
                 )
-            ]
-        return out
+            )  # fmt: skip
+        return groups
 
     def _wording(self, name: str, header: str, check: str) -> Callable[[int, str], str]:
         """The message for a value failing ``check`` in column ``header``: (row, stripped value)
@@ -313,10 +329,6 @@ def _texts(values: pa.Array | pa.ChunkedArray, at: np.ndarray) -> list[str]:
     if len(at) == 0:
         return []
     return pc.fill_null(values.take(pa.array(at, type=pa.int64())), "").to_pylist()  # type: ignore[no-any-return]
-
-
-def _position(entry: tuple[int, int, RowProblem]) -> tuple[int, int]:
-    return entry[0], entry[1]
 
 
 #: Per value: its first / last byte may start / end a character Arrow trims as whitespace
