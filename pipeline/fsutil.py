@@ -26,6 +26,36 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _proc_umask() -> int | None:
+    """The process umask as Linux reports it (reading it this way changes nothing)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return None
+
+
+def _startup_umask() -> int:
+    found = _proc_umask()
+    if found is not None:
+        return found
+    mask = os.umask(0o022)  # elsewhere: set and reset once, at import (os.umask is racy)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _startup_umask()
+
+
+def _new_file_mode(dest: Path) -> int:
+    """The mode a plain ``open()`` would give ``dest``: its current one if it exists."""
+    try:
+        return dest.stat().st_mode & 0o7777
+    except OSError:
+        umask = _proc_umask()
+        return 0o666 & ~(_UMASK if umask is None else umask)
+
+
 def _fsync_file(path: Path) -> None:
     with path.open("rb+") as fh:
         os.fsync(fh.fileno())
@@ -38,7 +68,8 @@ def atomic_path(dest: Path, *, tmp_dir: Path | None = None) -> Iterator[Path]:
     For writers that need a file name rather than a handle (xlsxwriter, a streamed download).
     The temp file lives in ``tmp_dir`` (default: a hidden ``.leadpipe/tmp`` folder beside
     ``dest``) on the same volume, so the final rename is atomic. On error the temp file is
-    removed and ``dest`` is untouched.
+    removed and ``dest`` is untouched. The file gets the permissions a plain ``open()`` would
+    give it (``mkstemp``'s private 0600 would lock other users out of a shared folder).
     """
     dest = Path(dest)
     tmp_dir = tmp_dir or dest.parent / WORK_DIR_NAME / "tmp"
@@ -50,6 +81,7 @@ def atomic_path(dest: Path, *, tmp_dir: Path | None = None) -> Iterator[Path]:
     try:
         yield tmp
         _fsync_file(tmp)
+        os.chmod(tmp, _new_file_mode(dest))
         os.replace(tmp, dest)
         fsync_dir(dest.parent)
     except BaseException:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,19 @@ def test_atomic_write_and_move_never_overwrite(tmp_path: Path) -> None:
     assert moved == tmp_path / "sub" / "b.1.txt"
     assert b.read_text(encoding="utf-8") == "keep"
     assert moved.read_text(encoding="utf-8") == "one"
+
+
+def test_atomic_writes_get_the_permissions_a_plain_open_would(tmp_path: Path) -> None:
+    """Receipts, rejects and exports land in shared folders: not mkstemp's private 0600."""
+    old = os.umask(0o002)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x", encoding="utf-8")
+        made = tmp_path / "receipt.txt"
+        atomic_write_text(made, "done")
+        assert stat.S_IMODE(made.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o664
+        made.chmod(0o640)  # a file replaced keeps the mode someone gave it
+        atomic_write_text(made, "again")
+        assert stat.S_IMODE(made.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
