@@ -86,12 +86,13 @@ def find_header(rows: Sequence[Sequence[str]], expected: Sequence[str], configur
 
 
 def blank_mask(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
-    """Rows whose every cell is empty or whitespace (lengths first; trimming only if needed)."""
+    """Rows whose every cell is empty or whitespace (byte lengths first, read from the offsets;
+    trimming only for short rows)."""
     if batch.num_columns == 0:
         return np.zeros(batch.num_rows, dtype=bool)
     total = np.zeros(batch.num_rows, dtype=np.int64)
     for col in batch.columns:
-        lengths = pc.fill_null(pc.utf8_length(col), 0)
+        lengths = pc.fill_null(pc.binary_length(col), 0)
         total += np.asarray(lengths.to_numpy(zero_copy_only=False), dtype=np.int64)
     blank = total == 0
     maybe = np.flatnonzero(~blank & (total <= 16 * batch.num_columns))
