@@ -35,7 +35,7 @@ def _release_arrow_memory() -> None:
 
 DELIMITERS = (",", ";", "\t", "|")
 #: A chunk ends after this many bytes of text (or ``chunk_rows`` rows, whichever comes first).
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 12 << 20
 
 
 def _detect_encoding(head: bytes, configured: str) -> tuple[str, int]:
