@@ -22,12 +22,12 @@ from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 from pipeline.errors import FileUnreadable
 from pipeline.fsutil import WORK_DIR_NAME
-from pipeline.ledger import FileState, Ledger, RowState, fingerprint
+from pipeline.ledger import FileState, Ledger, RowState, fingerprints
 from pipeline.mapping import map_columns
 from pipeline.reading import open_table
 from pipeline.receipt import PREVIEW, PROCESSED, STOPPED, WAITING
 from pipeline.rejects import Receipt, RejectWriter, write_receipt
-from pipeline.schema import load_campaign_schema
+from pipeline.schema import arrow_strings, load_campaign_schema
 from pipeline.schema_cache import SchemaCache
 from pipeline.upload import LeadApi, Uploader, UploadRow, crash_point
 from pipeline.validation import RowProblem, Validator
@@ -195,13 +195,15 @@ def ingest_file(
             in_file_duplicates += len(result.duplicates)
             dup_problems.extend(result.duplicates[: 20 - len(dup_problems)])
             sample.extend(p.message for p in result.problems[: 5 - len(sample)])
-            rows = _upload_rows(result.valid, campaign)
+            refusals: dict[int, list[RowProblem]] = {}
             if uploader is not None:  # records the rows; sends only while not halted
+                rows = _upload_rows(result.valid, campaign)
                 uploader.deliver(rows)
+                refusals = _refusals(ledger, sha, rows, header_of)
             elif dry_run and options.duplicates != "upload":
-                seen = ledger.accepted_fingerprints(campaign, (r.fingerprint for r in rows))
-                dry_duplicates += sum(1 for r in rows if r.fingerprint in seen)
-            refusals = _refusals(ledger, sha, rows, header_of) if uploader is not None else {}
+                prints = _fingerprints(result.valid, campaign)
+                seen = ledger.accepted_fingerprints(campaign, prints)
+                dry_duplicates += sum(1 for f in prints if f in seen)
             _add_rejects(writer, chunk, table.headers, result.problems, refusals)
             if progress is not None:
                 progress("reading", data_rows, None)
@@ -328,14 +330,23 @@ def _messages(
     return out
 
 
+def _fingerprints(valid: Any, campaign: str) -> list[str]:
+    """The ledger fingerprint of each valid row (computed column-wise)."""
+    fields = [c for c in valid.columns if c != "_row"]
+    return fingerprints(campaign, {f: arrow_strings(valid[f]) for f in fields})
+
+
 def _upload_rows(valid: Any, campaign: str) -> list[UploadRow]:
     """Valid rows as field data (empty values are not sent) with their fingerprints."""
     fields = [c for c in valid.columns if c != "_row"]
     columns = [valid[f].tolist() for f in fields]  # whole columns: far faster than itertuples
+    prints = _fingerprints(valid, campaign)
     out: list[UploadRow] = []
-    for row, values in zip(valid["_row"].tolist(), zip(*columns, strict=True), strict=True):
+    for row, values, print_ in zip(
+        valid["_row"].tolist(), zip(*columns, strict=True), prints, strict=True
+    ):
         data = {f: t for f, v in zip(fields, values, strict=True) if (t := _text(v))}
-        out.append(UploadRow(int(row), data, fingerprint(campaign, data)))
+        out.append(UploadRow(int(row), data, print_))
     return out
 
 

@@ -12,8 +12,6 @@ Files are keyed by the SHA-256 of their content; rows by ``(file, row number)``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -176,12 +174,7 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def fingerprint(campaign: str, data: dict[str, str]) -> str:
-    """SHA-256 of the campaign code and the canonical JSON of the mapped field data."""
-    canon = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{campaign}\n{canon}".encode()).hexdigest()
-
-
+from pipeline.ledger.fingerprint import fingerprint, fingerprints  # noqa: E402
 from pipeline.ledger.sqlite import SqliteLedger, open_ledger  # noqa: E402
 
 __all__ = [
@@ -195,5 +188,6 @@ __all__ = [
     "RowState",
     "SqliteLedger",
     "fingerprint",
+    "fingerprints",
     "open_ledger",
 ]

@@ -174,3 +174,31 @@ def test_unwritable_state_folder_is_a_state_error(tmp_path: Path) -> None:
             open_ledger(state)
     finally:
         state.chmod(0o700)
+
+
+def test_column_fingerprints_equal_the_one_row_definition() -> None:
+    """The ledger's fingerprints are durable: the column-wise path must give the same text."""
+    import random
+
+    import pyarrow as pa
+
+    from pipeline.ledger import fingerprints
+
+    rng = random.Random(7)
+    alphabet = ["a", "Ø", '"', "\\", "\n", "\t", "\x01", "\x1f", "\x7f", " ", "é", "\u2028", "😀"]
+    names = ["name", "phone", 'e"mail', "zip", "Navn ø"]
+    rows = [
+        {
+            k: None
+            if rng.random() < 0.2
+            else "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 4)))
+            for k in names
+        }
+        for _ in range(3000)
+    ]
+    columns = {k: pa.array([r[k] for r in rows], pa.string()) for k in names}
+    expected = [fingerprint('B2B"1', {k: v for k, v in r.items() if v}) for r in rows]
+    assert fingerprints('B2B"1', columns) == expected
+    part = {k: pa.chunked_array([v.slice(100, 50), v.slice(150, 70)]) for k, v in columns.items()}
+    assert fingerprints('B2B"1', part) == expected[100:220]
+    assert fingerprints("C", {"name": pa.array(["", None])}) == [fingerprint("C", {})] * 2

@@ -1,0 +1,98 @@
+"""Row fingerprints the ledger keeps: one per row, or a whole column batch at once.
+
+The fingerprint is part of the ledger's durable state (it finds data already accepted for a
+campaign, from any file), so its definition never changes: SHA-256 of the campaign code, a
+newline and the canonical JSON (sorted keys, no spaces, UTF-8) of the row's non-empty fields.
+:func:`fingerprints` computes exactly that for many rows, building the JSON text with Arrow
+string kernels; rows with characters JSON escapes (quotes, backslashes, control characters)
+take the one-row path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
+
+
+def fingerprint(campaign: str, data: Mapping[str, str]) -> str:
+    """SHA-256 of the campaign code and the canonical JSON of the mapped field data."""
+    canon = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{campaign}\n{canon}".encode()).hexdigest()
+
+
+def _large(text: str) -> pa.Scalar:
+    return pa.scalar(text, pa.large_string())
+
+
+#: Bytes JSON escapes inside a string: control characters, the quote and the backslash.
+_ESCAPED = np.zeros(256, dtype=bool)
+_ESCAPED[:0x20] = True
+_ESCAPED[[0x22, 0x5C]] = True
+
+
+def _escaped_rows(values: pa.Array) -> np.ndarray:
+    """Positions of the values holding a byte JSON would escape (one pass over the bytes)."""
+    _validity, offsets_buf, data_buf = values.buffers()
+    if data_buf is None or len(values) == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[
+        values.offset : values.offset + len(values) + 1
+    ]
+    data = np.frombuffer(data_buf, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    hits = np.flatnonzero(_ESCAPED[data]) + offsets[0]
+    return np.unique(np.searchsorted(offsets, hits, side="right") - 1)
+
+
+def fingerprints(campaign: str, columns: Mapping[str, pa.Array | pa.ChunkedArray]) -> list[str]:
+    """:func:`fingerprint` of every row of ``columns`` (field -> text values; a missing or
+    empty value is left out of the row's data, as for one row).
+
+    Rows are grouped by which fields they fill; each group's JSON texts come from one Arrow
+    join of the keys and values, and are hashed one by one (SHA-256 has no batch form here).
+    """
+    if not columns:
+        return []
+    names = sorted(columns)
+    values = [
+        pc.fill_null(columns[k], "").cast(pa.large_string()).combine_chunks()
+        if isinstance(columns[k], pa.ChunkedArray)
+        else pc.fill_null(columns[k], "").cast(pa.large_string())
+        for k in names
+    ]
+    n = len(values[0])
+    filled = np.zeros(n, dtype=np.int64)  # bit j: field j is not empty
+    special: list[np.ndarray] = []
+    for j, v in enumerate(values):
+        lengths = np.asarray(pc.binary_length(v).to_numpy(zero_copy_only=False))
+        filled |= (lengths > 0).astype(np.int64) << j
+        special.append(_escaped_rows(v))
+    keys = [json.dumps(k, ensure_ascii=False) for k in names]
+    out = [""] * n
+    for pattern in np.unique(filled).tolist():
+        at = np.flatnonzero(filled == pattern)
+        present = [j for j in range(len(names)) if pattern >> j & 1]
+        pieces: list[Any] = [_large(f"{campaign}\n{{")]
+        for m, j in enumerate(present):
+            pieces.append(_large(f'{"," if m else ""}{keys[j]}:"'))
+            pieces.append(values[j].take(pa.array(at)))
+            pieces.append(_large('"'))
+        pieces.append(_large("}"))
+        if len(pieces) == 2:  # no field at all
+            text = f"{campaign}\n{{}}".encode()
+            digest = hashlib.sha256(text).hexdigest()
+            for i in at.tolist():
+                out[i] = digest
+            continue
+        joined = pc.binary_join_element_wise(*pieces, _large(""))
+        for i, b in zip(at.tolist(), joined.cast(pa.large_binary()).to_pylist(), strict=True):
+            out[i] = hashlib.sha256(b).hexdigest()
+    for i in np.unique(np.concatenate(special)).tolist():
+        data = {k: s for k, v in zip(names, values, strict=True) if (s := v[i].as_py())}
+        out[i] = fingerprint(campaign, data)
+    return out
