@@ -10,7 +10,8 @@ Scenarios (each a function, so the upload part can be added beside them):
   <= 500 MB and flat (5M within 10 % of 1M).
 - ``xlsx``: a 100k-row XLSX read by ``open_table`` (checks + fastexcel + text fix-ups) vs
   fastexcel alone (``load_sheet(...).to_arrow()``). Target <= 1.3x.
-- ``dtype``: pandera on pandas 3's string dtype vs on ``object`` columns (same checks).
+- ``dtype``: the pandera checks (``RowChecks``) on pandas 3's string dtype vs on ``object``
+  columns.
 
 Rounds are interleaved after a warm-up (this VM touches new memory lazily); the CSV scenario
 reports medians and the ratio of the medians (the VM is shared and noisy), the others the best
@@ -280,17 +281,14 @@ def scenario_xlsx(rows: int, rounds: int) -> dict[str, float]:
 def scenario_dtype(rounds: int) -> dict[str, float]:
     import pandas as pd
 
-    from pipeline.schema import build_pandera_schema, failure_cases
+    from pipeline.schema import RowChecks
 
     cols = _columns(1_000_000)
     frame = pd.DataFrame({s.name: cols[h].to_pandas() for h, s in zip(HEADERS, SPECS, strict=True)})
     frame = frame.astype("str")
     obj = frame.astype(object)
-    schema = build_pandera_schema(SPECS)
-    t = best(
-        {"str": lambda: failure_cases(schema, frame), "obj": lambda: failure_cases(schema, obj)},
-        rounds,
-    )
+    checks = RowChecks(SPECS)  # the production path: pandera + the recorded check masks
+    t = best({"str": lambda: checks.failures(frame), "obj": lambda: checks.failures(obj)}, rounds)
     t_str, t_obj = t["str"], t["obj"]
     print(
         f"pandera 1M rows: str dtype {t_str:.3f} s, object {t_obj:.3f} s   "
