@@ -18,7 +18,8 @@ import pandas as pd
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
-from pipeline.schema import FieldSpec, compile_regex, fullmatch_mask
+from pipeline.matching import compile_regex, fullmatch_mask
+from pipeline.schema import FieldSpec
 
 FIX = "Format the column as Text in Excel and re-enter the values, then drop the file again."
 FIX_DATES = FIX.replace("values", "dates")

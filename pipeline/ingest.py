@@ -12,24 +12,24 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 from pipeline.errors import FileUnreadable
 from pipeline.fsutil import WORK_DIR_NAME
-from pipeline.ledger import FileState, Ledger, RowState, fingerprints
+from pipeline.ingest_rows import add_rejects, api_refusals, upload_rows, valid_fingerprints
+from pipeline.ledger import FileState, Ledger, RowState
 from pipeline.mapping import map_columns
 from pipeline.reading import open_table
 from pipeline.receipt import PREVIEW, PROCESSED, STOPPED, WAITING
 from pipeline.rejects import Receipt, RejectWriter, write_receipt
-from pipeline.schema import arrow_strings, load_campaign_schema
+from pipeline.schema import load_campaign_schema
 from pipeline.schema_cache import SchemaCache
-from pipeline.upload import LeadApi, Uploader, UploadRow, crash_point
+from pipeline.upload import LeadApi, Uploader
 from pipeline.validation import RowProblem, Validator
 
 #: progress(stage, done, total): stage is "reading" (total None) or "uploading".
@@ -197,14 +197,14 @@ def ingest_file(
             sample.extend(p.message for p in result.problems[: 5 - len(sample)])
             refusals: dict[int, list[RowProblem]] = {}
             if uploader is not None:  # records the rows; sends only while not halted
-                rows = _upload_rows(result.valid, campaign)
+                rows = upload_rows(result.valid, campaign)
                 uploader.deliver(rows)
-                refusals = _refusals(ledger, sha, rows, header_of)
+                refusals = api_refusals(ledger, sha, rows, header_of)
             elif dry_run and options.duplicates != "upload":
-                prints = _fingerprints(result.valid, campaign)
+                prints = valid_fingerprints(result.valid, campaign)
                 seen = ledger.accepted_fingerprints(campaign, prints)
                 dry_duplicates += sum(1 for f in prints if f in seen)
-            _add_rejects(writer, chunk, table.headers, result.problems, refusals)
+            add_rejects(writer, chunk, table.headers, result.problems, refusals)
             if progress is not None:
                 progress("reading", data_rows, None)
             if stop is not None and stop.is_set():
@@ -328,98 +328,6 @@ def _messages(
     if len(dup_problems) > 20:
         out.append(f"... and {len(dup_problems) - 20} more repeated row(s).")
     return out
-
-
-def _fingerprints(valid: Any, campaign: str) -> list[str]:
-    """The ledger fingerprint of each valid row (computed column-wise)."""
-    fields = [c for c in valid.columns if c != "_row"]
-    return fingerprints(campaign, {f: arrow_strings(valid[f]) for f in fields})
-
-
-def _upload_rows(valid: Any, campaign: str) -> list[UploadRow]:
-    """Valid rows as field data (empty values are not sent) with their fingerprints."""
-    fields = [c for c in valid.columns if c != "_row"]
-    columns = [valid[f].tolist() for f in fields]  # whole columns: far faster than itertuples
-    prints = _fingerprints(valid, campaign)
-    out: list[UploadRow] = []
-    for row, values, print_ in zip(
-        valid["_row"].tolist(), zip(*columns, strict=True), prints, strict=True
-    ):
-        data = {f: t for f, v in zip(fields, values, strict=True) if (t := _text(v))}
-        out.append(UploadRow(int(row), data, print_))
-    return out
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    try:
-        if value != value:  # NaN / NA
-            return ""
-    except (TypeError, ValueError):
-        return ""
-    return str(value)
-
-
-def _refusals(
-    ledger: Ledger, sha: str, rows: Sequence[UploadRow], header_of: Mapping[str, str]
-) -> dict[int, list[RowProblem]]:
-    """API refusals of this chunk's rows, as reject problems on the original columns."""
-    wanted = {r.row: r for r in rows}
-    out: dict[int, list[RowProblem]] = {}
-    for rec in ledger.rows(sha, [RowState.REFUSED]):
-        if rec.row not in wanted:
-            continue
-        data = wanted[rec.row].data
-        problems = []
-        for d in rec.details:
-            name = d.get("field", "")
-            header = header_of.get(name, name)
-            why = (d.get("message") or d.get("code") or "invalid").rstrip(".")
-            problems.append(
-                RowProblem(
-                    rec.row,
-                    header,
-                    data.get(name, ""),
-                    "api",
-                    f"Row {rec.row}, column '{header}': refused by HeroBase: {why}. "
-                    "Fix the value and drop the file again.",
-                )
-            )
-        if not problems:
-            why = (rec.reason or "invalid").rstrip(".")
-            text = (
-                f"Row {rec.row}: refused by HeroBase: {why}. Fix the row and drop the file again."
-            )
-            problems.append(RowProblem(rec.row, "", "", "api", text))
-        out[rec.row] = problems
-    return out
-
-
-def _add_rejects(
-    writer: RejectWriter,
-    chunk: Any,
-    headers: Sequence[str],
-    problems: Sequence[RowProblem],
-    refusals: Mapping[int, list[RowProblem]],
-) -> None:
-    """Add this chunk's rejected rows (original cells) with their problems, in row order."""
-    by_row: dict[int, list[RowProblem]] = {}
-    for p in problems:
-        by_row.setdefault(p.row, []).append(p)
-    for row, ps in refusals.items():
-        by_row.setdefault(row, []).extend(ps)
-    if not by_row:
-        return
-    cols = list(headers)
-    picked = chunk.loc[chunk["_row"].isin(list(by_row)), [*cols, "_row"]]
-    cells = {
-        int(rec[-1]): [_text(v) for v in rec[:-1]]
-        for rec in picked.itertuples(index=False, name=None)
-    }
-    for row in sorted(by_row):
-        writer.add(row, cells[row], by_row[row])
-        crash_point("rejects")
 
 
 def _counts(

@@ -3,9 +3,9 @@
 The import example describes each field as
 ``example <field>, type is <type>, regex used for validation <regex>`` (herobase-api.md §6).
 A field is required iff it appears in the plain example (without ``showAllDataEntries``).
-Regexes are .NET flavour: they compile with :mod:`re` when possible, else with the ``regex``
-package (``(?<name>...)``, ``\\p{L}``). Every regex must match the *whole* value; required
-means non-empty. Empty optional values are not checked against the regex.
+Regexes are .NET flavour (the masks and their engines live in :mod:`pipeline.matching`). Every
+regex must match the *whole* value; required means non-empty. Empty optional values are not
+checked against the regex.
 
 This is the only module that imports pandera (design.md): :func:`build_pandera_schema` builds
 the schema in one place; :func:`failure_cases` and :class:`RowChecks` run it lazily.
@@ -19,7 +19,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -27,13 +26,11 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import polars as pl
-import pyarrow as pyarrow_  # type: ignore[import-untyped]
-import pyarrow.compute as pc  # type: ignore[import-untyped]
-import regex as regex_pkg
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import StateError, Unavailable, Uncertain
 from pipeline.fsutil import atomic_write_text
+from pipeline.matching import nonempty_mask, pattern_masks
 
 SchemaSource = Literal["live", "snapshot"]
 
@@ -83,121 +80,9 @@ def parse_example(plain: Mapping[str, str], full: Mapping[str, str]) -> list[Fie
     return specs
 
 
-class _Matcher(Protocol):
-    def fullmatch(self, string: str) -> Any: ...
-
-
-def compile_regex(pattern: str) -> _Matcher | None:
-    """Compile a .NET regex: :mod:`re` first, then the ``regex`` package; None if neither."""
-    try:
-        return re.compile(pattern)
-    except re.error:
-        pass
-    try:
-        return regex_pkg.compile(pattern)  # type: ignore[no-any-return]
-    except regex_pkg.error:
-        return None
-
-
-def arrow_strings(series: pd.Series) -> pyarrow_.ChunkedArray | pyarrow_.Array:
-    """The series' values as an Arrow string array (zero-copy for pandas' pyarrow strings)."""
-    arr = series.array
-    pa_arr = getattr(arr, "_pa_array", None)
-    if pa_arr is not None:
-        return pa_arr
-    return pyarrow_.array(series.astype("str").array, type=pyarrow_.large_string())
-
-
-#: Inside a character class these mean set operations or POSIX classes to Rust's regex engine
-#: but something else to .NET and Python: such patterns skip the fast engine.
-_RUST_DIFFERS = ("&&", "--", "~~", "[:", "-[")
-
-
 def has_pattern(spec: FieldSpec) -> bool:
     """Whether the field's regex checks anything (``.*`` and empty do not)."""
     return spec.regex.strip() not in ("", ".*", "^.*$")
-
-
-def _anchored(pattern: str) -> str:
-    return f"^(?:{pattern})?$"  # whole value; "?" lets an empty value pass in the same scan
-
-
-@lru_cache(maxsize=256)
-def _rust_compiles(pattern: str) -> bool:
-    """Whether polars' Rust regex engine takes ``pattern`` and reads it as .NET would."""
-    if any(token in pattern for token in _RUST_DIFFERS):
-        return False
-    try:
-        pl.Series([""]).str.contains(_anchored(pattern))
-    except pl.exceptions.PolarsError:
-        return False
-    return True
-
-
-def pattern_masks(
-    frame: pd.DataFrame, patterns: Mapping[str, str], polars_frame: pl.DataFrame | None = None
-) -> dict[str, np.ndarray]:
-    r"""Per column of ``patterns`` (column -> regex): which values match the regex as a whole.
-
-    Empty and missing values count as matching (``required`` is a check of its own). The fast
-    engine is polars' Rust regex, all columns in one multi-threaded pass (Unicode
-    ``\d``/``\w``/``\s``, as .NET and Python); a pattern it cannot take (look-arounds,
-    backreferences) tries pyarrow's RE2, then Python. Values a fast engine refuses are checked
-    again one by one with Python's engine, so an engine difference costs time, never a wrong
-    rejection. A pattern no engine here compiles checks nothing (the API still validates).
-    ``polars_frame``: the same columns already converted to polars (saves converting again).
-    """
-    out: dict[str, np.ndarray] = {}
-    compiled = {c: compile_regex(rx) for c, rx in patterns.items() if c in frame.columns}
-    fast = [c for c in compiled if compiled[c] is not None and _rust_compiles(patterns[c])]
-    if fast:
-        if polars_frame is not None and all(c in polars_frame.columns for c in fast):
-            values = polars_frame
-        else:
-            values = pl.DataFrame([pl.Series(c, arrow_strings(frame[c])) for c in fast])
-        hits = values.select(
-            pl.col(c).str.contains(_anchored(patterns[c])).fill_null(True) for c in fast
-        )
-        for c in fast:
-            out[c] = hits.get_column(c).to_numpy().astype(bool, copy=False)
-    for c, matcher in compiled.items():
-        if matcher is None:
-            out[c] = np.ones(len(frame), dtype=bool)
-            continue
-        if c not in out:
-            out[c] = _re2_mask(arrow_strings(frame[c]), _anchored(patterns[c]))
-        ok = out[c]
-        recheck = np.flatnonzero(~ok)
-        if len(recheck):
-            taken = arrow_strings(frame[c]).take(pyarrow_.array(recheck, type=pyarrow_.int64()))
-            again = taken.to_pylist()
-            ok[recheck] = [not v or matcher.fullmatch(v) is not None for v in again]
-    return out
-
-
-def _re2_mask(arr: pyarrow_.ChunkedArray | pyarrow_.Array, anchored: str) -> np.ndarray:
-    """pyarrow's RE2 (ASCII classes: stricter, never looser); if RE2 refuses the pattern,
-    only empty values pass here and the caller checks the rest in Python."""
-    try:
-        hit = pc.match_substring_regex(arr, anchored)
-    except pyarrow_.ArrowInvalid:
-        hit = pc.equal(pc.utf8_length(arr), 0)
-    return np.asarray(pc.fill_null(hit, True).to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def fullmatch_mask(series: pd.Series, pattern: str) -> np.ndarray:
-    """Boolean mask for one column: :func:`pattern_masks` of ``series`` alone."""
-    frame = pd.DataFrame({"v": series.astype("str")})
-    return pattern_masks(frame, {"v": pattern})["v"]
-
-
-def nonempty_mask(series: pd.Series) -> np.ndarray:
-    """Boolean mask: which values are present and not empty."""
-    arr = arrow_strings(series)  # byte lengths: read from the offsets, no text decoded
-    return np.asarray(
-        pc.fill_null(pc.greater(pc.binary_length(arr), 0), False).to_numpy(zero_copy_only=False),
-        dtype=bool,
-    )
 
 
 Masks = dict[tuple[str, str], np.ndarray]

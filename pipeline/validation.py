@@ -23,14 +23,9 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from pipeline.excel_damage import find_damage
 from pipeline.mapping import ColumnMapping
+from pipeline.matching import arrow_strings
 from pipeline.prefetch import read_ahead
-from pipeline.schema import (
-    RULE_PATTERN,
-    RULE_REQUIRED,
-    CampaignSchema,
-    RowChecks,
-    arrow_strings,
-)
+from pipeline.schema import RULE_PATTERN, RULE_REQUIRED, CampaignSchema, RowChecks
 from pipeline.seen import SeenRows, row_fingerprints
 
 RULE_DUPLICATE = "duplicate"

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import Unavailable
+from pipeline.matching import fullmatch_mask
 from pipeline.schema import (
     FieldSpec,
     build_pandera_schema,
     failure_cases,
-    fullmatch_mask,
     load_campaign_schema,
     parse_example,
 )
