@@ -6,12 +6,14 @@ import json
 import logging
 import signal
 import threading
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pipeline.cli.app import app, console, run, settings
-from pipeline.service import ServiceInfo, read_status, run_service
+
+if TYPE_CHECKING:  # the service pulls in pandas, pandera and polars: only when it runs
+    from pipeline.service import ServiceInfo
 
 
 def _say_ready(info: ServiceInfo) -> None:
@@ -57,6 +59,8 @@ def run_cmd(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    from pipeline.service import run_service
+
     result = run(lambda: run_service(s, once=once, stop=stop, on_ready=_say_ready))
     if once or stop.is_set():
         console.print(f"{result.processed} file(s) processed, {result.failed} failed.")
@@ -75,6 +79,8 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")] = False,
 ) -> None:
     """Show what the drop-folder service is doing (or last did)."""
+    from pipeline.service import read_status
+
     data = read_status(settings(ctx))
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
