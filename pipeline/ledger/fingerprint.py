@@ -49,15 +49,28 @@ def _escaped_rows(values: pa.Array) -> np.ndarray:
     return np.unique(np.searchsorted(offsets, hits, side="right") - 1)
 
 
-def fingerprints(campaign: str, columns: Mapping[str, pa.Array | pa.ChunkedArray]) -> list[str]:
+def fingerprints(
+    campaign: str, columns: Mapping[str, pa.Array | pa.ChunkedArray], *, step: int = 16_384
+) -> list[str]:
     """:func:`fingerprint` of every row of ``columns`` (field -> text values; a missing or
     empty value is left out of the row's data, as for one row).
 
     Rows are grouped by which fields they fill; each group's JSON texts come from one Arrow
     join of the keys and values, and are hashed one by one (SHA-256 has no batch form here).
+    ``step`` rows at a time, so the JSON copies stay small.
     """
     if not columns:
         return []
+    n = len(next(iter(columns.values())))
+    if n > step:
+        out: list[str] = []
+        for start in range(0, n, step):
+            out += _fingerprints(campaign, {k: v.slice(start, step) for k, v in columns.items()})
+        return out
+    return _fingerprints(campaign, columns)
+
+
+def _fingerprints(campaign: str, columns: Mapping[str, pa.Array | pa.ChunkedArray]) -> list[str]:
     names = sorted(columns)
     values = [
         pc.fill_null(columns[k], "").cast(pa.large_string()).combine_chunks()

@@ -199,6 +199,7 @@ def test_column_fingerprints_equal_the_one_row_definition() -> None:
     columns = {k: pa.array([r[k] for r in rows], pa.string()) for k in names}
     expected = [fingerprint('B2B"1', {k: v for k, v in r.items() if v}) for r in rows]
     assert fingerprints('B2B"1', columns) == expected
+    assert fingerprints('B2B"1', columns, step=257) == expected  # in slices
     part = {k: pa.chunked_array([v.slice(100, 50), v.slice(150, 70)]) for k, v in columns.items()}
     assert fingerprints('B2B"1', part) == expected[100:220]
     assert fingerprints("C", {"name": pa.array(["", None])}) == [fingerprint("C", {})] * 2
