@@ -104,6 +104,15 @@ def map_columns(
             "[campaigns.<code>.columns], then drop the file again.",
             path=path,
         )
+    if not field_for:  # (only possible when the campaign requires no field)
+        found = ", ".join(f"'{h}'" for h in headers if h.strip() not in HELPER_COLUMNS)
+        names = ", ".join(f"'{f.name}'" for f in fields)
+        raise MissingColumns(
+            f"no column matches a field of the campaign (fields: {names}; headers found: "
+            f"{found or 'none'}). Rename the columns to the field names, or map them in the "
+            "config under [campaigns.<code>.columns], then drop the file again.",
+            path=path,
+        )
     return ColumnMapping(field_for=field_for, unmapped=unmapped, ignored=ignored)
 
 

@@ -51,3 +51,17 @@ def test_missing_several_without_close_match() -> None:
         MissingColumns, match=r"required field 'name', 'phone'\. Headers found: 'x'"
     ):
         map_columns(["x"], SPECS, {})
+
+
+def test_no_matching_column_at_all_refuses_the_file() -> None:
+    """A campaign with only optional fields still needs one column that maps to a field."""
+    from pipeline.schema import FieldSpec
+
+    optional = [FieldSpec("email", "email", ".*", False), FieldSpec("note", "text", ".*", False)]
+    with pytest.raises(MissingColumns) as exc:
+        map_columns(["Kunde", "Telefon"], optional, {}, path=Path("x.csv"))
+    text = str(exc.value)
+    assert "no column matches a field" in text
+    assert "'email', 'note'" in text
+    assert "'Kunde', 'Telefon'" in text
+    assert map_columns(["Email", "Kunde"], optional, {}).field_for == {"Email": "email"}
