@@ -12,6 +12,8 @@ Scenarios (each a function, so the upload part can be added beside them):
   fastexcel alone (``load_sheet(...).to_arrow()``). Target <= 1.3x.
 - ``dtype``: the pandera checks (``RowChecks``) on pandas 3's string dtype vs on ``object``
   columns.
+- ``dryrun``: the whole ``leadpipe ingest --dry-run`` of the 1M-row CSV (embedded sandbox,
+  rejects and receipt written) vs read+map+validate, each in a fresh child: time and peak RSS.
 
 Rounds are interleaved after a warm-up (this VM touches new memory lazily); the CSV scenario
 reports medians and the ratio of the medians (the VM is shared and noisy), the others the best
@@ -19,7 +21,7 @@ of ``--rounds``.
 Generated data lives in bench/data/ (gitignored) and is reused when present.
 
     .venv/bin/python bench/ingest.py [--rows 1000000] [--big-rows 5000000] [--xlsx-rows 100000]
-        [--rounds 5] [--only csv,rss,xlsx,dtype]
+        [--rounds 5] [--only csv,rss,xlsx,dtype,dryrun]
 """
 
 from __future__ import annotations
@@ -297,15 +299,68 @@ def scenario_dtype(rounds: int) -> dict[str, float]:
     return {"str_s": t_str, "object_s": t_obj}
 
 
+DRYRUN_CONFIG = """\
+[campaigns.B2B-DK-SPRING.columns]
+"Navn" = "name"
+"Tlf." = "phone"
+"Noter" = "note"
+"""
+
+
+def child_dryrun(path: Path) -> dict[str, float]:
+    """``leadpipe ingest --dry-run`` of ``path`` in a fresh process (embedded sandbox, demo
+    campaign B2B-DK-SPRING; rejects and receipt written to a temp folder): time, peak RSS."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="leadpipe-bench-") as tmp:
+        (Path(tmp) / "leadpipe.toml").write_text(DRYRUN_CONFIG, encoding="utf-8")
+        out = subprocess.run(
+            [sys.executable, __file__, "--child-dryrun", str(path), "--tmp", tmp],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def scenario_dryrun(rows: int) -> dict[str, float]:
+    """The whole command vs read+map+validate alone, each in a fresh child (no target: shows
+    what the rest of a dry run costs: ledger fingerprints, reject files, receipt)."""
+    path = make_csv(rows)
+    base, full = child_rss(path), child_dryrun(path)
+    print(
+        f"dry run {rows:,} rows: read+map+validate {base['s']:.1f} s ({base['rss_mb']:.0f} MB); "
+        f"leadpipe ingest --dry-run {full['s']:.1f} s ({full['rss_mb']:.0f} MB)   "
+        f"ratio {full['s'] / base['s']:.1f}x"
+    )
+    return {"validate_s": base["s"], "dryrun_s": full["s"], "dryrun_rss_mb": full["rss_mb"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--big-rows", type=int, default=5_000_000)
     ap.add_argument("--xlsx-rows", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--only", default="csv,rss,xlsx,dtype")
+    ap.add_argument("--only", default="csv,rss,xlsx,dtype,dryrun")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--child-dryrun", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--tmp", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child_dryrun:
+        from pipeline.cli import main as leadpipe
+
+        config, out = args.tmp / "leadpipe.toml", args.tmp / "out"
+        sys.argv = ["leadpipe", "--config", str(config), "ingest", str(args.child_dryrun)]
+        sys.argv += ["--campaign", "B2B-DK-SPRING", "--dry-run", "--json", "--out", str(out)]
+        t = time.perf_counter()
+        try:
+            leadpipe()
+        except SystemExit as exc:
+            if exc.code:
+                raise
+        print(json.dumps({"rss_mb": peak_rss_mb(), "s": time.perf_counter() - t}))
+        return
     if args.child:
         t = time.perf_counter()
         ours_csv(args.child)
@@ -321,6 +376,8 @@ def main() -> None:
         scenario_xlsx(args.xlsx_rows, args.rounds)
     if "dtype" in only:
         scenario_dtype(args.rounds)
+    if "dryrun" in only:
+        scenario_dryrun(args.rows)
 
 
 if __name__ == "__main__":
