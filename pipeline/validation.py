@@ -6,6 +6,10 @@ required fields and whole-value regexes lazily; :mod:`pipeline.excel_damage` the
 values Excel damaged, whose message replaces the regex one. A row identical (in every mapped
 field) to an earlier row of the file is a duplicate: listed in ``ChunkResult.duplicates``,
 neither sent nor rejected. Row numbers are the ones the spreadsheet shows.
+
+:meth:`Validator.validate_all` pipelines a file's chunks: everything a chunk needs alone (values,
+pandera checks, problems, fingerprints) runs one chunk ahead in a helper thread; only the
+duplicate index, which needs the file's order, runs in the caller's.
 """
 
 from __future__ import annotations
@@ -108,7 +112,10 @@ class _Checked:
 
 
 class Validator:
-    """Validates chunks of one file against a campaign schema; remembers rows across chunks."""
+    """Validates chunks of one file against a campaign schema; remembers rows across chunks.
+
+    One file at a time: a validator is not meant to be shared between threads.
+    """
 
     def __init__(
         self, schema: CampaignSchema, mapping: ColumnMapping, *, tmp_dir: Path | None = None
