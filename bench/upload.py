@@ -30,7 +30,7 @@ import requests
 
 from pipeline.api import HeroBaseClient
 from pipeline.config import ApiSettings
-from pipeline.ledger import RowState, fingerprint, open_ledger
+from pipeline.ledger import FileKey, RowState, fingerprint, open_ledger
 from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER
 from pipeline.upload import Uploader, UploadRow
 
@@ -98,13 +98,13 @@ def deliver(server: Server, batch: list[UploadRow], state: Path, concurrency: in
     client = client_for(server)
     ledger = open_ledger(state)
     sha = f"{len(batch):064d}"
-    ledger.begin_file(sha, "bench.csv", CODE)
+    ledger.begin_file(FileKey(sha, CODE), "bench.csv")
     up = Uploader(client, ledger, sha256=sha, campaign=CODE, concurrency=concurrency)
     client.account()  # warm up: connection, limits
     t0 = time.perf_counter()
     up.deliver(batch)
     elapsed = time.perf_counter() - t0
-    counts = ledger.row_counts(sha)
+    counts = ledger.row_counts(FileKey(sha, CODE))
     ledger.close()
     client.close()
     assert up.report.halt == "", up.report.reason

@@ -9,21 +9,23 @@ The work-folder side of the drop-folder state machine (see :mod:`pipeline.intake
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
 from pathlib import Path
 
 from pipeline.dropfolder import (
+    CLAIM_RECORD,
     Finished,
     Job,
     Outcome,
     claim_name,
     error_text,
-    sha256_file,
 )
-from pipeline.errors import LeadpipeError
+from pipeline.errors import FileUnreadable, LeadpipeError
 from pipeline.fsutil import atomic_move, atomic_write_text, fsync_dir
+from pipeline.identity import FileIdentity
 from pipeline.settling import Settling, _Entry
 
 log = logging.getLogger("leadpipe.intake")
@@ -40,7 +42,11 @@ class Claims(Settling):
             if (st.st_size, st.st_mtime_ns) != (e.size, e.mtime_ns):
                 self._observe(e.path, e.campaign, e.preview, unknown=e.unknown)
                 return None
-            digest = sha256_file(e.path)
+            identity = FileIdentity.of(e.path)
+            if (identity.size, identity.mtime_ns) != (e.size, e.mtime_ns):
+                self._observe(e.path, e.campaign, e.preview, unknown=e.unknown)
+                return None
+            digest = identity.sha256
             now = self._local_now()
             seq = f"{now:%Y%m%d%H%M%S%f}{next(self._seq) % 10000:04d}"
             folder = e.path.parent.parent if e.preview else e.path.parent
@@ -48,11 +54,18 @@ class Claims(Settling):
             with self._cond:
                 self._active_claims.add(claim)  # a concurrent sweep must not "resume" it
             claim.mkdir(parents=True, exist_ok=False)
+            record = json.dumps(
+                {"size": identity.size, "mtime_ns": identity.mtime_ns, "sha256": digest}
+            )
+            atomic_write_text(claim / CLAIM_RECORD, record + "\n", tmp_dir=self.tmp)
             target = claim / e.path.name
             os.rename(e.path, target)
             fsync_dir(claim)
-        except OSError as exc:
+        except (OSError, FileUnreadable) as failure:
+            exc = failure.__cause__ if isinstance(failure, FileUnreadable) else failure
             if claim is not None:
+                with contextlib.suppress(OSError):
+                    (claim / CLAIM_RECORD).unlink()
                 with contextlib.suppress(OSError):
                     claim.rmdir()
                 with self._cond:
@@ -60,7 +73,8 @@ class Claims(Settling):
             if isinstance(exc, FileNotFoundError):
                 return None  # deleted or renamed just now: the next sweep sees its new name
             log.warning("could not claim %s: %s", e.path, exc)
-            e.problem = f"could not be moved into the work folder: {exc.strerror or exc}"
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            e.problem = f"could not be moved into the work folder: {why}"
             e.since = self.clock.monotonic()  # try again after another settle time
             with self._cond:
                 self._seen[e.path] = e
@@ -73,6 +87,7 @@ class Claims(Settling):
             preview=e.preview,
             stamp=f"{now:%Y%m%d-%H%M%S}",
             sha256=digest,
+            identity=identity,
         )
         if self.on_claimed is not None:
             self.on_claimed(job, max(0.0, self.clock.monotonic() - e.since - self.settle_seconds))
@@ -102,7 +117,13 @@ class Claims(Settling):
         try:
             if out.kind == "interrupted":
                 return None  # stays claimed; resumed at the next start
-            if out.kind == "wait":
+            if out.kind == "changed":
+                final = atomic_move(job.path, job.folder / job.name)
+                if out.retry_after > 0:
+                    with self._cond:
+                        self._not_before[final] = self.clock.monotonic() + out.retry_after
+                log.warning("%s went back to the inbox: %s", job.name, out.message)
+            elif out.kind == "wait":
                 final = atomic_move(job.path, job.folder / job.name)
                 with self._cond:
                     self.breaker.trip(

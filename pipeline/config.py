@@ -94,6 +94,10 @@ class IntakeSettings:
     max_file_mb: int = 200
     duplicates: str = "skip"
     schema_ttl_seconds: float = 60.0
+    #: a file that cannot be opened (a workbook whose copy may still be under way) goes back to
+    #: the inbox and is tried again; only when it is still unreadable after this long does it
+    #: go to failed/
+    unreadable_grace_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -318,6 +322,8 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         col.add("intake.duplicates", "must be 'skip' or 'upload'")
     if intake.schema_ttl_seconds < 0:
         col.add("intake.schema_ttl_seconds", "must be 0 (fetch for every file) or more")
+    if intake.unreadable_grace_seconds < 0:
+        col.add("intake.unreadable_grace_seconds", "must be 0 (fail at once) or more")
     status = _section(StatusSettings, raw.get("status"), "status", col) or StatusSettings()
     sandbox = _section(SandboxSettings, raw.get("sandbox"), "sandbox", col) or SandboxSettings()
 

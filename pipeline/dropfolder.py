@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.fsutil import WORK_DIR_NAME
+from pipeline.identity import FileIdentity
 
 #: Sub-folders of a campaign folder that belong to leadpipe (never scanned for input).
 RESULT_FOLDERS = frozenset({"processed", "rejected", "failed"})
@@ -35,7 +36,9 @@ _IGNORED_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".down
 #: Excel saves through an extension-less temp file with an 8-hex-digit name.
 _EXCEL_TEMP = re.compile(r"^[0-9A-F]{8}$")
 
-Kind = Literal["processed", "failed", "wait", "interrupted"]
+Kind = Literal["processed", "failed", "wait", "interrupted", "changed"]
+#: Written into each claim folder beside the file: the file as it was claimed.
+CLAIM_RECORD = ".claim.json"
 
 
 def is_ignored(name: str) -> bool:
@@ -61,6 +64,8 @@ class Job:
     stamp: str  #: claim time, ``YYYYMMDD-HHMMSS``: prefix for names of results
     sha256: str  #: the content hash the claim is keyed by
     resumed: bool = False  #: found in the work folder at start-up (an interrupted run)
+    #: size, mtime and hash when it was claimed (None: an old claim without a record)
+    identity: FileIdentity | None = None
 
 
 @dataclass
@@ -70,7 +75,8 @@ class Outcome:
     ``processed``: the original goes to ``processed/`` (preview: stays beside its receipt).
     ``failed``: to ``failed/`` with ``message`` as its ``.error.txt``. ``wait``: the API is down;
     the file goes back to the inbox and taking pauses. ``interrupted``: the service is stopping;
-    the file stays claimed and is resumed at the next start.
+    the file stays claimed and is resumed at the next start. ``changed``: the file changed while
+    it was read (a copy still under way): it goes back to the inbox to settle again.
     """
 
     kind: Kind
@@ -82,6 +88,7 @@ class Outcome:
     uncertain: int = 0  #: rows left uncertain (repeated uncertainty opens the breaker)
     not_permitted: bool = False  #: the API refused our credentials/rights (long pause)
     destination: Path | None = None  #: where the original goes (``processed``), if chosen
+    retry_after: float = 0.0  #: ``changed``: take the file again no sooner than this (s)
 
 
 Processor = Callable[[Job], Outcome]

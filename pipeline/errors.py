@@ -73,11 +73,40 @@ class InputError(LeadpipeError):
 
 
 class FileUnreadable(InputError):
-    """The file is not a readable CSV/XLSX (corrupt, encrypted, a bomb, too large, ...)."""
+    """The file is not a readable CSV/XLSX (corrupt, encrypted, a bomb, too large, ...).
+
+    ``incomplete`` marks refusals that a copy still under way also causes (an empty file, a
+    workbook cut short): the drop folder tries such a recently written file again before it
+    calls it damaged.
+    """
+
+    def __init__(self, message: str, *, path: Path | None = None, incomplete: bool = False) -> None:
+        super().__init__(message, path=path)
+        self.incomplete = incomplete
 
 
 class MissingColumns(InputError):
     """Required fields have no matching column in the file."""
+
+
+class FileChanged(LeadpipeError):
+    """The file changed while it was read (still being copied): take it again once it settles.
+
+    Not a rejection: rows already sent stay recorded and are never sent twice; the file goes
+    back to the inbox and is read again, whole, when it has stopped changing.
+    """
+
+    action: ClassVar[Action] = "retry-later"
+
+    def __init__(self, what: str, *, path: Path | None = None) -> None:
+        self.path = path
+        self.what = what
+        self.reason = (
+            f"the file was still being written ({what}); it will be taken again when it stops "
+            "changing. Rows already sent are not sent again."
+        )
+        where = f"{path.name}: " if path is not None else ""
+        super().__init__(f"{where}{self.reason}")
 
 
 class StateError(LeadpipeError):

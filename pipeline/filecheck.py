@@ -75,7 +75,7 @@ def detect_kind(path: Path, head: bytes) -> Kind:
         raise FileUnreadable(f"this is a PDF, not a spreadsheet. {_SAVE_AS}", path=path)
     if suffix in (".xlsx", ".xlsm"):
         raise FileUnreadable(
-            f"the file is named .xlsx but is not a workbook. {_SAVE_AS}", path=path
+            f"the file is named .xlsx but is not a workbook. {_SAVE_AS}", path=path, incomplete=True
         )
     if suffix == ".xls":
         raise FileUnreadable(f"old-style .xls files are not supported. {_SAVE_AS}", path=path)
@@ -112,7 +112,9 @@ def check_xlsx(path: Path) -> XlsxInfo:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise FileUnreadable(f"the workbook is damaged ({exc}). {_SAVE_AS}", path=path) from exc
+        raise FileUnreadable(
+            f"the workbook is damaged ({exc}). {_SAVE_AS}", path=path, incomplete=True
+        ) from exc
     with zf:
         infos = zf.infolist()
         if len(infos) > MAX_ENTRIES:
@@ -157,7 +159,9 @@ def _read_head(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:
         with zf.open(info) as fh:
             return fh.read(PROLOG_BYTES)
     except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
-        raise FileUnreadable(f"the workbook is damaged ({exc}). {_SAVE_AS}", path=path) from exc
+        raise FileUnreadable(
+            f"the workbook is damaged ({exc}). {_SAVE_AS}", path=path, incomplete=True
+        ) from exc
 
 
 def _bomb(path: Path, why: str) -> FileUnreadable:
@@ -181,7 +185,9 @@ def _sheets(zf: zipfile.ZipFile, path: Path) -> list[tuple[str, bool, str]]:
         )
         rels = ET.fromstring(rels_raw) if rels_raw else None  # noqa: S314
     except (ET.ParseError, KeyError) as exc:
-        raise FileUnreadable(f"the workbook is damaged ({exc}). {_SAVE_AS}", path=path) from exc
+        raise FileUnreadable(
+            f"the workbook is damaged ({exc}). {_SAVE_AS}", path=path, incomplete=True
+        ) from exc
     targets: dict[str, str] = {}
     if rels is not None:
         for rel in rels:

@@ -4,12 +4,14 @@
 make for a file. It streams the file in chunks (memory stays flat), delivers each chunk's valid
 rows through :class:`pipeline.upload.Uploader`, and writes the reject file and the receipt
 atomically at the end. A rerun of the same content (same SHA-256) resumes from the ledger;
-a finished file is not processed twice.
+a finished file is not processed twice for the same campaign (the same content dropped for
+another campaign is processed for that one). A file that changes while it is read (a copy still
+under way) raises :class:`~pipeline.errors.FileChanged`: nothing is reported as done, and rows
+it already sent are handed over to its complete version (see ``docs/dropfolder.md``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import Callable, Sequence
@@ -19,13 +21,14 @@ from zoneinfo import ZoneInfo
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
-from pipeline.errors import FileUnreadable
+from pipeline.errors import FileChanged, FileUnreadable, InputError
 from pipeline.fsutil import WORK_DIR_NAME
+from pipeline.identity import FileIdentity
 from pipeline.ingest_rows import add_rejects, api_refusals, upload_rows, valid_fingerprints
-from pipeline.ledger import FileState, Ledger, RowState
+from pipeline.ledger import FileKey, FileRecord, FileState, Ledger, RowState
 from pipeline.mapping import map_columns
 from pipeline.reading import open_table
-from pipeline.receipt import PREVIEW, PROCESSED, STOPPED, WAITING
+from pipeline.receipt import ALREADY, PREVIEW, PROCESSED, STOPPED, WAITING
 from pipeline.rejects import Receipt, RejectWriter, write_receipt
 from pipeline.schema import load_campaign_schema
 from pipeline.schema_cache import SchemaCache
@@ -37,7 +40,6 @@ IngestProgress = Callable[[str, int, int | None], None]
 
 RESULTS_DIR = Path("leadpipe-results")
 _STOP_REASON = "leadpipe was asked to stop; run it again to continue"
-_HASH_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -49,18 +51,6 @@ class Places:
     rejects_xlsx: Path
     rejects_csv: Path
     tmp_dir: Path
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's content, read in blocks."""
-    h = hashlib.sha256()
-    try:
-        with path.open("rb") as fh:
-            while block := fh.read(_HASH_BLOCK):
-                h.update(block)
-    except OSError as exc:
-        raise FileUnreadable(f"cannot be read: {exc.strerror or exc}", path=path) from exc
-    return h.hexdigest()
 
 
 def inbox_folder(path: Path, campaign: str, settings: Settings) -> Path | None:
@@ -113,6 +103,7 @@ def ingest_file(
     clock: Clock | None = None,
     chunk_rows: int = 100_000,
     schemas: SchemaCache | None = None,
+    expect: FileIdentity | None = None,
 ) -> Receipt:
     """Process one file now; returns its receipt (also written as ``.receipt.txt``/``.json``).
 
@@ -121,6 +112,9 @@ def ingest_file(
     ledger cannot be trusted. Rejected rows, API refusals and an unavailable API are not
     exceptions: the receipt says what happened and what to do. ``schemas`` (the service
     passes one) reuses a recently fetched live schema; without it the schema is fetched live.
+    ``expect`` is the file as it was claimed: when the file is not that one any more, or
+    changes while it is read, :class:`~pipeline.errors.FileChanged` is raised and nothing is
+    reported as done (rows already sent stay in the ledger and are never sent twice).
     """
     clock = clock or SystemClock()
     t0 = clock.monotonic()
@@ -131,14 +125,17 @@ def ingest_file(
     started = started_dt.isoformat(timespec="seconds")
     if not path.is_file():
         raise FileUnreadable("is not a file (or no longer exists)", path=path)
-    sha = file_sha256(path)
+    ident = FileIdentity.of(path)
+    if expect is not None and (ident.size, ident.sha256) != (expect.size, expect.sha256):
+        raise FileChanged("it is not the file that was claimed any more", path=path)
+    sha = ident.sha256
+    key = FileKey(sha, campaign)
     places = result_places(path, campaign, settings, out_dir, stamp)
 
-    known = ledger.file(sha)
+    known = ledger.file(key)
     if known is not None and known.state == FileState.DONE and known.receipt_json and not dry_run:
-        return _already_processed(
-            path, known.finished_utc or "", known.receipt_json, places, clock.monotonic() - t0
-        )
+        return _already_processed(path, known, places, clock.monotonic() - t0, started)
+    elsewhere = [f for f in ledger.files_with_content(sha) if f.campaign != campaign]
 
     if schemas is not None:
         schema = schemas.get(client, campaign, settings.paths.schemas)
@@ -146,21 +143,26 @@ def ingest_file(
         schema = load_campaign_schema(client, campaign, settings.paths.schemas)
     hold = schema.source == "snapshot"
     options = settings.campaign(campaign)
-    table = open_table(
-        path,
-        options=options,
-        expected_fields=[f.name for f in schema.fields],
-        max_bytes=settings.intake.max_file_mb * 1024 * 1024,
-        chunk_rows=chunk_rows,
-    )
+    try:
+        table = open_table(
+            path,
+            options=options,
+            expected_fields=[f.name for f in schema.fields],
+            max_bytes=settings.intake.max_file_mb * 1024 * 1024,
+            chunk_rows=chunk_rows,
+        )
+    except InputError as exc:
+        # a workbook whose copy is still under way looks damaged: say so only once it is not
+        _raise_if_changed(ident, path, exc)
+        raise
     mapping = map_columns(table.headers, schema.fields, options.columns, path=path)
     validator = Validator(schema, mapping)
     header_of = {f: h for h, f in mapping.field_for.items()}
 
     uploader: Uploader | None = None
     if not dry_run:
-        ledger.begin_file(sha, path.name, campaign)
-        ledger.recover_sending(sha)
+        ledger.begin_file(key, path.name)
+        ledger.recover_sending(key)
         uploader = Uploader(
             client,
             ledger,
@@ -187,9 +189,13 @@ def ingest_file(
     dup_problems: list[RowProblem] = []
     sample: list[str] = []
     interrupted = False
+    changed = ""
     chunks = validator.validate_all(table.chunks())
     try:
         for chunk, result in chunks:
+            if not ident.stat_matches(path):  # a copy resumed: send nothing more from it
+                changed = ident.changes(path) or "it changed while it was read"
+                break
             data_rows += len(chunk)
             validation_rejects += len(result.rejected)
             in_file_duplicates += len(result.duplicates)
@@ -199,7 +205,7 @@ def ingest_file(
             if uploader is not None:  # records the rows; sends only while not halted
                 rows = upload_rows(result.valid, campaign)
                 uploader.deliver(rows)
-                refusals = api_refusals(ledger, sha, rows, header_of)
+                refusals = api_refusals(ledger, key, rows, header_of)
             elif dry_run and options.duplicates != "upload":
                 prints = valid_fingerprints(result.valid, campaign)
                 seen = ledger.accepted_fingerprints(campaign, prints)
@@ -212,18 +218,29 @@ def ingest_file(
                 # The rerun reads the file again; the ledger keeps it from sending twice.
                 interrupted = True
                 break
+        if not changed and not interrupted:
+            changed = ident.changes(path)  # read to the end: is it still the file claimed?
+        if changed:
+            writer.abort()
+            if not dry_run:
+                ledger.set_file_state(key, FileState.CHANGED, f"still being written: {changed}")
+            raise FileChanged(changed, path=path)
         # An interrupted run writes no reject file: the rerun writes the whole one.
         reject_files = [] if interrupted else writer.close()  # none when no row was rejected
         if interrupted:
             writer.abort()
+    except InputError as exc:
+        writer.abort()
+        _raise_if_changed(ident, path, exc)
+        raise
     except BaseException:
         writer.abort()
         raise
     finally:
         chunks.close()  # stops the helper thread and releases the file when reading stopped early
-    uncertain_rows = _uncertain(ledger, sha) if not dry_run else []
+    uncertain_rows = _uncertain(ledger, key) if not dry_run else []
 
-    counts = _counts(ledger, sha, dry_run, data_rows, validation_rejects, dry_duplicates)
+    counts = _counts(ledger, key, dry_run, data_rows, validation_rejects, dry_duplicates)
     counts["duplicates"] += in_file_duplicates
     if dry_run:
         counts["accepted"], counts["pending"] = counts["pending"] - in_file_duplicates, 0
@@ -256,7 +273,8 @@ def ingest_file(
         schema_drift=schema.drift.describe() if schema.drift else "",
         messages=_messages(
             halt_reason, counts["pending"], uncertain_rows, dup_problems, interrupted, data_rows
-        ),
+        )
+        + _elsewhere(elsewhere, campaign),
         problems_sample=sample,
         halt=halt_kind or None,
         halt_reason=halt_reason,
@@ -273,13 +291,13 @@ def ingest_file(
     if not dry_run:
         done = counts["pending"] == 0 and not halt_kind
         ledger.finish_file(
-            sha,
+            key,
             FileState.DONE if done else FileState.WAITING,
             str(places.receipt_txt),
             json.dumps(receipt.to_json(), ensure_ascii=False),
         )
         if not done:
-            ledger.set_file_state(sha, FileState.WAITING, halt_reason or "rows wait to be sent")
+            ledger.set_file_state(key, FileState.WAITING, halt_reason or "rows wait to be sent")
     return receipt
 
 
@@ -331,7 +349,7 @@ def _messages(
 
 
 def _counts(
-    ledger: Ledger, sha: str, dry_run: bool, data_rows: int, rejected: int, dry_dups: int
+    ledger: Ledger, key: FileKey, dry_run: bool, data_rows: int, rejected: int, dry_dups: int
 ) -> dict[str, int]:
     if dry_run:
         valid = data_rows - rejected  # includes in-file repeats; the caller moves them
@@ -343,7 +361,7 @@ def _counts(
             "uncertain": 0,
             "pending": valid - dry_dups,
         }
-    c = ledger.row_counts(sha)
+    c = ledger.row_counts(key)
     return {
         "accepted": c[RowState.ACCEPTED],
         "rejected": rejected,
@@ -354,8 +372,29 @@ def _counts(
     }
 
 
-def _uncertain(ledger: Ledger, sha: str) -> list[tuple[int, str]]:
-    return [(r.row, r.reason) for r in ledger.rows(sha, [RowState.UNCERTAIN])]
+def _uncertain(ledger: Ledger, key: FileKey) -> list[tuple[int, str]]:
+    return [(r.row, r.reason) for r in ledger.rows(key, [RowState.UNCERTAIN])]
+
+
+def _raise_if_changed(ident: FileIdentity, path: Path, exc: InputError) -> None:
+    """A refusal of a file that changed while it was read is no refusal: take it again later."""
+    what = ident.changes(path)
+    if what:
+        raise FileChanged(what, path=path) from exc
+
+
+def _elsewhere(records: Sequence[FileRecord], campaign: str) -> list[str]:
+    """A hint when the same content was dropped for other campaigns too."""
+    if not records:
+        return []
+    where = ", ".join(
+        f"{r.campaign} ({(r.finished_utc or r.updated_utc)[:10]})" for r in records[:5]
+    )
+    return [
+        f"The same file content was also dropped for campaign(s) {where}. It was processed "
+        f"for {campaign} here, because that is the folder it was dropped into; if it was meant "
+        "for one campaign only, remove the leads from the other in HeroBase."
+    ]
 
 
 def _check_accounting(r: Receipt) -> None:
@@ -377,18 +416,40 @@ def _check_accounting(r: Receipt) -> None:
 
 
 def _already_processed(
-    path: Path, finished_utc: str, receipt_json: str, places: Places, duration: float
+    path: Path, known: FileRecord, places: Places, duration: float, started: str
 ) -> Receipt:
-    receipt = Receipt.from_json(json.loads(receipt_json))
-    when = finished_utc[:19].replace("T", " ")
-    receipt.messages = [
-        f"This file (the same content) was already processed on {when} UTC; nothing was sent "
-        "again. The counts are those of that run.",
-        *receipt.messages,
-    ]
-    receipt.next_steps = ["Nothing to do."]
-    receipt.receipt_file = ""
-    receipt.duration_s = round(duration, 3)
-    receipt.halt, receipt.halt_reason = None, ""
+    """The receipt of a re-drop: this run's counts (all 0) and the earlier run's, named so."""
+    earlier = Receipt.from_json(json.loads(known.receipt_json or "{}"))
+    when = (known.finished_utc or "")[:16].replace("T", " ")
+    receipt = Receipt(
+        file=str(path.resolve()),
+        sha256=known.sha256,
+        campaign=known.campaign,
+        status=ALREADY,
+        started_at=started,
+        finished_at=started,
+        earlier={
+            "finished_utc": known.finished_utc or "",
+            "receipt": known.receipt_path or "",
+            "rows_read": earlier.rows_read,
+            "accepted": earlier.accepted,
+            "rejected": earlier.rejected,
+            "refused_by_api": earlier.refused_by_api,
+            "duplicates": earlier.duplicates,
+            "uncertain": earlier.uncertain,
+            "reject_files": list(earlier.reject_files),
+        },
+        messages=[
+            f"This file (the same content) was already processed for campaign {known.campaign} "
+            f"on {when} UTC; nothing was read or sent again now."
+        ],
+        next_steps=[
+            "Nothing to do. To upload rows that were rejected then, fix them in that run's "
+            "reject file and drop it."
+            if earlier.rejected or earlier.refused_by_api
+            else "Nothing to do."
+        ],
+        duration_s=round(duration, 3),
+    )
     write_receipt(receipt, places.receipt_txt, places.receipt_json)
     return receipt

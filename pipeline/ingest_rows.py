@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.ledger import Ledger, RowState, fingerprints
+from pipeline.ledger import FileKey, Ledger, RowState, fingerprints
 from pipeline.matching import arrow_strings
 from pipeline.rejects import RejectWriter
 from pipeline.upload import UploadRow, crash_point
@@ -51,12 +51,12 @@ def _text(value: Any) -> str:
 
 
 def api_refusals(
-    ledger: Ledger, sha: str, rows: Sequence[UploadRow], header_of: Mapping[str, str]
+    ledger: Ledger, key: FileKey, rows: Sequence[UploadRow], header_of: Mapping[str, str]
 ) -> dict[int, list[RowProblem]]:
     """API refusals of this chunk's rows, as reject problems on the original columns."""
     wanted = {r.row: r for r in rows}
     out: dict[int, list[RowProblem]] = {}
-    for rec in ledger.rows(sha, [RowState.REFUSED]):
+    for rec in ledger.rows(key, [RowState.REFUSED]):
         if rec.row not in wanted:
             continue
         data = wanted[rec.row].data

@@ -93,7 +93,13 @@ class Intake(Claims):
         self.on_claimed = on_claimed
         self.recent: deque[Finished] = deque(maxlen=recent_size)
         self.tz = ZoneInfo(timezone) if timezone else None
-        self.totals: dict[str, int] = {"processed": 0, "failed": 0, "wait": 0, "interrupted": 0}
+        self.totals: dict[str, int] = {
+            "processed": 0,
+            "failed": 0,
+            "wait": 0,
+            "interrupted": 0,
+            "changed": 0,
+        }
         self.inbox_ok = True
         self.inbox_problem = ""
         self.folders: dict[str, str] = {}  # folder name -> campaign code ("" = unknown)
@@ -103,6 +109,7 @@ class Intake(Claims):
         self._queues: dict[str, list[_Entry | _Resumed]] = {}
         self._busy: dict[str, Job | Path] = {}  # campaign -> job being processed
         self._active_claims: set[Path] = set()
+        self._not_before: dict[Path, float] = {}  # sent back: not taken again before then
         self._warned: set[str] = set()
         self._taking = True
         self._probing = False

@@ -15,11 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.clock import Clock
+from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
-from pipeline.errors import InputError, NotPermitted, Unavailable, Uncertain
+from pipeline.errors import (
+    FileChanged,
+    FileUnreadable,
+    InputError,
+    NotPermitted,
+    Unavailable,
+    Uncertain,
+)
 from pipeline.fsutil import atomic_move, atomic_write_text
+from pipeline.identity import open_for_writing
 from pipeline.intake import Job, Outcome
+from pipeline.ledger import FileKey, FileState
 from pipeline.receipt import Receipt, render_receipt
 from pipeline.schema_cache import SchemaCache
 
@@ -68,7 +77,14 @@ class IngestProcessor:
                 stop=self.stop,
                 clock=self.clock,
                 schemas=self.schemas,
+                expect=job.identity,
             )
+        except FileChanged as exc:
+            shutil.rmtree(results, ignore_errors=True)
+            return Outcome("changed", message=exc.reason)
+        except FileUnreadable as exc:
+            shutil.rmtree(results, ignore_errors=True)
+            return self._unreadable(job, exc)
         except InputError as exc:
             shutil.rmtree(results, ignore_errors=True)
             return Outcome("failed", message=exc.reason)
@@ -79,8 +95,9 @@ class IngestProcessor:
         counts = _receipt_counts(receipt)
         halt = receipt.halt or ""
         reason = receipt.halt_reason
+        key = FileKey(receipt.sha256, job.campaign)
         if not job.preview:
-            record = self.ledger.file(job.sha256)
+            record = self.ledger.file(key)
             if record is not None and str(record.state) == "waiting":
                 reason = reason or record.reason
                 halt = halt or ("stopped" if self.stop.is_set() else "unavailable")
@@ -93,8 +110,38 @@ class IngestProcessor:
                 message=reason or "the API is not answering",
                 not_permitted=halt == "not_permitted",
             )
+        if receipt.earlier is not None and job.resumed:
+            # Not a re-drop: this claim's own run finished in the ledger and was interrupted
+            # before its receipt reached processed/. Deliver that run's receipt, once.
+            delivered = self._delivered_receipt(job, receipt.sha256)
+            if delivered is not None:
+                shutil.rmtree(results, ignore_errors=True)
+                data = json.loads(delivered.with_suffix(".json").read_text("utf-8"))
+                return Outcome(
+                    "processed",
+                    receipt=delivered,
+                    counts=_receipt_counts(Receipt.from_json(data)),
+                    destination=delivered.with_name(delivered.name.removesuffix(".receipt.txt")),
+                )
+            record = self.ledger.file(key)
+            if record is not None and record.receipt_json:
+                receipt = Receipt.from_json(json.loads(record.receipt_json))
+                counts = _receipt_counts(receipt)
+        if job.identity is not None and (
+            not job.identity.stat_matches(job.path) or open_for_writing(job.path)
+        ):  # written to again since ingest's last look: not done, take it again
+            shutil.rmtree(results, ignore_errors=True)
+            if not job.preview:
+                self.ledger.set_file_state(key, FileState.CHANGED, "still being written")
+            return Outcome("changed", message=FileChanged("it changed after it was read").reason)
         placed = self._place(results, job, receipt)
         stamp = placed.original.name.split("_", 1)[0]
+        if not job.preview and receipt.earlier is None:
+            # the ledger names the receipt where a person finds it (a re-drop points there)
+            as_json = json.dumps(receipt.to_json(), ensure_ascii=False)
+            self.ledger.finish_file(key, FileState.DONE, str(placed.receipt), as_json)
+        if receipt.earlier is not None:  # a re-drop: say so where the counts (all 0) are shown
+            reason = reason or receipt.messages[0]
         return Outcome(
             "processed",
             message=reason,
@@ -105,6 +152,48 @@ class IngestProcessor:
             destination=placed.original,
             uncertain=int(counts.get("uncertain", 0)),
         )
+
+    def _unreadable(self, job: Job, exc: FileUnreadable) -> Outcome:
+        """A refusal a paused copy also causes is final only once the file is not fresh.
+
+        A workbook whose copy is paused (by a writer this machine cannot see) looks damaged, and
+        its modification time is that of its last write: recent. Copy tools set a preserved
+        time only once the copy is complete. So a file written to within the last
+        ``intake.unreadable_grace_seconds`` goes back to the inbox and is tried again after it
+        settles; one that stays unreadable after that goes to failed/.
+        """
+        grace = self.settings.intake.unreadable_grace_seconds
+        now = (self.clock or SystemClock()).now().timestamp()
+        try:
+            age = now - job.path.stat().st_mtime
+        except OSError:
+            age = grace
+        if not exc.incomplete or age >= grace:
+            return Outcome("failed", message=exc.reason)
+        left = max(1, round(grace - age))
+        return Outcome(
+            "changed",
+            message=(
+                f"the file could not be opened ({exc.reason.rstrip('.')}). It was written to "
+                f"{max(0, round(age))} s ago: if it is still being copied, it is taken again "
+                f"once complete; if it is still unreadable in {left} s it goes to failed/."
+            ),
+            retry_after=grace - age + 0.5,
+        )
+
+    def _delivered_receipt(self, job: Job, sha256: str) -> Path | None:
+        """The receipt an interrupted run of this claim already placed, if it got that far."""
+        originals = job.folder if job.preview else job.folder / "processed"
+        for found in sorted(originals.glob(f"*_{job.name}.receipt.json"), reverse=True):
+            try:
+                data = json.loads(found.read_text("utf-8"))
+            except (OSError, ValueError):
+                continue
+            if data.get("sha256") == sha256 and data.get("earlier") is None:
+                txt = found.with_name(found.name.removesuffix(".json") + ".txt")
+                if txt.is_file():
+                    return txt
+        return None
 
     def _place(self, results: Path, job: Job, receipt: Receipt) -> _Placed:
         """Rename the reject files to their final place; write the receipt there, naming them.

@@ -47,7 +47,9 @@ def open_table(
     path = Path(path)
     size = check_size(path, max_bytes)
     if size == 0:
-        raise FileUnreadable("the file is empty. Export it again and drop it again.", path=path)
+        raise FileUnreadable(
+            "the file is empty. Export it again and drop it again.", path=path, incomplete=True
+        )
     with path.open("rb") as fh:
         head = fh.read(SAMPLE_BYTES)
     expected = [*expected_fields, *options.columns.keys()]

@@ -51,6 +51,7 @@ def open_xlsx(
         raise FileUnreadable(
             f"the workbook cannot be read ({exc}). Save it again from Excel and drop it again.",
             path=path,
+            incomplete=True,
         ) from exc
     offset = info.first_row.get(sheet[2], 1)  # Excel row of the first row fastexcel returns
     if data.num_rows == 0:

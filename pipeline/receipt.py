@@ -18,6 +18,8 @@ PREVIEW = "preview (nothing uploaded)"
 WAITING = "waiting for the API"
 STOPPED = "stopped"
 FAILED = "failed"
+#: the same content was processed for the campaign before: nothing read or sent now
+ALREADY = "already processed (nothing sent again)"
 
 
 @dataclass
@@ -54,6 +56,9 @@ class Receipt:
     #: "stopped" (None when it ran to the end); ``halt_reason`` says it in plain words.
     halt: str | None = None
     halt_reason: str = ""
+    #: a re-drop of content already processed for the campaign: that run's counts, its time
+    #: (``finished_utc``) and receipt. Every count above is this run's (0 for a re-drop).
+    earlier: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (every field)."""
@@ -105,14 +110,25 @@ def render_receipt(r: Receipt) -> str:
     lines = [f"leadpipe receipt for {name} (campaign {r.campaign})", ""]
     verb = "would be uploaded" if r.dry_run else "uploaded"
     lines.append(f"Status: {r.status}.")
-    lines.append(
-        f"Read {_n(r.rows_read, 'row')}"
-        + (f" ({_n(r.blank_skipped, 'blank row')} skipped)" if r.blank_skipped else "")
-        + f": {r.accepted} {verb}, {r.rejected} rejected here, {r.refused_by_api} refused by "
-        f"the API, {r.duplicates} duplicate(s) not sent again, {r.uncertain} uncertain"
-        + (f", {r.waiting} waiting" if r.waiting else "")
-        + "."
-    )
+    if r.earlier is not None:
+        e = r.earlier
+        when = str(e.get("finished_utc", ""))[:16].replace("T", " ")
+        where = f" ({e['receipt']})" if e.get("receipt") else ""
+        then = int(e.get("rejected", 0)) + int(e.get("refused_by_api", 0))
+        lines.append(
+            f"{r.accepted} uploaded now; {e.get('accepted', 0)} uploaded on {when} UTC{where}"
+            + (f"; {then} rejected then" if then else "")
+            + "."
+        )
+    else:
+        lines.append(
+            f"Read {_n(r.rows_read, 'row')}"
+            + (f" ({_n(r.blank_skipped, 'blank row')} skipped)" if r.blank_skipped else "")
+            + f": {r.accepted} {verb}, {r.rejected} rejected here, {r.refused_by_api} refused by "
+            f"the API, {r.duplicates} duplicate(s) not sent again, {r.uncertain} uncertain"
+            + (f", {r.waiting} waiting" if r.waiting else "")
+            + "."
+        )
     if r.source:
         lines.append(f"Read as: {r.source}.")
     if r.mapping:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import itertools
+import json
 import logging
 import os
 import stat
@@ -27,6 +28,7 @@ from zoneinfo import ZoneInfo
 from pipeline.breaker import Breaker
 from pipeline.clock import Clock
 from pipeline.dropfolder import (
+    CLAIM_RECORD,
     PREVIEW,
     Finished,
     Job,
@@ -39,6 +41,7 @@ from pipeline.dropfolder import (
 )
 from pipeline.errors import LeadpipeError, NotPermitted
 from pipeline.fsutil import atomic_move, atomic_write_text
+from pipeline.identity import FileIdentity, open_for_writing
 
 log = logging.getLogger("leadpipe.intake")
 
@@ -83,6 +86,15 @@ def _order(item: _Entry | _Resumed) -> tuple[int, str]:
     return item.order
 
 
+def _claimed_as(claim: Path) -> FileIdentity | None:
+    """The file as it was claimed, from the claim's record (None when there is none)."""
+    try:
+        data = json.loads((claim / CLAIM_RECORD).read_text(encoding="utf-8"))
+        return FileIdentity(int(data["size"]), int(data["mtime_ns"]), str(data["sha256"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class Settling:
     """What is in the inbox and what has settled (state set up by ``Intake.__init__``)."""
 
@@ -110,6 +122,7 @@ class Settling:
     _queues: dict[str, list[_Entry | _Resumed]]
     _busy: dict[str, Job | Path]  # campaign -> job being processed
     _active_claims: set[Path]
+    _not_before: dict[Path, float]
     _warned: set[str]
     _taking: bool
     _probing: bool
@@ -205,7 +218,7 @@ class Settling:
         """Monotonic time at which a settling file may be stable (None: nothing settling)."""
         with self._cond:
             times = [
-                e.since + self.settle_seconds
+                max(e.since + self.settle_seconds, self._not_before.get(e.path, 0.0))
                 for e in self._seen.values()
                 if not self._queued(e) and not e.blocked
             ]
@@ -266,9 +279,16 @@ class Settling:
         for e in list(self._seen.values()):
             if self._queued(e) or e.blocked or now - e.since < self.settle_seconds:
                 continue
+            if self._not_before.get(e.path, now) > now:
+                continue
+            self._not_before.pop(e.path, None)
             if not can_open(e.path):
                 e.problem = "cannot be opened yet (still locked by another program?)"
                 e.since = now  # try again after another settle time
+                continue
+            if open_for_writing(e.path):
+                e.problem = "still being written (another program has it open for writing)"
+                e.since = now  # a paused copy: try again after another settle time
                 continue
             e.problem = ""
             if e.unknown:
@@ -287,6 +307,7 @@ class Settling:
             e.queued = False
 
     def _forget(self, path: Path) -> None:
+        self._not_before.pop(path, None)
         e = self._seen.pop(path, None)
         if e is not None:
             self._unqueue(e)
@@ -357,13 +378,15 @@ class Settling:
                         for x in q
                     ):
                         continue
-                files = [f for f in claim.iterdir() if f.is_file()]
+                files = [f for f in claim.iterdir() if f.is_file() and f.name != CLAIM_RECORD]
                 if not files:
                     with contextlib.suppress(OSError):
+                        (claim / CLAIM_RECORD).unlink(missing_ok=True)
                         claim.rmdir()  # the move out finished before an interruption
                     continue
                 code = self._code_for(cdir.name) or cdir.name
                 stamp, sha, preview = parse_claim(claim.name)
+                identity = _claimed_as(claim)
                 folder = self.inbox / cdir.name / (PREVIEW if preview else "")
                 job = Job(
                     campaign=code,
@@ -372,8 +395,9 @@ class Settling:
                     folder=folder,
                     preview=preview,
                     stamp=stamp or self._stamp(),
-                    sha256=sha,
+                    sha256=identity.sha256 if identity else sha,
                     resumed=True,
+                    identity=identity,
                 )
                 log.info("resuming %s for %s (interrupted earlier)", job.name, job.campaign)
                 with self._cond:

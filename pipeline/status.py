@@ -36,6 +36,7 @@ _OUTCOME_WORDS = {
     "failed": "failed",
     "wait": "waiting for the API",
     "interrupted": "interrupted",
+    "changed": "still being written: taken again when it stops changing",
 }
 
 

@@ -32,7 +32,7 @@ from pipeline.errors import (
     Unavailable,
     Uncertain,
 )
-from pipeline.ledger import Ledger, RowState
+from pipeline.ledger import FileKey, Ledger, RowState
 
 CRASH_ENV = "LEADPIPE_CRASH_AT"
 _crash_lock = threading.Lock()
@@ -150,6 +150,7 @@ class Uploader:
         self.ledger = ledger
         self.sha256 = sha256
         self.campaign = campaign
+        self.key = FileKey(sha256, campaign)
         self.concurrency = max(1, concurrency)
         self.skip_duplicates = skip_duplicates
         self.tz = ZoneInfo(timezone)
@@ -183,7 +184,7 @@ class Uploader:
         """Record the rows (pending unless known) and bring each to a final state if possible."""
         if not rows:
             return
-        self.ledger.add_rows(self.sha256, self.campaign, ((r.row, r.fingerprint) for r in rows))
+        self.ledger.add_rows(self.key, ((r.row, r.fingerprint) for r in rows))
         by_row = {r.row: r for r in rows}
         for _ in range(_MAX_ROUNDS):
             if self.halted:
@@ -191,7 +192,7 @@ class Uploader:
             self._check_stop()
             states = {
                 rec.row: rec
-                for rec in self.ledger.rows(self.sha256, [RowState.PENDING, RowState.UNCERTAIN])
+                for rec in self.ledger.rows(self.key, [RowState.PENDING, RowState.UNCERTAIN])
                 if rec.row in by_row
             }
             uncertain = [r for r, rec in states.items() if rec.state == RowState.UNCERTAIN]
@@ -201,7 +202,7 @@ class Uploader:
                     return
                 states = {
                     rec.row: rec
-                    for rec in self.ledger.rows(self.sha256, [RowState.PENDING])
+                    for rec in self.ledger.rows(self.key, [RowState.PENDING])
                     if rec.row in by_row
                 }
             pending = [by_row[r] for r, rec in states.items() if rec.state == RowState.PENDING]
@@ -209,7 +210,7 @@ class Uploader:
                 return
             self._send(pending)
             if self._can_read is False or not any(
-                rec.row in by_row for rec in self.ledger.rows(self.sha256, [RowState.UNCERTAIN])
+                rec.row in by_row for rec in self.ledger.rows(self.key, [RowState.UNCERTAIN])
             ):
                 return
         # Out of rounds: look the last uncertain rows up once more, but send nothing now; rows
@@ -217,7 +218,7 @@ class Uploader:
         if not self.halted and self._can_read:
             left = {
                 rec.row: rec
-                for rec in self.ledger.rows(self.sha256, [RowState.UNCERTAIN])
+                for rec in self.ledger.rows(self.key, [RowState.UNCERTAIN])
                 if rec.row in by_row
             }
             if left:
@@ -243,7 +244,7 @@ class Uploader:
                     if batch:
                         now = self.clock.now()
                         claim = self.ledger.claim_for_sending(
-                            self.sha256,
+                            self.key,
                             [r.row for r in batch],
                             skip_duplicates=self.skip_duplicates,
                             attempt_utc=now,
@@ -272,7 +273,7 @@ class Uploader:
     def _post(self, row: UploadRow) -> None:
         """One row, in a worker thread: POST, then commit the outcome before moving on."""
         if self._halted.is_set():
-            self.ledger.record_unsent(self.sha256, [row.row], "not sent: the upload stopped")
+            self.ledger.record_unsent(self.key, [row.row], "not sent: the upload stopped")
             return
         crash_point("before_post")
         self.report.posts += 1  # a race on this counter only blurs a statistic
@@ -283,28 +284,28 @@ class Uploader:
                 {"field": e.field_name, "code": e.error_code, "message": e.message}
                 for e in exc.field_errors
             ]
-            self.ledger.record_refused(self.sha256, row.row, _short(exc), details)
+            self.ledger.record_refused(self.key, row.row, _short(exc), details)
             return
         except NotPermitted as exc:
-            self.ledger.record_unsent(self.sha256, [row.row], "not sent: not permitted")
+            self.ledger.record_unsent(self.key, [row.row], "not sent: not permitted")
             self._halt("not_permitted", str(exc))
             return
         except NotFound as exc:
-            self.ledger.record_unsent(self.sha256, [row.row], "not sent: not found")
+            self.ledger.record_unsent(self.key, [row.row], "not sent: not found")
             self._halt("not_found", str(exc))
             return
         except Unavailable as exc:
-            self.ledger.record_unsent(self.sha256, [row.row], "not sent: the API is unavailable")
+            self.ledger.record_unsent(self.key, [row.row], "not sent: the API is unavailable")
             self._halt("unavailable", f"waiting for the API: {exc}")
             return
         except Uncertain as exc:
-            self.ledger.record_uncertain(self.sha256, row.row, _short(exc))
+            self.ledger.record_uncertain(self.key, row.row, _short(exc))
             return
         except ApiError as exc:  # anything else: it may have been processed
-            self.ledger.record_uncertain(self.sha256, row.row, _short(exc))
+            self.ledger.record_uncertain(self.key, row.row, _short(exc))
             return
         crash_point("after_response")
-        self.ledger.record_accepted(self.sha256, row.row, str(created.unique_id))
+        self.ledger.record_accepted(self.key, row.row, str(created.unique_id))
 
     # -- reconciliation -----------------------------------------------------------------------
 
@@ -360,10 +361,10 @@ class Uploader:
                     absent.append(r.row)
                     continue
                 taken.add(uid)
-                self.ledger.record_accepted(self.sha256, r.row, uid, "found by lookup")
+                self.ledger.record_accepted(self.key, r.row, uid, "found by lookup")
                 self.report.reconciled_found += 1
         self.ledger.record_unsent(
-            self.sha256, absent, "not found by lookup after an uncertain attempt: sent again"
+            self.key, absent, "not found by lookup after an uncertain attempt: sent again"
         )
         self.report.reconciled_absent += len(absent)
 
@@ -396,7 +397,7 @@ class Uploader:
 
     def _leave_uncertain(self, rows: Sequence[UploadRow], reason: str) -> None:
         for r in rows:
-            self.ledger.record_uncertain(self.sha256, r.row, reason)
+            self.ledger.record_uncertain(self.key, r.row, reason)
 
     def _leads_since(self, since_local: datetime) -> list[Any]:
         if self._campaign_id is None:

@@ -12,7 +12,14 @@ from rich.console import Console
 
 from pipeline import __version__
 from pipeline.config import Settings, load_settings
-from pipeline.errors import ApiError, ConfigError, InputError, LeadpipeError, StateError
+from pipeline.errors import (
+    ApiError,
+    ConfigError,
+    FileChanged,
+    InputError,
+    LeadpipeError,
+    StateError,
+)
 
 app = typer.Typer(
     name="leadpipe",
@@ -29,6 +36,7 @@ EXIT_CODES: dict[type[LeadpipeError], int] = {
     ConfigError: 3,
     InputError: 4,
     ApiError: 5,
+    FileChanged: 5,  # the file was still being written: run again once it is complete
     StateError: 6,
 }
 

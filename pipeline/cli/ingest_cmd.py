@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.app import app, console, err_console, is_terminal, run, settings
-from pipeline.receipt import PREVIEW, PROCESSED, Receipt, render_receipt
+from pipeline.receipt import ALREADY, PREVIEW, PROCESSED, Receipt, render_receipt
 
 #: Exit code when the file was read but its upload stopped (API down, 401/403, asked to stop).
 EXIT_UPLOAD_STOPPED = 5
@@ -68,7 +68,7 @@ def ingest(
         typer.echo(json.dumps(receipt.to_json(), indent=2, ensure_ascii=False))
     else:
         console.print(render_receipt(receipt), highlight=False, markup=False)
-    if receipt.status not in (PROCESSED, PREVIEW):
+    if receipt.status not in (PROCESSED, PREVIEW, ALREADY):
         reason = receipt.halt_reason or receipt.status
         err_console.print(f"[bold red]upload stopped:[/] {reason}", highlight=False)
         raise typer.Exit(EXIT_UPLOAD_STOPPED)

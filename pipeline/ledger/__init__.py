@@ -7,13 +7,15 @@ the outcome after it, so the ledger is never ahead of what the API acknowledged.
 
 :class:`Ledger` is the interface the rest of leadpipe uses; :class:`SqliteLedger` implements it
 on SQLite in WAL mode under the state folder (a PostgreSQL backend can follow the same protocol).
-Files are keyed by the SHA-256 of their content; rows by ``(file, row number)``.
+A file is keyed by the SHA-256 of its content *and* the campaign it was dropped for
+(:class:`FileKey`): the same content dropped for two campaigns is two files, each uploaded to
+its own campaign. Rows are keyed by ``(file key, row number)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
@@ -32,6 +34,9 @@ class RowState(StrEnum):
     REFUSED = "refused"
     UNCERTAIN = "uncertain"
     DUPLICATE = "duplicate"
+    #: a row of a file that changed while it was read (:attr:`FileState.CHANGED`), whose lead
+    #: was handed over to the same row of the file's next, complete version
+    MOVED = "moved"
 
 
 class FileState(StrEnum):
@@ -41,11 +46,29 @@ class FileState(StrEnum):
     WAITING = "waiting"  # API down, schema only from a snapshot, stopped, or not permitted
     DONE = "done"
     FAILED = "failed"
+    #: the file changed while it was read (still being written): rows it sent are handed over
+    #: to the next version of the file in the same campaign, never sent again
+    CHANGED = "changed"
+
+
+@dataclass(frozen=True)
+class FileKey:
+    """One input file as the ledger knows it: its content (SHA-256) for one campaign.
+
+    "Already processed" means the same content *for the same campaign*; the same content
+    dropped into another campaign's folder is another file.
+    """
+
+    sha256: str
+    campaign: str
+
+    def __str__(self) -> str:
+        return f"{self.sha256[:16]} for {self.campaign}"
 
 
 @dataclass(frozen=True)
 class FileRecord:
-    """One input file, keyed by the SHA-256 of its content."""
+    """One input file, keyed by the SHA-256 of its content and its campaign."""
 
     sha256: str
     name: str
@@ -57,6 +80,11 @@ class FileRecord:
     finished_utc: str | None
     receipt_path: str | None
     receipt_json: str | None
+
+    @property
+    def key(self) -> FileKey:
+        """The ledger key of this file."""
+        return FileKey(self.sha256, self.campaign)
 
 
 @dataclass(frozen=True)
@@ -82,6 +110,9 @@ class Claim:
 
     sending: list[int]
     duplicates: dict[int, str]  # row -> plain reason naming the earlier row
+    #: rows whose lead an earlier read of the same file (one that changed while it was read)
+    #: already sent: they take over that row's state and are not sent again
+    handed_over: list[int] = field(default_factory=list)
 
 
 class Ledger(Protocol):
@@ -93,43 +124,47 @@ class Ledger(Protocol):
         """Release the database."""
         ...
 
-    def file(self, sha256: str) -> FileRecord | None:
+    def file(self, key: FileKey) -> FileRecord | None:
         """The record of a file, or None when it was never seen."""
         ...
 
-    def begin_file(self, sha256: str, name: str, campaign: str) -> FileRecord:
+    def files_with_content(self, sha256: str) -> list[FileRecord]:
+        """Every file record of this content, in any campaign (newest first)."""
+        ...
+
+    def begin_file(self, key: FileKey, name: str) -> FileRecord:
         """Record that a file is being processed (first time or again)."""
         ...
 
-    def set_file_state(self, sha256: str, state: FileState, reason: str = "") -> None:
+    def set_file_state(self, key: FileKey, state: FileState, reason: str = "") -> None:
         """Move a file to ``state`` (with a plain reason when it waits or failed)."""
         ...
 
     def finish_file(
-        self, sha256: str, state: FileState, receipt_path: str, receipt_json: str
+        self, key: FileKey, state: FileState, receipt_path: str, receipt_json: str
     ) -> None:
         """Record the final state of a file and where its receipt is."""
         ...
 
-    def add_rows(self, sha256: str, campaign: str, rows: Iterable[tuple[int, str]]) -> int:
+    def add_rows(self, key: FileKey, rows: Iterable[tuple[int, str]]) -> int:
         """Record ``(row, fingerprint)`` as pending unless known; returns how many were new."""
         ...
 
-    def rows(self, sha256: str, states: Sequence[RowState] | None = None) -> list[RowRecord]:
+    def rows(self, key: FileKey, states: Sequence[RowState] | None = None) -> list[RowRecord]:
         """The rows of a file (optionally only in ``states``), in row order."""
         ...
 
-    def row_counts(self, sha256: str) -> dict[RowState, int]:
+    def row_counts(self, key: FileKey) -> dict[RowState, int]:
         """How many rows of a file are in each state."""
         ...
 
-    def recover_sending(self, sha256: str | None = None) -> int:
+    def recover_sending(self, key: FileKey | None = None) -> int:
         """Rows left ``sending`` by a crash become ``uncertain``; returns how many."""
         ...
 
     def claim_for_sending(
         self,
-        sha256: str,
+        key: FileKey,
         rows: Sequence[int],
         *,
         skip_duplicates: bool,
@@ -138,26 +173,29 @@ class Ledger(Protocol):
     ) -> Claim:
         """In one transaction: flip pending rows to ``sending`` (the durable intent).
 
-        With ``skip_duplicates``, a row whose fingerprint is accepted (or in flight) for the
-        campaign in another row, from any file, becomes ``duplicate`` instead.
+        A row whose lead an earlier read of the same file already sent (a file of the campaign
+        in state ``changed`` holding the same data, accepted or uncertain) takes over that
+        row's state instead of being sent (``handed_over``). With ``skip_duplicates``, a row
+        whose fingerprint is accepted (or in flight) for the campaign in another row, from any
+        file, becomes ``duplicate`` instead.
         """
         ...
 
-    def record_accepted(self, sha256: str, row: int, unique_id: str, how: str = "created") -> None:
+    def record_accepted(self, key: FileKey, row: int, unique_id: str, how: str = "created") -> None:
         """The API created the lead (or reconciliation found it)."""
         ...
 
     def record_refused(
-        self, sha256: str, row: int, reason: str, details: Sequence[dict[str, str]] = ()
+        self, key: FileKey, row: int, reason: str, details: Sequence[dict[str, str]] = ()
     ) -> None:
         """The API refused the row (400); ``details`` are its field errors."""
         ...
 
-    def record_uncertain(self, sha256: str, row: int, reason: str) -> None:
+    def record_uncertain(self, key: FileKey, row: int, reason: str) -> None:
         """The POST may have reached the server: never resend without a lookup."""
         ...
 
-    def record_unsent(self, sha256: str, rows: Sequence[int], reason: str = "") -> None:
+    def record_unsent(self, key: FileKey, rows: Sequence[int], reason: str = "") -> None:
         """Rows flipped to ``sending`` that certainly did not reach the server: back to pending."""
         ...
 
@@ -181,6 +219,7 @@ __all__ = [
     "LEDGER_FILE",
     "MARKER_FILE",
     "Claim",
+    "FileKey",
     "FileRecord",
     "FileState",
     "Ledger",

@@ -7,7 +7,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from pipeline.ledger import (
     LEDGER_FILE,
     MARKER_FILE,
     Claim,
+    FileKey,
     FileRecord,
     FileState,
     RowRecord,
@@ -24,26 +25,26 @@ from pipeline.ledger import (
     _utc_now,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+_TABLES = """
 CREATE TABLE IF NOT EXISTS files (
-    sha256 TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
     campaign TEXT NOT NULL,
+    name TEXT NOT NULL,
     state TEXT NOT NULL,
     reason TEXT NOT NULL DEFAULT '',
     first_seen_utc TEXT NOT NULL,
     updated_utc TEXT NOT NULL,
     finished_utc TEXT,
     receipt_path TEXT,
-    receipt_json TEXT
+    receipt_json TEXT,
+    PRIMARY KEY (sha256, campaign)
 );
 CREATE TABLE IF NOT EXISTS rows (
-    file_sha256 TEXT NOT NULL REFERENCES files(sha256),
-    row INTEGER NOT NULL,
+    file_sha256 TEXT NOT NULL,
     campaign TEXT NOT NULL,
+    row INTEGER NOT NULL,
     fingerprint TEXT NOT NULL,
     state TEXT NOT NULL,
     unique_id TEXT,
@@ -52,21 +53,50 @@ CREATE TABLE IF NOT EXISTS rows (
     attempt_local TEXT,
     attempt_utc TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (file_sha256, row)
+    PRIMARY KEY (file_sha256, campaign, row),
+    FOREIGN KEY (file_sha256, campaign) REFERENCES files (sha256, campaign)
 );
 CREATE INDEX IF NOT EXISTS rows_fingerprint ON rows (campaign, fingerprint, state);
-CREATE INDEX IF NOT EXISTS rows_state ON rows (file_sha256, state);
+CREATE INDEX IF NOT EXISTS rows_state ON rows (file_sha256, campaign, state);
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
     file_sha256 TEXT NOT NULL,
+    campaign TEXT NOT NULL DEFAULT '',
     row INTEGER NOT NULL,
     at_utc TEXT NOT NULL,
     outcome TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT ''
 );
 """
+_SCHEMA = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);\n" + _TABLES
+
+#: Version 1 keyed files by their content alone, so the same content dropped for a second
+#: campaign was taken as "already processed". Version 2 keys them by content and campaign; each
+#: v1 file keeps the campaign it was recorded for. Run in one transaction, foreign keys off.
+_MIGRATE_1_TO_2 = (
+    "ALTER TABLE files RENAME TO files_v1",
+    "ALTER TABLE rows RENAME TO rows_v1",
+    "ALTER TABLE attempts RENAME TO attempts_v1",
+    "DROP INDEX IF EXISTS rows_fingerprint",
+    "DROP INDEX IF EXISTS rows_state",
+    *(stmt for stmt in _TABLES.split(";") if stmt.strip()),
+    "INSERT INTO files (sha256, campaign, name, state, reason, first_seen_utc, updated_utc,"
+    " finished_utc, receipt_path, receipt_json) SELECT sha256, campaign, name, state, reason,"
+    " first_seen_utc, updated_utc, finished_utc, receipt_path, receipt_json FROM files_v1",
+    "INSERT INTO rows (file_sha256, campaign, row, fingerprint, state, unique_id, reason,"
+    " details, attempt_local, attempt_utc, attempts) SELECT r.file_sha256, f.campaign, r.row,"
+    " r.fingerprint, r.state, r.unique_id, r.reason, r.details, r.attempt_local,"
+    " r.attempt_utc, r.attempts FROM rows_v1 r JOIN files_v1 f ON f.sha256 = r.file_sha256",
+    "INSERT INTO attempts (id, file_sha256, campaign, row, at_utc, outcome, detail)"
+    " SELECT a.id, a.file_sha256, coalesce(f.campaign, ''), a.row, a.at_utc, a.outcome,"
+    " a.detail FROM attempts_v1 a LEFT JOIN files_v1 f ON f.sha256 = a.file_sha256",
+    "DROP TABLE rows_v1",
+    "DROP TABLE files_v1",
+    "DROP TABLE attempts_v1",
+    "UPDATE schema_version SET version = 2",
+)
 # Ledgers created before 2026-11-27 also hold an empty, unused ``watermarks`` table (export
-# state lives in pipeline/export_state.py). It is left in place and ignored: same version.
+# state lives elsewhere). It is left in place and ignored.
 
 
 class SqliteLedger:
@@ -146,6 +176,9 @@ class SqliteLedger:
                 self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
             return
         version = self._query("SELECT max(version) AS v FROM schema_version")[0]["v"]
+        if version == 1:
+            self._migrate_from_1()
+            version = SCHEMA_VERSION
         if version != SCHEMA_VERSION:
             raise StateError(
                 f"the ledger {self.path} has schema version {version}; this leadpipe "
@@ -158,6 +191,31 @@ class SqliteLedger:
                 f"the ledger {self.path} failed its integrity check ({what}); "
                 "restore it from a backup before leadpipe continues."
             )
+
+    def _migrate_from_1(self) -> None:
+        """Key files by content *and* campaign (a copy of the v1 ledger is kept beside it)."""
+        backup = self.path.with_name(self.path.stem + ".v1-backup" + self.path.suffix)
+        with self._lock:
+            try:
+                if not backup.exists():
+                    with closing(sqlite3.connect(backup)) as copy:
+                        self._db.backup(copy)
+                self._db.execute("PRAGMA foreign_keys = OFF")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for stmt in _MIGRATE_1_TO_2:
+                        self._db.execute(stmt)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                finally:
+                    self._db.execute("PRAGMA foreign_keys = ON")
+            except sqlite3.DatabaseError as exc:
+                raise StateError(
+                    f"the ledger {self.path} could not be upgraded to version {SCHEMA_VERSION} "
+                    f"({exc}); it is unchanged. Tell whoever runs leadpipe."
+                ) from exc
 
     def close(self) -> None:
         """Close the connection (the WAL is checkpointed by SQLite)."""
@@ -181,57 +239,68 @@ class SqliteLedger:
             receipt_json=r["receipt_json"],
         )
 
-    def file(self, sha256: str) -> FileRecord | None:
+    def file(self, key: FileKey) -> FileRecord | None:
         """The record of a file, or None when it was never seen."""
-        rows = self._query("SELECT * FROM files WHERE sha256 = ?", (sha256,))
+        rows = self._query(
+            "SELECT * FROM files WHERE sha256 = ? AND campaign = ?", (key.sha256, key.campaign)
+        )
         return self._file(rows[0]) if rows else None
 
-    def begin_file(self, sha256: str, name: str, campaign: str) -> FileRecord:
+    def files_with_content(self, sha256: str) -> list[FileRecord]:
+        """Every file record of this content, in any campaign (newest first)."""
+        rows = self._query(
+            "SELECT * FROM files WHERE sha256 = ? ORDER BY updated_utc DESC", (sha256,)
+        )
+        return [self._file(r) for r in rows]
+
+    def begin_file(self, key: FileKey, name: str) -> FileRecord:
         """Record that a file is being processed (first time or again)."""
         now = _utc_now()
         with self._tx() as db:
             db.execute(
-                "INSERT INTO files (sha256, name, campaign, state, first_seen_utc, updated_utc)"
+                "INSERT INTO files (sha256, campaign, name, state, first_seen_utc, updated_utc)"
                 " VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (sha256) DO UPDATE SET state = excluded.state, reason = '',"
-                " updated_utc = excluded.updated_utc",
-                (sha256, name, campaign, FileState.PROCESSING, now, now),
+                " ON CONFLICT (sha256, campaign) DO UPDATE SET state = excluded.state,"
+                " reason = '', updated_utc = excluded.updated_utc",
+                (key.sha256, key.campaign, name, FileState.PROCESSING, now, now),
             )
-        record = self.file(sha256)
-        assert record is not None
+        record = self.file(key)
+        if record is None:  # pragma: no cover - the insert above just made it
+            raise StateError(f"the ledger {self.path} lost the file it just recorded")
         return record
 
-    def set_file_state(self, sha256: str, state: FileState, reason: str = "") -> None:
+    def set_file_state(self, key: FileKey, state: FileState, reason: str = "") -> None:
         """Move a file to ``state`` (with a plain reason when it waits or failed)."""
         with self._tx() as db:
             db.execute(
-                "UPDATE files SET state = ?, reason = ?, updated_utc = ? WHERE sha256 = ?",
-                (state, reason, _utc_now(), sha256),
+                "UPDATE files SET state = ?, reason = ?, updated_utc = ?"
+                " WHERE sha256 = ? AND campaign = ?",
+                (state, reason, _utc_now(), key.sha256, key.campaign),
             )
 
     def finish_file(
-        self, sha256: str, state: FileState, receipt_path: str, receipt_json: str
+        self, key: FileKey, state: FileState, receipt_path: str, receipt_json: str
     ) -> None:
         """Record the final state of a file and where its receipt is."""
         now = _utc_now()
         with self._tx() as db:
             db.execute(
                 "UPDATE files SET state = ?, updated_utc = ?, finished_utc = ?,"
-                " receipt_path = ?, receipt_json = ? WHERE sha256 = ?",
+                " receipt_path = ?, receipt_json = ? WHERE sha256 = ? AND campaign = ?",
                 (state, now, now if state == FileState.DONE else None, receipt_path,
-                 receipt_json, sha256),
+                 receipt_json, key.sha256, key.campaign),
             )  # fmt: skip
 
     # -- rows ---------------------------------------------------------------------------------
 
-    def add_rows(self, sha256: str, campaign: str, rows: Iterable[tuple[int, str]]) -> int:
+    def add_rows(self, key: FileKey, rows: Iterable[tuple[int, str]]) -> int:
         """Record ``(row, fingerprint)`` as pending unless known; returns how many were new."""
         with self._tx() as db:
             before = db.total_changes
             db.executemany(
-                "INSERT INTO rows (file_sha256, row, campaign, fingerprint, state)"
+                "INSERT INTO rows (file_sha256, campaign, row, fingerprint, state)"
                 " VALUES (?, ?, ?, ?, 'pending') ON CONFLICT DO NOTHING",
-                ((sha256, row, campaign, fp) for row, fp in rows),
+                ((key.sha256, key.campaign, row, fp) for row, fp in rows),
             )
             return db.total_changes - before
 
@@ -251,28 +320,31 @@ class SqliteLedger:
             attempts=r["attempts"],
         )
 
-    def rows(self, sha256: str, states: Sequence[RowState] | None = None) -> list[RowRecord]:
+    def rows(self, key: FileKey, states: Sequence[RowState] | None = None) -> list[RowRecord]:
         """The rows of a file (optionally only in ``states``), in row order."""
-        sql = "SELECT * FROM rows WHERE file_sha256 = ?"
-        args: list[Any] = [sha256]
+        sql = "SELECT * FROM rows WHERE file_sha256 = ? AND campaign = ?"
+        args: list[Any] = [key.sha256, key.campaign]
         if states:
             sql += f" AND state IN ({','.join('?' * len(states))})"
             args += [str(s) for s in states]
         return [self._row(r) for r in self._query(sql + " ORDER BY row", args)]
 
-    def row_counts(self, sha256: str) -> dict[RowState, int]:
+    def row_counts(self, key: FileKey) -> dict[RowState, int]:
         """How many rows of a file are in each state."""
         counts = dict.fromkeys(RowState, 0)
-        q = "SELECT state, count(*) AS n FROM rows WHERE file_sha256 = ? GROUP BY state"
-        for r in self._query(q, (sha256,)):
+        q = (
+            "SELECT state, count(*) AS n FROM rows WHERE file_sha256 = ? AND campaign = ?"
+            " GROUP BY state"
+        )
+        for r in self._query(q, (key.sha256, key.campaign)):
             counts[RowState(r["state"])] = r["n"]
         return counts
 
-    def recover_sending(self, sha256: str | None = None) -> int:
+    def recover_sending(self, key: FileKey | None = None) -> int:
         """Rows left ``sending`` by a crash become ``uncertain``; returns how many."""
         reason = "leadpipe stopped while this row was being sent"
         with self._tx() as db:
-            if sha256 is None:
+            if key is None:
                 cur = db.execute(
                     "UPDATE rows SET state = 'uncertain', reason = ? WHERE state = 'sending'",
                     (reason,),
@@ -280,14 +352,14 @@ class SqliteLedger:
             else:
                 cur = db.execute(
                     "UPDATE rows SET state = 'uncertain', reason = ?"
-                    " WHERE file_sha256 = ? AND state = 'sending'",
-                    (reason, sha256),
+                    " WHERE file_sha256 = ? AND campaign = ? AND state = 'sending'",
+                    (reason, key.sha256, key.campaign),
                 )
             return cur.rowcount
 
     def claim_for_sending(
         self,
-        sha256: str,
+        key: FileKey,
         rows: Sequence[int],
         *,
         skip_duplicates: bool,
@@ -297,25 +369,35 @@ class SqliteLedger:
         """In one transaction: flip pending rows to ``sending`` (the durable intent)."""
         sending: list[int] = []
         dups: dict[int, str] = {}
+        handed: list[int] = []
         utc, local = attempt_utc.isoformat(), attempt_local.isoformat()
+        sha, campaign = key.sha256, key.campaign
+        this = (sha, campaign)
         with self._tx() as db:
+            changed = db.execute(
+                "SELECT 1 FROM files WHERE campaign = ? AND state = 'changed' LIMIT 1",
+                (campaign,),
+            ).fetchone()
             for row in rows:
-                cur = db.execute(
-                    "SELECT campaign, fingerprint, state FROM rows"
-                    " WHERE file_sha256 = ? AND row = ?",
-                    (sha256, row),
-                )
-                found = cur.fetchone()
-                if found is None or found[2] != RowState.PENDING:
+                found = db.execute(
+                    "SELECT fingerprint, state FROM rows"
+                    " WHERE file_sha256 = ? AND campaign = ? AND row = ?",
+                    (*this, row),
+                ).fetchone()
+                if found is None or found[1] != RowState.PENDING:
                     continue
-                campaign, fp = found[0], found[1]
+                fp = found[0]
+                if changed is not None and _hand_over(db, key, row, fp):
+                    handed.append(row)
+                    continue
                 if skip_duplicates:
                     other = db.execute(
                         "SELECT r.row, f.name, r.state FROM rows r JOIN files f"
-                        " ON f.sha256 = r.file_sha256 WHERE r.campaign = ? AND r.fingerprint = ?"
+                        " ON f.sha256 = r.file_sha256 AND f.campaign = r.campaign"
+                        " WHERE r.campaign = ? AND r.fingerprint = ?"
                         " AND r.state IN ('accepted', 'sending', 'uncertain')"
                         " AND NOT (r.file_sha256 = ? AND r.row = ?) LIMIT 1",
-                        (campaign, fp, sha256, row),
+                        (campaign, fp, sha, row),
                     ).fetchone()
                     if other is not None:
                         how = "already accepted" if other[2] == "accepted" else "being sent"
@@ -325,22 +407,22 @@ class SqliteLedger:
                         )
                         db.execute(
                             "UPDATE rows SET state = 'duplicate', reason = ?"
-                            " WHERE file_sha256 = ? AND row = ?",
-                            (reason, sha256, row),
+                            " WHERE file_sha256 = ? AND campaign = ? AND row = ?",
+                            (reason, *this, row),
                         )
                         dups[row] = reason
                         continue
                 db.execute(
                     "UPDATE rows SET state = 'sending', attempt_utc = ?, attempt_local = ?,"
-                    " attempts = attempts + 1 WHERE file_sha256 = ? AND row = ?",
-                    (utc, local, sha256, row),
+                    " attempts = attempts + 1 WHERE file_sha256 = ? AND campaign = ? AND row = ?",
+                    (utc, local, *this, row),
                 )
                 sending.append(row)
-        return Claim(sending, dups)
+        return Claim(sending, dups, handed)
 
     def _outcome(
         self,
-        sha256: str,
+        key: FileKey,
         row: int,
         state: RowState,
         outcome: str,
@@ -352,45 +434,38 @@ class SqliteLedger:
         with self._tx(durable=False) as db:
             db.execute(
                 "UPDATE rows SET state = ?, unique_id = coalesce(?, unique_id), reason = ?,"
-                " details = ? WHERE file_sha256 = ? AND row = ?",
-                (state, unique_id, reason, json.dumps(list(details)), sha256, row),
-            )
-            db.execute(
-                "INSERT INTO attempts (file_sha256, row, at_utc, outcome, detail)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (sha256, row, _utc_now(), outcome, unique_id or reason),
-            )
+                " details = ? WHERE file_sha256 = ? AND campaign = ? AND row = ?",
+                (state, unique_id, reason, json.dumps(list(details)), key.sha256,
+                 key.campaign, row),
+            )  # fmt: skip
+            _attempt(db, key, row, outcome, unique_id or reason)
 
-    def record_accepted(self, sha256: str, row: int, unique_id: str, how: str = "created") -> None:
+    def record_accepted(self, key: FileKey, row: int, unique_id: str, how: str = "created") -> None:
         """The API created the lead (or reconciliation found it)."""
-        self._outcome(sha256, row, RowState.ACCEPTED, how, unique_id=unique_id)
+        self._outcome(key, row, RowState.ACCEPTED, how, unique_id=unique_id)
 
     def record_refused(
-        self, sha256: str, row: int, reason: str, details: Sequence[dict[str, str]] = ()
+        self, key: FileKey, row: int, reason: str, details: Sequence[dict[str, str]] = ()
     ) -> None:
         """The API refused the row (400); ``details`` are its field errors."""
-        self._outcome(sha256, row, RowState.REFUSED, "refused", reason=reason, details=details)
+        self._outcome(key, row, RowState.REFUSED, "refused", reason=reason, details=details)
 
-    def record_uncertain(self, sha256: str, row: int, reason: str) -> None:
+    def record_uncertain(self, key: FileKey, row: int, reason: str) -> None:
         """The POST may have reached the server: never resend without a lookup."""
-        self._outcome(sha256, row, RowState.UNCERTAIN, "uncertain", reason=reason)
+        self._outcome(key, row, RowState.UNCERTAIN, "uncertain", reason=reason)
 
-    def record_unsent(self, sha256: str, rows: Sequence[int], reason: str = "") -> None:
+    def record_unsent(self, key: FileKey, rows: Sequence[int], reason: str = "") -> None:
         """Rows flipped to ``sending`` that certainly did not reach the server: back to pending."""
         if not rows:
             return
         with self._tx(durable=False) as db:
             for row in rows:
                 db.execute(
-                    "UPDATE rows SET state = 'pending', reason = ?"
-                    " WHERE file_sha256 = ? AND row = ? AND state IN ('sending', 'uncertain')",
-                    (reason, sha256, row),
+                    "UPDATE rows SET state = 'pending', reason = ? WHERE file_sha256 = ?"
+                    " AND campaign = ? AND row = ? AND state IN ('sending', 'uncertain')",
+                    (reason, key.sha256, key.campaign, row),
                 )
-                db.execute(
-                    "INSERT INTO attempts (file_sha256, row, at_utc, outcome, detail)"
-                    " VALUES (?, ?, ?, 'not sent', ?)",
-                    (sha256, row, _utc_now(), reason),
-                )
+                _attempt(db, key, row, "not sent", reason)
 
     def accepted_unique_ids(self, campaign: str) -> set[str]:
         """Every uniqueId the ledger already holds for a campaign."""
@@ -407,6 +482,51 @@ class SqliteLedger:
             q = f"SELECT DISTINCT fingerprint FROM rows WHERE campaign = ? AND state = 'accepted' AND fingerprint IN ({marks})"  # noqa: S608, E501
             found.update(r[0] for r in self._query(q, [campaign, *part]))
         return found
+
+
+def _attempt(db: sqlite3.Connection, key: FileKey, row: int, outcome: str, detail: str) -> None:
+    db.execute(
+        "INSERT INTO attempts (file_sha256, campaign, row, at_utc, outcome, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (key.sha256, key.campaign, row, _utc_now(), outcome, detail),
+    )
+
+
+def _hand_over(db: sqlite3.Connection, key: FileKey, row: int, fp: str) -> bool:
+    """Let ``row`` take over a lead an earlier, changed read of the file sent (in a transaction).
+
+    A file that changed while it was read (still being written) may already have sent some of
+    its rows. When its complete version arrives, each of its rows with the same data in the
+    same campaign takes over that earlier row's state (accepted with its uniqueId, or
+    uncertain with its attempt time, so reconciliation looks it up); the earlier row becomes
+    ``moved``. Each earlier row is handed over once.
+    """
+    prev = db.execute(
+        "SELECT r.file_sha256, r.row, r.state, r.unique_id, r.reason, r.attempt_utc,"
+        " r.attempt_local, r.attempts, f.name FROM rows r JOIN files f"
+        " ON f.sha256 = r.file_sha256 AND f.campaign = r.campaign"
+        " WHERE r.campaign = ? AND r.fingerprint = ? AND r.state IN ('accepted', 'uncertain')"
+        " AND f.state = 'changed' AND r.file_sha256 != ? ORDER BY r.attempt_utc LIMIT 1",
+        (key.campaign, fp, key.sha256),
+    ).fetchone()
+    if prev is None:
+        return False
+    old_sha, old_row, state, uid, reason, att_utc, att_local, attempts, name = prev
+    if state == RowState.ACCEPTED:
+        reason = f"sent while {name} was still being written (that read's row {old_row})"
+    db.execute(
+        "UPDATE rows SET state = ?, unique_id = ?, reason = ?, attempt_utc = ?,"
+        " attempt_local = ?, attempts = ? WHERE file_sha256 = ? AND campaign = ? AND row = ?",
+        (state, uid, reason, att_utc, att_local, attempts, key.sha256, key.campaign, row),
+    )
+    db.execute(
+        "UPDATE rows SET state = 'moved', reason = ? WHERE file_sha256 = ? AND campaign = ?"
+        " AND row = ?",
+        (f"handed over to row {row} of the file's complete version", old_sha, key.campaign,
+         old_row),
+    )  # fmt: skip
+    _attempt(db, key, row, "handed over", f"{old_sha[:16]} row {old_row}")
+    return True
 
 
 def open_ledger(state_dir: Path, *, create: bool = True) -> SqliteLedger:

@@ -17,9 +17,10 @@ import pytest
 from pipeline.api import HeroBaseClient
 from pipeline.cells import is_risky
 from pipeline.config import CampaignSettings, Settings
-from pipeline.ingest import file_sha256, ingest_file
-from pipeline.ledger import FileState, RowState, SqliteLedger, open_ledger
-from pipeline.receipt import PREVIEW, PROCESSED, STOPPED, WAITING, Receipt
+from pipeline.identity import FileIdentity
+from pipeline.ingest import ingest_file
+from pipeline.ledger import FileKey, FileState, RowState, SqliteLedger, open_ledger
+from pipeline.receipt import ALREADY, PREVIEW, PROCESSED, STOPPED, WAITING, Receipt
 from pipeline.sandbox import Fault, Sandbox
 from pipeline.schema import load_campaign_schema
 from tests.ingest import messy
@@ -152,14 +153,25 @@ def test_same_file_twice_creates_nothing_the_second_time(env: Env) -> None:
     posts = len([r for r in env.sb.requests() if r["method"] == "POST"])
     second = env.ingest(src)
     assert len([r for r in env.sb.requests() if r["method"] == "POST"]) == posts
-    assert (second.accepted, second.rejected, second.duplicates) == (
+    # every count is this run's: nothing was read or sent; the earlier run's counts are apart
+    assert (second.rows_read, second.accepted, second.rejected, second.duplicates) == (0, 0, 0, 0)
+    assert second.status == ALREADY
+    assert second.earlier is not None
+    assert (second.earlier["accepted"], second.earlier["rejected"]) == (
         first.accepted,
         first.rejected,
-        first.duplicates,
     )
-    assert second.messages[0].startswith("This file (the same content) was already processed on ")
-    assert second.reject_files == first.reject_files
-    assert Path(second.receipt_file).exists()
+    assert second.earlier["receipt"] == first.receipt_file
+    assert second.earlier["reject_files"] == first.reject_files
+    assert second.reject_files == []
+    assert second.messages[0].startswith(
+        f"This file (the same content) was already processed for campaign {CAMPAIGN} on "
+    )
+    text = Path(second.receipt_file).read_text("utf-8")
+    assert f"0 uploaded now; {first.accepted} uploaded on " in text
+    assert first.receipt_file in text
+    on_disk = json.loads(Path(second.receipt_file).with_suffix(".json").read_text("utf-8"))
+    assert (on_disk["accepted"], on_disk["earlier"]["accepted"]) == (0, first.accepted)
     assert env.stored() == Counter(d["phone"] for d in exp.valid.values())
 
 
@@ -197,6 +209,11 @@ def test_fixed_reject_file_creates_only_the_fixed_rows(env: Env) -> None:
     assert max(after.values()) == 1
 
 
+def key_of(path: Path) -> FileKey:
+    """The ledger key of a file dropped for the test campaign."""
+    return FileKey(FileIdentity.of(path).sha256, CAMPAIGN)
+
+
 def test_dry_run_uploads_nothing_and_marks_nothing(env: Env) -> None:
     src = env.tmp / "kunder.csv"
     messy.build(src, 100)
@@ -206,7 +223,7 @@ def test_dry_run_uploads_nothing_and_marks_nothing(env: Env) -> None:
     assert (receipt.accepted, receipt.rejected, receipt.blank_skipped) == (86, 12, 1)
     assert receipt.duplicates == 1  # row 53 repeats row 52
     assert [r for r in env.sb.requests() if r["method"] == "POST"] == []
-    assert env.ledger.file(file_sha256(src)) is None
+    assert env.ledger.file(key_of(src)) is None
     assert len(receipt.reject_files) == 2
 
 
@@ -223,7 +240,7 @@ def test_401_mid_file_stops_says_why_and_a_retry_finishes(env: Env) -> None:
     assert first.halt_reason.startswith("the API refused the credentials (401): check ")
     on_disk = json.loads(Path(first.receipt_file).with_suffix(".json").read_text("utf-8"))
     assert (on_disk["halt"], on_disk["halt_reason"]) == (first.halt, first.halt_reason)
-    sha = file_sha256(src)
+    sha = key_of(src)
     record = env.ledger.file(sha)
     assert record is not None
     assert record.state == FileState.WAITING
@@ -274,7 +291,7 @@ def test_api_refusals_flow_into_the_reject_file_and_are_not_resent(env: Env) -> 
     assert [int(r["_row"]) for r in rows] == sorted([*exp.bad, *valid_rows[10:12]])
     env.sb.clear_faults()
     posts = len([r for r in env.sb.requests() if r["method"] == "POST"])
-    env.ledger.set_file_state(file_sha256(src), FileState.WAITING)  # force a rerun
+    env.ledger.set_file_state(key_of(src), FileState.WAITING)  # force a rerun
     again = env.ingest(src)
     assert len([r for r in env.sb.requests() if r["method"] == "POST"]) == posts
     assert again.refused_by_api == 2
@@ -300,7 +317,8 @@ def test_uncertain_row_without_leads_get_is_left_for_a_person(env: Env) -> None:
     posts = len([r for r in env.sb.requests() if r["method"] == "POST"])
     assert posts == len(exp.valid)
     again = env.ingest(src)  # the file is done: the uncertain row is never resent
-    assert again.uncertain == 1
+    assert again.earlier is not None
+    assert (again.uncertain, again.earlier["uncertain"]) == (0, 1)
     assert len([r for r in env.sb.requests() if r["method"] == "POST"]) == posts
 
 
@@ -352,7 +370,7 @@ def test_stop_during_the_upload_reads_no_further_chunks_of_a_huge_file(env: Env)
         "the rest of the file was not read. The file will be resumed"
     )
     assert first.reject_files == []  # the rerun writes the whole reject file
-    record = env.ledger.file(file_sha256(src))
+    record = env.ledger.file(key_of(src))
     assert record is not None
     assert record.state == FileState.WAITING
     assert sum(env.stored().values()) < watch.read[0]

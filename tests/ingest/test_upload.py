@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from pipeline.api import HeroBaseClient
-from pipeline.ledger import RowState, SqliteLedger, fingerprint
+from pipeline.ledger import FileKey, RowState, SqliteLedger, fingerprint
 from pipeline.sandbox import RESTRICTED_PASSWORD, RESTRICTED_USER, Fault, Sandbox
 from pipeline.upload import Uploader, UploadRow, no_read_right_reason
 from tests.ingest.conftest import CAMPAIGN
 
 SHA = "f" * 64
+KEY = FileKey(SHA, CAMPAIGN)
 
 
 def rows(n: int, start: int = 0) -> list[UploadRow]:
@@ -30,7 +31,7 @@ def rows(n: int, start: int = 0) -> list[UploadRow]:
 
 
 def uploader(client: HeroBaseClient, ledger: SqliteLedger, **kw: Any) -> Uploader:
-    ledger.begin_file(kw.pop("sha", SHA), kw.pop("name", "leads.csv"), CAMPAIGN)
+    ledger.begin_file(FileKey(kw.pop("sha", SHA), CAMPAIGN), kw.pop("name", "leads.csv"))
     kw.setdefault("reconcile_grace", 0.2)
     return Uploader(client, ledger, sha256=kw.pop("sha256", SHA), campaign=CAMPAIGN, **kw)
 
@@ -48,7 +49,7 @@ def assert_exactly_once(sb: Sandbox, ledger: SqliteLedger, batch: list[UploadRow
     counts = stored(sb)
     phones = [r.data["phone"] for r in batch]
     assert {p: counts[p] for p in phones} == dict.fromkeys(phones, 1)
-    recs = ledger.rows(SHA)
+    recs = ledger.rows(KEY)
     assert [r.state for r in recs] == [RowState.ACCEPTED] * len(batch)
     by_id = {lead["uniqueId"]: lead["data"]["phone"] for lead in sb.leads(CAMPAIGN)}
     assert all(by_id[r.unique_id] == batch[i].data["phone"] for i, r in enumerate(recs))
@@ -136,11 +137,11 @@ def test_401_mid_file_stops_at_once_and_a_retry_finishes_without_duplicates(
     up.deliver(batch)
     assert up.report.halt == "not_permitted"
     assert "401" in up.report.reason
-    counts = ledger.row_counts(SHA)
+    counts = ledger.row_counts(KEY)
     assert counts[RowState.ACCEPTED] == 15
     assert counts[RowState.PENDING] == 45
     assert counts[RowState.SENDING] == counts[RowState.UNCERTAIN] == 0
-    accepted = {r.unique_id for r in ledger.rows(SHA, [RowState.ACCEPTED])}
+    accepted = {r.unique_id for r in ledger.rows(KEY, [RowState.ACCEPTED])}
     assert accepted == {lead["uniqueId"] for lead in sb.leads(CAMPAIGN)} - set(_before(sb))
     assert posts(sb) <= 15 + 4  # at most the rows already in flight hit the 401
 
@@ -164,10 +165,10 @@ def test_without_leads_get_an_uncertain_row_is_never_resent(
     client = client_for(user=RESTRICTED_USER, password=RESTRICTED_PASSWORD)
     up = uploader(client, ledger, concurrency=1)
     up.deliver(batch)
-    uncertain = ledger.rows(SHA, [RowState.UNCERTAIN])
+    uncertain = ledger.rows(KEY, [RowState.UNCERTAIN])
     assert [r.row for r in uncertain] == [batch[2].row]
     assert uncertain[0].reason == no_read_right_reason()
-    assert ledger.row_counts(SHA)[RowState.ACCEPTED] == 5
+    assert ledger.row_counts(KEY)[RowState.ACCEPTED] == 5
     # A rerun does not send it again either.
     Uploader(client, ledger, sha256=SHA, campaign=CAMPAIGN, reconcile_grace=0).deliver(batch)
     assert posts(sb) == 6
@@ -183,7 +184,7 @@ def test_unavailable_api_pauses_and_leaves_rows_pending(
     up.deliver(batch)
     assert up.report.halt == "unavailable"
     assert up.report.reason.startswith("waiting for the API")
-    counts = ledger.row_counts(SHA)
+    counts = ledger.row_counts(KEY)
     assert (counts[RowState.ACCEPTED], counts[RowState.PENDING]) == (5, 15)
     sb.clear_faults()
     Uploader(client_for(), ledger, sha256=SHA, campaign=CAMPAIGN).deliver(batch)
@@ -197,9 +198,9 @@ def test_duplicates_from_another_file_are_skipped_or_uploaded_by_setting(
     uploader(client, ledger).deliver(rows(5))
     second = uploader(client, ledger, sha="e" * 64, name="again.csv", sha256="e" * 64)
     second.deliver(rows(5, start=3))  # rows 3, 4 were sent by the first file
-    states = [r.state for r in ledger.rows("e" * 64)]
+    states = [r.state for r in ledger.rows(FileKey("e" * 64, CAMPAIGN))]
     assert states == [RowState.DUPLICATE] * 2 + [RowState.ACCEPTED] * 3
-    dup = ledger.rows("e" * 64, [RowState.DUPLICATE])[0]
+    dup = ledger.rows(FileKey("e" * 64, CAMPAIGN), [RowState.DUPLICATE])[0]
     assert dup.reason == (
         f"the same data was already accepted for campaign {CAMPAIGN} (file leads.csv, row 5)"
     )
@@ -226,7 +227,7 @@ def test_stop_event_sends_nothing_more(
     up = uploader(client_for(), ledger, concurrency=2, stop=stop, progress=progress)
     up.deliver(rows(40))
     assert up.report.halt == "stopped"
-    counts = ledger.row_counts(SHA)
+    counts = ledger.row_counts(KEY)
     assert counts[RowState.SENDING] == 0
     assert counts[RowState.ACCEPTED] == posts(sb)
     assert counts[RowState.ACCEPTED] + counts[RowState.PENDING] == 40
@@ -240,7 +241,7 @@ def test_rows_lost_every_time_end_pending_after_a_final_lookup(
     batch = rows(4)
     up = uploader(client_for(), ledger, concurrency=1)
     up.deliver(batch)
-    counts = ledger.row_counts(SHA)
+    counts = ledger.row_counts(KEY)
     assert (counts[RowState.ACCEPTED], counts[RowState.PENDING]) == (2, 2)
     assert counts[RowState.UNCERTAIN] == 0  # the final lookup proved them absent
     assert posts(sb) == 2 + 2 * 3
@@ -260,6 +261,6 @@ def test_a_lead_with_the_same_data_from_someone_else_is_not_taken_for_ours(
     up.deliver(batch)
     assert (up.report.reconciled_found, up.report.reconciled_absent) == (0, 1)
     assert stored(sb)[batch[2].data["phone"]] == 2  # theirs and ours
-    ours = ledger.rows(SHA)[2].unique_id
+    ours = ledger.rows(KEY)[2].unique_id
     mine = [lead for lead in sb.leads(CAMPAIGN) if lead["uniqueId"] == ours]
     assert mine[0]["uploadedByUser"]["orgCode"] == "api@demo.example"
