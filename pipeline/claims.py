@@ -119,9 +119,11 @@ class Claims(Settling):
                 return None  # stays claimed; resumed at the next start
             if out.kind == "changed":
                 final = atomic_move(job.path, job.folder / job.name)
-                if out.retry_after > 0:
+                if out.retry_after > 0:  # not again before then, unless it changes
+                    st = os.stat(final)
+                    until = self.clock.monotonic() + out.retry_after
                     with self._cond:
-                        self._not_before[final] = self.clock.monotonic() + out.retry_after
+                        self._not_before[final] = (until, st.st_size, st.st_mtime_ns)
                 log.warning("%s went back to the inbox: %s", job.name, out.message)
             elif out.kind == "wait":
                 final = atomic_move(job.path, job.folder / job.name)

@@ -116,10 +116,25 @@ def atomic_write_bytes(dest: Path, data: bytes, *, tmp_dir: Path | None = None) 
         fh.write(data)  # type: ignore[arg-type]
 
 
+def readable(text: str) -> str:
+    """``text`` safe to write as UTF-8: bytes of a file name that are not UTF-8 become U+FFFD.
+
+    Python hands such names over as lone surrogates (PEP 383), which no text encoder accepts;
+    they end up in receipts, error texts, the ledger and the status page as the replacement
+    character instead (the file itself keeps its name).
+    """
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that did not come from a byte
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def atomic_write_text(
     dest: Path, text: str, *, tmp_dir: Path | None = None, encoding: str = "utf-8"
 ) -> None:
-    """Write ``text`` to ``dest`` atomically."""
+    """Write ``text`` to ``dest`` atomically (file-name bytes that are not UTF-8 as U+FFFD)."""
+    if encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig"):
+        text = readable(text)
     atomic_write_bytes(dest, text.encode(encoding), tmp_dir=tmp_dir)
 
 

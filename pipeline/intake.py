@@ -109,7 +109,8 @@ class Intake(Claims):
         self._queues: dict[str, list[_Entry | _Resumed]] = {}
         self._busy: dict[str, Job | Path] = {}  # campaign -> job being processed
         self._active_claims: set[Path] = set()
-        self._not_before: dict[Path, float] = {}  # sent back: not taken again before then
+        #: sent back to the inbox: not taken again before (deadline) unless size/mtime change
+        self._not_before: dict[Path, tuple[float, int, int]] = {}
         self._warned: set[str] = set()
         self._taking = True
         self._probing = False

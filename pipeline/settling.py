@@ -122,7 +122,7 @@ class Settling:
     _queues: dict[str, list[_Entry | _Resumed]]
     _busy: dict[str, Job | Path]  # campaign -> job being processed
     _active_claims: set[Path]
-    _not_before: dict[Path, float]
+    _not_before: dict[Path, tuple[float, int, int]]  # (monotonic deadline, size, mtime_ns)
     _warned: set[str]
     _taking: bool
     _probing: bool
@@ -218,7 +218,7 @@ class Settling:
         """Monotonic time at which a settling file may be stable (None: nothing settling)."""
         with self._cond:
             times = [
-                max(e.since + self.settle_seconds, self._not_before.get(e.path, 0.0))
+                max(e.since + self.settle_seconds, self._held_back(e))
                 for e in self._seen.values()
                 if not self._queued(e) and not e.blocked
             ]
@@ -279,7 +279,7 @@ class Settling:
         for e in list(self._seen.values()):
             if self._queued(e) or e.blocked or now - e.since < self.settle_seconds:
                 continue
-            if self._not_before.get(e.path, now) > now:
+            if self._held_back(e) > now:
                 continue
             self._not_before.pop(e.path, None)
             if not can_open(e.path):
@@ -297,6 +297,11 @@ class Settling:
             bisect.insort(self._queues.setdefault(e.campaign, []), e, key=_order)
             e.queued = True
             self._cond.notify_all()
+
+    def _held_back(self, e: _Entry) -> float:
+        """Until when a file sent back to the inbox waits, unless it has changed since (lock)."""
+        deadline, size, mtime_ns = self._not_before.get(e.path, (0.0, -1, -1))
+        return deadline if (size, mtime_ns) == (e.size, e.mtime_ns) else 0.0
 
     def _queued(self, e: _Entry) -> bool:
         return e.queued

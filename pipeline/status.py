@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from pipeline.errors import StateError
+from pipeline.fsutil import readable
 from pipeline.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("leadpipe.status")
@@ -140,10 +141,12 @@ def render_html(snap: Mapping[str, Any]) -> str:
         outcome = _OUTCOME_WORDS.get(str(r.get("outcome")), str(r.get("outcome")))
         if r.get("preview"):
             outcome = f"checked (preview): {outcome}"
+        said = str(r.get("message") or "")
+        note = f"<br><small>{e(said[:300])}</small>" if said else ""
         parts.append(
             f"<tr><td>{e(str(r.get('at', ''))[:19].replace('T', ' '))}</td>"
             f"<td>{e(str(r.get('campaign', '')))}</td>"
-            f"<td>{e(str(r.get('name', '')))}</td><td>{e(outcome)}</td>"
+            f"<td>{e(str(r.get('name', '')))}</td><td>{e(outcome)}{note}</td>"
             f"<td>{e(_counts_text(r.get('counts') or {}, bool(r.get('preview'))))}</td>"
             f"<td>{' · '.join(links)}</td></tr>"
         )
@@ -250,10 +253,12 @@ def _handler_for(server: StatusServer) -> type[BaseHTTPRequestHandler]:
             try:
                 if path == "/":
                     self._send(
-                        200, render_html(server.snapshot()).encode(), "text/html; charset=utf-8"
+                        200,
+                        readable(render_html(server.snapshot())).encode(),
+                        "text/html; charset=utf-8",
                     )
                 elif path == "/status.json":
-                    body = json.dumps(server.snapshot(), indent=2, default=str).encode()
+                    body = json.dumps(server.snapshot(), indent=2, default=str).encode()  # ASCII
                     self._send(200, body, "application/json")
                 elif path == "/metrics":
                     self._send(200, server.metrics.render(), CONTENT_TYPE)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import StateError
+from pipeline.fsutil import readable
 from pipeline.ledger import (
     LEDGER_FILE,
     MARKER_FILE,
@@ -262,7 +263,7 @@ class SqliteLedger:
                 " VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (sha256, campaign) DO UPDATE SET state = excluded.state,"
                 " reason = '', updated_utc = excluded.updated_utc",
-                (key.sha256, key.campaign, name, FileState.PROCESSING, now, now),
+                (key.sha256, key.campaign, readable(name), FileState.PROCESSING, now, now),
             )
         record = self.file(key)
         if record is None:  # pragma: no cover - the insert above just made it
