@@ -22,9 +22,10 @@ from pipeline.dropfolder import (
     Outcome,
     claim_name,
     error_text,
+    safe_name,
 )
 from pipeline.errors import FileUnreadable, LeadpipeError
-from pipeline.fsutil import atomic_move, atomic_write_text, fsync_dir
+from pipeline.fsutil import atomic_move, atomic_write_text, fsync_dir, readable
 from pipeline.identity import FileIdentity
 from pipeline.settling import Settling, _Entry
 
@@ -54,11 +55,17 @@ class Claims(Settling):
             with self._cond:
                 self._active_claims.add(claim)  # a concurrent sweep must not "resume" it
             claim.mkdir(parents=True, exist_ok=False)
+            target = claim / safe_name(e.path.name)  # valid UTF-8, room for stamp and suffix
+            dropped_as = readable(e.path.name) if target.name != e.path.name else ""
             record = json.dumps(
-                {"size": identity.size, "mtime_ns": identity.mtime_ns, "sha256": digest}
+                {
+                    "size": identity.size,
+                    "mtime_ns": identity.mtime_ns,
+                    "sha256": digest,
+                    "dropped_as": dropped_as,
+                }
             )
             atomic_write_text(claim / CLAIM_RECORD, record + "\n", tmp_dir=self.tmp)
-            target = claim / e.path.name
             os.rename(e.path, target)
             fsync_dir(claim)
         except (OSError, FileUnreadable) as failure:
@@ -81,13 +88,14 @@ class Claims(Settling):
             return None
         job = Job(
             campaign=e.campaign,
-            name=e.path.name,
+            name=target.name,
             path=target,
             folder=e.path.parent,
             preview=e.preview,
             stamp=f"{now:%Y%m%d-%H%M%S}",
             sha256=digest,
             identity=identity,
+            dropped_as=dropped_as,
         )
         if self.on_claimed is not None:
             self.on_claimed(job, max(0.0, self.clock.monotonic() - e.since - self.settle_seconds))

@@ -98,6 +98,9 @@ class IntakeSettings:
     #: the inbox and is tried again; only when it is still unreadable after this long does it
     #: go to failed/
     unreadable_grace_seconds: float = 60.0
+    #: a worker busy with a file without any progress (no chunk read, no row sent) this long
+    #: makes ``/healthz`` fail
+    stuck_seconds: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -322,6 +325,8 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         col.add("intake.duplicates", "must be 'skip' or 'upload'")
     if intake.schema_ttl_seconds < 0:
         col.add("intake.schema_ttl_seconds", "must be 0 (fetch for every file) or more")
+    if intake.stuck_seconds <= 0:
+        col.add("intake.stuck_seconds", "must be more than 0")
     if intake.unreadable_grace_seconds < 0:
         col.add("intake.unreadable_grace_seconds", "must be 0 (fail at once) or more")
     status = _section(StatusSettings, raw.get("status"), "status", col) or StatusSettings()

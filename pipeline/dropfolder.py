@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.fsutil import WORK_DIR_NAME
+from pipeline.fsutil import WORK_DIR_NAME, readable
 from pipeline.identity import FileIdentity
 
 #: Sub-folders of a campaign folder that belong to leadpipe (never scanned for input).
@@ -39,6 +39,30 @@ _EXCEL_TEMP = re.compile(r"^[0-9A-F]{8}$")
 Kind = Literal["processed", "failed", "wait", "interrupted", "changed"]
 #: Written into each claim folder beside the file: the file as it was claimed.
 CLAIM_RECORD = ".claim.json"
+
+
+#: Longest file name (UTF-8 bytes) leadpipe works with: a stamp (16), a result suffix such as
+#: ``.receipt.json`` (13) and a ``.N`` for a taken name must still fit the usual 255.
+MAX_NAME_BYTES = 200
+
+
+def safe_name(name: str) -> str:
+    """The name a dropped file is processed under: valid UTF-8 and short enough for results.
+
+    Bytes that are not UTF-8 become U+FFFD; a name over :data:`MAX_NAME_BYTES` keeps its
+    extension and the start of its stem, plus ``~`` and 8 hex digits of the whole name's hash
+    so that two long names with the same start stay apart.
+    """
+    shown = readable(name)
+    if len(shown.encode("utf-8")) <= MAX_NAME_BYTES:
+        return shown
+    stem, dot, ext = shown.rpartition(".")
+    if not dot or len(ext.encode("utf-8")) > 10:
+        stem, ext = shown, ""
+    tag = "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:8] + (f".{ext}" if ext else "")
+    room = MAX_NAME_BYTES - len(tag.encode("utf-8"))
+    cut = stem.encode("utf-8")[:room].decode("utf-8", "ignore")
+    return cut + tag
 
 
 def is_ignored(name: str) -> bool:
@@ -66,6 +90,8 @@ class Job:
     resumed: bool = False  #: found in the work folder at start-up (an interrupted run)
     #: size, mtime and hash when it was claimed (None: an old claim without a record)
     identity: FileIdentity | None = None
+    #: the name as dropped, when it had to change (not UTF-8, too long; see :func:`safe_name`)
+    dropped_as: str = ""
 
 
 @dataclass
@@ -132,7 +158,12 @@ def can_open(path: Path) -> bool:
 
 
 def list_inputs(base: Path) -> list[tuple[Path, bool]]:
-    """The input files of one campaign folder and its ``preview/``: (path, is_preview)."""
+    """The entries of one campaign folder and its ``preview/``: (path, is_preview).
+
+    Everything a person put there, except leadpipe's own folders and ignored names: entries
+    that are not regular files (folders, symlinks, FIFOs) are listed too, so that the intake
+    can show them as "ignored: not a regular file"; they are never opened.
+    """
     out: list[tuple[Path, bool]] = []
     try:
         entries = list(os.scandir(base))
@@ -142,11 +173,14 @@ def list_inputs(base: Path) -> list[tuple[Path, bool]]:
         if is_ignored(e.name):
             continue
         if e.is_dir(follow_symlinks=False):
-            if e.name.lower() == PREVIEW:
+            low = e.name.lower()
+            if low == PREVIEW:
                 out.extend(_list_preview(Path(e.path)))
+            elif low not in RESULT_FOLDERS:
+                out.append((Path(e.path), False))  # never opened: listed as ignored
             continue
-        if e.is_file(follow_symlinks=False):
-            out.append((Path(e.path), False))
+        # symlinks, FIFOs and the like are listed too: the intake shows them as ignored
+        out.append((Path(e.path), False))
     return out
 
 
@@ -159,7 +193,7 @@ def _list_preview(folder: Path) -> list[tuple[Path, bool]]:
     for name, e in names.items():
         if is_ignored(name) or name.lower().endswith(OUTPUT_SUFFIXES):
             continue
-        if not e.is_file(follow_symlinks=False):
+        if e.is_dir(follow_symlinks=False):
             continue
         stem = name.rsplit(".", 1)[0]
         done = any(f"{n}{s}" in names for n in (name, stem) for s in (".receipt.txt", ".error.txt"))

@@ -26,8 +26,11 @@ state, the queues, taking and the status snapshot.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
 import logging
+import os
+import shutil
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -40,6 +43,7 @@ from pipeline.claims import Claims
 from pipeline.clock import Clock, SystemClock
 from pipeline.dropfolder import (
     OUTPUT_SUFFIXES,
+    PREVIEW,
     Finished,
     Job,
     Outcome,
@@ -47,10 +51,11 @@ from pipeline.dropfolder import (
     clear_empty_work,
     finished_json,
     is_ignored,
+    safe_name,
     sha256_file,
 )
 from pipeline.errors import Unavailable, Uncertain
-from pipeline.fsutil import WORK_DIR_NAME
+from pipeline.fsutil import WORK_DIR_NAME, atomic_move, atomic_write_text, readable
 from pipeline.settling import _Entry, _order, _Resumed
 
 log = logging.getLogger("leadpipe.intake")
@@ -181,6 +186,9 @@ class Intake(Claims):
                 self._busy[campaign] = job
                 self._active_claims.add(job.path.parent)
             return self._process(job)
+        except Exception as exc:  # one file's trouble never ends a worker
+            log.exception("unexpected error while handling a file of %s", campaign)
+            return self._fail_unexpected(item, job, exc)
         finally:
             with self._cond:
                 self._busy.pop(campaign, None)
@@ -189,6 +197,64 @@ class Intake(Claims):
                 if self._probing:
                     self._probing = False
                 self._cond.notify_all()
+
+    def _fail_unexpected(
+        self, item: _Entry | _Resumed, job: Job | None, exc: Exception
+    ) -> Finished | None:
+        """Put a file whose handling raised into failed/ with the reason (best effort).
+
+        Under a short name (stamp, hash, extension) if need be, so the move itself cannot fail
+        for the name; when even that fails the claim stays for the next start.
+        """
+        if job is None and isinstance(item, _Resumed):
+            job = item.job
+        path = job.path if job is not None else item.path  # type: ignore[union-attr]
+        if job is None:
+            assert isinstance(item, _Entry)
+            folder = item.path.parent.parent if item.preview else item.path.parent
+            preview, campaign = item.preview, item.campaign
+        else:
+            folder = job.folder.parent if job.preview else job.folder
+            preview, campaign = job.preview, job.campaign
+        where = folder / PREVIEW if preview else folder / "failed"
+        stamp = self._stamp()
+        message = (
+            f"leadpipe hit an internal error while handling this file ({exc!r}). Rows it "
+            "already sent are recorded and are not sent again. Tell whoever runs leadpipe."
+        )
+        name = safe_name(path.name)
+        started = self.clock.monotonic()
+        final: Path | None = None
+        error: Path | None = None
+        short = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:8] + path.suffix[:10]
+        for base in (f"{stamp}_{name}", f"{stamp}_{readable(short)}"):
+            try:
+                error = where / f"{base}.error.txt"
+                atomic_write_text(error, message, tmp_dir=self.tmp)
+                final = atomic_move(path, where / base)
+                break
+            except OSError as failure:
+                log.warning("could not move %s to failed/: %s", readable(path.name), failure)
+        if final is None:
+            return None
+        if job is not None:
+            shutil.rmtree(job.path.parent, ignore_errors=True)
+        done = Finished(
+            campaign=campaign,
+            name=name,
+            preview=preview,
+            kind="failed",
+            at=self._local_now(),
+            final=final,
+            receipt=None,
+            rejects=[],
+            error=error,
+            message=message,
+            counts={},
+            seconds=self.clock.monotonic() - started,
+        )
+        self._record(done)
+        return done
 
     def drain(self) -> int:
         """Process everything that can be taken now, in this thread. Returns files finished."""
@@ -243,6 +309,7 @@ class Intake(Claims):
                     "known": bool(code) or self._codes is None,
                     "waiting": [],
                     "settling": [],
+                    "ignored": [],
                     "in_progress": None,
                 }
             for e in sorted(self._seen.values(), key=lambda x: x.order):
@@ -253,13 +320,16 @@ class Intake(Claims):
                         "known": True,
                         "waiting": [],
                         "settling": [],
+                        "ignored": [],
                         "in_progress": None,
                     },
                 )
-                item = {"name": e.path.name, "preview": e.preview, "size": e.size}
+                item = {"name": readable(e.path.name), "preview": e.preview, "size": e.size}
                 if e.problem:
                     item["problem"] = e.problem
-                if self._queued(e):
+                if e.blocked:
+                    c.setdefault("ignored", []).append(item)
+                elif self._queued(e):
                     c["waiting"].append(item)
                 else:
                     item["stable_in"] = round(max(0.0, e.since + self.settle_seconds - now), 1)

@@ -26,6 +26,7 @@ from pipeline.errors import (
     Uncertain,
 )
 from pipeline.fsutil import atomic_move, atomic_write_text
+from pipeline.health import Heartbeats
 from pipeline.identity import open_for_writing
 from pipeline.intake import Job, Outcome
 from pipeline.ledger import FileKey, FileState
@@ -51,12 +52,14 @@ class IngestProcessor:
         stop: threading.Event,
         clock: Clock | None = None,
         schemas: SchemaCache | None = None,
+        beats: Heartbeats | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
         self.ledger = ledger
         self.stop = stop
         self.clock = clock
+        self.beats = beats  # each chunk read and row sent is a sign of progress
         #: live campaign schemas, reused for ``intake.schema_ttl_seconds`` across files
         self.schemas = schemas or SchemaCache(settings.intake.schema_ttl_seconds, clock=clock)
 
@@ -78,6 +81,7 @@ class IngestProcessor:
                 clock=self.clock,
                 schemas=self.schemas,
                 expect=job.identity,
+                progress=self._progress if self.beats is not None else None,
             )
         except FileChanged as exc:
             shutil.rmtree(results, ignore_errors=True)
@@ -153,6 +157,10 @@ class IngestProcessor:
             uncertain=int(counts.get("uncertain", 0)),
         )
 
+    def _progress(self, stage: str, done: int, total: int | None) -> None:
+        if self.beats is not None:
+            self.beats.beat()
+
     def _unreadable(self, job: Job, exc: FileUnreadable) -> Outcome:
         """A refusal a paused copy also causes is final only once the file is not fresh.
 
@@ -221,6 +229,12 @@ class IngestProcessor:
         txt = originals / f"{original.name}.receipt.txt"
         rejects.sort(key=lambda p: (p.suffix != ".xlsx", p.name))  # the spreadsheet first
         receipt.file = str(job.folder / job.name)  # the name the person dropped
+        if job.dropped_as and not any("was dropped as" in m for m in receipt.messages):
+            receipt.messages.append(
+                f"The file was dropped as '{job.dropped_as}'. That name has bytes that are not "
+                "text or is too long to add a date stamp to, so leadpipe processed it as "
+                f"'{job.name}'."
+            )
         receipt.reject_files = [str(p) for p in rejects]
         receipt.receipt_file = str(txt)
         # like receipt.write_receipt, with the temp files in the hidden work area of the inbox

@@ -27,6 +27,7 @@ from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 from pipeline.exporting import demo_exports
 from pipeline.fsutil import WORK_DIR_NAME
+from pipeline.health import Heartbeats
 from pipeline.instance import InstanceLock, read_status, service_running
 from pipeline.intake import Processor
 from pipeline.metrics import Metrics
@@ -80,6 +81,7 @@ def run_service(
     lock = InstanceLock(state_dir).acquire()
     try:
         metrics = Metrics()
+        beats = Heartbeats(clock)
         with contextlib.ExitStack() as stack:
             api: _Api | None = None
             ledger: Any = None
@@ -91,7 +93,9 @@ def run_service(
                 assert api is not None
                 ledger = open_ledger(state_dir)
                 stack.callback(ledger.close)
-                processor = IngestProcessor(settings, api.client, ledger, stop=stop, clock=clock)
+                processor = IngestProcessor(
+                    settings, api.client, ledger, stop=stop, clock=clock, beats=beats
+                )
             if campaigns is None:
                 assert api is not None
                 client = api.client
@@ -113,6 +117,7 @@ def run_service(
                 on_ready=on_ready,
                 status_page=settings.status.enabled if status_page is None else status_page,
                 inbox=inbox,
+                beats=beats,
             ).run()
     finally:
         lock.release()

@@ -37,6 +37,7 @@ from pipeline.dropfolder import (
     is_ignored,
     list_inputs,
     parse_claim,
+    safe_name,
     unknown_folder_text,
 )
 from pipeline.errors import LeadpipeError, NotPermitted
@@ -44,6 +45,9 @@ from pipeline.fsutil import atomic_move, atomic_write_text
 from pipeline.identity import FileIdentity, open_for_writing
 
 log = logging.getLogger("leadpipe.intake")
+
+#: The status of an entry that is never opened (a folder, symlink, FIFO, device, socket).
+IGNORED_IRREGULAR = "ignored: not a regular file"
 
 #: Retry listing the campaigns this often while it fails; refresh it this often when a folder
 #: that is no known campaign exists (a campaign may have been created since).
@@ -86,13 +90,14 @@ def _order(item: _Entry | _Resumed) -> tuple[int, str]:
     return item.order
 
 
-def _claimed_as(claim: Path) -> FileIdentity | None:
-    """The file as it was claimed, from the claim's record (None when there is none)."""
+def _claimed_as(claim: Path) -> tuple[FileIdentity | None, str]:
+    """The file as it was claimed and the name it was dropped as, from the claim's record."""
     try:
         data = json.loads((claim / CLAIM_RECORD).read_text(encoding="utf-8"))
-        return FileIdentity(int(data["size"]), int(data["mtime_ns"]), str(data["sha256"]))
+        found = FileIdentity(int(data["size"]), int(data["mtime_ns"]), str(data["sha256"]))
+        return found, str(data.get("dropped_as", ""))
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return None, ""
 
 
 class Settling:
@@ -257,7 +262,7 @@ class Settling:
                 st.st_mtime_ns,
                 since,
                 unknown,
-                problem="" if regular else "not a regular file",
+                problem="" if regular else IGNORED_IRREGULAR,
                 blocked=not regular,
             )
             self._cond.notify_all()
@@ -335,23 +340,24 @@ class Settling:
         """A settled file in a folder that is no campaign we can reach: to failed/, explained."""
         self._seen.pop(e.path, None)
         folder = e.path.parent.parent if e.preview else e.path.parent
-        message = unknown_folder_text(folder.name, e.path.name, (self._codes or {}).values())
+        name = safe_name(e.path.name)
+        message = unknown_folder_text(folder.name, name, (self._codes or {}).values())
         if folder.name not in self._warned:
             self._warned.add(folder.name)
             log.warning("folder %r is not a campaign this account can reach", folder.name)
         stamp = self._stamp()
         started = self.clock.monotonic()
         try:
-            error = folder / "failed" / f"{stamp}_{e.path.name}.error.txt"
+            error = folder / "failed" / f"{stamp}_{name}.error.txt"
             atomic_write_text(error, message, tmp_dir=self.tmp)
-            final = atomic_move(e.path, folder / "failed" / f"{stamp}_{e.path.name}")
+            final = atomic_move(e.path, folder / "failed" / f"{stamp}_{name}")
         except OSError as exc:
             log.warning("could not move %s to failed/: %s", e.path, exc)
             return
         self._record(
             Finished(
                 campaign=folder.name,
-                name=e.path.name,
+                name=name,
                 preview=e.preview,
                 kind="failed",
                 at=self._local_now(),
@@ -391,7 +397,7 @@ class Settling:
                     continue
                 code = self._code_for(cdir.name) or cdir.name
                 stamp, sha, preview = parse_claim(claim.name)
-                identity = _claimed_as(claim)
+                identity, dropped_as = _claimed_as(claim)
                 folder = self.inbox / cdir.name / (PREVIEW if preview else "")
                 job = Job(
                     campaign=code,
@@ -403,6 +409,7 @@ class Settling:
                     sha256=identity.sha256 if identity else sha,
                     resumed=True,
                     identity=identity,
+                    dropped_as=dropped_as,
                 )
                 log.info("resuming %s for %s (interrupted earlier)", job.name, job.campaign)
                 with self._cond:

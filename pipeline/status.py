@@ -96,6 +96,18 @@ def render_html(snap: Mapping[str, Any]) -> str:
             f'<p class="bad" id="stray">Not taken: {names} — files at the top of the inbox '
             "belong to no campaign. Move them into the folder named after their campaign.</p>"
         )
+    for problem in (snap.get("health") or {}).get("problems") or []:
+        parts.append(f'<p class="bad health">Not healthy: {e(str(problem))}</p>')
+    ignored = [
+        f"{e(code)}/{e(str(item['name']))}"
+        for code, c in sorted((snap.get("campaigns") or {}).items())
+        for item in c.get("ignored", [])
+    ]
+    if ignored:
+        parts.append(
+            f'<p id="ignored">Ignored (not a regular file: a folder, link or pipe, never '
+            f"opened): {', '.join(ignored)}. Put the spreadsheet itself there instead.</p>"
+        )
     totals = snap.get("totals", {}) or {}
     waiting = sum(len(c.get("waiting", [])) for c in snap.get("campaigns", {}).values())
     settling = sum(len(c.get("settling", [])) for c in snap.get("campaigns", {}).values())
@@ -264,14 +276,16 @@ def _handler_for(server: StatusServer) -> type[BaseHTTPRequestHandler]:
                     self._send(200, server.metrics.render(), CONTENT_TYPE)
                 elif path == "/healthz":
                     snap = server.snapshot()
+                    problems = list((snap.get("health") or {}).get("problems") or [])
                     body = json.dumps(
                         {
-                            "ok": True,
+                            "ok": not problems,
+                            "problems": problems,
                             "inbox_ok": bool(snap.get("inbox_ok", True)),
                             "waiting_for_api": bool(snap.get("waiting_for_api", False)),
                         }
                     ).encode()
-                    self._send(200, body, "application/json")
+                    self._send(503 if problems else 200, body, "application/json")
                 elif path.startswith("/files/"):
                     found = server.result_file(path[len("/files/") :])
                     if found is None:

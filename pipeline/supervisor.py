@@ -21,6 +21,7 @@ from pipeline.config import Settings
 from pipeline.errors import LeadpipeError, StateError
 from pipeline.exporting import ExportScheduler
 from pipeline.fsutil import atomic_write_text
+from pipeline.health import Heartbeats, WorkerState, assess
 from pipeline.instance import STATUS_FILE
 from pipeline.intake import Finished, Intake, Job, Outcome, Processor, clear_empty_work
 from pipeline.metrics import Metrics
@@ -31,6 +32,8 @@ log = logging.getLogger("leadpipe.service")
 
 #: Exit within 10 s of a stop: workers get this long to record their in-flight rows.
 STOP_GRACE = 8.0
+#: The heartbeat name of the service loop.
+LOOP = "leadpipe-loop"
 #: Events come in bursts (our own renames too): sweep at most this often on their account.
 HINT_GAP = 0.2
 
@@ -127,8 +130,11 @@ class _Service:
         on_ready: Callable[[ServiceInfo], None] | None,
         status_page: bool,
         inbox: Path,
+        beats: Heartbeats | None = None,
     ) -> None:
         self.settings = settings
+        self.beats = beats or Heartbeats(clock)
+        self.workers: list[threading.Thread] = []
         self.once = once
         self.stop = stop
         self.clock = clock
@@ -199,13 +205,31 @@ class _Service:
         snap["recent"] = (snap["recent"] + self.earlier)[:100]  # the list survives restarts
         snap["watch"] = self.watcher.mode
         snap["exports"] = self.export_snapshot
+        snap["health"] = {"problems": self.health()}
         snap["at"] = self.clock.now().isoformat(timespec="seconds")
         snap["pid"] = os.getpid()
         return snap
 
+    def health(self) -> list[str]:
+        """What keeps the service from doing its work, in plain words (empty: healthy)."""
+        if self.stop.is_set() or not self.workers:
+            return []  # stopping, or not started yet
+        # an idle worker beats four times a second: a quiet one is busy with a file
+        states = [
+            WorkerState(t.name, t.is_alive(), (quiet := self.beats.quiet_for(t.name)) > 1.0, quiet)
+            for t in self.workers
+        ]
+        s = self.settings.intake
+        return assess(
+            states,
+            self.beats.quiet_for(LOOP),
+            loop_limit=max(60.0, 3 * s.sweep_seconds),
+            stuck_after=s.stuck_seconds,
+        )
+
     def run(self) -> ServiceResult:
         s = self.settings.intake
-        workers: list[threading.Thread] = []
+        workers = self.workers
         server: StatusServer | None = None
         clear_empty_work(self.inbox)
         try:
@@ -283,15 +307,22 @@ class _Service:
 
     def _work(self) -> None:
         while not self.stop.is_set():
-            taken = self.intake.take(timeout=0.25)
-            if taken is not None:
-                self.intake.run(taken)
+            self.beats.beat()
+            try:
+                taken = self.intake.take(timeout=0.25)
+                if taken is not None:
+                    self.beats.beat()
+                    self.intake.run(taken)
+            except Exception:  # a worker outlives whatever one file does
+                log.exception("unexpected error in an intake worker; it carries on")
+                self.stop.wait(1.0)
 
     def _loop(self) -> None:
         s = self.settings.intake
         next_sweep = self.clock.monotonic() + s.sweep_seconds
         last_sweep = 0.0
         while not self.stop.is_set():
+            self.beats.beat(LOOP)
             now = self.clock.monotonic()
             hinted = self.hint.is_set() and now - last_sweep >= HINT_GAP
             if hinted or now >= next_sweep:

@@ -102,6 +102,8 @@ def status_cmd(
         )
     if data.get("waiting_for_api"):
         console.print(f"[red]Waiting for the API:[/] {data.get('api_problem')}", highlight=False)
+    for problem in (data.get("health") or {}).get("problems") or []:
+        console.print(f"[red]Not healthy:[/] {problem}", highlight=False)
     for code, c in sorted((data.get("campaigns") or {}).items()):
         busy = c.get("in_progress") or "-"
         console.print(
@@ -109,6 +111,8 @@ def status_cmd(
             f"{len(c.get('settling', []))} arriving, in progress: {busy}",
             highlight=False,
         )
+        for item in c.get("ignored", []):
+            console.print(f"    {item['name']}: ignored: not a regular file", highlight=False)
     recent = data.get("recent") or []
     if recent:
         console.print("Recent files:")

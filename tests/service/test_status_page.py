@@ -94,7 +94,12 @@ def test_healthz_and_status_json(running: Running) -> None:
     assert url is not None
     status, body, _ = get(url + "healthz")
     assert status == 200
-    assert json.loads(body) == {"ok": True, "inbox_ok": True, "waiting_for_api": False}
+    assert json.loads(body) == {
+        "ok": True,
+        "problems": [],
+        "inbox_ok": True,
+        "waiting_for_api": False,
+    }
     status, body, _ = get(url + "status.json")
     data = json.loads(body)
     assert {r["name"] for r in data["recent"]} == {DEMO.name, ODD}
