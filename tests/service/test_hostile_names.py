@@ -74,8 +74,10 @@ def test_a_250_byte_name_is_shortened_keeping_its_extension(
     assert sorted(created(sandbox, "LONGNAME")) == sorted(names)
     done = [p.name for p in (folder / "processed").iterdir()]
     original = next(n for n in done if n.endswith(".csv"))
-    assert len(original.encode()) <= 255 and original.startswith(original[:16] + "kunder-xææ")
-    assert original.endswith(".csv") and "~" in original
+    assert len(original.encode()) <= 255
+    assert original.startswith(original[:16] + "kunder-xææ")
+    assert original.endswith(".csv")
+    assert "~" in original
     receipt = next((folder / "processed").glob("*.receipt.txt")).read_text("utf-8")
     assert f"was dropped as '{long_name}'" in receipt
     assert [p.name.endswith(".rejects.xlsx") for p in (folder / "rejected").iterdir()].count(True)
@@ -105,7 +107,8 @@ def test_links_pipes_and_folders_named_like_files_are_listed_as_ignored(
         assert {i["problem"] for i in items} == {"ignored: not a regular file"}
         with urllib.request.urlopen(svc.info.status_url, timeout=10) as resp:  # noqa: S310
             page = resp.read().decode("utf-8")
-        assert f"{CODE}/link.csv" in page and "not a regular file" in page
+        assert f"{CODE}/link.csv" in page
+        assert "not a regular file" in page
         cli_cfg = tmp_path / "status.toml"
         cli_cfg.write_text(
             f'[paths]\ninbox = "{tmp_path / "inbox"}"\nstate = "{tmp_path / "state"}"\n',
@@ -121,7 +124,8 @@ def test_links_pipes_and_folders_named_like_files_are_listed_as_ignored(
         assert out.exit_code == 0, out.output
         assert "    pipe.csv: ignored: not a regular file" in out.output.splitlines()
         assert svc.snapshot()["totals"]["processed"] == 0  # never opened
-    assert (folder / "link.csv").is_symlink() and (folder / "pipe.csv").exists()
+    assert (folder / "link.csv").is_symlink()
+    assert (folder / "pipe.csv").exists()
     assert not sandbox.leads(CODE) or all(
         lead["data"].get("name") != "x" for lead in sandbox.leads(CODE)
     )
@@ -150,7 +154,8 @@ def test_healthz_fails_while_a_file_makes_no_progress(sandbox: Sandbox, tmp_path
 
         wait_for(unhealthy, 20, "/healthz to fail")
         body = unhealthy()
-        assert body is not None and body["ok"] is False
+        assert body is not None
+        assert body["ok"] is False
         assert "made no progress on its file" in str(body["problems"])
         wait_for(lambda: svc.snapshot()["totals"]["processed"] == 1, 30, "the slow file")
         with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310
