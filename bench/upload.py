@@ -30,7 +30,8 @@ import requests
 
 from pipeline.api import HeroBaseClient
 from pipeline.config import ApiSettings
-from pipeline.ledger import FileKey, RowState, fingerprint, open_ledger
+from pipeline.ledger import FileKey, RowState, open_ledger
+from pipeline.ledger.fingerprint import fingerprint
 from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER
 from pipeline.upload import Uploader, UploadRow
 

@@ -1,4 +1,4 @@
-"""Cell safety for files people open in Excel: formula-injection neutralisation.
+"""Cells of files people open in Excel: formula-injection neutralisation, column letters.
 
 Rule (reliability.md #7): no cell we write starts with ``=``, ``+``, ``-``, ``@``, tab, CR or LF
 unless neutralised.
@@ -30,3 +30,13 @@ def is_risky(value: str) -> bool:
 def neutralise_csv(value: str) -> str:
     """The CSV form of a cell: risky values get a leading apostrophe."""
     return "'" + value if is_risky(value) else value
+
+
+def column_letters(i: int) -> str:
+    """The spreadsheet letters of the 0-based column ``i`` (0 -> A, 26 -> AA)."""
+    s = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        s = chr(65 + r) + s
+    return s

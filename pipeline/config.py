@@ -67,7 +67,9 @@ class ApiSettings:
         return not self.url
 
     def __repr__(self) -> str:  # never show the password, even by accident
-        return f"ApiSettings(url={self.url!r}, user={self.user!r}, password=***)"
+        from pipeline.api.transport import safe_url  # (that module imports this one)
+
+        return f"ApiSettings(url={safe_url(self.url)!r}, user={self.user!r}, password=***)"
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ class IntakeSettings:
     #: a worker busy with a file without any progress (no chunk read, no row sent) this long
     #: makes ``/healthz`` fail
     stuck_seconds: float = 900.0
+    #: sheets with more columns are refused before their rows are read
+    max_columns: int = 1000
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,9 @@ class StatusSettings:
     host: str = "127.0.0.1"
     port: int = 8377
     enabled: bool = True
+    #: Host names the page answers to besides ``host`` and the loopback names (e.g. the name a
+    #: reverse proxy forwards); any other ``Host`` header is refused (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -208,6 +215,12 @@ def _coerce(value: Any, target: Any, key: str, col: _Collector, source: str) -> 
         if isinstance(value, str) and value:
             return Path(value)
         col.add(key, f"expected a folder path, got {value!r}", source)
+    elif tname.startswith("tuple[str, ...]"):
+        if isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value):
+            return tuple(v.strip() for v in value)
+        col.add(
+            key, f'expected a list of names like ["leadpipe.example.com"], got {value!r}', source
+        )
     elif tname.startswith("dict[str, str]"):
         if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
             return {str(k): v for k, v in value.items()}
@@ -304,8 +317,13 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     overrides = {attr: env[name] for name, attr in env_map.items() if env.get(name)}
     api = replace(api, **overrides)
     if api.url and not api.url.startswith(("http://", "https://")):
+        from pipeline.api.transport import safe_url  # (that module imports this one)
+
         src = "LEADPIPE_API_URL" if "url" in overrides else source
-        col.add("api.url", f"expected an http(s) URL including /api, got {api.url!r}", src)
+        shown = safe_url(api.url)
+        if "@" in shown:  # no scheme, so no user info found: show none of it
+            shown = "***@" + shown.rsplit("@", 1)[1]
+        col.add("api.url", f"expected an http(s) URL including /api, got {shown!r}", src)
     if api.url and not (api.user and api.password):
         col.add(
             "api.user",
@@ -325,6 +343,8 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         col.add("intake.duplicates", "must be 'skip' or 'upload'")
     if intake.schema_ttl_seconds < 0:
         col.add("intake.schema_ttl_seconds", "must be 0 (fetch for every file) or more")
+    if intake.max_columns < 1:
+        col.add("intake.max_columns", "must be 1 or more")
     if intake.stuck_seconds <= 0:
         col.add("intake.stuck_seconds", "must be more than 0")
     if intake.unreadable_grace_seconds < 0:

@@ -10,11 +10,14 @@ plain words what to do.
 from __future__ import annotations
 
 import re
+import struct
 import xml.etree.ElementTree as ET
 import zipfile
-from dataclasses import dataclass
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pipeline.errors import FileUnreadable
 
@@ -29,6 +32,15 @@ MAX_RATIO = 200
 RATIO_FLOOR = 1024 * 1024
 #: A DOCTYPE can only appear in the prolog; the scan reads this much of each XML part.
 PROLOG_BYTES = 64 * 1024
+#: Excel's own limits: a sheet claiming more rows or columns is not a real workbook.
+EXCEL_ROWS = 1_048_576
+EXCEL_COLUMNS = 16_384
+#: Cells (``<c>`` elements) of all sheets together, counted while the parts are inflated.
+MAX_CELLS = 50_000_000
+_CHUNK = 1 << 20
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+_CELL = re.compile(rb"<(?:\w+:)?c[\s>/]")
+_DIMENSION = re.compile(rb"<(?:\w+:)?dimension\b[^>]*?\bref=\"([A-Z]+)?\d*(?::([A-Z]+)\d*)?\"")
 
 _SAVE_AS = "Open it in Excel and save it as .xlsx (Excel Workbook) or CSV, then drop it again."
 
@@ -39,6 +51,8 @@ class XlsxInfo:
 
     sheets: list[tuple[str, bool, str]]  # (name, visible, part path)
     first_row: dict[str, int]  # part path -> 1-based row of its first cell with a value
+    #: part path -> columns its ``<dimension>`` declares (absent when it declares none)
+    width: dict[str, int] = field(default_factory=dict)
 
 
 def check_size(path: Path, max_bytes: int) -> int:
@@ -51,6 +65,17 @@ def check_size(path: Path, max_bytes: int) -> int:
             path=path,
         )
     return size
+
+
+def check_width(path: Path, columns: int, max_columns: int) -> None:
+    """Refuse a sheet with more columns than ``max_columns`` (before any row is read)."""
+    if columns > max_columns:
+        raise FileUnreadable(
+            f"the sheet has {columns:,} columns; leadpipe reads at most {max_columns:,} "
+            "(intake.max_columns), far more than any campaign has fields. Delete the columns "
+            "that are not lead data, or check that the separator is right, then drop it again.",
+            path=path,
+        )
 
 
 def detect_kind(path: Path, head: bytes) -> Kind:
@@ -126,6 +151,7 @@ def check_xlsx(path: Path) -> XlsxInfo:
         if "xl/workbook.xml" not in names:
             raise FileUnreadable(f"the file is not an Excel workbook. {_SAVE_AS}", path=path)
         first_row: dict[str, int] = {}
+        width: dict[str, int] = {}
         for info in infos:
             if info.flag_bits & 0x1:
                 raise FileUnreadable(
@@ -150,15 +176,101 @@ def check_xlsx(path: Path) -> XlsxInfo:
             if info.filename.startswith("xl/worksheets/"):
                 m = _FIRST_CELL.search(head)
                 first_row[info.filename] = int(m.group(1)) if m else 1
+                if d := _DIMENSION.search(head):
+                    width[info.filename] = _column_number(d.group(2) or d.group(1) or b"A")
         sheets = _sheets(zf, path)
-    return XlsxInfo(sheets=sheets, first_row=first_row)
+        _inflate_all(zf, path)
+    return XlsxInfo(sheets=sheets, first_row=first_row, width=width)
+
+
+def _column_number(letters: bytes) -> int:
+    n = 0
+    for ch in letters.decode("ascii"):
+        n = n * 26 + (ord(ch) - 64)
+    return n
+
+
+def _inflate_all(zf: zipfile.ZipFile, path: Path) -> None:
+    """Inflate every part, streamed, counting the bytes that really come out.
+
+    The sizes in a ZIP directory are whatever its writer says: a forged workbook declares small
+    parts that inflate to gigabytes. Each part's raw data is inflated here in bounded steps and
+    must come out at exactly its declared size (which the checks above already bounded), end
+    its deflate stream where its compressed size says, and hold no more than Excel's number of
+    rows; all sheets together hold at most :data:`MAX_CELLS` cells. Nothing is kept in memory.
+    """
+    cells = 0
+    fp = zf.fp
+    if fp is None:  # pragma: no cover - the archive is open
+        raise FileUnreadable(f"the workbook is damaged. {_SAVE_AS}", path=path)
+    for info in zf.infolist():
+        if info.is_dir():
+            continue
+        sheet = info.filename.startswith("xl/worksheets/")
+        try:
+            fp.seek(info.header_offset)
+            header = fp.read(_LOCAL_HEADER.size)
+            if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+                raise ValueError("bad local header")
+            name_len, extra_len = _LOCAL_HEADER.unpack(header)[-2:]
+            fp.seek(info.header_offset + _LOCAL_HEADER.size + name_len + extra_len)
+            out, tail = 0, b""
+            for chunk in _inflated(fp, info, path):
+                out += len(chunk)
+                if out > info.file_size:
+                    raise _bomb(
+                        path, f"part {info.filename} unpacks to more than the size it declares"
+                    )
+                if sheet:
+                    window = tail + chunk
+                    cells += len(_CELL.findall(window)) - len(_CELL.findall(tail))
+                    tail = window[-16:]
+            if out != info.file_size:
+                raise ValueError(f"part {info.filename} is shorter than it declares")
+        except (ValueError, zlib.error, OSError, EOFError) as exc:
+            raise FileUnreadable(
+                f"the workbook is damaged ({exc}). {_SAVE_AS}", path=path, incomplete=True
+            ) from exc
+        if cells > MAX_CELLS:
+            raise _bomb(path, f"its sheets hold more than {MAX_CELLS:,} cells")
+
+
+def _inflated(fp: Any, info: zipfile.ZipInfo, path: Path) -> Iterator[bytes]:
+    """The inflated bytes of one part, in steps of at most 1 MB, from its raw data at ``fp``."""
+    left = info.compress_size
+    if info.compress_type == zipfile.ZIP_STORED:
+        while left > 0:
+            raw = fp.read(min(_CHUNK, left))
+            if not raw:
+                raise EOFError(f"part {info.filename} is cut short")
+            left -= len(raw)
+            yield raw
+        return
+    if info.compress_type != zipfile.ZIP_DEFLATED:
+        raise FileUnreadable(
+            f"part {info.filename} uses a compression Excel does not write. {_SAVE_AS}",
+            path=path,
+        )
+    inflater = zlib.decompressobj(-15)
+    while left > 0 and not inflater.eof:
+        raw = fp.read(min(_CHUNK, left))
+        if not raw:
+            raise EOFError(f"part {info.filename} is cut short")
+        left -= len(raw)
+        data = inflater.decompress(raw, _CHUNK)
+        yield data
+        while inflater.unconsumed_tail and not inflater.eof:
+            data = inflater.decompress(inflater.unconsumed_tail, _CHUNK)
+            yield data
+    if not inflater.eof or left > 0:
+        raise ValueError(f"part {info.filename} does not end where its sizes say")
 
 
 def _read_head(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:
     try:
         with zf.open(info) as fh:
             return fh.read(PROLOG_BYTES)
-    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError, zlib.error) as exc:
         raise FileUnreadable(
             f"the workbook is damaged ({exc}). {_SAVE_AS}", path=path, incomplete=True
         ) from exc

@@ -149,6 +149,7 @@ def ingest_file(
             options=options,
             expected_fields=[f.name for f in schema.fields],
             max_bytes=settings.intake.max_file_mb * 1024 * 1024,
+            max_columns=settings.intake.max_columns,
             chunk_rows=chunk_rows,
         )
     except InputError as exc:
@@ -274,6 +275,8 @@ def ingest_file(
         messages=_messages(
             halt_reason, counts["pending"], uncertain_rows, dup_problems, interrupted, data_rows
         )
+        + list(mapping.repeats)
+        + _sheets_note(writer.sheets, writer.count)
         + _elsewhere(elsewhere, campaign),
         problems_sample=sample,
         halt=halt_kind or None,
@@ -381,6 +384,17 @@ def _raise_if_changed(ident: FileIdentity, path: Path, exc: InputError) -> None:
     what = ident.changes(path)
     if what:
         raise FileChanged(what, path=path) from exc
+
+
+def _sheets_note(sheets: int, rows: int) -> list[str]:
+    """Say so when the reject workbook needed more than one sheet."""
+    if sheets <= 1:
+        return []
+    return [
+        f"There are {rows:,} rows to fix, more than one Excel sheet holds: the reject workbook "
+        f"continues on {sheets - 1} more sheet(s) ('Rejects (2)' ...). The reject CSV has all of "
+        "them in one list."
+    ]
 
 
 def _elsewhere(records: Sequence[FileRecord], campaign: str) -> list[str]:

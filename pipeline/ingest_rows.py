@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.ledger import FileKey, Ledger, RowState, fingerprints
+from pipeline.ledger import FileKey, Ledger, RowState
+from pipeline.ledger.fingerprint import fingerprints
 from pipeline.matching import arrow_strings
 from pipeline.rejects import RejectWriter
 from pipeline.upload import UploadRow, crash_point

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.cells import column_letters
 from pipeline.errors import MissingColumns
 from pipeline.schema import FieldSpec
 
@@ -46,6 +47,8 @@ class ColumnMapping:
     field_for: dict[str, str]
     unmapped: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    #: plain-words notes on columns that repeat a header or a field another column feeds
+    repeats: list[str] = field(default_factory=list)
 
     @property
     def header_for(self) -> dict[str, str]:
@@ -78,17 +81,31 @@ def map_columns(
     taken: set[str] = set()
     unmapped: list[str] = []
     ignored: list[str] = []
-    for header in headers:
+    repeats: list[str] = []
+    source: dict[str, int] = {}  # field -> index of the column feeding it
+    for i, header in enumerate(headers):
         if header.strip() in HELPER_COLUMNS:
             ignored.append(header)
             continue
-        key = normalise_header(header)
+        base = _repeat_of(header, headers)
+        key = normalise_header(base if base is not None else header)
         target = syn.get(key) or by_key.get(key)
         if target is None or target in taken:
             unmapped.append(header)
+            if target is not None:
+                first = source[target]
+                shown = f" (shown as '{header}')" if base is not None else ""
+                repeats.append(
+                    f"Columns {column_letters(first)} '{headers[first]}' and {column_letters(i)}"
+                    f" '{base or header}'{shown} both fit field {target}: column "
+                    f"{column_letters(first)} was sent, column {column_letters(i)} was not. If "
+                    f"column {column_letters(i)} holds the right values, delete or rename "
+                    f"column {column_letters(first)} and drop the file again."
+                )
             continue
         field_for[header] = target
         taken.add(target)
+        source[target] = i
     missing = [f for f in fields if f.required and f.name not in taken]
     if missing:
         candidates = list(unmapped)
@@ -113,7 +130,15 @@ def map_columns(
             "config under [campaigns.<code>.columns], then drop the file again.",
             path=path,
         )
-    return ColumnMapping(field_for=field_for, unmapped=unmapped, ignored=ignored)
+    return ColumnMapping(field_for=field_for, unmapped=unmapped, ignored=ignored, repeats=repeats)
+
+
+def _repeat_of(header: str, headers: Sequence[str]) -> str | None:
+    """The header ``Phone`` when ``header`` is ``Phone (2)`` made unique from a repeated name."""
+    base, sep, rest = header.rpartition(" (")
+    if sep and rest.endswith(")") and rest[:-1].isdigit() and base in headers:
+        return base
+    return None
 
 
 def _closest(name: str, headers: Sequence[str]) -> str | None:

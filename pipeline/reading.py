@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pipeline.config import CampaignSettings
 from pipeline.errors import FileUnreadable
-from pipeline.filecheck import check_size, detect_kind
+from pipeline.filecheck import check_size, check_width, detect_kind
 from pipeline.reading_csv import open_csv
 from pipeline.reading_xlsx import open_xlsx
 from pipeline.tables import SAMPLE_BYTES, Table, unique_headers
@@ -33,6 +33,8 @@ from pipeline.tables import SAMPLE_BYTES, Table, unique_headers
 __all__ = ["DEFAULT_MAX_BYTES", "Table", "open_table", "unique_headers"]
 
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
+#: Campaigns have tens of fields; a sheet far wider than that is refused before rows are read.
+DEFAULT_MAX_COLUMNS = 1000
 
 
 def open_table(
@@ -42,6 +44,7 @@ def open_table(
     expected_fields: Sequence[str],
     chunk_rows: int = 100_000,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_columns: int = DEFAULT_MAX_COLUMNS,
 ) -> Table:
     """Open ``path`` (CSV or XLSX) and find its header; raise FileUnreadable when impossible."""
     path = Path(path)
@@ -54,5 +57,8 @@ def open_table(
         head = fh.read(SAMPLE_BYTES)
     expected = [*expected_fields, *options.columns.keys()]
     if detect_kind(path, head) == "xlsx":
-        return open_xlsx(path, options, expected, chunk_rows)
-    return open_csv(path, head, options, expected, chunk_rows)
+        table = open_xlsx(path, options, expected, chunk_rows, max_columns)
+    else:
+        table = open_csv(path, head, options, expected, chunk_rows)
+    check_width(path, len(table.headers), max_columns)
+    return table

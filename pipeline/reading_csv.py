@@ -42,11 +42,14 @@ def _detect_encoding(head: bytes, configured: str) -> tuple[str, int]:
     """(encoding, BOM length)."""
     if configured:
         return configured, 0
-    for bom, enc in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16")):
+    boms = (
+        (codecs.BOM_UTF8, "utf-8"),
+        (codecs.BOM_UTF16_LE, "utf-16-le"),  # the byte order is named: the BOM itself is
+        (codecs.BOM_UTF16_BE, "utf-16-be"),  # skipped, and "utf-16" alone would guess LE
+    )
+    for bom, enc in boms:
         if head.startswith(bom):
             return enc, len(bom)
-    if head.startswith(codecs.BOM_UTF16_BE):
-        return "utf-16", 2
     try:
         head.decode("utf-8")
         return "utf-8", 0
@@ -98,7 +101,11 @@ def open_csv(
     if len(head) >= SAMPLE_BYTES:  # drop the last, probably cut, line
         text = text[: text.rfind("\n") + 1] or text
     delimiter = _sniff_delimiter(text.splitlines()[:HEADER_SEARCH_ROWS], options.delimiter)
-    records = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        records = list(reader)
+    except csv.Error as exc:  # a value over the csv module's 128 KB limit
+        raise _too_long(path, reader.line_num) from exc
     records = [r if r else [""] for r in records]
     if not records:
         raise FileUnreadable("the file is empty. Export it again and drop it again.", path=path)
@@ -251,7 +258,19 @@ def _open_reader(
         raise _not_text(table, first, exc) from exc
 
 
+def _too_long(path: Path, line: int) -> FileUnreadable:
+    return FileUnreadable(
+        f"a value around line {line} is longer than any lead field can be (over "
+        '128 KB). Usually a quote character (") that is never closed turns the rest of the '
+        "file into one value. Check the quotes around that line, save the file and drop it "
+        "again.",
+        path=path,
+    )
+
+
 def _not_text(table: Table, row: int, exc: Exception) -> FileUnreadable:
+    if "straddling" in str(exc):  # one record larger than a whole parse block
+        return _too_long(table.path, row)
     return FileUnreadable(
         f"the file cannot be read as {table.encoding} text from about row {row} ({exc}). "
         "Save it as CSV UTF-8, or set the campaign's encoding in the config, then drop it "
@@ -267,7 +286,10 @@ def _with_malformed(
     extra = []
     messages: dict[int, str] = {}
     for number, text, n in bad:
-        values = next(csv.reader([text], delimiter=table.delimiter), [])
+        try:
+            values = next(csv.reader([text], delimiter=table.delimiter), [])
+        except csv.Error as exc:
+            raise _too_long(table.path, number) from exc
         values = (values + [""] * width)[:width]
         extra.append([*values, number])
         messages[number] = (

@@ -12,7 +12,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from pipeline.config import CampaignSettings
 from pipeline.errors import FileUnreadable
-from pipeline.filecheck import check_xlsx
+from pipeline.filecheck import check_width, check_xlsx
 from pipeline.tables import (
     HEADER_SEARCH_ROWS,
     Table,
@@ -24,7 +24,11 @@ from pipeline.tables import (
 
 
 def open_xlsx(
-    path: Path, options: CampaignSettings, expected: Sequence[str], chunk_rows: int
+    path: Path,
+    options: CampaignSettings,
+    expected: Sequence[str],
+    chunk_rows: int,
+    max_columns: int,
 ) -> Table:
     import fastexcel
 
@@ -44,6 +48,7 @@ def open_xlsx(
         if not visible:
             raise FileUnreadable("the workbook has no visible sheet.", path=path)
         sheet = visible[0]
+    check_width(path, info.width.get(sheet[2], 0), max_columns)  # what the sheet declares
     try:
         reader = fastexcel.read_excel(str(path))
         data = reader.load_sheet(sheet[0], header_row=None, dtypes="string").to_arrow()
@@ -53,6 +58,7 @@ def open_xlsx(
             path=path,
             incomplete=True,
         ) from exc
+    check_width(path, data.num_columns, max_columns)  # what it holds
     offset = info.first_row.get(sheet[2], 1)  # Excel row of the first row fastexcel returns
     if data.num_rows == 0:
         raise FileUnreadable(f"the sheet '{sheet[0]}' is empty.", path=path)

@@ -48,6 +48,8 @@ MAX_CELL = 32_767
 #: Beyond this many commented cells Excel gets slow to open a file (and xlsxwriter to write
 #: one): later bad cells are still highlighted and explained in ``_problems``.
 MAX_COMMENTS = 10_000
+#: Rows per worksheet, header included (Excel's limit): more rejects continue on the next sheet.
+SHEET_ROWS = 1_048_576
 
 
 class RejectWriter:
@@ -69,6 +71,7 @@ class RejectWriter:
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute("CREATE TABLE rows (row INTEGER PRIMARY KEY, cells TEXT, problems TEXT)")
         self.count = 0
+        self.sheets = 0  #: worksheets of the reject workbook (after :meth:`close`)
         self._closed = False
 
     def add(self, row: int, values: Sequence[str], problems: Sequence[RowProblem]) -> None:
@@ -134,14 +137,25 @@ class RejectWriter:
             }
             head = wb.add_format({**base, "bold": True})
             head_q = wb.add_format({**base, "bold": True, "quote_prefix": True})
-            ws = wb.add_worksheet("Rejects")
             columns = [*self.headers, ROW_COLUMN, PROBLEMS_COLUMN]
-            for c, name_ in enumerate(columns):
-                ws.write_string(0, c, _cell(name_), head_q if is_risky(name_) else head)
-            ws.freeze_panes(1, 0)
+
+            def new_sheet() -> Any:
+                self.sheets += 1
+                name = "Rejects" if self.sheets == 1 else f"Rejects ({self.sheets})"
+                sheet = wb.add_worksheet(name)
+                for c, name_ in enumerate(columns):
+                    sheet.write_string(0, c, _cell(name_), head_q if is_risky(name_) else head)
+                sheet.freeze_panes(1, 0)
+                return sheet
+
+            ws = new_sheet()
             index = {h: i for i, h in enumerate(self.headers)}
             comments = 0
-            for r, (row, cells, problems) in enumerate(self._rows(), start=1):
+            r = 0
+            for row, cells, problems in self._rows():
+                r += 1
+                if r == SHEET_ROWS:  # Excel's last row: go on on a new sheet
+                    ws, r = new_sheet(), 1
                 notes: dict[int, list[str]] = {}
                 for p in problems:
                     if p.column in index:

@@ -14,9 +14,12 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.clock import Clock, SystemClock
-from pipeline.schema import CampaignSchema, ExampleSource, load_campaign_schema
+
+if TYPE_CHECKING:  # the schema module brings pandas and pandera: loaded when a file is read
+    from pipeline.schema import CampaignSchema, ExampleSource
 
 
 class SchemaCache:
@@ -41,6 +44,8 @@ class SchemaCache:
         if hit is not None and now - hit[0] < self.ttl:
             # Drift was reported with the file that fetched it; it is not news for this one.
             return replace(hit[1], drift=None)
+        from pipeline.schema import load_campaign_schema
+
         schema = load_campaign_schema(client, code, schemas_dir, clock=self.clock)
         with self._lock:
             if schema.source == "live" and self.ttl > 0:

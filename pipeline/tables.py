@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
+from pipeline.cells import column_letters
 from pipeline.mapping import header_score
 
 SAMPLE_BYTES = 1024 * 1024
@@ -53,22 +54,13 @@ def unique_headers(cells: Sequence[str]) -> list[str]:
     out: list[str] = []
     seen: set[str] = set()
     for i, raw in enumerate(cells):
-        name = (raw or "").strip() or f"Column {_letters(i)}"
+        name = (raw or "").strip() or f"Column {column_letters(i)}"
         base, n = name, 2
         while name in seen:
             name, n = f"{base} ({n})", n + 1
         seen.add(name)
         out.append(name)
     return out
-
-
-def _letters(i: int) -> str:
-    s = ""
-    i += 1
-    while i:
-        i, r = divmod(i - 1, 26)
-        s = chr(65 + r) + s
-    return s
 
 
 def find_header(rows: Sequence[Sequence[str]], expected: Sequence[str], configured: int) -> int:

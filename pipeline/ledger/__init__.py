@@ -212,7 +212,6 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-from pipeline.ledger.fingerprint import fingerprint, fingerprints  # noqa: E402
 from pipeline.ledger.sqlite import SqliteLedger, open_ledger  # noqa: E402
 
 __all__ = [
@@ -226,7 +225,5 @@ __all__ = [
     "RowRecord",
     "RowState",
     "SqliteLedger",
-    "fingerprint",
-    "fingerprints",
     "open_ledger",
 ]

@@ -396,3 +396,24 @@ def test_a_rerun_after_a_stop_between_chunks_creates_every_valid_row_once(env: E
     assert (second.rows_read, second.accepted, second.waiting) == (5000, len(exp.valid), 0)
     assert env.stored() == Counter(d["phone"] for d in exp.valid.values())
     assert len(second.reject_files) == 2
+
+
+def test_a_repeated_header_says_which_column_was_sent_and_which_was_not(env: Env) -> None:
+    src = env.tmp / "twice.csv"
+    src.write_text(
+        "Name,Phone,Segment,Phone\nFirma Dup,+45 20 11 22 33,SMB,+45 99 99 99 99\n",
+        encoding="utf-8",
+    )
+    receipt = env.ingest(src)
+    assert receipt.accepted == 1
+    assert receipt.mapping == {"Name": "name", "Phone": "phone", "Segment": "segment"}
+    assert receipt.unmapped_columns == ["Phone (2)"]
+    note = next(m for m in receipt.messages if "both fit field phone" in m)
+    assert note.startswith(
+        "Columns B 'Phone' and D 'Phone' (shown as 'Phone (2)') both fit field phone: "
+        "column B was sent, column D was not."
+    )
+    text = Path(receipt.receipt_file).read_text("utf-8")
+    assert "column B was sent, column D was not" in text
+    (lead,) = [x for x in env.sb.leads(CAMPAIGN) if x["data"].get("name") == "Firma Dup"]
+    assert lead["data"]["phone"] == "+45 20 11 22 33"  # column B's value, not D's

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import StateError
-from pipeline.ledger import FileKey, FileState, RowState, fingerprint, open_ledger
+from pipeline.ledger import FileKey, FileState, RowState, open_ledger
+from pipeline.ledger.fingerprint import fingerprint
 
 T = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 A, B = FileKey("a" * 64, "C1"), FileKey("b" * 64, "C1")
@@ -272,7 +273,7 @@ def test_column_fingerprints_equal_the_one_row_definition() -> None:
 
     import pyarrow as pa
 
-    from pipeline.ledger import fingerprints
+    from pipeline.ledger.fingerprint import fingerprints
 
     rng = random.Random(7)
     alphabet = ["a", "Ø", '"', "\\", "\n", "\t", "\x01", "\x1f", "\x7f", " ", "é", "\u2028", "😀"]

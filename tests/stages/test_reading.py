@@ -6,6 +6,7 @@ import datetime as dt
 import zipfile
 from pathlib import Path
 
+import openpyxl
 import pytest
 import xlsxwriter
 
@@ -89,7 +90,7 @@ def test_malformed_row_deep_in_a_big_file_keeps_every_row_once(tmp_path: Path) -
         (b"\xef\xbb\xbfname,phone\nS\xc3\xb8ren,0012\n", "utf-8", ","),
         (b"name\tphone\nS\xc3\xb8ren\t0012\n", "utf-8", "\t"),
         (b"name|phone\nS\xc3\xb8ren|0012\n", "utf-8", "|"),
-        ("name;phone\r\nSøren;0012\r\n".encode("utf-16"), "utf-16", ";"),
+        ("name;phone\r\nSøren;0012\r\n".encode("utf-16"), "utf-16-le", ";"),
     ],
 )
 def test_bom_tab_pipe_utf16(tmp_path: Path, raw: bytes, encoding: str, delimiter: str) -> None:
@@ -133,7 +134,7 @@ def test_chunks_keep_numbering_and_10000_columns(tmp_path: Path) -> None:
     headers[7], headers[9000] = "name", "phone"
     wide = tmp_path / "wide.csv"
     wide.write_text(",".join(headers) + "\n" + ",".join(str(i) for i in range(10_000)) + "\n")
-    table, rows = read(wide)
+    table, rows = read(wide, max_columns=10_000)
     assert len(table.headers) == 10_000  # type: ignore[attr-defined]
     assert (rows[0]["name"], rows[0]["phone"], rows[0]["_row"]) == ("7", "9000", 2)
 
@@ -290,3 +291,111 @@ def test_refusal_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileUnreadable) as info:
         open_table(path, options=OPTIONS, expected_fields=FIELDS)
     assert str(info.value).startswith("scan.csv: this is a PDF, not a spreadsheet.")
+
+
+def test_a_sheet_wider_than_the_column_limit_is_refused_before_its_rows(tmp_path: Path) -> None:
+    wide = tmp_path / "wide.csv"
+    wide.write_text("name,phone," + ",".join(f"c{i}" for i in range(100_000)) + "\n")
+    with wide.open("a") as fh:
+        for _ in range(50):
+            fh.write("Bo,+4512345678" + ",x" * 100_000 + "\n")
+    with pytest.raises(FileUnreadable, match=r"the sheet has 100,002 columns; .* at most 1,000"):
+        read(wide)
+    book = tmp_path / "wide.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.append(["name", "phone", *[f"c{i}" for i in range(1200)]])
+    ws.append(["Bo", "+4512345678"])
+    wb.save(book)
+    with pytest.raises(FileUnreadable, match=r"the sheet has 1,202 columns"):
+        read(book)
+
+
+def test_utf16_big_endian_with_a_bom_reads_its_headers(tmp_path: Path) -> None:
+    import codecs
+
+    for bom, enc in ((codecs.BOM_UTF16_BE, "utf-16-be"), (codecs.BOM_UTF16_LE, "utf-16-le")):
+        path = tmp_path / f"{enc}.csv"
+        path.write_bytes(bom + "name,phone\nÅse,+4512345678\n".encode(enc))
+        table, rows = read(path)
+        assert list(table.headers) == ["name", "phone"]  # type: ignore[attr-defined]
+        assert (rows[0]["name"], rows[0]["phone"]) == ("Åse", "+4512345678")
+
+
+def test_a_value_over_128_kb_is_a_plain_refusal_naming_the_line(tmp_path: Path) -> None:
+    early = tmp_path / "early.csv"  # in the first megabyte (the header sample)
+    early.write_text('name,phone\nBo,+4511111111\n"' + "x" * 200_000 + '",+4512345678\n')
+    with pytest.raises(FileUnreadable, match=r"a value around line 3 is longer than .* quote"):
+        read(early)
+    unclosed = tmp_path / "unclosed.csv"
+    unclosed.write_text('name,phone\n"Bo,+4512345678\n' + "Al,+4587654321\n" * 20_000)
+    with pytest.raises(FileUnreadable, match=r"quote character .* never closed"):
+        read(unclosed)
+    late = tmp_path / "late.csv"  # far past the sample: the row reader finds it
+    late.write_text(
+        "name,phone\n" + "Al,+4587654321\n" * 80_000 + '"' + "y" * 3_000_000 + '",+45123\n'
+    )
+    with pytest.raises(FileUnreadable, match=r"longer than any lead field can be"):
+        read(late)
+
+
+def _workbook(path: Path, rows: int = 2000) -> None:
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.append(["name", "phone"])
+    for i in range(rows):
+        ws.append([f"n{i}", f"+45{10_000_000 + i}"])
+    wb.save(path)
+
+
+def _part_offset(path: Path, name: str) -> tuple[int, zipfile.ZipInfo]:
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(name)
+    return info.header_offset + 30 + len(info.filename.encode()) + len(info.extra), info
+
+
+def test_a_corrupted_deflate_stream_is_a_damaged_workbook(tmp_path: Path) -> None:
+    good = tmp_path / "good.xlsx"
+    _workbook(good)
+    raw = bytearray(good.read_bytes())
+    start, _ = _part_offset(good, "xl/worksheets/sheet1.xml")
+    for i in range(start + 50, start + 300):
+        raw[i] ^= 0x5A
+    bad = tmp_path / "bad.xlsx"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(FileUnreadable, match=r"the workbook is damaged .* save it as \.xlsx"):
+        read(bad)
+
+
+def test_a_workbook_with_forged_part_sizes_is_refused_while_inflating(tmp_path: Path) -> None:
+    """A sheet that inflates to 250 MB declares 2 MB: refused without inflating it all."""
+    import io
+    import struct
+
+    good = tmp_path / "good.xlsx"
+    _workbook(good, rows=10)
+    row = b'<row r="3"><c r="A3" t="inlineStr"><is><t>x</t></is></c></row>'
+    out = io.BytesIO()
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = data.replace(b"</sheetData>", row * 4_000_000 + b"</sheetData>")
+            zout.writestr(info.filename, data)
+    raw = bytearray(out.getvalue())
+    with zipfile.ZipFile(io.BytesIO(bytes(raw))) as z:
+        info = z.getinfo("xl/worksheets/sheet1.xml")
+    struct.pack_into("<L", raw, info.header_offset + 22, 2_000_000)  # local header
+    at = raw.find(b"PK\x01\x02")
+    while at != -1:  # the central directory entry of the sheet
+        n = struct.unpack_from("<H", raw, at + 28)[0]
+        if bytes(raw[at + 46 : at + 46 + n]) == b"xl/worksheets/sheet1.xml":
+            struct.pack_into("<L", raw, at + 24, 2_000_000)
+        at = raw.find(b"PK\x01\x02", at + 4)
+    bomb = tmp_path / "bomb.xlsx"
+    bomb.write_bytes(bytes(raw))
+    assert bomb.stat().st_size < 1_000_000
+    with pytest.raises(FileUnreadable, match=r"unpacks to more than the size it declares"):
+        read(bomb)

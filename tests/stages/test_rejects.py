@@ -229,3 +229,30 @@ def test_comments_are_capped_but_every_bad_cell_is_highlighted(
     cells = [r[0] for r in ws.iter_rows(min_row=2)]
     assert [c.comment is not None for c in cells] == [True, True, True, False, False, False]
     assert all(c.fill.fgColor.rgb.endswith("FFEB9C") for c in cells)
+
+
+def test_rejects_beyond_one_sheet_continue_on_the_next_and_the_receipt_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline import rejects
+    from pipeline.ingest import _sheets_note
+
+    monkeypatch.setattr(rejects, "SHEET_ROWS", 5)  # Excel's 1,048,576, scaled down
+    writer = RejectWriter(tmp_path / "s.xlsx", tmp_path / "s.csv", ["a"], tmp_dir=tmp_path / "t")
+    for row in range(2, 14):  # 12 rows: 4 per sheet, header on each
+        writer.add(row, [f"v{row}"], [RowProblem(row, "a", "x", "pattern", f"Row {row}: bad")])
+    writer.close()
+    assert writer.sheets == 3
+    wb = openpyxl.load_workbook(tmp_path / "s.xlsx")
+    assert wb.sheetnames == ["Rejects", "Rejects (2)", "Rejects (3)"]
+    seen = []
+    for ws in wb.worksheets:
+        rows = list(ws.iter_rows(values_only=True))
+        assert rows[0][:2] == ("a", "_row")
+        seen += [int(r[1]) for r in rows[1:]]
+    assert seen == list(range(2, 14))  # every row, in order, none cut
+    with (tmp_path / "s.csv").open(encoding="utf-8-sig", newline="") as fh:
+        assert len(list(csv.reader(fh))) == 13
+    (note,) = _sheets_note(writer.sheets, writer.count)
+    assert "continues on 2 more sheet(s)" in note
+    assert "CSV has all of them" in note
