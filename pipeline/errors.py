@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from pipeline.fsutil import readable
+
 Action = Literal["fix-config", "reject-file", "retry-later", "stop"]
 
 
@@ -68,7 +70,7 @@ class InputError(LeadpipeError):
     def __init__(self, message: str, *, path: Path | None = None) -> None:
         self.path = path
         self.reason = message
-        where = f"{path.name}: " if path is not None else ""
+        where = f"{readable(path.name)}: " if path is not None else ""
         super().__init__(f"{where}{message}")
 
 
@@ -105,7 +107,7 @@ class FileChanged(LeadpipeError):
             f"the file was still being written ({what}); it will be taken again when it stops "
             "changing. Rows already sent are not sent again."
         )
-        where = f"{path.name}: " if path is not None else ""
+        where = f"{readable(path.name)}: " if path is not None else ""
         super().__init__(f"{where}{self.reason}")
 
 

@@ -21,8 +21,9 @@ from zoneinfo import ZoneInfo
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
+from pipeline.dropfolder import safe_name
 from pipeline.errors import FileChanged, FileUnreadable, InputError
-from pipeline.fsutil import WORK_DIR_NAME
+from pipeline.fsutil import WORK_DIR_NAME, readable
 from pipeline.identity import FileIdentity
 from pipeline.ingest_rows import add_rejects, api_refusals, upload_rows, valid_fingerprints
 from pipeline.ledger import FileKey, FileRecord, FileState, Ledger, RowState
@@ -68,7 +69,7 @@ def result_places(
     """``out_dir`` (flat) when given; else design.md's folders for a file in ``inbox/<campaign>/``;
     else ``./leadpipe-results/``."""
     home = inbox_folder(path, campaign, settings)
-    base = f"{stamp}_{path.name}"
+    base = f"{stamp}_{safe_name(path.name)}"  # room for the stamp and the result suffixes
     if out_dir is not None:  # an explicit results folder wins (the service passes one)
         home = None
     if home is not None and path.resolve().parent.name == "preview":
@@ -125,6 +126,12 @@ def ingest_file(
     started = started_dt.isoformat(timespec="seconds")
     if not path.is_file():
         raise FileUnreadable("is not a file (or no longer exists)", path=path)
+    if readable(str(path)) != str(path):  # the readers need a text path (the service renames)
+        raise FileUnreadable(
+            f"its name or a folder above it has bytes that are not text (UTF-8). Rename it, "
+            f"e.g. to '{safe_name(path.name).replace(chr(0xFFFD), '_')}', and run again.",
+            path=path,
+        )
     ident = FileIdentity.of(path)
     if expect is not None and (ident.size, ident.sha256) != (expect.size, expect.sha256):
         raise FileChanged("it is not the file that was claimed any more", path=path)
