@@ -3,13 +3,15 @@
 One small JSON file per job under ``<state>/exports/<job>.json``, written atomically; the lock
 is an in-process lock plus an OS file lock on ``<state>/exports/<job>.lock``, so neither a
 second thread nor a second process (``leadpipe export`` beside ``leadpipe run``) can run the
-same job at once. A corrupt state file stops the job loudly; it is never silently reset.
+same job at once. A corrupt state file stops the job loudly; it is never silently reset. Like
+the rest of the state folder, the folder is the service user's alone (0700, files 0600).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from pipeline.errors import StateError
-from pipeline.fsutil import atomic_write_text
+from pipeline.fsutil import PRIVATE_FILE_MODE, atomic_write_text, open_private, private_dir
 
 
 @dataclass
@@ -69,10 +71,12 @@ class StateStore:
         return JobState(**{k: v for k, v in raw.items() if k in known})
 
     def save(self, state: JobState) -> None:
-        """Write the state atomically."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Write the state atomically (0600, in a 0700 folder)."""
+        private_dir(self.root)
         text = json.dumps(asdict(state), indent=2, ensure_ascii=False) + "\n"
-        atomic_write_text(self.path(state.name), text, tmp_dir=self.root / ".tmp")
+        atomic_write_text(
+            self.path(state.name), text, tmp_dir=self.root / ".tmp", mode=PRIVATE_FILE_MODE
+        )
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
@@ -82,8 +86,9 @@ class StateStore:
         if not tlock.acquire(blocking=False):
             raise StateError(f"export {name!r} is already running in this process")
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with open(self.root / f"{name}.lock", "a+b") as fh:
+            private_dir(self.root)
+            fd = open_private(self.root / f"{name}.lock", os.O_RDWR | os.O_APPEND)
+            with os.fdopen(fd, "a+b") as fh:
                 if not _os_lock(fh):
                     raise StateError(
                         f"export {name!r} is already running in another leadpipe process; "

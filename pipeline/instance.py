@@ -2,7 +2,8 @@
 
 The service holds an exclusive OS lock on ``<state>/leadpipe.lock`` while it runs and rewrites
 ``<state>/status.json`` as facts change; ``leadpipe status`` reads both, so it works whether
-or not the service is running and needs no network access.
+or not the service is running and needs no network access. The state folder and its files are
+private to the service user (0700 and 0600, whatever the umask): taking the lock makes them so.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from pipeline.config import Settings
 from pipeline.errors import StateError
+from pipeline.fsutil import make_private, open_private, private_dir
 
 LOCK_FILE = "leadpipe.lock"
 STATUS_FILE = "status.json"
@@ -23,7 +25,9 @@ class InstanceLock:
     """An exclusive OS lock on ``<state>/leadpipe.lock``: one ``leadpipe run`` per state folder.
 
     The OS drops the lock when the process dies (even by ``kill -9``), so a stale lock file never
-    blocks a restart.
+    blocks a restart. Taking it makes the state folder private (0700) and takes the group and
+    other permissions off what earlier runs left in it (the status file, the ledger), so an
+    older state folder or a permissive umask never leaves them readable by other users.
     """
 
     def __init__(self, state_dir: Path) -> None:
@@ -33,8 +37,8 @@ class InstanceLock:
     def acquire(self) -> InstanceLock:
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        private_dir(self.path.parent)
+        fd = open_private(self.path, os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -48,6 +52,7 @@ class InstanceLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        make_private(self.path.parent)  # ours now: repair what an earlier run left open
         return self
 
     def release(self) -> None:

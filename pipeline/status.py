@@ -4,20 +4,30 @@
 ``/metrics`` Prometheus, ``/healthz`` liveness, ``/files/<path>`` receipts, reject and error
 files (only those, only inside the inbox). A small stdlib server in a thread: no event loop.
 Every file name is HTML-escaped: names come from whoever dropped the file.
+
+Only requests for one of the page's own host names are answered (``[status] host``, the
+loopback names and ``[status] allowed_hosts``, with or without the port): a web page that
+rebinds its own DNS name to 127.0.0.1 gets 421, never the status or a reject file. Every
+response forbids scripts, framing and sniffing (Content-Security-Policy, nosniff, no referrer).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
+import os
+import stat
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+from pipeline.dropfolder import PREVIEW, RESULT_FOLDERS, is_ignored
 from pipeline.errors import StateError
 from pipeline.fsutil import readable
 from pipeline.metrics import CONTENT_TYPE, Metrics
@@ -26,6 +36,22 @@ log = logging.getLogger("leadpipe.status")
 
 Snapshot = Callable[[], Mapping[str, Any]]
 _SERVABLE = (".receipt.txt", ".receipt.json", ".rejects.xlsx", ".rejects.csv", ".error.txt")
+#: The folders of a campaign folder that hold result files (matched like the intake does).
+_RESULT_PLACES = RESULT_FOLDERS | {PREVIEW}
+#: Host names the page always answers to (besides ``[status] host``), with or without port.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+#: The page's only style sheet; the Content-Security-Policy allows exactly this one by hash.
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
+    "table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;"
+    "padding:.3em .6em;text-align:left;vertical-align:top}.ok{color:#176f2c}.bad{color:#b00020}"
+)
+_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode("utf-8")).digest()).decode("ascii")
+#: The page has no script, no form and no frame: nothing but its own style sheet may load.
+CONTENT_SECURITY_POLICY = (
+    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; img-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 _TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".json": "application/json",
@@ -182,21 +208,28 @@ def render_html(snap: Mapping[str, Any]) -> str:
     body = "\n".join(parts)
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        '<meta http-equiv="refresh" content="5"><title>leadpipe status</title><style>'
-        "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
-        "table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;"
-        "padding:.3em .6em;text-align:left;vertical-align:top}.ok{color:#176f2c}.bad{color:#b00020}"
-        f"</style></head><body><h1>leadpipe</h1>\n{body}\n"
+        '<meta http-equiv="refresh" content="5"><title>leadpipe status</title>'
+        f"<style>{_STYLE}</style></head><body><h1>leadpipe</h1>\n{body}\n"
         '<p><a href="/status.json">status.json</a> · <a href="/metrics">metrics</a></p>'
         "</body></html>"
     )
 
 
 class StatusServer:
-    """Serves the status page from a background thread until :meth:`stop`."""
+    """Serves the status page from a background thread until :meth:`stop`.
+
+    ``allowed_hosts`` are host names it answers to besides ``host`` and the loopback names
+    (``[status] allowed_hosts``: the name a reverse proxy forwards, say).
+    """
 
     def __init__(
-        self, host: str, port: int, snapshot: Snapshot, metrics: Metrics, inbox: Path
+        self,
+        host: str,
+        port: int,
+        snapshot: Snapshot,
+        metrics: Metrics,
+        inbox: Path,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         self.snapshot = snapshot
         self.metrics = metrics
@@ -211,6 +244,12 @@ class StatusServer:
             ) from exc
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+        bound_port = int(self._server.server_address[1])
+        self.allowed_hosts = _host_forms([host, *LOOPBACK_NAMES, *allowed_hosts], bound_port)
+
+    def host_allowed(self, host: str | None) -> bool:
+        """True when ``host`` (a request's ``Host`` header) names this page."""
+        return host is not None and host.strip().lower() in self.allowed_hosts
 
     @property
     def url(self) -> str:
@@ -234,23 +273,75 @@ class StatusServer:
             self._thread = None
         self._server.server_close()
 
-    def result_file(self, rel: str) -> Path | None:
-        """A servable result file under the inbox, or None (never anything else)."""
-        rel_path = Path(unquote(rel))
-        if rel_path.is_absolute() or ".." in rel_path.parts or len(rel_path.parts) < 3:
+    def result_file(self, rel: str) -> tuple[str, bytes] | None:
+        """Name and content of a result file under the inbox, or None (never anything else).
+
+        Only ``<campaign>/<processed|rejected|failed|preview>/<name>`` with a result suffix, and
+        only a regular file with a single link: each folder below the inbox and the file are
+        opened without following a symbolic link, so the file read is the one at that place,
+        and what is checked is the opened file itself (no race with a swap). A hard link
+        (to a file outside the inbox, say), a symlink, a pipe: None.
+        """
+        parts = unquote(rel).split("/")
+        if len(parts) != 3 or any(p in ("", ".", "..") or "\0" in p for p in parts):
             return None
-        if rel_path.parts[-2] not in {"processed", "rejected", "failed", "preview"}:
+        campaign, place, name = parts
+        if is_ignored(campaign):  # not a campaign folder (the hidden work folder, say)
             return None
-        if not rel_path.name.endswith(_SERVABLE):
+        if place.lower() not in _RESULT_PLACES or not name.endswith(_SERVABLE):
             return None
-        path = self.inbox / rel_path
         try:
-            if path.is_symlink() or not path.is_file():
-                return None
-            path.resolve().relative_to(self.inbox.resolve())
-        except (OSError, ValueError):
+            fd = _open_below(self.inbox, campaign, place, name)
+        except OSError:
             return None
-        return path
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                return None
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                return name, fh.read()
+        finally:
+            os.close(fd)
+
+
+def _open_below(inbox: Path, *parts: str) -> int:
+    """A read descriptor of ``inbox/<parts>``, no component below the inbox a symlink.
+
+    The inbox itself may be a link (it is configured); every folder below it is opened
+    relative to the one before with ``O_NOFOLLOW``, and the file too (non-blocking: a pipe
+    never hangs the page).
+    """
+    cloexec = getattr(os, "O_CLOEXEC", 0)
+    folder = os.O_RDONLY | os.O_DIRECTORY | cloexec
+    fd = os.open(inbox, folder)
+    try:
+        for part in parts[:-1]:
+            below = os.open(part, folder | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = below
+        return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | cloexec, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _host_forms(names: Iterable[str], port: int) -> frozenset[str]:
+    """Every ``Host`` header value naming one of ``names``: bare and with ``:port``.
+
+    Lower-cased; an IPv6 address also in brackets (``[::1]``, ``[::1]:8377``); a name written
+    with a port is also taken as written.
+    """
+    forms: set[str] = set()
+    for raw in names:
+        name = raw.strip().lower()
+        if not name:
+            continue
+        forms.add(name)
+        if name.startswith("[") or name.count(":") > 1:  # an IPv6 address
+            bracketed = name if name.startswith("[") else f"[{name}]"
+            forms.update((bracketed, f"{bracketed}:{port}"))
+        elif ":" not in name:
+            forms.add(f"{name}:{port}")
+    return frozenset(forms)
 
 
 def _handler_for(server: StatusServer) -> type[BaseHTTPRequestHandler]:
@@ -261,7 +352,22 @@ def _handler_for(server: StatusServer) -> type[BaseHTTPRequestHandler]:
             return
 
         def do_GET(self) -> None:
-            path = urlsplit(self.path).path
+            target = urlsplit(self.path)
+            path = target.path
+            hosts = self.headers.get_all("Host") or []
+            if (
+                len(hosts) != 1
+                or not server.host_allowed(hosts[0])
+                or (target.netloc and not server.host_allowed(target.netloc))
+            ):
+                # a page whose DNS name now points here (DNS rebinding) or a stray proxy
+                self._send(
+                    421,
+                    b"misdirected request: this page answers only to its own host names "
+                    b"([status] host and allowed_hosts in the config)\n",
+                    "text/plain; charset=utf-8",
+                )
+                return
             try:
                 if path == "/":
                     self._send(
@@ -291,13 +397,12 @@ def _handler_for(server: StatusServer) -> type[BaseHTTPRequestHandler]:
                     if found is None:
                         self._send(404, b"not found\n", "text/plain; charset=utf-8")
                         return
-                    kind = _TYPES.get(found.suffix, "application/octet-stream")
-                    data = found.read_bytes()
+                    name, data = found
+                    suffix = Path(name).suffix
+                    kind = _TYPES.get(suffix, "application/octet-stream")
                     extra = {}
-                    if found.suffix == ".xlsx":
-                        extra["Content-Disposition"] = (
-                            f"attachment; filename*=UTF-8''{quote(found.name)}"
-                        )
+                    if suffix == ".xlsx":
+                        extra["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name)}"
                     self._send(200, data, kind, extra)
                 else:
                     self._send(404, b"not found\n", "text/plain; charset=utf-8")
@@ -314,10 +419,16 @@ def _handler_for(server: StatusServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
             for k, v in (extra or {}).items():
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(body)
+
+        def end_headers(self) -> None:
+            """Every response, the server's own error pages too, carries the safety headers."""
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Referrer-Policy", "no-referrer")
+            self.send_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+            super().end_headers()
 
     return Handler

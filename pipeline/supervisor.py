@@ -20,7 +20,7 @@ from pipeline.clock import Clock
 from pipeline.config import Settings
 from pipeline.errors import LeadpipeError, StateError
 from pipeline.exporting import ExportScheduler
-from pipeline.fsutil import atomic_write_text
+from pipeline.fsutil import PRIVATE_FILE_MODE, atomic_write_text
 from pipeline.health import Heartbeats, WorkerState, assess
 from pipeline.instance import STATUS_FILE
 from pipeline.intake import Finished, Intake, Job, Outcome, Processor, clear_empty_work
@@ -78,7 +78,10 @@ def _export_scheduler(settings: Settings, client: Any, clock: Clock) -> ExportSc
 
 
 class _StatusFile:
-    """``<state>/status.json``, rewritten atomically when facts change (``leadpipe status``)."""
+    """``<state>/status.json``, rewritten atomically when facts change (``leadpipe status``).
+
+    It names the files and their problems: 0600 (its temp folder 0700), whatever the umask.
+    """
 
     def __init__(self, state_dir: Path, clock: Clock) -> None:
         self.path = state_dir / STATUS_FILE
@@ -97,7 +100,12 @@ class _StatusFile:
         if not force and (now - self._at < 1.0 or (facts == self._last and now - self._at < 60)):
             return
         try:
-            atomic_write_text(self.path, json.dumps(snap, indent=2, default=str), tmp_dir=self.tmp)
+            atomic_write_text(
+                self.path,
+                json.dumps(snap, indent=2, default=str),
+                tmp_dir=self.tmp,
+                mode=PRIVATE_FILE_MODE,
+            )
         except OSError as exc:
             log.warning("cannot write %s: %s", self.path, exc)
             return
@@ -244,6 +252,7 @@ class _Service:
                     self.snapshot,
                     self.metrics,
                     self.inbox,
+                    allowed_hosts=self.settings.status.allowed_hosts,
                 ).start()
                 self.metrics.follow(self.intake.snapshot)
             self.watcher.start()

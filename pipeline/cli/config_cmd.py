@@ -1,4 +1,8 @@
-"""``leadpipe config``: show the effective configuration (never the password)."""
+"""``leadpipe config``: show the effective configuration (never the password).
+
+Neither the password setting nor one written into the API URL (``https://user:pw@host/api``) is
+shown: the URL's user info is left out wherever it is printed.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pipeline.api.transport import safe_url
 from pipeline.cli.app import app, console, settings
 
 
@@ -20,11 +25,12 @@ def show_config(
     s = settings(ctx)
     data: dict[str, Any] = asdict(s)
     data["api"]["password"] = "***" if s.api.password else ""
+    data["api"]["url"] = safe_url(s.api.url)
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
         return
     console.print(f"configuration read from [bold]{s.source}[/]: OK")
-    mode = "embedded sandbox (no API URL set)" if s.api.embedded else s.api.url
+    mode = "embedded sandbox (no API URL set)" if s.api.embedded else safe_url(s.api.url)
     console.print(f"API: {mode}")
     for name in ("inbox", "outbox", "state", "schemas"):
         console.print(f"{name:8} {getattr(s.paths, name)}")

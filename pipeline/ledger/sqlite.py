@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import StateError
-from pipeline.fsutil import readable
+from pipeline.fsutil import PRIVATE_FILE_MODE, make_private, open_private, private_dir, readable
 from pipeline.ledger import (
     LEDGER_FILE,
     MARKER_FILE,
@@ -199,6 +199,7 @@ class SqliteLedger:
         with self._lock:
             try:
                 if not backup.exists():
+                    _create_private(backup)  # the copy holds cell values too
                     with closing(sqlite3.connect(backup)) as copy:
                         self._db.backup(copy)
                 self._db.execute("PRAGMA foreign_keys = OFF")
@@ -536,6 +537,10 @@ def open_ledger(state_dir: Path, *, create: bool = True) -> SqliteLedger:
     Fails safe with :class:`StateError` when a ledger is expected but missing (the marker file
     says one was created), unreadable or corrupt: leadpipe never silently starts fresh, since
     that would resend every lead it already delivered.
+
+    The ledger holds cell values: the state folder is made 0700 and the ledger, its ``-wal`` and
+    ``-shm`` files and the marker 0600, whatever the umask (SQLite gives its side files the
+    database file's mode); what an earlier run left open is repaired here too.
     """
     state_dir = Path(state_dir)
     db_path = state_dir / LEDGER_FILE
@@ -553,7 +558,7 @@ def open_ledger(state_dir: Path, *, create: bool = True) -> SqliteLedger:
     if exists and db_path.stat().st_size == 0 and marker.exists():
         raise StateError(f"the ledger {db_path} is empty; restore it from a backup")
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(state_dir)
     except OSError as exc:
         raise StateError(f"the state folder {state_dir} cannot be created: {exc}") from exc
     if not os.access(state_dir, os.W_OK | os.X_OK):
@@ -561,6 +566,12 @@ def open_ledger(state_dir: Path, *, create: bool = True) -> SqliteLedger:
             f"the state folder {state_dir} is not writable; leadpipe keeps its ledger there. "
             "Fix the folder's permissions (or point [paths] state elsewhere)."
         )
+    make_private(state_dir)  # ledger files an earlier run (or another umask) left open
+    if not exists:
+        try:
+            _create_private(db_path)  # before SQLite creates it with the umask's mode
+        except OSError as exc:
+            raise StateError(f"the state folder {state_dir} is not writable: {exc}") from exc
     ledger = SqliteLedger(db_path)
     try:
         ledger.init_schema(create=not exists or db_path.stat().st_size == 0)
@@ -574,15 +585,25 @@ def open_ledger(state_dir: Path, *, create: bool = True) -> SqliteLedger:
         raise
     if not marker.exists():
         try:
-            marker.write_text(
-                f"{_utc_now()}\nleadpipe's ledger lives in {LEDGER_FILE} beside this file."
-                " Do not delete it: it records which leads were already sent.\n",
-                encoding="utf-8",
-            )
+            fd = open_private(marker, os.O_WRONLY | os.O_TRUNC)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(
+                    f"{_utc_now()}\nleadpipe's ledger lives in {LEDGER_FILE} beside this file."
+                    " Do not delete it: it records which leads were already sent.\n"
+                )
         except OSError as exc:
             ledger.close()
             raise StateError(f"the state folder {state_dir} is not writable: {exc}") from exc
     return ledger
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path`` empty and 0600 if it does not exist (SQLite then keeps that mode)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def _marker_date(marker: Path) -> str:
