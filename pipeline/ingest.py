@@ -33,6 +33,7 @@ from pipeline.receipt import ALREADY, PREVIEW, PROCESSED, STOPPED, WAITING
 from pipeline.rejects import Receipt, RejectWriter, write_receipt
 from pipeline.schema import load_campaign_schema
 from pipeline.schema_cache import SchemaCache
+from pipeline.tenantproof import ProofStore, tenant_key
 from pipeline.upload import LeadApi, Uploader
 from pipeline.validation import RowProblem, Validator
 
@@ -183,6 +184,7 @@ def ingest_file(
             clock=clock,
             stop=stop,
             progress=(lambda d, t: progress("uploading", d, t)) if progress else None,
+            proof=ProofStore(settings.paths.state, tenant_key(settings.api.url, settings.api.user)),
         )
         if hold:  # the upload waits until the live schema can be fetched
             uploader.hold(
@@ -279,7 +281,8 @@ def ingest_file(
         mapping=dict(mapping.field_for),
         unmapped_columns=list(mapping.unmapped),
         schema_drift=schema.drift.describe() if schema.drift else "",
-        messages=_messages(
+        messages=_blind(uploader, campaign, uncertain_rows)
+        + _messages(
             halt_reason, counts["pending"], uncertain_rows, dup_problems, interrupted, data_rows
         )
         + list(mapping.repeats)
@@ -391,6 +394,20 @@ def _raise_if_changed(ident: FileIdentity, path: Path, exc: InputError) -> None:
     what = ident.changes(path)
     if what:
         raise FileChanged(what, path=path) from exc
+
+
+def _blind(
+    uploader: Uploader | None, campaign: str, uncertain: Sequence[tuple[int, str]]
+) -> list[str]:
+    """Why uncertain rows were left for a person when the lookup could not be trusted."""
+    if uploader is None or not uploader.report.blind or not uncertain:
+        return []
+    return [
+        f"{len(uncertain)} row(s) may or may not have reached HeroBase and were NOT sent again: "
+        f"{uploader.report.blind_reason}. Look for them in HeroBase (campaign {campaign}, the "
+        "rows listed below) and add any that are missing by hand. To let leadpipe check such "
+        "rows itself, run `leadpipe doctor --test-upload <a test campaign>` once."
+    ]
 
 
 def _sheets_note(sheets: int, rows: int) -> list[str]:

@@ -19,7 +19,7 @@ import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
@@ -33,6 +33,7 @@ from pipeline.errors import (
     Uncertain,
 )
 from pipeline.ledger import FileKey, Ledger, RowState
+from pipeline.tenantproof import ProofStore, is_ours, learn_identity
 
 CRASH_ENV = "LEADPIPE_CRASH_AT"
 _crash_lock = threading.Lock()
@@ -113,7 +114,17 @@ class UploadReport:
     reason: str = ""  # plain words when halted
     reconciled_found: int = 0
     reconciled_absent: int = 0
+    blind: int = 0  #: uncertain rows left for a person because the lookup was blind
+    blind_reason: str = ""  #: why, in plain words
     errors: list[BaseException] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Sight:
+    """Whether a lookup may declare rows absent: ``blind`` says why not ("" = it may)."""
+
+    blind: str = ""
+    identity: tuple[str, str] | None = None  #: how the tenant marks this account's leads
 
 
 #: progress(done, total): rows finished so far in this pass.
@@ -145,6 +156,7 @@ class Uploader:
         clock: Clock | None = None,
         stop: threading.Event | None = None,
         progress: Progress | None = None,
+        proof: ProofStore | None = None,
     ) -> None:
         self.client = client
         self.ledger = ledger
@@ -158,11 +170,12 @@ class Uploader:
         self.clock = clock or SystemClock()
         self.stop = stop or threading.Event()
         self.progress = progress
+        #: what was proven about this tenant's lookup (None: nothing recorded, nothing kept)
+        self.proof = proof
         self.report = UploadReport()
         self._halted = threading.Event()
         self._can_read: bool | None = None
         self._campaign_id: str | None = None
-        self._username = ""
 
     @property
     def halted(self) -> bool:
@@ -305,25 +318,34 @@ class Uploader:
             self.ledger.record_uncertain(self.key, row.row, _short(exc))
             return
         crash_point("after_response")
-        self.ledger.record_accepted(self.key, row.row, str(created.unique_id))
+        how = "created" if created.unique_id else "accepted, id not given"
+        self.ledger.record_accepted(self.key, row.row, created.unique_id, how)
 
     # -- reconciliation -----------------------------------------------------------------------
 
     def _reconcile(self, rows: Sequence[UploadRow], states: Mapping[int, Any]) -> None:
-        """Look uncertain rows up among the campaign's leads: found -> accepted, else pending."""
+        """Look uncertain rows up among the campaign's leads: found -> accepted, else pending.
+
+        A row is judged absent (and sent again) only when the same lookup demonstrably sees
+        this account's leads with their data (:meth:`_sight`); otherwise it stays uncertain,
+        for a person. The wait before the lookup counts from when each attempt ended.
+        """
         if not self._may_read():
             if not self.halted:
                 self._leave_uncertain(rows, no_read_right_reason())
             return
-        attempts = [_parse(states[r.row].attempt_utc) for r in rows]
-        known = [a for a in attempts if a is not None]
+        refs = [_reference(states[r.row]) for r in rows]
+        known = [a for a in refs if a is not None]
         if known:  # give a request that is still being processed time to land
             wait_s = self.reconcile_grace - (self.clock.now() - max(known)).total_seconds()
             if wait_s > 0 and self.stop.wait(wait_s):
                 self._check_stop()
                 return
-        since = (min(known) if known else self.clock.now()) - _RECONCILE_MARGIN
+        starts = [_parse(states[r.row].attempt_utc) for r in rows]
+        first = min((a for a in starts if a is not None), default=self.clock.now())
+        since = first - _RECONCILE_MARGIN
         since_local = since.astimezone(self.tz).replace(tzinfo=None)
+        until = max(known) if known else self.clock.now()
         try:
             leads = self._leads_since(since_local)
         except NotPermitted as exc:
@@ -339,6 +361,12 @@ class Uploader:
         except ApiError as exc:
             self._halt("unavailable", f"cannot check uncertain rows yet: {exc}")
             return
+        sight = self._sight(leads, since, until)
+        if sight.blind:
+            self.report.blind += len(rows)
+            self.report.blind_reason = sight.blind
+            self._leave_uncertain(rows, f"{sight.blind}; so it was not sent again")
+            return
         taken = self.ledger.accepted_unique_ids(self.campaign)
         groups: dict[tuple[str, ...], list[UploadRow]] = {}
         for r in rows:
@@ -349,7 +377,7 @@ class Uploader:
         for fields, members in groups.items():
             index: dict[tuple[str, ...], list[str]] = {}
             for lead in leads:
-                if lead.unique_id in taken or not self._ours(lead):
+                if lead.unique_id in taken or not is_ours(lead.raw, sight.identity):
                     continue
                 key = tuple(normalise(lead.data.get(f, "")) for f in fields)
                 index.setdefault(key, []).append(lead.unique_id)
@@ -368,25 +396,61 @@ class Uploader:
         )
         self.report.reconciled_absent += len(absent)
 
-    def _ours(self, lead: Any) -> bool:
-        """Was the lead uploaded by this account? (Unknown uploader: assume it may be.)"""
-        raw = getattr(lead, "raw", None) or {}
-        by = next((v for k, v in raw.items() if str(k).lower() == "uploadedbyuser"), None)
-        org = (
-            next((v for k, v in by.items() if str(k).lower() == "orgcode"), None)
-            if isinstance(by, Mapping)
-            else None
+    def _sight(self, leads: Sequence[Any], since: datetime, until: datetime) -> _Sight:
+        """May this lookup declare a row absent? It must see this account's leads, with data.
+
+        Proof: every lead the ledger knows was accepted for the campaign in the lookup's window
+        (by uniqueId) is among the lookup's leads, and they carry their data. When the window
+        holds no such lead, a proof recorded earlier for this tenant (``leadpipe doctor
+        --test-upload``, or an earlier lookup) must say the lookup sees our leads with data.
+        The uploader identity is learned from our own leads, never assumed.
+        """
+        window = self.ledger.accepted_between(
+            self.campaign, since.astimezone(UTC).isoformat(), until.astimezone(UTC).isoformat()
         )
-        if not org or not self._username:
-            return True
-        return str(org).casefold() == self._username.casefold()
+        ids = {r.unique_id for r in window if r.unique_id}
+        seen = {lead.unique_id: lead for lead in leads}
+        recorded = self.proof.load() if self.proof is not None else None
+        if ids:
+            missing = ids - seen.keys()
+            if missing:
+                return _Sight(
+                    blind=f"the lookup in HeroBase did not return {len(missing)} of the "
+                    f"{len(ids)} lead(s) leadpipe knows it created in campaign "
+                    f"{self.campaign} in that time (are they filtered out, or deleted?)"
+                )
+            ours = [seen[i] for i in sorted(ids)]
+            if not any(any(normalise(v) for v in lead.data.values()) for lead in ours):
+                return _Sight(
+                    blind="the lookup's answers carry no lead data, so a lead that is missing "
+                    "cannot be told from one that is there"
+                )
+            identity = learn_identity(lead.raw for lead in ours)
+            if self.proof is not None:
+                self.proof.record_sight(
+                    identity, f"a lookup found {len(ids)} lead(s) of campaign {self.campaign}"
+                )
+            return _Sight(identity=identity)
+        if recorded is not None and recorded.lookup_proven:
+            if leads and not any(any(normalise(v) for v in x.data.values()) for x in leads):
+                return _Sight(blind="the lookup's answers carry no lead data")
+            identity = (
+                (recorded.identity_field, recorded.identity_value)
+                if recorded.identity_field
+                else None
+            )
+            return _Sight(identity=identity)
+        return _Sight(
+            blind="no lead leadpipe knows it created falls in the lookup's time window, and "
+            "the lookup was never proven on this tenant (run `leadpipe doctor --test-upload "
+            "<a test campaign>` once)"
+        )
 
     def _may_read(self) -> bool:
         if self._can_read is None:
             try:
                 account = self.client.account()
                 self._can_read = bool(account.can("Leads", "GET"))
-                self._username = str(getattr(account, "username", "") or "")
             except NotPermitted as exc:
                 self._halt("not_permitted", str(exc))
                 return False
@@ -436,6 +500,12 @@ def _take(it: Iterator[UploadRow], n: int) -> list[UploadRow]:
 
 def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def _reference(rec: Any) -> datetime | None:
+    """When the row's last attempt may still have been processed: its end, else its start."""
+    times = [t for t in (_parse(rec.attempt_utc), _parse(rec.ended_utc)) if t is not None]
+    return max(times) if times else None
 
 
 def _short(exc: BaseException) -> str:

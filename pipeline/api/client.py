@@ -9,6 +9,7 @@ fault: that is for the ledger-driven caller to reconcile.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from pipeline.api.retry import RetryPolicy
 from pipeline.api.transport import (
     body_excerpt,
     content_type,
+    is_html,
     make_session,
     safe_url,
 )
@@ -151,17 +153,19 @@ class HeroBaseClient:
         url = self._http.url("leads")
 
         def parse(resp: requests.Response) -> CreatedLead:
-            obj = self._http.parse_json(resp, "POST", url)
-            uid = _ci_get(obj, "uniqueId") if isinstance(obj, Mapping) else None
-            if not uid:
-                raise Uncertain(
-                    "the API accepted the lead but its answer has no uniqueId; the lead may "
-                    "have been created",
-                    method="POST",
-                    url=url,
-                    status=resp.status_code,
-                )
-            return CreatedLead(str(uid), dict(obj))
+            # A 2xx answer means the lead was created, whatever its body says: the id is taken
+            # when the answer carries one; an empty, unreadable or id-less body is still a
+            # success (the id is looked up later for the audit trail, never by sending again).
+            head = resp.content[:200].decode("utf-8", errors="replace")
+            if is_html(resp.headers.get("Content-Type", ""), head):
+                # an HTML page: a proxy may have answered, not HeroBase (raises Uncertain)
+                self._http.parse_json(resp, "POST", url)
+            try:
+                obj = json.loads(resp.content) if resp.content else None
+            except (ValueError, UnicodeDecodeError):
+                obj = None
+            uid = created_id(obj)
+            return CreatedLead(uid, dict(obj) if isinstance(obj, Mapping) else {})
 
         return self._http.call("POST", "leads", json_body=body, parse=parse, campaign=code)
 
@@ -276,7 +280,7 @@ class HeroBaseClient:
         return str(value)
 
     def _get_list(self, key: str) -> list[Any]:
-        body = self._http.get_json(key)
+        body = unwrap_list(self._http.get_json(key))
         if not isinstance(body, list):
             raise Uncertain(
                 "the API answered something other than a list",
@@ -289,6 +293,7 @@ class HeroBaseClient:
     def _pages(self, key: str, params: Mapping[str, str], take: int) -> Iterator[Mapping[str, Any]]:
         def fetch(skip: int, n: int) -> list[Any]:
             body = self._http.get_json(key, params={**params, "skip": str(skip), "take": str(n)})
+            body = unwrap_list(body)
             if not isinstance(body, list):
                 raise Uncertain(
                     "a page of leads is not a list",
@@ -299,6 +304,36 @@ class HeroBaseClient:
             return body
 
         return iter_pages(fetch, take, what=key)
+
+
+#: Keys a list may come wrapped in (any case): ServiceStack's ``Results`` and its kin.
+_LIST_KEYS = ("results", "result", "items", "data", "leads", "value")
+#: Keys the new lead's id may have in the answer to ``POST /leads`` (any case).
+_ID_KEYS = ("uniqueId", "leadUniqueId", "leadId", "id")
+
+
+def unwrap_list(body: Any) -> Any:
+    """A list as it is, or the list inside a one-list wrapper object (``{"Results": [...]}``)."""
+    if isinstance(body, Mapping):
+        lists = [v for k, v in body.items() if isinstance(v, list)]
+        named = [v for k, v in body.items() if str(k).lower() in _LIST_KEYS and isinstance(v, list)]
+        if len(named) == 1:
+            return named[0]
+        if len(lists) == 1:
+            return lists[0]
+    return body
+
+
+def created_id(obj: Any) -> str | None:
+    """The new lead's uniqueId in a ``POST /leads`` answer: top level or one object deep."""
+    if not isinstance(obj, Mapping):
+        return None
+    for level in (obj, *(v for v in obj.values() if isinstance(v, Mapping))):
+        for key in _ID_KEYS:
+            found = _ci_get(level, key)
+            if isinstance(found, (str, int)) and not isinstance(found, bool) and str(found):
+                return str(found)
+    return None
 
 
 def _ci_get(obj: Mapping[str, Any], name: str) -> Any:

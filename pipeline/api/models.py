@@ -159,9 +159,12 @@ class Search:
 
 @dataclass(frozen=True)
 class CreatedLead:
-    """The answer to ``POST /leads``: the new lead's ``uniqueId`` and the raw object."""
+    """The answer to ``POST /leads``: the new lead's ``uniqueId`` and the raw object.
 
-    unique_id: str
+    ``unique_id`` is None when the (successful) answer did not carry one.
+    """
+
+    unique_id: str | None
     raw: Mapping[str, Any]
 
     def __repr__(self) -> str:  # lead data stays out of logs

@@ -102,6 +102,8 @@ class RowRecord:
     attempt_local: str | None
     attempt_utc: str | None
     attempts: int
+    #: when the last uncertain attempt ended (the client gave up on its answer)
+    ended_utc: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,8 +183,18 @@ class Ledger(Protocol):
         """
         ...
 
-    def record_accepted(self, key: FileKey, row: int, unique_id: str, how: str = "created") -> None:
-        """The API created the lead (or reconciliation found it)."""
+    def record_accepted(
+        self, key: FileKey, row: int, unique_id: str | None, how: str = "created"
+    ) -> None:
+        """The API created the lead (or a lookup found it); ``unique_id`` None: not given."""
+        ...
+
+    def accepted_between(self, campaign: str, since_utc: str, until_utc: str) -> list[RowRecord]:
+        """Rows of any file accepted for ``campaign`` whose attempt lies in the window."""
+        ...
+
+    def fill_unique_id(self, key: FileKey, row: int, unique_id: str) -> None:
+        """Record the uniqueId of an accepted lead whose answer did not give it (a lookup)."""
         ...
 
     def record_refused(

@@ -54,11 +54,13 @@ CREATE TABLE IF NOT EXISTS rows (
     attempt_local TEXT,
     attempt_utc TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
+    ended_utc TEXT,
     PRIMARY KEY (file_sha256, campaign, row),
     FOREIGN KEY (file_sha256, campaign) REFERENCES files (sha256, campaign)
 );
 CREATE INDEX IF NOT EXISTS rows_fingerprint ON rows (campaign, fingerprint, state);
 CREATE INDEX IF NOT EXISTS rows_state ON rows (file_sha256, campaign, state);
+CREATE INDEX IF NOT EXISTS rows_attempt ON rows (campaign, state, attempt_utc);
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
     file_sha256 TEXT NOT NULL,
@@ -320,6 +322,7 @@ class SqliteLedger:
             attempt_local=r["attempt_local"],
             attempt_utc=r["attempt_utc"],
             attempts=r["attempts"],
+            ended_utc=r["ended_utc"],
         )
 
     def rows(self, key: FileKey, states: Sequence[RowState] | None = None) -> list[RowRecord]:
@@ -432,18 +435,22 @@ class SqliteLedger:
         unique_id: str | None = None,
         reason: str = "",
         details: Sequence[dict[str, str]] = (),
+        ended: bool = False,
     ) -> None:
         with self._tx(durable=False) as db:
             db.execute(
                 "UPDATE rows SET state = ?, unique_id = coalesce(?, unique_id), reason = ?,"
-                " details = ? WHERE file_sha256 = ? AND campaign = ? AND row = ?",
-                (state, unique_id, reason, json.dumps(list(details)), key.sha256,
-                 key.campaign, row),
+                " details = ?, ended_utc = CASE WHEN ? THEN ? ELSE ended_utc END"
+                " WHERE file_sha256 = ? AND campaign = ? AND row = ?",
+                (state, unique_id, reason, json.dumps(list(details)), ended, _utc_now(),
+                 key.sha256, key.campaign, row),
             )  # fmt: skip
             _attempt(db, key, row, outcome, unique_id or reason)
 
-    def record_accepted(self, key: FileKey, row: int, unique_id: str, how: str = "created") -> None:
-        """The API created the lead (or reconciliation found it)."""
+    def record_accepted(
+        self, key: FileKey, row: int, unique_id: str | None, how: str = "created"
+    ) -> None:
+        """The API created the lead (or a lookup found it); ``unique_id`` None: not given."""
         self._outcome(key, row, RowState.ACCEPTED, how, unique_id=unique_id)
 
     def record_refused(
@@ -453,8 +460,33 @@ class SqliteLedger:
         self._outcome(key, row, RowState.REFUSED, "refused", reason=reason, details=details)
 
     def record_uncertain(self, key: FileKey, row: int, reason: str) -> None:
-        """The POST may have reached the server: never resend without a lookup."""
-        self._outcome(key, row, RowState.UNCERTAIN, "uncertain", reason=reason)
+        """The POST may have reached the server: never resend without a lookup.
+
+        The moment is kept (``ended_utc``): the request may still be processed after the
+        client gave up on it, so the wait before a lookup counts from here.
+        """
+        self._outcome(key, row, RowState.UNCERTAIN, "uncertain", reason=reason, ended=True)
+
+    def accepted_between(self, campaign: str, since_utc: str, until_utc: str) -> list[RowRecord]:
+        """Rows of any file accepted for ``campaign`` whose attempt lies in the window."""
+        return [
+            self._row(r)
+            for r in self._query(
+                "SELECT * FROM rows WHERE campaign = ? AND state = 'accepted'"
+                " AND attempt_utc >= ? AND attempt_utc <= ? ORDER BY attempt_utc",
+                (campaign, since_utc, until_utc),
+            )
+        ]
+
+    def fill_unique_id(self, key: FileKey, row: int, unique_id: str) -> None:
+        """Record the uniqueId of an accepted lead whose answer did not give it (a lookup)."""
+        with self._tx(durable=False) as db:
+            db.execute(
+                "UPDATE rows SET unique_id = ? WHERE file_sha256 = ? AND campaign = ?"
+                " AND row = ? AND unique_id IS NULL",
+                (unique_id, key.sha256, key.campaign, row),
+            )
+            _attempt(db, key, row, "id found by lookup", unique_id)
 
     def record_unsent(self, key: FileKey, rows: Sequence[int], reason: str = "") -> None:
         """Rows flipped to ``sending`` that certainly did not reach the server: back to pending."""
@@ -505,7 +537,7 @@ def _hand_over(db: sqlite3.Connection, key: FileKey, row: int, fp: str) -> bool:
     """
     prev = db.execute(
         "SELECT r.file_sha256, r.row, r.state, r.unique_id, r.reason, r.attempt_utc,"
-        " r.attempt_local, r.attempts, f.name FROM rows r JOIN files f"
+        " r.attempt_local, r.attempts, r.ended_utc, f.name FROM rows r JOIN files f"
         " ON f.sha256 = r.file_sha256 AND f.campaign = r.campaign"
         " WHERE r.campaign = ? AND r.fingerprint = ? AND r.state IN ('accepted', 'uncertain')"
         " AND f.state = 'changed' AND r.file_sha256 != ? ORDER BY r.attempt_utc LIMIT 1",
@@ -513,13 +545,14 @@ def _hand_over(db: sqlite3.Connection, key: FileKey, row: int, fp: str) -> bool:
     ).fetchone()
     if prev is None:
         return False
-    old_sha, old_row, state, uid, reason, att_utc, att_local, attempts, name = prev
+    old_sha, old_row, state, uid, reason, att_utc, att_local, attempts, ended, name = prev
     if state == RowState.ACCEPTED:
         reason = f"sent while {name} was still being written (that read's row {old_row})"
     db.execute(
         "UPDATE rows SET state = ?, unique_id = ?, reason = ?, attempt_utc = ?,"
-        " attempt_local = ?, attempts = ? WHERE file_sha256 = ? AND campaign = ? AND row = ?",
-        (state, uid, reason, att_utc, att_local, attempts, key.sha256, key.campaign, row),
+        " attempt_local = ?, attempts = ?, ended_utc = ?"
+        " WHERE file_sha256 = ? AND campaign = ? AND row = ?",
+        (state, uid, reason, att_utc, att_local, attempts, ended, key.sha256, key.campaign, row),
     )
     db.execute(
         "UPDATE rows SET state = 'moved', reason = ? WHERE file_sha256 = ? AND campaign = ?"

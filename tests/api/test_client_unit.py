@@ -176,14 +176,39 @@ def test_excerpt_is_at_most_2_kb() -> None:
     assert len(info.value.excerpt) == 2048
 
 
-def test_unreadable_2xx_is_uncertain_and_post_is_not_retried() -> None:
+@pytest.mark.parametrize(
+    ("status", "body", "ctype", "uid"),
+    [
+        (200, "{not json", "application/json", None),  # unreadable: still a success
+        (201, "", "", None),  # empty 201
+        (204, "", "", None),  # no content
+        (200, '{"result": {"UniqueID": "77S1"}}', "application/json", "77S1"),  # wrapped
+        (201, '{"Id": 4711}', "application/json", "4711"),  # another key, a number
+        (200, '{"UNIQUEID": "5S1", "data": {}}', "application/json", "5S1"),  # any key case
+    ],
+    ids=["unreadable", "empty-201", "204", "wrapped", "id-key", "key-case"],
+)
+def test_a_2xx_answer_is_a_created_lead_whatever_its_body(
+    status: int, body: str, ctype: str, uid: str | None
+) -> None:
     fake = FakeAdapter()
-    fake.on("POST /leads", Reply(200, "{not json", {"Content-Type": "application/json"}))
+    fake.on("POST /leads", Reply(status, body, {"Content-Type": ctype} if ctype else {}))
     client, clock = make_client(fake)
+    created = client.create_lead("C1", {"name": "x"})
+    assert created.unique_id == uid
+    assert len(fake.calls("POST /leads")) == 1
+    assert clock.sleeps == []
+
+
+def test_an_html_2xx_page_is_uncertain_a_proxy_may_have_answered() -> None:
+    fake = FakeAdapter()
+    fake.on(
+        "POST /leads", Reply(200, "<html><body>Login</body></html>", {"Content-Type": "text/html"})
+    )
+    client, _ = make_client(fake)
     with pytest.raises(Uncertain, match="not JSON"):
         client.create_lead("C1", {"name": "x"})
     assert len(fake.calls("POST /leads")) == 1
-    assert clock.sleeps == []
 
 
 def test_post_redirect_is_an_error_never_followed() -> None:
