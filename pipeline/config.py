@@ -105,6 +105,9 @@ class IntakeSettings:
     stuck_seconds: float = 900.0
     #: sheets with more columns are refused before their rows are read
     max_columns: int = 1000
+    #: minutes after a file is done, HeroBase is checked for its leads (possible duplicates);
+    #: 0 = never (``leadpipe verify FILE`` still works)
+    verify_after_minutes: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -343,6 +346,8 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         col.add("intake.duplicates", "must be 'skip' or 'upload'")
     if intake.schema_ttl_seconds < 0:
         col.add("intake.schema_ttl_seconds", "must be 0 (fetch for every file) or more")
+    if intake.verify_after_minutes < 0:
+        col.add("intake.verify_after_minutes", "must be 0 (off) or more")
     if intake.max_columns < 1:
         col.add("intake.max_columns", "must be 1 or more")
     if intake.stuck_seconds <= 0:

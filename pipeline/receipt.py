@@ -59,6 +59,8 @@ class Receipt:
     #: a re-drop of content already processed for the campaign: that run's counts, its time
     #: (``finished_utc``) and receipt. Every count above is this run's (0 for a re-drop).
     earlier: dict[str, Any] | None = None
+    #: the verification pass's findings (possible duplicates in HeroBase), once it ran
+    verification: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (every field)."""

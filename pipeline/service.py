@@ -33,6 +33,7 @@ from pipeline.intake import Processor
 from pipeline.metrics import Metrics
 from pipeline.processing import IngestProcessor
 from pipeline.supervisor import ServiceInfo, ServiceResult, _Api, _Service
+from pipeline.verify import Verification, Verifier
 
 
 @contextlib.contextmanager
@@ -85,6 +86,7 @@ def run_service(
         with contextlib.ExitStack() as stack:
             api: _Api | None = None
             ledger: Any = None
+            verifier: Verifier | None = None
             if processor is None or campaigns is None:
                 api = stack.enter_context(_open_api(settings, metrics, clock))
             if processor is None:
@@ -96,6 +98,7 @@ def run_service(
                 processor = IngestProcessor(
                     settings, api.client, ledger, stop=stop, clock=clock, beats=beats
                 )
+                verifier = _verifier(settings, api.client, ledger)
             if campaigns is None:
                 assert api is not None
                 client = api.client
@@ -118,9 +121,19 @@ def run_service(
                 status_page=settings.status.enabled if status_page is None else status_page,
                 inbox=inbox,
                 beats=beats,
+                verifier=verifier,
             ).run()
     finally:
         lock.release()
+
+
+def _verifier(settings: Settings, client: Any, ledger: Any) -> Verifier:
+    def verify(path: Path) -> Verification:
+        from pipeline.verify import verify_file
+
+        return verify_file(path, settings, client=client, ledger=ledger)
+
+    return verify
 
 
 def work_folder(inbox: Path) -> Path:

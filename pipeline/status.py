@@ -122,6 +122,12 @@ def render_html(snap: Mapping[str, Any]) -> str:
             f'<p class="bad" id="stray">Not taken: {names} — files at the top of the inbox '
             "belong to no campaign. Move them into the folder named after their campaign.</p>"
         )
+    for v in snap.get("verified") or []:
+        if v.get("duplicates") or "could not run" in str(v.get("message", "")):
+            parts.append(
+                f'<p class="bad verified">{e(str(v.get("campaign", "")))}/'
+                f"{e(str(v.get('file', '')))}: {e(str(v.get('message', '')))}</p>"
+            )
     for problem in (snap.get("health") or {}).get("problems") or []:
         parts.append(f'<p class="bad health">Not healthy: {e(str(problem))}</p>')
     ignored = [

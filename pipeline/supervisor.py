@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from pipeline.instance import STATUS_FILE
 from pipeline.intake import Finished, Intake, Job, Outcome, Processor, clear_empty_work
 from pipeline.metrics import Metrics
 from pipeline.status import StatusServer
+from pipeline.verify import Verification, Verifier, summarise
 from pipeline.watch import Watcher
 
 log = logging.getLogger("leadpipe.service")
@@ -139,9 +141,15 @@ class _Service:
         status_page: bool,
         inbox: Path,
         beats: Heartbeats | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self.settings = settings
         self.beats = beats or Heartbeats(clock)
+        #: checks HeroBase for a done file's leads some minutes later (None: not wired)
+        self.verifier = verifier
+        self._verify_due: list[tuple[float, Path]] = []
+        self._verify_thread: threading.Thread | None = None
+        self.verified: deque[Verification] = deque(maxlen=50)
         self.workers: list[threading.Thread] = []
         self.once = once
         self.stop = stop
@@ -188,6 +196,20 @@ class _Service:
         return guarded
 
     def _finished(self, done: Finished) -> None:
+        delay = self.settings.intake.verify_after_minutes * 60
+        sent = done.counts.get("accepted", 0) + done.counts.get("uncertain", 0)
+        if (
+            self.verifier is not None
+            and delay > 0
+            and done.kind == "processed"
+            and not done.preview
+            and sent > 0
+            and done.final is not None
+        ):
+            self._verify_due.append((self.clock.monotonic() + delay, done.final))
+        self._count_finished(done)
+
+    def _count_finished(self, done: Finished) -> None:
         outcome: str = done.kind
         if done.kind == "processed":
             if done.preview:
@@ -213,6 +235,7 @@ class _Service:
         snap["recent"] = (snap["recent"] + self.earlier)[:100]  # the list survives restarts
         snap["watch"] = self.watcher.mode
         snap["exports"] = self.export_snapshot
+        snap["verified"] = summarise(list(self.verified))
         snap["health"] = {"problems": self.health()}
         snap["at"] = self.clock.now().isoformat(timespec="seconds")
         snap["pid"] = os.getpid()
@@ -346,6 +369,7 @@ class _Service:
                 self.intake.check_settling()
                 deadline = self.intake.next_deadline()
             self._tick_exports()
+            self._tick_verify()
             self.status_file.write(self.snapshot())
             if self.once and self._once_done():
                 return
@@ -400,6 +424,33 @@ class _Service:
 
         self._export_thread = threading.Thread(target=run, name="leadpipe-exports", daemon=True)
         self._export_thread.start()
+
+    def _tick_verify(self) -> None:
+        """Run the verification passes that are due, one at a time, in a thread."""
+        if self.verifier is None or not self._verify_due:
+            return
+        if self._verify_thread is not None and self._verify_thread.is_alive():
+            return
+        now = self.clock.monotonic()
+        due = [d for d in self._verify_due if d[0] <= now]
+        if not due:
+            return
+        item = min(due)
+        self._verify_due.remove(item)
+        verifier = self.verifier
+
+        def run() -> None:
+            try:
+                result = verifier(item[1])
+            except Exception as exc:  # a verification never stops intake
+                log.warning("could not verify %s: %s", item[1].name, exc)
+                return
+            self.verified.appendleft(result)
+            if result.duplicates or result.blind:
+                log.warning("%s: %s", item[1].name, result.message)
+
+        self._verify_thread = threading.Thread(target=run, name="leadpipe-verify", daemon=True)
+        self._verify_thread.start()
 
     def _exports_busy(self) -> bool:
         return self._export_thread is not None and self._export_thread.is_alive()

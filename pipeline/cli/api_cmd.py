@@ -18,6 +18,7 @@ from pipeline.api import HeroBaseClient, open_client
 from pipeline.cli.app import app, console, run, settings
 from pipeline.config import Settings
 from pipeline.doctor import DoctorReport, diagnose
+from pipeline.testupload import ProofReport
 
 T = TypeVar("T")
 
@@ -40,15 +41,64 @@ def _echo_json(data: Any) -> None:
 
 
 @app.command("doctor")
-def doctor(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def doctor(
+    ctx: typer.Context,
+    as_json: JsonOpt = False,
+    test_upload: Annotated[
+        str | None,
+        typer.Option(
+            "--test-upload",
+            metavar="CAMPAIGN",
+            help="Upload ONE marked test lead to this (test) campaign and prove how the "
+            "tenant answers and whether leadpipe's lookup can see it.",
+        ),
+    ] = None,
+) -> None:
     """Check the API account: reachability, rights, limits, and what intake and exports lack."""
     s = settings(ctx)
+    if test_upload is not None:
+        _test_upload(s, test_upload, as_json)
+        return
     report = with_client(s, lambda client: diagnose(s, client))
     if as_json:
         _echo_json(report.to_json())
     else:
         print_report(report)
     raise typer.Exit(report.exit_code)
+
+
+def _test_upload(s: Settings, campaign: str, as_json: bool) -> None:
+    from pipeline.testupload import prove_tenant
+
+    def call() -> ProofReport:
+        # the embedded demo tenant the service uses (kept in the state folder)
+        db = s.paths.state / "sandbox.sqlite" if s.api.embedded else None
+        with open_client(s, sandbox_db=db) as client:
+            return prove_tenant(s, client, campaign)
+
+    proof = run(call)
+    if as_json:
+        _echo_json(
+            {
+                "ok": proof.ok,
+                "campaign": proof.campaign,
+                "unique_id": proof.unique_id,
+                "post_answer": proof.post_answer,
+                "found_by_id": proof.found_by_id,
+                "found_by_data": proof.found_by_data,
+                "lookup_has_data": proof.lookup_has_data,
+                "identity": list(proof.identity) if proof.identity else None,
+                "exports": proof.exports,
+                "findings": [{"level": lvl, "text": t} for lvl, t in proof.lines],
+            }
+        )
+    else:
+        console.print(f"[bold]Test upload to {escape(campaign)}[/] (one lead, marked as a test)")
+        for level, text in proof.lines:
+            console.print(f"  {MARKS[level]} {escape(text)}", soft_wrap=True)
+        if proof.unique_id:
+            console.print(f"Remove the test lead {escape(proof.unique_id)} in HeroBase when done.")
+    raise typer.Exit(0 if proof.ok else 1)
 
 
 def print_report(report: DoctorReport) -> None:

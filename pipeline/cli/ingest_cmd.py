@@ -72,3 +72,36 @@ def ingest(
         reason = receipt.halt_reason or receipt.status
         err_console.print(f"[bold red]upload stopped:[/] {reason}", highlight=False)
         raise typer.Exit(EXIT_UPLOAD_STOPPED)
+
+
+@app.command("verify")
+def verify(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="A processed file (in processed/) or its receipt.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Check HeroBase for the leads of a processed file: each once? (adds to its receipt)."""
+    from dataclasses import asdict
+
+    from pipeline.api.connect import open_client
+    from pipeline.ledger import open_ledger
+    from pipeline.verify import Verification, verify_file
+
+    s = settings(ctx)
+
+    def work() -> Verification:
+        with ExitStack() as stack:
+            ledger = open_ledger(s.paths.state, create=False)
+            stack.callback(ledger.close)
+            # the embedded demo tenant the service uploaded to (kept in the state folder)
+            db = s.paths.state / "sandbox.sqlite" if s.api.embedded else None
+            client = stack.enter_context(open_client(s, sandbox_db=db))
+            return verify_file(path, s, client=client, ledger=ledger)
+
+    result = run(work)
+    if as_json:
+        typer.echo(json.dumps({**asdict(result), "message": result.message}, indent=2))
+    else:
+        console.print(result.message, highlight=False, markup=False)
+    if result.duplicates or result.blind:
+        raise typer.Exit(1)

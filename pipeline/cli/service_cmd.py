@@ -104,6 +104,11 @@ def status_cmd(
         console.print(f"[red]Waiting for the API:[/] {data.get('api_problem')}", highlight=False)
     for problem in (data.get("health") or {}).get("problems") or []:
         console.print(f"[red]Not healthy:[/] {problem}", highlight=False)
+    for v in data.get("verified") or []:
+        if v.get("duplicates") or "could not run" in str(v.get("message", "")):
+            console.print(
+                f"[red]{v.get('campaign')}/{v.get('file')}:[/] {v.get('message')}", highlight=False
+            )
     for code, c in sorted((data.get("campaigns") or {}).items()):
         busy = c.get("in_progress") or "-"
         console.print(
