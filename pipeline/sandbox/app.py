@@ -21,7 +21,8 @@ from urllib.parse import parse_qsl
 
 from pipeline.sandbox import exports as x
 from pipeline.sandbox import handlers as h
-from pipeline.sandbox.faults import AFTER_KINDS, Fault
+from pipeline.sandbox.faults import AFTER_KINDS, HOLD_KINDS, Fault
+from pipeline.sandbox.profile import NO_BODY
 from pipeline.sandbox.render import error_body, to_html, to_json
 from pipeline.sandbox.routes import KNOWN_PATHS, ROUTES
 from pipeline.sandbox.seed import Account
@@ -120,13 +121,18 @@ class SandboxApp:
             fault = tenant.faults.take(method, rel) if tenant.faults else None
             if fault is not None and fault.kind not in AFTER_KINDS:
                 status = await self._fault_before(fault, send, want_html)
-                if status != 0 or fault.kind != "delay":
+                if status != 0 or fault.kind not in HOLD_KINDS:
                     return
+                if fault.kind == "store_late":
+                    now = tenant.now()  # handled (a lead stored) as of the end of the hold
             status, out, ctype, extra = self._handle(
                 method, rel, query, account, want_html, body, parsed, body_ok, now
             )
             if fault is not None and fault.kind in AFTER_KINDS:
                 status = await self._fault_after(fault, send, want_html)
+                return
+            if fault is not None and fault.kind == "store_late" and _client_gone(send):
+                status = 0  # handled, but nobody is left to answer
                 return
             await _send(send, status, out, ctype, extra)
         except Dropped:
@@ -160,7 +166,7 @@ class SandboxApp:
         parsed: Any,
         body_ok: bool,
         now: datetime,
-    ) -> tuple[int, Any, bytes, list[tuple[bytes, bytes]]]:
+    ) -> tuple[int, Any, bytes | None, list[tuple[bytes, bytes]]]:
         tenant = self.tenant
         extra: list[tuple[bytes, bytes]] = []
         try:
@@ -221,9 +227,14 @@ class SandboxApp:
         extra += reply.headers
         if reply.chunks is not None:
             return reply.status, reply.chunks, reply.content_type, extra
+        payload = reply.payload
+        if payload is NO_BODY:
+            return reply.status, b"", None, extra
+        if isinstance(payload, list):
+            payload = tenant.profile.list_answer(payload)
         if want_html:
-            return reply.status, to_html(rel, reply.payload), HTML_TYPE, extra
-        return reply.status, to_json(reply.payload), JSON_TYPE, extra
+            return reply.status, to_html(rel, payload), HTML_TYPE, extra
+        return reply.status, to_json(payload), JSON_TYPE, extra
 
     def _authenticate(self, header: bytes | None) -> Account | None:
         if not header:
@@ -256,7 +267,7 @@ class SandboxApp:
         """Apply a before-kind fault; returns the status sent (0 = nothing sent yet)."""
         if fault.kind == "drop_before":
             _abort(send)
-        if fault.kind == "delay":
+        if fault.kind in HOLD_KINDS:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=fault.delay)
             return 0
@@ -325,6 +336,10 @@ class SandboxApp:
                 fraction = float(low.get("fraction", 0.3))
                 at = datetime.fromisoformat(str(low["at"])) if low.get("at") else None
                 result = {"closed": tenant.simulate(fraction, at)}
+            elif path == "/_sandbox/profile" and method == "GET":
+                result = tenant.profile.as_dict()
+            elif path == "/_sandbox/profile" and method == "POST":
+                result = tenant.set_profile(body).as_dict()
             elif path == "/_sandbox/ratelimit" and method == "POST":
                 low = {str(k).lower(): v for k, v in (body or {}).items()}
                 tenant.limiter.set_limits(low.get("perminute"), low.get("perday"))
@@ -386,6 +401,11 @@ async def _read_body(receive: Receive, headers: dict[bytes, bytes]) -> bytes:
             return b"".join(chunks)
 
 
+def _client_gone(send: Send) -> bool:
+    """True when the client closed the connection before its answer (uvicorn's cycle)."""
+    return bool(getattr(getattr(send, "__self__", None), "disconnected", False))
+
+
 def _abort(send: Send) -> None:
     """Reset the TCP connection without an answer (uvicorn: ``send`` is bound to the cycle)."""
     cycle = getattr(send, "__self__", None)
@@ -401,14 +421,16 @@ async def _send(
     send: Send,
     status: int,
     body: Any,
-    content_type: bytes,
+    content_type: bytes | None,
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    headers = [(b"content-type", content_type)]
+    """Answer ``body`` (bytes or an iterable of chunks); no Content-Type when it is None."""
+    headers = [(b"content-type", content_type)] if content_type is not None else []
     if extra:
         headers.extend(extra)
     if isinstance(body, bytes):
-        headers.append((b"content-length", str(len(body)).encode()))
+        if status not in (204, 304):
+            headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         return

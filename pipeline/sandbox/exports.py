@@ -1,4 +1,7 @@
-"""The export endpoints: searches, lead objects, CSV, /simpleleads and one lead (section 8)."""
+"""The export endpoints: searches, lead objects, CSV, /simpleleads and one lead (section 8).
+
+Every lookup shows only the leads ``Tenant.visible`` lets through (``commit_delay``).
+"""
 
 from __future__ import annotations
 
@@ -68,7 +71,7 @@ def _search_leads(tenant: Tenant, req: Req) -> tuple[list[Lead], list[Campaign]]
     with tenant.store.lock:
         leads = [
             lead
-            for lead in tenant.store.in_campaigns(codes)
+            for lead in tenant.visible(tenant.store.in_campaigns(codes))
             if (not statuses or lead.status in statuses)
             and (not closures or lead.closure in closures)
             and (start is None or lead.last_modified_time >= start)
@@ -120,7 +123,10 @@ def leads_csv(tenant: Tenant, req: Req) -> Reply:
 
 
 def simpleleads(tenant: Tenant, req: Req) -> Reply:
-    """GET /simpleleads: leads by project, campaign, status, closure, id and window."""
+    """GET /simpleleads: leads by project, campaign, status, closure, id and window.
+
+    The rows carry the leads' ``data`` unless the profile's ``simpleleads_data`` is off.
+    """
     need(req, "Leads", "GET")
     reach = tenant.reachable_campaigns(req.account)
     patterns = qlist(req, "projects")
@@ -150,7 +156,7 @@ def simpleleads(tenant: Tenant, req: Req) -> Reply:
             pool = tenant.store.in_campaigns(codes)
         leads = [
             lead
-            for lead in pool
+            for lead in tenant.visible(pool)
             if (not statuses or lead.status in statuses)
             and (not groups or lead.status in groups)
             and (not closures or lead.closure in closures)
@@ -158,7 +164,7 @@ def simpleleads(tenant: Tenant, req: Req) -> Reply:
             and (start is None or lead.last_modified_time >= start)
             and (end is None or lead.last_modified_time < end)
         ]
-    return Reply(tenant.render_leads(_page(req, leads)))
+    return Reply(tenant.render_leads(_page(req, leads), data=tenant.profile.simpleleads_data))
 
 
 def _project_match(pattern: str, project: str) -> bool:
@@ -170,9 +176,12 @@ def _project_match(pattern: str, project: str) -> bool:
 def one_lead(tenant: Tenant, req: Req, unique_id: str) -> Reply:
     """GET /leads/{uniqueId}: one lead object."""
     need(req, "Leads", "GET")
-    lead = tenant.store.get(unique_id)
-    if lead is None:
+    with tenant.store.lock:
+        found = tenant.store.get(unique_id)
+        shown = tenant.visible([found]) if found is not None else []
+    if not shown:
         raise HttpError(404, "NotFound", f"lead '{unique_id[:40]}' does not exist")
+    lead = shown[0]
     campaign = tenant.seed.campaign(lead.campaign_code)
     if campaign is None or not req.account.reaches(campaign.project):
         raise HttpError(

@@ -17,8 +17,20 @@ from typing import Any
 from pipeline.sandbox.store import fmt_time
 
 FAULT_KINDS = frozenset(
-    {"status", "delay", "drop_before", "drop_after", "status_after", "html", "empty", "garbled"}
+    {
+        "status",
+        "delay",
+        "store_late",
+        "drop_before",
+        "drop_after",
+        "status_after",
+        "html",
+        "empty",
+        "garbled",
+    }
 )
+#: Kinds that hold the request for ``delay`` s, then handle it (a POSTed lead is stored).
+HOLD_KINDS = frozenset({"delay", "store_late"})
 #: Kinds that act after the request was handled (a POSTed lead is stored).
 AFTER_KINDS = frozenset({"drop_after", "status_after", "garbled"})
 #: The request log keeps at most this many entries (oldest dropped first).

@@ -55,7 +55,10 @@ class Req:
 
 @dataclass
 class Reply:
-    """A handler's answer: a JSON payload, or pre-encoded chunks with a content type."""
+    """A handler's answer: a JSON payload (NO_BODY: none at all), or pre-encoded chunks.
+
+    A list payload is shaped by the tenant's profile (``Profile.list_answer``) when sent.
+    """
 
     payload: Any = None
     status: int = 200
@@ -236,7 +239,7 @@ def example(tenant: Tenant, req: Req) -> Reply:
 
 # --- import -----------------------------------------------------------------------------------
 def create_lead(tenant: Tenant, req: Req) -> Reply:
-    """POST /leads: validate and store one lead; answers the lead object."""
+    """POST /leads: validate and store one lead; answers as the profile's ``post_answer`` says."""
     need(req, "Leads", "POST")
     body = req.json_body
     if not isinstance(body, dict):
@@ -295,15 +298,11 @@ def create_lead(tenant: Tenant, req: Req) -> Reply:
             errors.append(_ferr("NotEmpty", f.name, f"'{f.name}' is required"))
     if errors:
         raise HttpError(400, "ValidationException", "Lead data is invalid", errors)
-    stamp = fmt_time(req.now)
-    lead = tenant.store.new(
-        campaign.code,
-        campaign.unique_id,
-        clean,
-        upload_time=stamp,
-        uploaded_by=req.account.username,
+    lead = tenant.store_posted(
+        campaign, clean, upload_time=fmt_time(req.now), uploaded_by=req.account.username
     )
-    return Reply(lead.render())
+    status, payload = tenant.profile.created(tenant.render_leads([lead])[0])
+    return Reply(payload, status)
 
 
 def _ferr(code: str, name: str, message: str) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """The sandbox's seed: a tenant described in TOML (format fixed by issue 2; extra keys are fine).
 
 ``load_seed`` turns a path, a parsed dict or ``None`` (the demo tenant) into a :class:`Seed`:
-accounts, projects, campaigns with their fields (each with a compiled .NET-flavoured regex) and
-searches. Problems are reported together as one :class:`~pipeline.errors.ConfigError`.
+accounts, projects, campaigns with their fields (each with a compiled .NET-flavoured regex),
+searches and the answer-shape profile (table ``[tenant.profile]``, see ``profile.py``).
+Problems are reported together as one :class:`~pipeline.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import regex
 
 from pipeline.errors import ConfigError, ConfigProblem
+from pipeline.sandbox.profile import Profile, ProfileError
 
 DEMO_SEED_PATH = Path(__file__).with_name("demo_tenant.toml")
 DEMO_USER = "api@demo.example"
@@ -160,6 +162,7 @@ class Seed:
     projects: tuple[Project, ...]
     campaigns: tuple[Campaign, ...]
     searches: tuple[SearchDef, ...]
+    profile: Profile = field(default_factory=Profile)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -247,6 +250,12 @@ def _build(data: Mapping[str, Any], source: str) -> Seed:
     per_day = _int("requests_per_day", 100_000)
     demo_leads = _int("demo_leads", 0)
     random_seed = _int("random_seed", 3064)
+    profile = Profile()
+    try:
+        profile = Profile.from_mapping(tenant.get("profile", {}))
+    except ProfileError as exc:
+        for key, message in exc.problems:
+            p.add(f"tenant.profile.{key}" if key != "profile" else "tenant.profile", message)
 
     accounts = []
     for i, a in enumerate(data.get("accounts", []) or []):
@@ -332,6 +341,7 @@ def _build(data: Mapping[str, Any], source: str) -> Seed:
         tuple(projects),
         tuple(campaigns),
         tuple(searches),
+        profile,
     )
 
 

@@ -26,6 +26,7 @@ from pipeline.clock import Clock
 from pipeline.errors import StateError
 from pipeline.sandbox.app import SandboxApp
 from pipeline.sandbox.faults import Fault
+from pipeline.sandbox.profile import Profile
 from pipeline.sandbox.seed import Seed
 from pipeline.sandbox.tenant import Tenant
 
@@ -109,10 +110,13 @@ class Sandbox:
         clock: Clock | None = None,
         *,
         simulate_every: float | None = None,
+        profile: Mapping[str, Any] | Profile | None = None,
     ) -> None:
         self.host = host
         self.port = port
-        self.tenant = Tenant(seed, db=Path(db) if db is not None else None, clock=clock)
+        self.tenant = Tenant(
+            seed, db=Path(db) if db is not None else None, clock=clock, profile=profile
+        )
         self.app = SandboxApp(self.tenant, base_path)
         self.simulate_every = simulate_every
         self._server: _Server | None = None
@@ -261,6 +265,19 @@ class Sandbox:
             if wanted is None or lead.campaign_code.lower() == wanted
         ]
         return self.tenant.render_leads(chosen)
+
+    @property
+    def profile(self) -> Profile:
+        """The answer shapes served now (the seed's ``[tenant.profile]`` plus any changes)."""
+        return self.tenant.profile
+
+    def set_profile(self, **settings: Any) -> Profile:
+        """Change profile settings, also while serving (others are kept); returns the profile.
+
+        Unknown keys or values raise :class:`~pipeline.sandbox.profile.ProfileError` naming the
+        key, and nothing changes. Requests already being handled may still see the old profile.
+        """
+        return self.tenant.set_profile(settings)
 
     def set_rate_limit(self, per_minute: int | None = None, per_day: int | None = None) -> None:
         """Change the per-account limits (None keeps the current value)."""

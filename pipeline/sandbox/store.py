@@ -85,9 +85,13 @@ class Lead:
         """True while no agent has closed the lead."""
         return self.status in OPEN_STATUSES
 
-    def render(self) -> dict[str, Any]:
-        """The lead object of the contract (section 9)."""
-        return {
+    def render(self, uploader: dict[str, str] | None, *, data: bool = True) -> dict[str, Any]:
+        """The lead object of the contract (section 9).
+
+        ``uploader`` is the ``uploadedByUser`` object (None leaves the key out; the tenant's
+        profile builds it); ``data=False`` leaves out the lead's ``data`` fields.
+        """
+        out: dict[str, Any] = {
             "uniqueId": self.unique_id,
             "status": self.status,
             "closure": self.closure,
@@ -96,14 +100,17 @@ class Lead:
             "lastModifiedTime": self.last_modified_time,
             "firstProcessedTime": self.first_processed_time,
             "campaign": {"code": self.campaign_code, "uniqueId": self.campaign_id},
-            "data": dict(self.data),
-            "closureData": [],
-            "uploadedByUser": {"orgCode": self.uploaded_by},
-            "lastModifiedByUser": {"orgCode": self.last_modified_by},
-            "firstProcessedByUser": (
-                {"orgCode": self.first_processed_by} if self.first_processed_by else None
-            ),
         }
+        if data:
+            out["data"] = dict(self.data)
+        out["closureData"] = []
+        if uploader is not None:
+            out["uploadedByUser"] = uploader
+        out["lastModifiedByUser"] = {"orgCode": self.last_modified_by}
+        out["firstProcessedByUser"] = (
+            {"orgCode": self.first_processed_by} if self.first_processed_by else None
+        )
+        return out
 
     def to_row(self) -> dict[str, Any]:
         """Everything needed to rebuild the lead (SQLite persistence)."""

@@ -1,4 +1,4 @@
-"""The sandbox's live tenant: seed, leads, rate limits, clock, faults and request log."""
+"""The sandbox's live tenant: seed, profile, leads, rate limits, clock, faults and request log."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from pipeline.clock import Clock, SystemClock
 from pipeline.sandbox.activity import populate, simulate_calls
 from pipeline.sandbox.faults import FaultBook, RequestLog
+from pipeline.sandbox.profile import Profile
 from pipeline.sandbox.ratelimit import RateLimiter
 from pipeline.sandbox.seed import Account, Campaign, SearchDef, Seed, load_seed
 from pipeline.sandbox.store import Lead, LeadStore, fmt_time
@@ -25,8 +26,14 @@ class Tenant:
         *,
         db: Path | None = None,
         clock: Clock | None = None,
+        profile: Mapping[str, Any] | Profile | None = None,
     ) -> None:
         self.seed = seed if isinstance(seed, Seed) else load_seed(seed)
+        #: The answer shapes served now; replaced as a whole (never mutated) by set_profile.
+        self.profile: Profile = self.seed.profile
+        if profile is not None:
+            self.set_profile(profile)
+        self._hidden: dict[str, float] = {}  # uniqueId (upper) -> visible from (monotonic)
         self.clock: Clock = clock or SystemClock()
         self.tz = self.seed.tz
         self.store = LeadStore(self.seed.id_suffix, db)
@@ -66,7 +73,42 @@ class Tenant:
         wanted = set(search.campaigns)
         return [c for c in reach if c.code in wanted]
 
+    # --- profile ----------------------------------------------------------------------------
+    def set_profile(self, changes: Mapping[str, Any] | Profile) -> Profile:
+        """Apply profile settings over the current ones (a Profile replaces them all)."""
+        if isinstance(changes, Profile):
+            self.profile = changes
+        else:
+            self.profile = Profile.from_mapping(changes, base=self.profile)
+        return self.profile
+
     # --- leads ------------------------------------------------------------------------------
+    def store_posted(
+        self, campaign: Campaign, data: dict[str, str], *, upload_time: str, uploaded_by: str
+    ) -> Lead:
+        """Store a lead sent with ``POST /leads``; lookups miss it for ``commit_delay`` s."""
+        delay = self.profile.commit_delay
+        with self.store.lock:
+            lead = self.store.new(
+                campaign.code,
+                campaign.unique_id,
+                data,
+                upload_time=upload_time,
+                uploaded_by=uploaded_by,
+            )
+            if delay > 0:
+                self._hidden[lead.unique_id.upper()] = self.clock.monotonic() + delay
+        return lead
+
+    def visible(self, leads: Iterable[Lead]) -> list[Lead]:
+        """The leads that lookups show now (call with the store's lock held)."""
+        if not self._hidden:
+            return list(leads)
+        now = self.clock.monotonic()
+        for uid in [uid for uid, since in self._hidden.items() if since <= now]:
+            del self._hidden[uid]
+        return [lead for lead in leads if lead.unique_id.upper() not in self._hidden]
+
     def insert_lead(
         self,
         campaign_code: str,
@@ -106,10 +148,11 @@ class Tenant:
         when = self.to_local(at) if at is not None else self.now()
         return len(simulate_calls(self.store, self.seed, next(self._rounds), fraction, when))
 
-    def render_leads(self, leads: Iterable[Lead]) -> list[dict[str, Any]]:
-        """Lead objects as the API renders them."""
+    def render_leads(self, leads: Iterable[Lead], *, data: bool = True) -> list[dict[str, Any]]:
+        """Lead objects as the API renders them under the profile (``data=False``: no data)."""
+        uploader = self.profile.uploader
         with self.store.lock:
-            return [lead.render() for lead in leads]
+            return [lead.render(uploader(lead.uploaded_by), data=data) for lead in leads]
 
     def close(self) -> None:
         """Release the database."""
