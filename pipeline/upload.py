@@ -172,6 +172,7 @@ class Uploader:
         self.progress = progress
         #: what was proven about this tenant's lookup (None: nothing recorded, nothing kept)
         self.proof = proof
+        self._rows_now: Mapping[int, UploadRow] = {}
         self.report = UploadReport()
         self._halted = threading.Event()
         self._can_read: bool | None = None
@@ -199,6 +200,7 @@ class Uploader:
             return
         self.ledger.add_rows(self.key, ((r.row, r.fingerprint) for r in rows))
         by_row = {r.row: r for r in rows}
+        self._rows_now = by_row  # their data can prove a lookup sees leads without ids
         for _ in range(_MAX_ROUNDS):
             if self.halted:
                 return
@@ -410,16 +412,38 @@ class Uploader:
         )
         ids = {r.unique_id for r in window if r.unique_id}
         seen = {lead.unique_id: lead for lead in leads}
+        # accepted without an id in the answer: known by their data, where this chunk has it
+        by_data = [
+            self._rows_now[r.row]
+            for r in window
+            if not r.unique_id and r.file_sha256 == self.sha256 and r.row in self._rows_now
+        ]
         recorded = self.proof.load() if self.proof is not None else None
-        if ids:
-            missing = ids - seen.keys()
+        if ids or by_data:
+            missing = len(ids - seen.keys())
+            ours = [seen[i] for i in sorted(ids) if i in seen]
+            for row in by_data:
+                fields = [k for k, v in row.data.items() if normalise(v)]
+                want = tuple(normalise(row.data[f]) for f in fields)
+                hit = next(
+                    (
+                        x
+                        for x in leads
+                        if tuple(normalise(x.data.get(f, "")) for f in fields) == want
+                    ),
+                    None,
+                )
+                if hit is None:
+                    missing += 1
+                else:
+                    ours.append(hit)
             if missing:
                 return _Sight(
-                    blind=f"the lookup in HeroBase did not return {len(missing)} of the "
-                    f"{len(ids)} lead(s) leadpipe knows it created in campaign "
-                    f"{self.campaign} in that time (are they filtered out, or deleted?)"
+                    blind=f"the lookup in HeroBase did not return {missing} of the "
+                    f"{len(ids) + len(by_data)} lead(s) leadpipe knows it created in campaign "
+                    f"{self.campaign} in that time (filtered out, without their data, or "
+                    "deleted?)"
                 )
-            ours = [seen[i] for i in sorted(ids)]
             if not any(any(normalise(v) for v in lead.data.values()) for lead in ours):
                 return _Sight(
                     blind="the lookup's answers carry no lead data, so a lead that is missing "
