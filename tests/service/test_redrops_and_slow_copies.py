@@ -269,3 +269,25 @@ def test_a_damaged_workbook_still_goes_to_failed_once_it_is_not_fresh(
         assert svc.snapshot()["totals"]["changed"] >= 1  # tried again before the verdict
     (error,) = (folder / "failed").glob("*.error.txt")
     assert "damaged" in error.read_text("utf-8")
+
+
+def test_the_service_verifies_a_done_file_in_herobase_and_amends_its_receipt(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.set_rate_limit(per_minute=10**6, per_day=10**8)
+    cfg = write_config(tmp_path, sandbox.url, verify_after_minutes=0.01)  # 0.6 s
+    settings = load_settings(cfg, env=env_for(cfg))
+    folder = tmp_path / "inbox" / DK
+    folder.mkdir(parents=True)
+    data, names = _csv_rows("VERIFIED", 5)
+    with service(settings) as svc:
+        (folder / "verified.csv").write_bytes(data)
+        wait_for(lambda: svc.snapshot()["verified"], 30, "the verification pass")
+        (found,) = svc.snapshot()["verified"]
+        assert found["duplicates"] == []
+        assert "each of the 5 uploaded row(s) is in HeroBase once" in found["message"]
+    (receipt,) = receipts(folder)
+    assert receipt["verification"]["rows_checked"] == 5  # type: ignore[index]
+    text = Path(str(receipt["receipt_file"])).read_text("utf-8")
+    assert "Verification (" in text
+    assert stored(sandbox, DK, "VERIFIED") == dict.fromkeys(names, 1)
