@@ -55,3 +55,19 @@ def test_embedded_default_lists_its_demo_export(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--config", str(cfg), "exports", "--json"], env=env)
     assert result.exit_code == 0, result.output
     assert "demo_daily_outcomes" not in result.output
+
+
+def test_the_service_and_the_cli_load_no_dataframe_library_before_a_file_is_read() -> None:
+    """`leadpipe run --once` with nothing to do, or a refused file, costs no pandas/polars."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pipeline.cli, pipeline.service, pipeline.intake, pipeline.processing;"
+        "print(sorted(m for m in ('pandas', 'pandera', 'polars', 'numpy', 'pyarrow')"
+        " if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
