@@ -283,7 +283,13 @@ def ingest_file(
         schema_drift=schema.drift.describe() if schema.drift else "",
         messages=_blind(uploader, campaign, uncertain_rows)
         + _messages(
-            halt_reason, counts["pending"], uncertain_rows, dup_problems, interrupted, data_rows
+            halt_reason,
+            counts["pending"],
+            uncertain_rows,
+            dup_problems,
+            interrupted,
+            data_rows,
+            dup_total=in_file_duplicates,
         )
         + list(mapping.repeats)
         + _sheets_note(writer.sheets, writer.count)
@@ -331,6 +337,8 @@ def _messages(
     dup_problems: Sequence[RowProblem],
     interrupted: bool = False,
     data_rows: int = 0,
+    *,
+    dup_total: int = 0,
 ) -> list[str]:
     out: list[str] = []
     if interrupted:
@@ -356,8 +364,8 @@ def _messages(
         out.append(f"... and {len(uncertain_rows) - 50} more uncertain row(s).")
     for p in dup_problems[:20]:
         out.append(p.message)
-    if len(dup_problems) > 20:
-        out.append(f"... and {len(dup_problems) - 20} more repeated row(s).")
+    if dup_total > len(dup_problems[:20]):  # only the first 20 are kept, the rest counted
+        out.append(f"... and {dup_total - len(dup_problems[:20])} more repeated row(s).")
     return out
 
 

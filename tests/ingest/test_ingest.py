@@ -417,3 +417,15 @@ def test_a_repeated_header_says_which_column_was_sent_and_which_was_not(env: Env
     assert "column B was sent, column D was not" in text
     (lead,) = [x for x in env.sb.leads(CAMPAIGN) if x["data"].get("name") == "Firma Dup"]
     assert lead["data"]["phone"] == "+45 20 11 22 33"  # column B's value, not D's
+
+
+def test_more_than_20_repeated_rows_are_counted_in_the_receipt(env: Env) -> None:
+    src = env.tmp / "repeats.csv"
+    lines = ["Name,Phone,Segment", "Firma Gentag,+45 20 55 00 00,SMB"]
+    lines += ["Firma Gentag,+45 20 55 00 00,SMB"] * 25  # 25 repeats of one row
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    receipt = env.ingest(src)
+    assert receipt.duplicates == 25
+    repeated = [m for m in receipt.messages if "repeats row 2" in m or "same as row 2" in m]
+    assert len(repeated) == 20  # the first 20 named one by one
+    assert "... and 5 more repeated row(s)." in receipt.messages
