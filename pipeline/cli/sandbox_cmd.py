@@ -48,7 +48,8 @@ def sandbox(
                 f"  login [bold]{account.username}[/] / {secret}  ({rights})", highlight=False
             )
         console.print(f"  try {sb.url}/myaccount in a browser; Ctrl-C stops", highlight=False)
-        while not stopping.wait(3600):
+        # short waits: a signal that lands between the check and a long wait is never missed
+        while not stopping.wait(0.5):
             pass
         console.print("stopping the sandbox (SIGTERM)")
     except KeyboardInterrupt:
