@@ -1,4 +1,4 @@
-"""Sandbox throughput: POST /leads per second on loopback (issue 2, "Performance").
+"""Sandbox throughput: POST /leads per second on loopback .
 
 The sandbox runs in this process (as in tests and the embedded default); the load generator is
 an aiohttp client with 32 requests in flight in a *separate process*, so it is not the

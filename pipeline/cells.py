@@ -1,7 +1,7 @@
 """Cells of files people open in Excel: formula-injection neutralisation, column letters.
 
-Rule (reliability.md #7): no cell we write starts with ``=``, ``+``, ``-``, ``@``, tab, CR or LF
-unless neutralised.
+Rule (docs/architecture.md, invariant 7): no cell we write starts with ``=``, ``+``, ``-``,
+``@``, tab, CR or LF unless neutralised.
 
 - **XLSX**: every value is written as a *text* cell; risky values additionally get Excel's
   native quote prefix (a cell style, not a character), so the value stays exact and is never

@@ -1,4 +1,4 @@
-"""Injectable clocks (style.md #8, #11): logic never calls ``time`` directly.
+"""Injectable clocks (docs/architecture.md, "Practices"): logic never calls ``time`` directly.
 
 ``SystemClock`` is the real one; ``FakeClock`` makes retries, rate limits and schedules testable
 without real sleeping: ``sleep`` advances the fake time instantly.

@@ -18,7 +18,7 @@ from pipeline.errors import ConfigError, ConfigProblem
 CONFIG_ENV = "LEADPIPE_CONFIG"
 DEFAULT_CONFIG = Path("config/leadpipe.toml")
 
-#: The [ours] paths of the contract (herobase-api.md), overridable under ``[api.endpoints]``.
+#: The [ours] paths of the contract (docs/herobase-api.md), overridable under ``[api.endpoints]``.
 DEFAULT_ENDPOINTS: dict[str, str] = {
     "myaccount": "/myaccount",
     "limits": "/myaccount/request/limits",

@@ -1,6 +1,6 @@
 """The drop folder's conventions: what is input, what is ignored, how claims and results are named.
 
-Ops staff see (design.md)::
+Ops staff see (docs/architecture.md)::
 
     inbox/<campaign>/<file>                      drop here (or into preview/: check only)
     inbox/<campaign>/processed/<stamp>_<file>    the original once done, with its receipt

@@ -1,4 +1,4 @@
-"""Atomic file operations: a reader never sees half a file (style.md #9)."""
+"""Atomic file operations: a reader never sees half a file (docs/architecture.md, "Practices")."""
 
 from __future__ import annotations
 

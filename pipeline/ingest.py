@@ -67,8 +67,8 @@ def inbox_folder(path: Path, campaign: str, settings: Settings) -> Path | None:
 def result_places(
     path: Path, campaign: str, settings: Settings, out_dir: Path | None, stamp: str
 ) -> Places:
-    """``out_dir`` (flat) when given; else design.md's folders for a file in ``inbox/<campaign>/``;
-    else ``./leadpipe-results/``."""
+    """``out_dir`` (flat) when given; else the drop folder's result folders for a file in
+    ``inbox/<campaign>/``; else ``./leadpipe-results/``."""
     home = inbox_folder(path, campaign, settings)
     base = f"{stamp}_{safe_name(path.name)}"  # room for the stamp and the result suffixes
     if out_dir is not None:  # an explicit results folder wins (the service passes one)
@@ -444,7 +444,7 @@ def _elsewhere(records: Sequence[FileRecord], campaign: str) -> list[str]:
 
 
 def _check_accounting(r: Receipt) -> None:
-    """reliability.md #1: every row read ends in exactly one state (or waits to be sent)."""
+    """Invariant 1 (docs/architecture.md): every row read ends in one state (or waits)."""
     total = (
         r.accepted
         + r.rejected

@@ -1,6 +1,6 @@
 """Receipts: what happened to a dropped file, in plain words (``.receipt.txt``) and as JSON.
 
-The JSON twin carries the ``leadpipe ingest --json`` fields (issue 4) plus details.
+The JSON twin carries the ``leadpipe ingest --json`` fields  plus details.
 """
 
 from __future__ import annotations

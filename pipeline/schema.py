@@ -1,14 +1,15 @@
 """Campaign schema: import example -> :class:`FieldSpec` list -> pandera schema; snapshots.
 
 The import example describes each field as
-``example <field>, type is <type>, regex used for validation <regex>`` (herobase-api.md §6).
+``example <field>, type is <type>, regex used for validation <regex>`` (docs/herobase-api.md).
 A field is required iff it appears in the plain example (without ``showAllDataEntries``).
 Regexes are .NET flavour (the masks and their engines live in :mod:`pipeline.matching`). Every
 regex must match the *whole* value; required means non-empty. Empty optional values are not
 checked against the regex.
 
-This is the only module that imports pandera (design.md): :func:`build_pandera_schema` builds
-the schema in one place; :func:`failure_cases` and :class:`RowChecks` run it lazily.
+This is the only module that imports pandera (docs/architecture.md):
+:func:`build_pandera_schema` builds the schema in one place; :func:`failure_cases` and
+:class:`RowChecks` run it lazily.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Delivery: bounded concurrency and the exactly-once protocol (design.md "Delivery").
+"""Delivery: bounded concurrency and the exactly-once protocol.
+
+See docs/architecture.md, "Exactly once".
 
 For each row: the intent (``sending``) is committed to the ledger before its POST, the outcome
 after it. What certainly did not reach the server goes back to ``pending`` (the client already

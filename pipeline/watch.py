@@ -1,4 +1,6 @@
-"""File-system events as hints: they only wake the sweep early (reliability.md #6).
+"""File-system events as hints: they only wake the sweep early.
+
+See docs/architecture.md, "The drop folder".
 
 The periodic full sweep in :mod:`pipeline.service` is the truth; an event merely sets a
 ``threading.Event`` so the sweep runs now instead of at the next tick. Network shares (SMB/NFS)

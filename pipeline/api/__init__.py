@@ -1,4 +1,4 @@
-"""The HeroBase API client: the only package that speaks HTTP (design.md).
+"""The HeroBase API client: the only package that speaks HTTP (docs/architecture.md).
 
 Callers get typed records and :mod:`pipeline.errors` classes, never ``requests`` objects.
 """

@@ -1,4 +1,4 @@
-"""Typed records for what HeroBase answers (herobase-api.md sections 3-9).
+"""Typed records for what HeroBase answers (docs/herobase-api.md).
 
 Parsing is tolerant of key case (ServiceStack binds case-insensitively) and keeps the raw object
 where callers may need more than the typed fields.

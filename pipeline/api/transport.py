@@ -1,8 +1,9 @@
 """The HTTP layer: session set-up, authentication, and response/exception -> error mapping.
 
-This package is the only place that imports ``requests`` (design.md). Everything above it gets
-typed records and :mod:`pipeline.errors` classes. The password is kept in one private object
-whose ``repr`` hides it; every message built here passes through :meth:`Redactor.clean`.
+This package is the only place that imports ``requests`` (docs/architecture.md). Everything
+above it gets typed records and :mod:`pipeline.errors` classes. The password is kept in one
+private object whose ``repr`` hides it; every message built here passes through
+:meth:`Redactor.clean`.
 """
 
 from __future__ import annotations

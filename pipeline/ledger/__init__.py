@@ -1,4 +1,4 @@
-"""The ledger: durable state that makes reruns safe (design.md "Delivery", reliability.md #2).
+"""The ledger: durable state that makes reruns safe (docs/architecture.md, "Exactly once").
 
 Small, boring SQL. Each data row of an input file has one record whose state moves
 ``pending -> sending -> accepted | refused | uncertain`` (plus ``duplicate`` for rows whose data

@@ -1,4 +1,4 @@
-"""Per-account rate limits: fixed one-minute windows plus a daily cap (herobase-api.md section 4).
+"""Per-account rate limits: fixed one-minute windows plus a daily cap (docs/herobase-api.md).
 
 Windows follow the injected clock: a minute window is the wall-clock minute, the day is the
 tenant-local calendar day.

@@ -1,4 +1,4 @@
-"""The sandbox's seed: a tenant described in TOML (format fixed by issue 2; extra keys are fine).
+"""The sandbox's seed: a tenant described in TOML (extra keys are fine).
 
 ``load_seed`` turns a path, a parsed dict or ``None`` (the demo tenant) into a :class:`Seed`:
 accounts, projects, campaigns with their fields (each with a compiled .NET-flavoured regex),
@@ -26,7 +26,7 @@ DEMO_PASSWORD = "demo-password"  # noqa: S105  (public demo login)
 RESTRICTED_USER = "restricted@demo.example"
 RESTRICTED_PASSWORD = "restricted-password"  # noqa: S105
 
-#: The contract's phone regex (herobase-api.md section 6).
+#: The contract's phone regex (docs/herobase-api.md).
 PHONE_REGEX = r"^\s*((\+|00)?[\s\-\(\)]*)?(\d[\s\-\(\)]*){5,25}\s*$"
 
 #: Default regex per field type; ``dropdown`` is built from its options.

@@ -1,4 +1,4 @@
-"""The import example and POST /leads (herobase-api.md sections 6, 7 and 9)."""
+"""The import example and POST /leads (docs/herobase-api.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Transport, auth, rights and rendering (herobase-api.md sections 1-3, 5), over real HTTP."""
+"""Transport, auth, rights and rendering (docs/herobase-api.md), over real HTTP."""
 
 from __future__ import annotations
 
