@@ -138,15 +138,6 @@ class Finished:
     seconds: float
 
 
-def sha256_file(path: Path) -> str:
-    """The SHA-256 of a file's content, streamed."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def can_open(path: Path) -> bool:
     """True when the file can be opened for reading now (not locked by another program)."""
     try:

@@ -28,13 +28,14 @@ from typing import Any, Protocol
 
 from pipeline import __version__
 from pipeline.config import ExportJob
+from pipeline.crashpoints import crash_point
 from pipeline.errors import ConfigError
 from pipeline.fsutil import WORK_DIR_NAME, atomic_path, atomic_write_text
+from pipeline.identity import FileIdentity
 from pipeline.objects_csv import (
     PREFETCH_BATCH,
     SYSTEM_COLUMNS,
     LeadRecord,
-    crash_point,
     csv_delimiter,
     objects_encoding,
     write_objects_csv,
@@ -136,17 +137,6 @@ def hash_and_count(path: Path, encoding: str, delimiter: str = ",") -> tuple[str
     return digest.hexdigest(), max(records - 1, 0), size
 
 
-def file_digest(path: Path) -> tuple[str, int]:
-    """``(sha256, bytes)`` of a file."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
 def _sniff(path: Path, culture: str) -> str:
     """The field separator of a CSV file from its header line (else the culture's)."""
     with path.open("rb") as fh:
@@ -221,7 +211,8 @@ def export_window(
             rows, header = write_objects_csv(
                 leads, tmp, encoding=file_encoding, delimiter=delimiter
             )
-            sha, size = file_digest(tmp)
+            ident = FileIdentity.of(tmp)
+            sha, size = ident.sha256, ident.size
         params["columns"] = header
     crash_point("export_before_manifest")
     tz = zone(timezone)
@@ -299,7 +290,6 @@ __all__ = [
     "ExportResult",
     "LeadRecord",
     "apply_retention",
-    "crash_point",
     "csv_delimiter",
     "destination",
     "export_window",

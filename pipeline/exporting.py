@@ -25,6 +25,7 @@ from typing import Any
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import ExportJob, Settings
+from pipeline.crashpoints import crash_point
 from pipeline.errors import (
     ConfigError,
     ConfigProblem,
@@ -39,7 +40,6 @@ from pipeline.export import (
     ExportClient,
     ExportResult,
     apply_retention,
-    crash_point,
     destination,
     export_window,
 )

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pipeline.crashpoints import crash_point
 from pipeline.ledger import FileKey, Ledger, RowState
 from pipeline.ledger.fingerprint import fingerprints
 from pipeline.matching import arrow_strings
 from pipeline.rejects import RejectWriter
-from pipeline.upload import UploadRow, crash_point
+from pipeline.upload import UploadRow
 from pipeline.validation import RowProblem
 
 

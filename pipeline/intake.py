@@ -52,7 +52,6 @@ from pipeline.dropfolder import (
     finished_json,
     is_ignored,
     safe_name,
-    sha256_file,
 )
 from pipeline.errors import Unavailable, Uncertain
 from pipeline.fsutil import WORK_DIR_NAME, atomic_move, atomic_write_text, readable
@@ -369,5 +368,4 @@ __all__ = [
     "Processor",
     "clear_empty_work",
     "is_ignored",
-    "sha256_file",
 ]

@@ -18,14 +18,13 @@ import codecs
 import csv
 import itertools
 import os
-import signal
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.cells import neutralise_csv
+from pipeline.crashpoints import crash_point
 
-CRASH_ENV = "LEADPIPE_CRASH_AT"
 #: Leads handed from the fetching thread to the writer at a time.
 PREFETCH_BATCH = 500
 SYSTEM_COLUMNS = (
@@ -68,12 +67,6 @@ class LeadRecord(Protocol):
     def first_processed_time(self) -> str | None: ...
     @property
     def data(self) -> Mapping[str, str]: ...
-
-
-def crash_point(name: str) -> None:
-    """Test hook: die like ``kill -9`` here when ``$LEADPIPE_CRASH_AT`` names this point."""
-    if os.environ.get(CRASH_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def csv_delimiter(culture: str) -> str:

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa  # type: ignore[import-untyped]
-import pyarrow.csv as pcsv  # type: ignore[import-untyped]
+import pyarrow as pa
+import pyarrow.csv as pcsv
 
 from pipeline.config import CampaignSettings
 from pipeline.errors import FileUnreadable

@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -242,10 +242,6 @@ class CampaignSchema:
         """The spec named ``name``, or None."""
         return next((f for f in self.fields if f.name == name), None)
 
-    def pandera(self) -> Any:
-        """The pandera schema for these fields (see :func:`build_pandera_schema`)."""
-        return build_pandera_schema(self.fields)
-
 
 def specs_hash(fields: Sequence[FieldSpec]) -> str:
     """SHA-256 of the specs in a canonical JSON form (time-independent)."""
@@ -351,8 +347,3 @@ def load_campaign_schema(
     )
     write_snapshot(schemas_dir, schema)
     return schema
-
-
-def utc_now_iso() -> str:
-    """Now in UTC, ISO 8601 to the second."""
-    return datetime.now(UTC).isoformat(timespec="seconds")

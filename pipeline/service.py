@@ -26,7 +26,6 @@ from pipeline.api.transport import make_session
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 from pipeline.exporting import demo_exports
-from pipeline.fsutil import WORK_DIR_NAME
 from pipeline.health import Heartbeats
 from pipeline.instance import InstanceLock, read_status, service_running
 from pipeline.intake import Processor
@@ -136,11 +135,6 @@ def _verifier(settings: Settings, client: Any, ledger: Any) -> Verifier:
     return verify
 
 
-def work_folder(inbox: Path) -> Path:
-    """The hidden work folder of claimed files (on the inbox's volume)."""
-    return inbox / WORK_DIR_NAME / "work"
-
-
 __all__ = [
     "IngestProcessor",
     "InstanceLock",
@@ -150,5 +144,4 @@ __all__ = [
     "read_status",
     "run_service",
     "service_running",
-    "work_folder",
 ]

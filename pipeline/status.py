@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from pipeline.dropfolder import PREVIEW, RESULT_FOLDERS, is_ignored
+from pipeline.dropfolder import OUTPUT_SUFFIXES, PREVIEW, RESULT_FOLDERS, is_ignored
 from pipeline.errors import StateError
 from pipeline.fsutil import readable
 from pipeline.metrics import CONTENT_TYPE, Metrics
@@ -35,7 +35,7 @@ from pipeline.metrics import CONTENT_TYPE, Metrics
 log = logging.getLogger("leadpipe.status")
 
 Snapshot = Callable[[], Mapping[str, Any]]
-_SERVABLE = (".receipt.txt", ".receipt.json", ".rejects.xlsx", ".rejects.csv", ".error.txt")
+_SERVABLE = OUTPUT_SUFFIXES  # the result files leadpipe writes, and only those
 #: The folders of a campaign folder that hold result files (matched like the intake does).
 _RESULT_PLACES = RESULT_FOLDERS | {PREVIEW}
 #: Host names the page always answers to (besides ``[status] host``), with or without port.

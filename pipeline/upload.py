@@ -14,8 +14,6 @@ unavailable API ("waiting for the API"); both leave the file resumable from the 
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,6 +24,7 @@ from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from pipeline.clock import Clock, SystemClock
+from pipeline.crashpoints import crash_point
 from pipeline.errors import (
     ApiError,
     Invalid,
@@ -36,29 +35,6 @@ from pipeline.errors import (
 )
 from pipeline.ledger import FileKey, Ledger, RowState
 from pipeline.tenantproof import ProofStore, is_ours, learn_identity
-
-CRASH_ENV = "LEADPIPE_CRASH_AT"
-_crash_lock = threading.Lock()
-_crash_hits: dict[str, int] = {}
-
-
-def crash_point(name: str) -> None:
-    """Test hook: ``LEADPIPE_CRASH_AT=name:N`` kills this process (SIGKILL) at the Nth ``name``.
-
-    Named points: ``before_post``, ``after_response`` (before the ledger commit), ``rejects``
-    (after each reject row is written). Without the variable this is a no-op.
-    """
-    spec = os.environ.get(CRASH_ENV)
-    if not spec:
-        return
-    want, _, nth = spec.partition(":")
-    if want != name or not (nth or "1").isdigit():
-        return
-    with _crash_lock:
-        _crash_hits[name] = _crash_hits.get(name, 0) + 1
-        hit = _crash_hits[name]
-    if hit == int(nth or "1"):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class LeadApi(Protocol):

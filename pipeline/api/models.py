@@ -59,16 +59,6 @@ class Account:
                 return True
         return False
 
-    def reaches_project(self, name: str) -> bool:
-        """True when a project right names ``name`` (a trailing ``*`` is a prefix wildcard)."""
-        for right in self.project_rights:
-            if right.endswith("*"):
-                if name.lower().startswith(right[:-1].lower()):
-                    return True
-            elif right.lower() == name.lower():
-                return True
-        return False
-
 
 @dataclass(frozen=True)
 class Limits:
