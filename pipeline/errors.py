@@ -115,6 +115,10 @@ class StateError(LeadpipeError):
     """Local state is missing, corrupt, locked or unwritable: stop and say so."""
 
 
+class AccountingError(StateError):
+    """The rows of a file do not add up to the rows read: stop rather than report wrongly."""
+
+
 @dataclass
 class FieldError:
     """One per-field error from a ServiceStack ``responseStatus.errors`` entry."""

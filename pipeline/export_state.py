@@ -24,6 +24,10 @@ from pipeline.errors import StateError
 from pipeline.fsutil import PRIVATE_FILE_MODE, atomic_write_text, open_private, private_dir
 
 
+class JobBusy(StateError):
+    """Another run of the job holds its lock: try again when it has finished (not a fault)."""
+
+
 @dataclass
 class JobState:
     """The durable state of one export job."""
@@ -84,13 +88,13 @@ class StateStore:
         with _THREAD_LOCKS_GUARD:
             tlock = _THREAD_LOCKS.setdefault(str(self.path(name).resolve()), threading.Lock())
         if not tlock.acquire(blocking=False):
-            raise StateError(f"export {name!r} is already running in this process")
+            raise JobBusy(f"export {name!r} is already running in this process")
         try:
             private_dir(self.root)
             fd = open_private(self.root / f"{name}.lock", os.O_RDWR | os.O_APPEND)
             with os.fdopen(fd, "a+b") as fh:
                 if not _os_lock(fh):
-                    raise StateError(
+                    raise JobBusy(
                         f"export {name!r} is already running in another leadpipe process; "
                         "try again when it has finished"
                     )

@@ -43,7 +43,7 @@ from pipeline.export import (
     destination,
     export_window,
 )
-from pipeline.export_state import JobState, StateStore
+from pipeline.export_state import JobBusy, JobState, StateStore
 from pipeline.schedule import (
     ScheduleError,
     Window,
@@ -117,6 +117,9 @@ class ExportScheduler:
         self._problems: dict[str, str] = {}
         self._logged: set[str] = set()
         self._soon: dict[str, datetime] = {}
+        #: jobs stopped by corrupt state: (the state file's size and mtime then, the reason);
+        #: such a job runs again once the file changes (fixed or deleted)
+        self._broken: dict[str, tuple[tuple[int, int] | None, str]] = {}
         for job in self.jobs.values():
             try:
                 self._rule(job)
@@ -163,15 +166,21 @@ class ExportScheduler:
                     log.error("export %s cannot run: %s", name, self._problems[name])
                 continue
             self._soon.pop(name, None)
+            broken = self._broken.get(name)
+            if broken is not None and broken[0] == self._state_stamp(name):
+                continue  # still the same broken state: nothing to retry until it is fixed
+            self._broken.pop(name, None)
             try:
                 state = self.store.load(name)
                 if state.retry_at and datetime.fromisoformat(state.retry_at) > now:
                     continue
                 results.extend(self._run(name, now, force=False))
-            except StateError as exc:
-                # busy (another run holds the lock) or unreadable state: look again soon
+            except JobBusy as exc:  # another run holds the lock: look again soon
                 self._soon[name] = now + timedelta(seconds=BUSY_RETRY)
                 log.warning("export %s skipped: %s", name, exc)
+            except StateError as exc:  # corrupt or unreadable state: stop this job, loudly
+                self._broken[name] = (self._state_stamp(name), str(exc))
+                log.error("export %s stopped until its state is fixed: %s", name, exc)
             except Exception as exc:  # one job's surprise never stops the others
                 log.exception("export %s failed unexpectedly: %s", name, type(exc).__name__)
         return results
@@ -386,6 +395,13 @@ class ExportScheduler:
                 )
             )
         return out
+
+    def _state_stamp(self, name: str) -> tuple[int, int] | None:
+        try:
+            st = self.store.path(name).stat()
+        except OSError:
+            return None
+        return (st.st_size, st.st_mtime_ns)
 
     def _describe(self, state: JobState) -> tuple[str, str]:
         if state.last_error:

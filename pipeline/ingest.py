@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 from pipeline.dropfolder import safe_name
-from pipeline.errors import FileChanged, FileUnreadable, InputError
+from pipeline.errors import AccountingError, FileChanged, FileUnreadable, InputError
 from pipeline.fsutil import WORK_DIR_NAME, readable
 from pipeline.identity import FileIdentity
 from pipeline.ingest_rows import add_rejects, api_refusals, upload_rows, valid_fingerprints
@@ -248,6 +248,7 @@ def ingest_file(
         raise
     finally:
         chunks.close()  # stops the helper thread and releases the file when reading stopped early
+        validator.close()  # frees the duplicate index now, not whenever it is collected
     uncertain_rows = _uncertain(ledger, key) if not dry_run else []
 
     counts = _counts(ledger, key, dry_run, data_rows, validation_rejects, dry_duplicates)
@@ -455,7 +456,7 @@ def _check_accounting(r: Receipt) -> None:
         + r.waiting
     )
     if total != r.rows_read:
-        raise AssertionError(
+        raise AccountingError(
             f"row accounting does not add up for {r.file}: read {r.rows_read}, "
             f"accounted for {total}"
         )

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from pipeline.dropfolder import OUTPUT_SUFFIXES, PREVIEW, RESULT_FOLDERS, is_ignored
-from pipeline.errors import StateError
+from pipeline.errors import ConfigError, StateError
 from pipeline.fsutil import readable
 from pipeline.metrics import CONTENT_TYPE, Metrics
 
@@ -244,7 +244,7 @@ class StatusServer:
         try:
             self._server = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
-            raise StateError(
+            raise ConfigError(
                 f"the status page cannot listen on {host}:{port} ({exc.strerror or exc}); "
                 "set another port under [status] in the config, or stop what uses it"
             ) from exc

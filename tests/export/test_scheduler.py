@@ -187,8 +187,10 @@ def test_never_two_runs_of_one_job(tmp_path: Path) -> None:
     assert len(client.calls) == 2
 
 
-def test_corrupt_state_stops_the_job_loudly(tmp_path: Path) -> None:
-    sched, _, _ = make(tmp_path, DAILY)
+def test_corrupt_state_stops_the_job_loudly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sched, client, clock = make(tmp_path, DAILY)
     state = tmp_path / "state" / "exports" / "daily.json"
     state.parent.mkdir(parents=True)
     state.write_text("{not json")
@@ -197,6 +199,17 @@ def test_corrupt_state_stops_the_job_loudly(tmp_path: Path) -> None:
     assert st.state == "error"
     assert "cannot be read" in st.message
     assert "fix or delete it" in st.message
+    # stopped, not "busy": nothing is retried every minute while the file stays broken
+    clock.advance(600)
+    assert sched.run_due() == []
+    assert client.calls == []
+    assert sched.next_wakeup() is None
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "daily" in r.getMessage()]
+    assert len(said) == 1  # said once, as an error, not retried as if busy
+    assert said[0][0] == "ERROR"
+    assert "stopped until its state is fixed" in said[0][1]
+    state.unlink()  # a person deleted it: the job runs again from its start
+    assert [r.status for r in sched.run_due()] == ["written", "written"]
 
 
 def test_state_file_is_small_json(tmp_path: Path) -> None:

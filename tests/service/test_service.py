@@ -204,3 +204,28 @@ def test_due_exports_run_with_intake_and_show_on_the_status(tmp_path: Path) -> N
     status = read_status(settings)
     assert [x["name"] for x in status["exports"]] == ["daily"]
     assert status["exports"][0]["next_run"]
+
+
+def test_a_status_port_in_use_is_a_config_problem_not_locked_state(tmp_path: Path) -> None:
+    import dataclasses
+    import socket
+
+    from pipeline.cli.app import EXIT_CODES
+    from pipeline.errors import ConfigError
+
+    setup_folders(tmp_path)
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        settings = make_settings(tmp_path)
+        port = busy.getsockname()[1]
+        settings = dataclasses.replace(
+            settings, status=dataclasses.replace(settings.status, port=port)
+        )
+        with pytest.raises(ConfigError, match=rf"cannot listen on 127\.0\.0\.1:{port}") as info:
+            run_service(settings, once=True, processor=Recorder(), campaigns=lambda: CAMPAIGNS)
+        assert next(c for k, c in EXIT_CODES.items() if isinstance(info.value, k)) == 3
+        assert not isinstance(info.value, StateError)
+    finally:
+        busy.close()
