@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from pipeline.dropfolder import OUTPUT_SUFFIXES, PREVIEW, RESULT_FOLDERS, is_ignored
-from pipeline.errors import ConfigError, StateError
+from pipeline.errors import ConfigError
 from pipeline.fsutil import readable
 from pipeline.metrics import CONTENT_TYPE, Metrics
 
