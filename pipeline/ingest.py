@@ -26,7 +26,7 @@ from pipeline.errors import AccountingError, FileChanged, FileUnreadable, InputE
 from pipeline.fsutil import WORK_DIR_NAME, readable
 from pipeline.identity import FileIdentity
 from pipeline.ingest_rows import add_rejects, api_refusals, upload_rows, valid_fingerprints
-from pipeline.ledger import FileKey, FileRecord, FileState, Ledger, RowState
+from pipeline.ledger import FileKey, FileRecord, FileState, Ledger, RowState, mark_changed
 from pipeline.mapping import map_columns
 from pipeline.reading import open_table
 from pipeline.receipt import ALREADY, PREVIEW, PROCESSED, STOPPED, WAITING
@@ -135,6 +135,8 @@ def ingest_file(
         )
     ident = FileIdentity.of(path)
     if expect is not None and (ident.size, ident.sha256) != (expect.size, expect.sha256):
+        # an earlier (interrupted) read of this claim may have sent rows: hand them over
+        mark_changed(ledger, FileKey(expect.sha256, campaign), dry_run, "changed since the claim")
         raise FileChanged("it is not the file that was claimed any more", path=path)
     sha = ident.sha256
     key = FileKey(sha, campaign)
@@ -162,7 +164,7 @@ def ingest_file(
         )
     except InputError as exc:
         # a workbook whose copy is still under way looks damaged: say so only once it is not
-        _raise_if_changed(ident, path, exc)
+        _raise_if_changed(ident, path, exc, ledger, key, dry_run)
         raise
     mapping = map_columns(table.headers, schema.fields, options.columns, path=path)
     validator = Validator(schema, mapping)
@@ -232,8 +234,7 @@ def ingest_file(
             changed = ident.changes(path)  # read to the end: is it still the file claimed?
         if changed:
             writer.abort()
-            if not dry_run:
-                ledger.set_file_state(key, FileState.CHANGED, f"still being written: {changed}")
+            mark_changed(ledger, key, dry_run, f"still being written: {changed}")
             raise FileChanged(changed, path=path)
         # An interrupted run writes no reject file: the rerun writes the whole one.
         reject_files = [] if interrupted else writer.close()  # none when no row was rejected
@@ -241,7 +242,7 @@ def ingest_file(
             writer.abort()
     except InputError as exc:
         writer.abort()
-        _raise_if_changed(ident, path, exc)
+        _raise_if_changed(ident, path, exc, ledger, key, dry_run)
         raise
     except BaseException:
         writer.abort()
@@ -385,7 +386,9 @@ def _counts(
         }
     c = ledger.row_counts(key)
     return {
-        "accepted": c[RowState.ACCEPTED],
+        # MOVED: this content was read before while still being written, and that read's lead
+        # was handed over to the complete version; it is in HeroBase
+        "accepted": c[RowState.ACCEPTED] + c[RowState.MOVED],
         "rejected": rejected,
         "refused": c[RowState.REFUSED],
         "duplicates": c[RowState.DUPLICATE],
@@ -398,10 +401,13 @@ def _uncertain(ledger: Ledger, key: FileKey) -> list[tuple[int, str]]:
     return [(r.row, r.reason) for r in ledger.rows(key, [RowState.UNCERTAIN])]
 
 
-def _raise_if_changed(ident: FileIdentity, path: Path, exc: InputError) -> None:
+def _raise_if_changed(
+    ident: FileIdentity, path: Path, exc: InputError, ledger: Ledger, key: FileKey, dry_run: bool
+) -> None:
     """A refusal of a file that changed while it was read is no refusal: take it again later."""
     what = ident.changes(path)
     if what:
+        mark_changed(ledger, key, dry_run, f"still being written: {what}")
         raise FileChanged(what, path=path) from exc
 
 

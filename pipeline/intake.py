@@ -133,12 +133,17 @@ class Intake(Claims):
 
     def take(self, timeout: float | None = 0.0) -> tuple[str, _Entry | _Resumed] | None:
         """The next file of a campaign nobody is working on; None when there is none."""
+        deadline = None if timeout is None else self.clock.monotonic() + timeout
         with self._cond:
             while True:
                 got = self._pick()
                 if got is not None or not timeout or not self._taking:
                     return got
-                if not self._cond.wait(timeout):
+                # one deadline for the whole call: wake-ups must not keep a caller waiting
+                left = None if deadline is None else deadline - self.clock.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                if not self._cond.wait(left):
                     return self._pick()
 
     def _pick(self) -> tuple[str, _Entry | _Resumed] | None:
@@ -208,6 +213,8 @@ class Intake(Claims):
         if job is None and isinstance(item, _Resumed):
             job = item.job
         path = job.path if job is not None else item.path  # type: ignore[union-attr]
+        if not os.path.lexists(path):  # it already reached its place: nothing to fail
+            return None
         if job is None:
             assert isinstance(item, _Entry)
             folder = item.path.parent.parent if item.preview else item.path.parent

@@ -29,7 +29,7 @@ from pipeline.fsutil import atomic_move, atomic_write_text
 from pipeline.health import Heartbeats
 from pipeline.identity import open_for_writing
 from pipeline.intake import Job, Outcome
-from pipeline.ledger import FileKey, FileState
+from pipeline.ledger import FileKey, FileState, mark_changed
 from pipeline.receipt import Receipt, render_receipt
 from pipeline.schema_cache import SchemaCache
 
@@ -135,8 +135,8 @@ class IngestProcessor:
             not job.identity.stat_matches(job.path) or open_for_writing(job.path)
         ):  # written to again since ingest's last look: not done, take it again
             shutil.rmtree(results, ignore_errors=True)
-            if not job.preview:
-                self.ledger.set_file_state(key, FileState.CHANGED, "still being written")
+            if receipt.earlier is None:  # a re-drop read nothing: its record stays as it is
+                mark_changed(self.ledger, key, job.preview, "still being written")
             return Outcome("changed", message=FileChanged("it changed after it was read").reason)
         placed = self._place(results, job, receipt)
         stamp = placed.original.name.split("_", 1)[0]

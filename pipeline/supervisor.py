@@ -355,27 +355,33 @@ class _Service:
         last_sweep = 0.0
         while not self.stop.is_set():
             self.beats.beat(LOOP)
-            now = self.clock.monotonic()
-            hinted = self.hint.is_set() and now - last_sweep >= HINT_GAP
-            if hinted or now >= next_sweep:
-                self.hint.clear()
-                last_sweep = now
-                self.intake.sweep()
-                self.watcher.ensure(self.inbox / f for f in self.intake.folders)
-                if now >= next_sweep:
-                    next_sweep = now + s.sweep_seconds
-            deadline = self.intake.next_deadline()
-            if deadline is not None and now >= deadline:
-                self.intake.check_settling()
+            try:
+                now = self.clock.monotonic()
+                hinted = self.hint.is_set() and now - last_sweep >= HINT_GAP
+                if hinted or now >= next_sweep:
+                    self.hint.clear()
+                    last_sweep = now
+                    if now >= next_sweep:
+                        next_sweep = now + s.sweep_seconds
+                    self.intake.sweep()
+                    self.watcher.ensure(self.inbox / f for f in self.intake.folders)
                 deadline = self.intake.next_deadline()
-            self._tick_exports()
-            self._tick_verify()
-            self.status_file.write(self.snapshot())
-            if self.once and self._once_done():
-                return
-            soon = now + (HINT_GAP if self.hint.is_set() else 0.5)  # a hint while debouncing
-            wake = min(t for t in (next_sweep, deadline, soon) if t is not None)
-            pause = max(0.01, wake - self.clock.monotonic())
+                if deadline is not None and now >= deadline:
+                    self.intake.check_settling()
+                    deadline = self.intake.next_deadline()
+                self._tick_exports()
+                self._tick_verify()
+                self.status_file.write(self.snapshot())
+                if self.once and self._once_done():
+                    return
+                soon = now + (HINT_GAP if self.hint.is_set() else 0.5)  # a hint: debouncing
+                wake = min(t for t in (next_sweep, deadline, soon) if t is not None)
+                pause = max(0.01, wake - self.clock.monotonic())
+            except StateError:
+                raise  # the state cannot be trusted: stop, loudly
+            except Exception:  # a share hiccup or a surprise: the loop goes on
+                log.exception("the service loop hit an error; it carries on")
+                pause = 1.0
             # a pending hint would end hint.wait() at once: debounce on the stop event instead
             (self.stop if self.hint.is_set() else self.hint).wait(pause)
 

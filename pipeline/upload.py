@@ -103,12 +103,16 @@ class _Sight:
 
     blind: str = ""
     identity: tuple[str, str] | None = None  #: how the tenant marks this account's leads
+    #: leads matched to rows accepted without an id (by data): not free for other rows
+    claimed: frozenset[str] = frozenset()
 
 
 #: progress(done, total): rows finished so far in this pass.
 Progress = Callable[[int, int], None]
 
 _RECONCILE_MARGIN = timedelta(minutes=5)
+#: How far back a lookup reaches for a lead the ledger knows, to prove it sees our leads.
+_ANCHOR_REACH = timedelta(hours=24)
 _MAX_ROUNDS = 3
 
 
@@ -324,6 +328,12 @@ class Uploader:
         starts = [_parse(states[r.row].attempt_utc) for r in rows]
         first = min((a for a in starts if a is not None), default=self.clock.now())
         since = first - _RECONCILE_MARGIN
+        # reach back to the last lead the ledger knows we created (within a day), so that the
+        # lookup can prove it sees our leads even when none was created right around the attempt
+        anchor = self.ledger.last_accepted_before(self.campaign, since.astimezone(UTC).isoformat())
+        anchored = _parse(anchor.attempt_utc) if anchor is not None else None
+        if anchored is not None and first - anchored <= _ANCHOR_REACH:
+            since = anchored - _RECONCILE_MARGIN
         since_local = since.astimezone(self.tz).replace(tzinfo=None)
         until = max(known) if known else self.clock.now()
         try:
@@ -347,7 +357,7 @@ class Uploader:
             self.report.blind_reason = sight.blind
             self._leave_uncertain(rows, f"{sight.blind}; so it was not sent again")
             return
-        taken = self.ledger.accepted_unique_ids(self.campaign)
+        taken = self.ledger.accepted_unique_ids(self.campaign) | sight.claimed
         groups: dict[tuple[str, ...], list[UploadRow]] = {}
         for r in rows:
             groups.setdefault(
@@ -399,7 +409,9 @@ class Uploader:
         recorded = self.proof.load() if self.proof is not None else None
         if ids or by_data:
             missing = len(ids - seen.keys())
-            ours = [seen[i] for i in sorted(ids) if i in seen]
+            by_id = [seen[i] for i in sorted(ids) if i in seen]
+            ours = list(by_id)
+            taken = set(ids)
             for row in by_data:
                 fields = [k for k, v in row.data.items() if normalise(v)]
                 want = tuple(normalise(row.data[f]) for f in fields)
@@ -407,13 +419,15 @@ class Uploader:
                     (
                         x
                         for x in leads
-                        if tuple(normalise(x.data.get(f, "")) for f in fields) == want
+                        if x.unique_id not in taken
+                        and tuple(normalise(x.data.get(f, "")) for f in fields) == want
                     ),
                     None,
                 )
                 if hit is None:
                     missing += 1
                 else:
+                    taken.add(hit.unique_id)
                     ours.append(hit)
             if missing:
                 return _Sight(
@@ -427,12 +441,17 @@ class Uploader:
                     blind="the lookup's answers carry no lead data, so a lead that is missing "
                     "cannot be told from one that is there"
                 )
-            identity = learn_identity(lead.raw for lead in ours)
-            if self.proof is not None:
+            # who uploaded: learned only from leads known by their id (a lead matched by data
+            # alone might be another account's)
+            identity = learn_identity(lead.raw for lead in by_id) if by_id else None
+            if identity is None and recorded is not None and recorded.identity_field:
+                identity = (recorded.identity_field, recorded.identity_value)
+            if self.proof is not None and by_id:
                 self.proof.record_sight(
                     identity, f"a lookup found {len(ids)} lead(s) of campaign {self.campaign}"
                 )
-            return _Sight(identity=identity)
+            claimed = frozenset(x.unique_id for x in ours if x.unique_id not in ids)
+            return _Sight(identity=identity, claimed=claimed)
         if recorded is not None and recorded.lookup_proven:
             if leads and not any(any(normalise(v) for v in x.data.values()) for x in leads):
                 return _Sight(blind="the lookup's answers carry no lead data")

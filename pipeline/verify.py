@@ -140,14 +140,19 @@ def verify_file(
     if ours and not any(any(normalise(v) for v in x.data.values()) for x in ours):
         result.blind = "the lookup's answers carry no lead data"
         return _amend(receipt_path, receipt, result, tmp)
+    known = ledger.accepted_unique_ids(receipt.campaign)
     for row, rec in sorted(records.items()):
         data = rows.get(row)
         if data is None:
             continue
+        others = known - {rec.unique_id}  # leads the ledger gives to other rows
         fields = [k for k, v in data.data.items() if normalise(v)]
         want = tuple(normalise(data.data[f]) for f in fields)
         matches = [
-            x.unique_id for x in ours if tuple(normalise(x.data.get(f, "")) for f in fields) == want
+            x.unique_id
+            for x in ours
+            if x.unique_id not in others
+            and tuple(normalise(x.data.get(f, "")) for f in fields) == want
         ]
         result.rows_checked += 1
         if len(matches) > 1:

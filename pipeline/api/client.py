@@ -308,8 +308,10 @@ class HeroBaseClient:
 
 #: Keys a list may come wrapped in (any case): ServiceStack's ``Results`` and its kin.
 _LIST_KEYS = ("results", "result", "items", "data", "leads", "value")
-#: Keys the new lead's id may have in the answer to ``POST /leads`` (any case).
+#: Keys the new lead's id may have in the answer to ``POST /leads`` (any case), best first.
 _ID_KEYS = ("uniqueId", "leadUniqueId", "leadId", "id")
+#: Objects an answer may wrap the new lead in (any case); other nested objects are not the lead.
+_WRAPPERS = ("result", "lead", "data", "value", "item", "response")
 
 
 def unwrap_list(body: Any) -> Any:
@@ -328,8 +330,9 @@ def created_id(obj: Any) -> str | None:
     """The new lead's uniqueId in a ``POST /leads`` answer: top level or one object deep."""
     if not isinstance(obj, Mapping):
         return None
-    for level in (obj, *(v for v in obj.values() if isinstance(v, Mapping))):
-        for key in _ID_KEYS:
+    wrapped = [w for k in _WRAPPERS if isinstance(w := _ci_get(obj, k), Mapping)]
+    for key in _ID_KEYS:  # the best key first, at the top level, then inside a wrapper
+        for level in (obj, *wrapped):
             found = _ci_get(level, key)
             if isinstance(found, (str, int)) and not isinstance(found, bool) and str(found):
                 return str(found)

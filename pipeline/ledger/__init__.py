@@ -193,6 +193,10 @@ class Ledger(Protocol):
         """Rows of any file accepted for ``campaign`` whose attempt lies in the window."""
         ...
 
+    def last_accepted_before(self, campaign: str, before_utc: str) -> RowRecord | None:
+        """The latest row accepted with an id for ``campaign`` before the moment (any file)."""
+        ...
+
     def fill_unique_id(self, key: FileKey, row: int, unique_id: str) -> None:
         """Record the uniqueId of an accepted lead whose answer did not give it (a lookup)."""
         ...
@@ -220,6 +224,19 @@ class Ledger(Protocol):
         ...
 
 
+def mark_changed(ledger: Ledger, key: FileKey, dry_run: bool, reason: str) -> None:
+    """Record that this content was a read of a file still being written (if it sent rows).
+
+    Rows it left ``sending`` become uncertain, and its accepted or uncertain rows are handed over
+    to the rows with the same data of the file's complete version (same name, same campaign):
+    never sent twice.
+    """
+    if dry_run or ledger.file(key) is None:
+        return
+    ledger.recover_sending(key)
+    ledger.set_file_state(key, FileState.CHANGED, reason)
+
+
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -237,5 +254,6 @@ __all__ = [
     "RowRecord",
     "RowState",
     "SqliteLedger",
+    "mark_changed",
     "open_ledger",
 ]

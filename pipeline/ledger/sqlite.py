@@ -349,16 +349,19 @@ class SqliteLedger:
         """Rows left ``sending`` by a crash become ``uncertain``; returns how many."""
         reason = "leadpipe stopped while this row was being sent"
         with self._tx() as db:
+            # the request may still be processed: the wait before a lookup counts from now
+            now = _utc_now()
             if key is None:
                 cur = db.execute(
-                    "UPDATE rows SET state = 'uncertain', reason = ? WHERE state = 'sending'",
-                    (reason,),
+                    "UPDATE rows SET state = 'uncertain', reason = ?, ended_utc = ?"
+                    " WHERE state = 'sending'",
+                    (reason, now),
                 )
             else:
                 cur = db.execute(
-                    "UPDATE rows SET state = 'uncertain', reason = ?"
+                    "UPDATE rows SET state = 'uncertain', reason = ?, ended_utc = ?"
                     " WHERE file_sha256 = ? AND campaign = ? AND state = 'sending'",
-                    (reason, key.sha256, key.campaign),
+                    (reason, now, key.sha256, key.campaign),
                 )
             return cur.rowcount
 
@@ -478,6 +481,15 @@ class SqliteLedger:
             )
         ]
 
+    def last_accepted_before(self, campaign: str, before_utc: str) -> RowRecord | None:
+        """The latest row accepted with an id for ``campaign`` before the moment (any file)."""
+        found = self._query(
+            "SELECT * FROM rows WHERE campaign = ? AND state = 'accepted'"
+            " AND unique_id IS NOT NULL AND attempt_utc < ? ORDER BY attempt_utc DESC LIMIT 1",
+            (campaign, before_utc),
+        )
+        return self._row(found[0]) if found else None
+
     def fill_unique_id(self, key: FileKey, row: int, unique_id: str) -> None:
         """Record the uniqueId of an accepted lead whose answer did not give it (a lookup)."""
         with self._tx(durable=False) as db:
@@ -540,8 +552,10 @@ def _hand_over(db: sqlite3.Connection, key: FileKey, row: int, fp: str) -> bool:
         " r.attempt_local, r.attempts, r.ended_utc, f.name FROM rows r JOIN files f"
         " ON f.sha256 = r.file_sha256 AND f.campaign = r.campaign"
         " WHERE r.campaign = ? AND r.fingerprint = ? AND r.state IN ('accepted', 'uncertain')"
-        " AND f.state = 'changed' AND r.file_sha256 != ? ORDER BY r.attempt_utc LIMIT 1",
-        (key.campaign, fp, key.sha256),
+        " AND f.state = 'changed' AND r.file_sha256 != ?"
+        " AND f.name = (SELECT name FROM files WHERE sha256 = ? AND campaign = ?)"
+        " ORDER BY r.attempt_utc LIMIT 1",
+        (key.campaign, fp, key.sha256, key.sha256, key.campaign),
     ).fetchone()
     if prev is None:
         return False

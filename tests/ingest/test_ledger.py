@@ -294,3 +294,22 @@ def test_column_fingerprints_equal_the_one_row_definition() -> None:
     part = {k: pa.chunked_array([v.slice(100, 50), v.slice(150, 70)]) for k, v in columns.items()}
     assert fingerprints('B2B"1', part) == expected[100:220]
     assert fingerprints("C", {"name": pa.array(["", None])}) == [fingerprint("C", {})] * 2
+
+
+def test_only_the_same_file_name_takes_over_rows_of_a_changed_read(tmp_path: Path) -> None:
+    led = open_ledger(tmp_path)
+    partial, other, complete = A, B, FileKey("c" * 64, "C1")
+    led.begin_file(partial, "leads.csv")
+    led.add_rows(partial, [(2, "one")])
+    _claim(led, partial, [2])
+    led.record_accepted(partial, 2, "11S1")
+    led.set_file_state(partial, FileState.CHANGED, "still being written")
+    led.begin_file(other, "another.csv")  # same data, another file: sent as usual
+    led.add_rows(other, [(9, "one")])
+    assert _claim(led, other, [9], skip=False).sending == [9]
+    led.begin_file(complete, "leads.csv")  # the complete version of leads.csv takes it over
+    led.add_rows(complete, [(2, "one")])
+    assert _claim(led, complete, [2], skip=False).handed_over == [2]
+    # the changed read coming back as it was: its handed-over row still counts as in HeroBase
+    assert led.row_counts(partial)[RowState.MOVED] == 1
+    led.close()
