@@ -1,9 +1,9 @@
 """The client for a given configuration: the real tenant, or the embedded demo sandbox.
 
-With no ``api.url`` configured, leadpipe runs against the sandbox (design.md, "Defaults that
-make it run anywhere"): :func:`open_client` starts it in-process on 127.0.0.1 and points a
-client at it with the demo credentials. Commands, the service and ingest all use this one
-function, so "which API, which account" is decided in one place.
+With no ``api.url`` configured, leadpipe runs against the sandbox (docs/architecture.md):
+:func:`open_client` starts it in-process on 127.0.0.1 and points a client at it with the demo
+credentials. Commands, the service and ingest all use this one function, so "which API, which
+account" is decided in one place.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 import requests
 
 from pipeline.api.client import HeroBaseClient
-from pipeline.clock import Clock
+from pipeline.api.ratelimit import limiter_for
+from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,20 @@ def open_client(
     ``session`` (e.g. from :func:`pipeline.api.transport.make_session`, with response hooks for
     metrics) is used as given and left open; ``sandbox_db`` persists the embedded tenant;
     ``simulate_every`` makes the embedded tenant's agents close leads every so many seconds.
+    A real tenant's rate limiter records its requests in ``settings.paths.state``, so a restart
+    starts with the budget the previous process used (the embedded sandbox's budget ends with
+    the process: nothing to record).
     """
     if not settings.api.embedded:
+        # the account's limiter keeps its recent request times in the state folder, so a
+        # restarted process does not spend again the budget the previous one used
+        clock = clock or SystemClock()
+        api = settings.api
+        limiter = limiter_for(
+            api.url, api.user, api.requests_per_minute, clock, state_dir=settings.paths.state
+        )
         client = HeroBaseClient(
-            settings.api, session=session, clock=clock, timezone=settings.timezone
+            api, session=session, clock=clock, limiter=limiter, timezone=settings.timezone
         )
         try:
             yield client

@@ -8,20 +8,37 @@ ceiling (a token bucket would allow a burst of twice its rate across a window bo
 - ``X-Rate-Limit-Remaining``/``-Reset`` headers make it wait for the server's window when the
   server says the quota is used up (other integrations on the account count too);
 - a 429 halves ``limit`` and blocks everyone for ``Retry-After``; ``limit`` then recovers by a
-  tenth of its target every ``recover_every`` seconds without another 429.
+  tenth of its target every ``recover_every`` seconds without another 429;
+- with a state folder (:func:`limiter_for` ``state_dir``), the grants of the last minute are
+  kept in a small file there (:class:`GrantLog`), so a restarted process starts with the budget
+  the previous ones already used instead of an empty window; a missing, unreadable or corrupt
+  file starts it at a conservative pace instead (see :meth:`RateLimiter.use_state`) until the
+  first answer with ``X-Rate-Limit-Remaining``/``-Reset`` gives the server's own count.
 
 All waiting goes through the injected clock, so tests with a FakeClock never sleep.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import math
+import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no grant file, the limiter works in memory
+    fcntl = None  # type: ignore[assignment]
 
 from pipeline.clock import Clock, SystemClock
+from pipeline.fsutil import PRIVATE_FILE_MODE, open_private, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +71,13 @@ class RateLimiter:
         self._last_change = self.clock.monotonic()
         self._init_state = "pending"  # pending -> running -> done
         self.history: list[float] | None = [] if keep_history else None
+        self._store: GrantLog | None = None
+        self._state_path: Path | None = None
+        # conservative start (no trustworthy record of the last minute): as if the minute
+        # before ``_cautious_since`` had been spent evenly, grant n+1 waits until n/limit of
+        # a minute has passed since then; ``_cautious_count`` grants were made since then
+        self._cautious_since: float | None = None
+        self._cautious_count = 0
 
     def __repr__(self) -> str:
         return f"RateLimiter(limit={self.limit}/min, ceiling={self.ceiling}/min)"
@@ -85,6 +109,51 @@ class RateLimiter:
                 self.target = min(self.target, ceiling)
                 self.limit = min(self.limit, ceiling)
 
+    def use_state(self, path: Path) -> None:
+        """Keep this limiter's grants in ``path`` and start from the grants recorded there.
+
+        Grants of the last minute recorded by earlier (or concurrent) processes fill the
+        window as if this process had made them. A missing, unreadable or corrupt file never
+        raises: the limiter then starts at a conservative pace (as if the minute before now had
+        been spent evenly: at most ``limit`` grants spread over the first minute, until a
+        successful answer carries the server's ``X-Rate-Limit-Remaining``/``-Reset``) and says
+        so once in the log. Only the first call has an effect.
+        """
+        with self._lock:
+            if self._state_path is not None:
+                return
+            self._state_path = Path(path)
+        store = GrantLog(path)
+        wall_now = self.clock.now().timestamp()
+        offset = self.clock.monotonic() - wall_now  # wall clock -> this process's scale
+        loaded = store.load(wall_now)  # file I/O outside the lock
+        with self._lock:
+            if loaded.times:
+                merged = [*self._grants, *(t + offset for t in loaded.times)]
+                self._grants = deque(sorted(merged))
+            if loaded.cautious_since is not None:
+                since = loaded.cautious_since + offset
+                if self._cautious_since is None or since > self._cautious_since:
+                    self._cautious_since = since
+                    self._cautious_count = sum(1 for t in self._grants if t >= since)
+            if store.usable:
+                self._store = store
+        if loaded.problem:
+            quiet = loaded.status in ("missing", "inherited")
+            level = logging.INFO if quiet else logging.WARNING
+            log.log(
+                level,
+                "%s; starting at a conservative pace: this minute's requests are spread evenly, "
+                "as if the previous process had spent the whole last minute",
+                loaded.problem,
+            )
+        elif loaded.times:
+            log.info(
+                "%d HeroBase requests of the last minute recorded by earlier runs count against "
+                "this run's budget",
+                len(loaded.times),
+            )
+
     # -- the hot path -----------------------------------------------------------------------
 
     def acquire(self) -> float:
@@ -98,11 +167,17 @@ class RateLimiter:
                     self._grants.append(now)
                     if self._server_remaining is not None:
                         self._server_remaining -= 1
+                    if self._cautious_since is not None:
+                        self._cautious_count += 1
                     if self.history is not None:
                         self.history.append(now)
-                    return waited
+                    store = self._store
+                    break
             self.clock.sleep(wait)
             waited += wait
+        if store is not None:
+            store.append(self.clock.now().timestamp())
+        return waited
 
     def _wait_needed(self, now: float) -> float:
         grants = self._grants
@@ -113,6 +188,14 @@ class RateLimiter:
         if len(grants) >= self.limit:
             # the grant that must leave the window before one more fits
             return grants[len(grants) - self.limit] + WINDOW - now
+        if self._cautious_since is not None:
+            elapsed = now - self._cautious_since
+            if elapsed >= WINDOW:
+                self._cautious_since = None
+            else:
+                due = self._cautious_count * WINDOW / self.limit - elapsed
+                if due > 0:
+                    return due
         if self._server_remaining is not None:
             if self._server_reset_at <= now:
                 self._server_remaining = None
@@ -127,6 +210,7 @@ class RateLimiter:
         remaining = _header_int(headers, "X-Rate-Limit-Remaining")
         reset = _header_float(headers, "X-Rate-Limit-Reset")
         limit = _header_int(headers, "X-Rate-Limit-Limit")
+        resolved: GrantLog | None = None
         with self._lock:
             now = self.clock.monotonic()
             if limit is not None and limit > 0:
@@ -137,11 +221,20 @@ class RateLimiter:
                 # the per-minute window resets within a minute; a longer figure (a daily
                 # window) must not freeze every thread: a 429 will say how long to wait
                 self._server_reset_at = now + min(max(0.0, reset), WINDOW)
+                if status < 400 and self._cautious_since is not None:
+                    # the server counted the account's requests of its window, the previous
+                    # process's included: its figure replaces the conservative assumption,
+                    # for the processes that start after this one too
+                    self._cautious_since = None
+                    resolved = self._store
+                    log.debug("rate-limit headers received: conservative start ended")
             recovering = status < 400 and self.limit < self.target
             if recovering and now - self._last_change >= self.recover_every:
                 step = max(1, math.ceil(self.target / 10))
                 self.limit = min(self.target, self.limit + step)
                 self._last_change = now
+        if resolved is not None:
+            resolved.drop_marks(self.clock.now().timestamp())
 
     def penalise(self, retry_after: float | None) -> None:
         """A 429: halve the limit and hold every request back for ``retry_after`` seconds."""
@@ -178,11 +271,14 @@ _registry: dict[tuple[str, str, int | None], RateLimiter] = {}
 _registry_lock = threading.Lock()
 
 
-def limiter_for(url: str, user: str, ceiling: int, clock: Clock) -> RateLimiter:
+def limiter_for(
+    url: str, user: str, ceiling: int, clock: Clock, *, state_dir: Path | None = None
+) -> RateLimiter:
     """The process-wide limiter of account ``(url, user)``.
 
     Clients on the system clock share one limiter per account; a test clock (any other Clock)
-    gets its own, so fake time never leaks between tests.
+    gets its own, so fake time never leaks between tests. With ``state_dir`` the limiter keeps
+    its grants in that folder (:func:`grant_log_path`) and starts from the ones recorded there.
     """
     clock_key = None if isinstance(clock, SystemClock) else id(clock)
     key = (url.rstrip("/").lower(), user.lower(), clock_key)
@@ -192,4 +288,302 @@ def limiter_for(url: str, user: str, ceiling: int, clock: Clock) -> RateLimiter:
             limiter = _registry[key] = RateLimiter(ceiling, clock)
         else:
             limiter.lower_ceiling(ceiling)
-        return limiter
+    if state_dir is not None:
+        limiter.use_state(grant_log_path(state_dir, url, user))
+    return limiter
+
+
+# -- the grants in the state folder ------------------------------------------------------------
+
+#: Every this many of its appends a process looks at the file's size; it compacts the file
+#: when it has grown to twice its size after the last compaction (and at least
+#: COMPACT_MIN_BYTES), so compaction costs O(1) per append however busy the window is.
+COMPACT_EVERY = 1024
+COMPACT_MIN_BYTES = 64 * 1024
+_MARK = b"~"
+
+
+def grant_log_path(state_dir: Path, url: str, user: str) -> Path:
+    """The grant file of account ``(url, user)`` in ``state_dir`` (named by a hash, no URL)."""
+    account = f"{url.rstrip('/').lower()}\n{user.lower()}".encode()
+    return Path(state_dir) / f"ratelimit-{hashlib.sha256(account).hexdigest()[:16]}.times"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What a grant file said at start: grant times of the last minute (wall clock, epoch s)."""
+
+    times: list[float]
+    cautious_since: float | None  # start conservatively from this moment (epoch s)
+    status: str  # "ok", "missing", "corrupt", "unreadable" or "inherited" (a recent mark)
+    problem: str = ""  # the sentence for the log when status is not "ok"
+
+
+class GrantLog:
+    """The account's recent grant times in one small file, shared by every process.
+
+    One line per grant: wall-clock UTC milliseconds since the epoch (monotonic clocks do not
+    survive a restart), appended with one ``write`` on an ``O_APPEND`` descriptor under a
+    shared ``flock`` (no fsync: a tail lost in a power cut only makes the next start a little
+    more eager). A line ``~<ms>`` records a conservative start begun at that moment, so a
+    process that restarts within that minute inherits it. At start, and whenever a process
+    finds it doubled in size since (:data:`COMPACT_EVERY`), the file is rewritten in place
+    under an exclusive ``flock`` to the lines of the last minute. Mode 0600; nothing but times.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()  # one thread at a time on the descriptor (flock is per fd)
+        self._fd: int | None = None
+        self._appended = 0
+        self._compacted_size = 0  # the file's size after its last compaction
+        self._finalizer: weakref.finalize[..., GrantLog] | None = None
+
+    def __repr__(self) -> str:
+        return f"GrantLog({str(self.path)!r})"
+
+    @property
+    def usable(self) -> bool:
+        """True while grants are being recorded."""
+        return self._fd is not None
+
+    def close(self) -> None:
+        """Stop recording (idempotent)."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        if fd is not None:
+            _close_quietly(fd)
+
+    def load(self, now: float) -> Loaded:
+        """Open (creating it with a conservative-start mark), read, compact; never raises."""
+        if fcntl is None:  # pragma: no cover - not POSIX
+            return Loaded([], now, "unreadable", "no file locks on this system")
+        with self._lock:
+            try:
+                fd, created = self._open(now)
+            except OSError as exc:
+                return Loaded(
+                    [],
+                    now,
+                    "unreadable",
+                    f"the API request record {self.path} cannot be opened "
+                    f"({exc.strerror or exc}); requests of this run are not recorded",
+                )
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    data = _read_all(fd)
+                    times, marks, bad = _parse(data, now)
+                    cautious = max(marks) if marks else None
+                    if bad:
+                        cautious = now
+                    keep = [t for t in times if t > now - WINDOW]
+                    if cautious is not None and cautious <= now - WINDOW:
+                        cautious = None
+                    lines = [_line(t) for t in keep]
+                    if cautious is not None:
+                        lines.insert(0, _MARK + _line(cautious))
+                    content = b"".join(lines)
+                    if content != data:
+                        os.ftruncate(fd, 0)
+                        os.write(fd, content)  # O_APPEND: at offset 0 of the emptied file
+                    self._compacted_size = len(content)
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            except OSError as exc:
+                os.close(fd)
+                return Loaded(
+                    [],
+                    now,
+                    "unreadable",
+                    f"the API request record {self.path} cannot be read "
+                    f"({exc.strerror or exc}); requests of this run are not recorded",
+                )
+            self._fd = fd
+            self._finalizer = weakref.finalize(self, _close_quietly, fd)
+        if created:
+            return Loaded(
+                [],
+                cautious,
+                "missing",
+                f"no record of recent API requests in {self.path} (first start, or the "
+                "file was removed)",
+            )
+        if bad:
+            return Loaded(
+                keep,
+                cautious,
+                "corrupt",
+                f"the API request record {self.path} is corrupt ({bad} unreadable "
+                "line(s), dropped)",
+            )
+        if cautious is not None:
+            return Loaded(
+                keep,
+                cautious,
+                "inherited",
+                f"a conservative start recorded in {self.path} less than a minute ago still "
+                "applies",
+            )
+        return Loaded(keep, cautious, "ok")
+
+    def _open(self, now: float) -> tuple[int, bool]:
+        """The descriptor (``O_APPEND``) and whether the file was created now.
+
+        A new file is created whole, holding the conservative-start mark, and linked into place,
+        so a process starting at the same moment never reads it empty.
+        """
+        flags = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, flags)
+        except FileNotFoundError:
+            pass
+        else:
+            try:
+                st = os.fstat(fd)
+                if st.st_mode & 0o077 and st.st_uid == getattr(os, "geteuid", lambda: -1)():
+                    os.fchmod(fd, PRIVATE_FILE_MODE)  # left open by a permissive umask
+            except OSError:
+                os.close(fd)
+                raise
+            return fd, False
+        private_dir(self.path.parent)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+        try:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+            os.write(fd, _MARK + _line(now))
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, self.path)
+            created = True
+        except FileExistsError:
+            created = False
+        except OSError:  # no hard links on this file system (some network shares)
+            created = _create_exclusive(self.path, _MARK + _line(now))
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return open_private(self.path, flags), created
+
+    def append(self, when: float) -> None:
+        """Record a grant at wall-clock ``when`` (epoch s): one ``write``; never raises."""
+        line = _line(when)
+        with self._lock:
+            fd = self._fd
+            if fd is None:
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                try:
+                    os.write(fd, line)
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                self._appended += 1
+                if self._appended >= COMPACT_EVERY:
+                    self._appended = 0
+                    size = os.fstat(fd).st_size
+                    if size >= max(COMPACT_MIN_BYTES, 2 * self._compacted_size):
+                        self._compacted_size = self._compact(fd, when)
+            except OSError as exc:
+                self._close()
+                log.warning(
+                    "cannot record API requests in %s (%s); a restart within a minute may "
+                    "exceed the rate limit",
+                    self.path,
+                    exc.strerror or exc,
+                )
+
+    def drop_marks(self, now: float) -> None:
+        """Forget the conservative-start marks (the server has told its count); never raises."""
+        with self._lock:
+            fd = self._fd
+            if fd is None:
+                return
+            try:
+                self._compacted_size = self._compact(fd, now, marks=False)
+            except OSError as exc:
+                log.debug("cannot update %s: %s", self.path, exc)
+
+    def _compact(self, fd: int, now: float, *, marks: bool = True) -> int:
+        """Rewrite the file in place to the lines of the last minute; returns its new size."""
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            data = _read_all(fd)
+            times, starts, _ = _parse(data, now, clamp=False)
+            lines = [_MARK + _line(m) for m in starts if marks and m > now - WINDOW]
+            lines += [_line(t) for t in times if t > now - WINDOW]
+            content = b"".join(lines)
+            if len(content) < len(data):
+                os.ftruncate(fd, 0)
+                os.write(fd, content)
+                return len(content)
+            return len(data)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _line(when: float) -> bytes:
+    # whole milliseconds, rounded up: a recorded grant never leaves the window too early
+    return b"%d\n" % math.ceil(when * 1000)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    offset = 0
+    while True:
+        chunk = os.pread(fd, 1 << 16, offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
+
+
+def _parse(data: bytes, now: float, *, clamp: bool = True) -> tuple[list[float], list[float], int]:
+    """(grant times, conservative-start marks, unreadable lines) of a grant file (epoch s).
+
+    An unterminated last line counts as unreadable (a write is whole unless the disk failed).
+    With ``clamp``, times after ``now`` (the wall clock went back) count as ``now``.
+    """
+    times: list[float] = []
+    marks: list[float] = []
+    bad = 0
+    lines = data.split(b"\n")
+    if lines[-1]:
+        bad += 1
+    for raw in lines[:-1]:
+        target = times
+        if raw.startswith(_MARK):
+            target, raw = marks, raw[1:]
+        if not raw.isdigit() or len(raw) > 16:
+            bad += 1
+            continue
+        value = int(raw) / 1000
+        target.append(min(value, now) if clamp else value)
+    times.sort()
+    return times, marks, bad
+
+
+def _create_exclusive(path: Path, content: bytes) -> bool:
+    """Create ``path`` (0600) holding ``content``; False when it exists already."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        return False
+    try:
+        os.write(fd, content)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
