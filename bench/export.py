@@ -100,8 +100,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from pipeline.api import HeroBaseClient
 from pipeline.config import ApiSettings, ExportJob
-from pipeline.export import export_window
-from pipeline.schedule import Window
+from pipeline.export.writer import export_window
+from pipeline.export.windows import Window
 url, user, pw, fmt, out, take = sys.argv[1:7]
 api = ApiSettings(url=url, user=user, password=pw, read_timeout=600.0, requests_per_minute=100000)
 client = HeroBaseClient(api, timezone="Europe/Copenhagen")

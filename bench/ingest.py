@@ -46,10 +46,10 @@ DATA = ROOT / "data"
 sys.path.insert(0, str(ROOT.parent))
 
 from pipeline.config import CampaignSettings  # noqa: E402
-from pipeline.mapping import map_columns  # noqa: E402
-from pipeline.reading import open_table  # noqa: E402
-from pipeline.schema import CampaignSchema, FieldSpec  # noqa: E402
-from pipeline.validation import Validator  # noqa: E402
+from pipeline.ingest.fields import CampaignSchema, FieldSpec  # noqa: E402
+from pipeline.ingest.map import map_columns  # noqa: E402
+from pipeline.ingest.read.open import open_table  # noqa: E402
+from pipeline.ingest.validate.checks import Validator  # noqa: E402
 
 PHONE_RE = r"^\s*((\+|00)?[\s\-\(\)]*)?(\d[\s\-\(\)]*){5,25}\s*$"
 SPECS = [
@@ -283,7 +283,7 @@ def scenario_xlsx(rows: int, rounds: int) -> dict[str, float]:
 def scenario_dtype(rounds: int) -> dict[str, float]:
     import pandas as pd
 
-    from pipeline.schema import RowChecks
+    from pipeline.ingest.fields import RowChecks
 
     cols = _columns(1_000_000)
     frame = pd.DataFrame({s.name: cols[h].to_pandas() for h, s in zip(HEADERS, SPECS, strict=True)})

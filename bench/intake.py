@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import IntakeSettings, Paths, SandboxSettings, Settings, StatusSettings
-from pipeline.intake import Job, Outcome
-from pipeline.service import ServiceInfo, run_service
+from pipeline.dropfolder.intake import Job, Outcome
+from pipeline.service.run import ServiceInfo, run_service
 
 CAMPAIGNS = ["ALPHA", "BETA", "GAMMA"]
 

@@ -1,4 +1,5 @@
-"""Benchmark: delivery throughput of ``pipeline.upload.Uploader`` against the sandbox.
+"""Benchmark: delivery throughput of ``pipeline.ingest.deliver.upload.Uploader`` against the
+sandbox.
 
 The sandbox runs in a separate process (as a real API would), the uploader in this one, with the
 ledger on disk (SQLite WAL, synchronous=FULL) and the real client (shared rate limiter, retries).
@@ -30,10 +31,10 @@ import requests
 
 from pipeline.api import HeroBaseClient
 from pipeline.config import ApiSettings
+from pipeline.ingest.deliver.upload import Uploader, UploadRow
 from pipeline.ledger import FileKey, RowState, open_ledger
 from pipeline.ledger.fingerprint import fingerprint
 from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER
-from pipeline.upload import Uploader, UploadRow
 
 CODE = "B2B-DK-SPRING"
 SERVER = """

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pipeline.fsutil import readable
+from pipeline.files import readable
 
 Action = Literal["fix-config", "reject-file", "retry-later", "stop"]
 

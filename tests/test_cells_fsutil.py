@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cells import is_risky, neutralise_csv
-from pipeline.fsutil import atomic_move, atomic_open, atomic_write_text
+from pipeline.files import atomic_move, atomic_open, atomic_write_text
 
 
 @pytest.mark.parametrize(

@@ -63,7 +63,8 @@ def test_the_service_and_the_cli_load_no_dataframe_library_before_a_file_is_read
     import sys
 
     code = (
-        "import sys, pipeline.cli, pipeline.service, pipeline.intake, pipeline.processing;"
+        "import sys, pipeline.cli, pipeline.service.run, pipeline.dropfolder.intake;"
+        "import pipeline.dropfolder.processing;"
         "print(sorted(m for m in ('pandas', 'pandera', 'polars', 'numpy', 'pyarrow')"
         " if m in sys.modules))"
     )

@@ -42,7 +42,7 @@ from pipeline.api.transport import (
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import ApiSettings
 from pipeline.errors import Uncertain
-from pipeline.fsutil import atomic_open
+from pipeline.files import atomic_open
 
 When = date | datetime | str
 CSV_CHUNK = 64 * 1024

@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover - not POSIX: no grant file, the limiter 
     fcntl = None  # type: ignore[assignment]
 
 from pipeline.clock import Clock, SystemClock
-from pipeline.fsutil import PRIVATE_FILE_MODE, open_private, private_dir
+from pipeline.files import PRIVATE_FILE_MODE, open_private, private_dir
 
 log = logging.getLogger(__name__)
 

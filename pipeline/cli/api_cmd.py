@@ -18,7 +18,7 @@ from pipeline.api import HeroBaseClient, open_client
 from pipeline.cli.app import app, console, run, settings
 from pipeline.config import Settings
 from pipeline.doctor import DoctorReport, diagnose
-from pipeline.testupload import ProofReport
+from pipeline.ingest.deliver.testupload import ProofReport
 
 T = TypeVar("T")
 
@@ -68,7 +68,7 @@ def doctor(
 
 
 def _test_upload(s: Settings, campaign: str, as_json: bool) -> None:
-    from pipeline.testupload import prove_tenant
+    from pipeline.ingest.deliver.testupload import prove_tenant
 
     def call() -> ProofReport:
         # the embedded demo tenant the service uses (kept in the state folder)
@@ -193,7 +193,7 @@ def fields(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a campaign's fields (name, type, regex, required), from its import example."""
-    from pipeline.schema import parse_example
+    from pipeline.ingest.fields import parse_example
 
     def fetch(client: HeroBaseClient) -> tuple[dict[str, str], dict[str, str]]:
         return client.import_example(code), client.import_example(code, all_fields=True)

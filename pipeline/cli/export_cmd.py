@@ -11,9 +11,9 @@ from rich.table import Table
 
 from pipeline.cli.app import app, console, err_console, fail, run, settings
 from pipeline.clock import SystemClock
-from pipeline.export import ExportResult
-from pipeline.exporting import ExportScheduler, demo_exports
-from pipeline.schedule import ScheduleError, Window, parse_day
+from pipeline.export.scheduler import ExportScheduler, demo_exports
+from pipeline.export.windows import ScheduleError, Window, parse_day
+from pipeline.export.writer import ExportResult
 
 #: Exit codes of a run whose window failed, by what to do next (as pipeline.cli.app.EXIT_CODES).
 EXIT_BY_KIND = {"fix-config": 3, "permission": 5, "api-down": 5, "failed": 1}

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.app import app, console, err_console, is_terminal, run, settings
-from pipeline.receipt import ALREADY, PREVIEW, PROCESSED, Receipt, render_receipt
+from pipeline.ingest.report.receipt import ALREADY, PREVIEW, PROCESSED, Receipt, render_receipt
 
 #: Exit code when the file was read but its upload stopped (API down, 401/403, asked to stop).
 EXIT_UPLOAD_STOPPED = 5
@@ -32,7 +32,7 @@ def ingest(
 ) -> None:
     """Process one file: validate, upload each valid row exactly once, write rejects and receipt."""
     from pipeline.api.connect import open_client
-    from pipeline.ingest import ingest_file
+    from pipeline.ingest.run import ingest_file
     from pipeline.ledger import open_ledger
 
     s = settings(ctx)
@@ -84,8 +84,8 @@ def verify(
     from dataclasses import asdict
 
     from pipeline.api.connect import open_client
+    from pipeline.ingest.deliver.verify import Verification, verify_file
     from pipeline.ledger import open_ledger
-    from pipeline.verify import Verification, verify_file
 
     s = settings(ctx)
 

@@ -13,7 +13,7 @@ import typer
 from pipeline.cli.app import app, console, run, settings
 
 if TYPE_CHECKING:  # the service pulls in pandas, pandera and polars: only when it runs
-    from pipeline.service import ServiceInfo
+    from pipeline.service.run import ServiceInfo
 
 
 def _say_ready(info: ServiceInfo) -> None:
@@ -59,7 +59,7 @@ def run_cmd(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    from pipeline.service import run_service
+    from pipeline.service.run import run_service
 
     result = run(lambda: run_service(s, once=once, stop=stop, on_ready=_say_ready))
     if once or stop.is_set():
@@ -79,7 +79,7 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")] = False,
 ) -> None:
     """Show what the drop-folder service is doing (or last did)."""
-    from pipeline.service import read_status
+    from pipeline.service.run import read_status
 
     data = read_status(settings(ctx))
     if as_json:

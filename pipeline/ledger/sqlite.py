@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import StateError
-from pipeline.fsutil import PRIVATE_FILE_MODE, make_private, open_private, private_dir, readable
+from pipeline.files import PRIVATE_FILE_MODE, make_private, open_private, private_dir, readable
 from pipeline.ledger import (
     LEDGER_FILE,
     MARKER_FILE,

@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.clock import SystemClock
 from pipeline.errors import StateError
-from pipeline.export_state import StateStore
+from pipeline.export.state import StateStore
 from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER, Sandbox
 
 CPH = ZoneInfo("Europe/Copenhagen")
@@ -145,7 +145,7 @@ def test_kill_9_then_rerun(sandbox: Sandbox, tmp_path: Path, fmt: str, point: st
 
 def test_second_process_cannot_run_the_same_job(tmp_path: Path) -> None:
     code = (
-        "import sys; from pathlib import Path; from pipeline.export_state import StateStore\n"
+        "import sys; from pathlib import Path; from pipeline.export.state import StateStore\n"
         f"with StateStore(Path({str(tmp_path)!r})).lock('nightly'):\n"
         "    print('locked', flush=True); sys.stdin.read()\n"
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from pipeline.config import ExportJob
-from pipeline.exporting import ExportScheduler, JobStatus
+from pipeline.export.scheduler import ExportScheduler, JobStatus
 from pipeline.sandbox import Fault
 from tests.export.conftest import Env
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pipeline.api import HeroBaseClient
 from pipeline.clock import FakeClock
 from pipeline.config import ExportJob
-from pipeline.exporting import ExportScheduler
+from pipeline.export.scheduler import ExportScheduler
 from pipeline.sandbox import RESTRICTED_PASSWORD, RESTRICTED_USER
 from tests.export.conftest import TZ, Env, api_settings
 

@@ -10,9 +10,9 @@ import requests
 
 from pipeline.cells import is_risky
 from pipeline.config import ExportJob
-from pipeline.export import export_window
+from pipeline.export.windows import Window
+from pipeline.export.writer import export_window
 from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER
-from pipeline.schedule import Window
 from tests.export.conftest import TZ, Env
 
 W = Window(date(2026, 9, 10), date(2026, 9, 11))

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from pipeline.schedule import (
+from pipeline.export.windows import (
     ScheduleError,
     Window,
     WindowRule,

@@ -14,9 +14,9 @@ import pytest
 from pipeline.clock import FakeClock
 from pipeline.config import ExportJob, Paths, Settings
 from pipeline.errors import NotFound, StateError, Unavailable
-from pipeline.export_state import StateStore
-from pipeline.exporting import ExportScheduler
-from pipeline.schedule import Window
+from pipeline.export.scheduler import ExportScheduler
+from pipeline.export.state import StateStore
+from pipeline.export.windows import Window
 
 
 class ScriptedClient:

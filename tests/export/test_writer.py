@@ -18,7 +18,8 @@ import pytest
 from pipeline import __version__
 from pipeline.config import ExportJob
 from pipeline.errors import ConfigError, Unavailable
-from pipeline.export import (
+from pipeline.export.windows import Window
+from pipeline.export.writer import (
     SYSTEM_COLUMNS,
     apply_retention,
     csv_delimiter,
@@ -28,7 +29,6 @@ from pipeline.export import (
     prefetched,
     write_objects_csv,
 )
-from pipeline.schedule import Window
 
 NOW = datetime(2026, 10, 26, 1, 0, tzinfo=UTC)
 W = Window(date(2026, 10, 25), date(2026, 10, 26))

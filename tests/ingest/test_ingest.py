@@ -17,12 +17,12 @@ import pytest
 from pipeline.api import HeroBaseClient
 from pipeline.cells import is_risky
 from pipeline.config import CampaignSettings, Settings
-from pipeline.identity import FileIdentity
-from pipeline.ingest import ingest_file
+from pipeline.dropfolder.identity import FileIdentity
+from pipeline.ingest.fields import load_campaign_schema
+from pipeline.ingest.report.receipt import ALREADY, PREVIEW, PROCESSED, STOPPED, WAITING, Receipt
+from pipeline.ingest.run import ingest_file
 from pipeline.ledger import FileKey, FileState, RowState, SqliteLedger, open_ledger
-from pipeline.receipt import ALREADY, PREVIEW, PROCESSED, STOPPED, WAITING, Receipt
 from pipeline.sandbox import Fault, Sandbox
-from pipeline.schema import load_campaign_schema
 from tests.ingest import messy
 from tests.ingest.conftest import CAMPAIGN, make_settings
 

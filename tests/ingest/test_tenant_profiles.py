@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 
 from pipeline.api import HeroBaseClient
-from pipeline.ingest import ingest_file
+from pipeline.ingest.deliver.testupload import prove_tenant
+from pipeline.ingest.deliver.verify import verify_file
+from pipeline.ingest.report.receipt import Receipt
+from pipeline.ingest.run import ingest_file
 from pipeline.ledger import SqliteLedger, open_ledger
-from pipeline.receipt import Receipt
 from pipeline.sandbox import Fault, Sandbox
-from pipeline.testupload import prove_tenant
-from pipeline.verify import verify_file
 from tests.ingest.conftest import CAMPAIGN, make_settings
 
 PROFILES: dict[str, dict[str, Any]] = {

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from pipeline.api import HeroBaseClient
+from pipeline.ingest.deliver.upload import Uploader, UploadRow, no_read_right_reason
 from pipeline.ledger import FileKey, RowState, SqliteLedger
 from pipeline.ledger.fingerprint import fingerprint
 from pipeline.sandbox import RESTRICTED_PASSWORD, RESTRICTED_USER, Fault, Sandbox
-from pipeline.upload import Uploader, UploadRow, no_read_right_reason
 from tests.ingest.conftest import CAMPAIGN
 
 SHA = "f" * 64

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from pipeline.config import IntakeSettings, Paths, SandboxSettings, Settings, StatusSettings
-from pipeline.intake import Job, Outcome
-from pipeline.service import ServiceInfo, ServiceResult, run_service
+from pipeline.dropfolder.intake import Job, Outcome
+from pipeline.service.run import ServiceInfo, ServiceResult, run_service
 
 CAMPAIGNS = ["ALPHA", "BETA", "GAMMA"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.config import load_settings
-from pipeline.dropfolder import safe_name
+from pipeline.dropfolder.layout import safe_name
 from pipeline.sandbox import Sandbox
 from tests.hostile import CAMPAIGN, build
 from tests.service.conftest import service, wait_for

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.config import load_settings
-from pipeline.health import WorkerState, assess
 from pipeline.sandbox import Fault, Sandbox
+from pipeline.service.health import WorkerState, assess
 from tests.service.conftest import service, wait_for
 from tests.service.test_real_ingest import CODE, created, env_for, leads_csv, write_config
 

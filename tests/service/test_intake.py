@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.clock import FakeClock
+from pipeline.dropfolder.intake import Intake, Job, Outcome, is_ignored
 from pipeline.errors import Unavailable
-from pipeline.intake import Intake, Job, Outcome, is_ignored
 
 CAMPAIGNS = ["ALPHA", "BETA", "GAMMA"]
 
@@ -381,7 +381,7 @@ def test_symlinks_and_fifos_are_not_taken(inbox: Path, tmp_path: Path) -> None:
 def test_a_file_that_cannot_be_opened_yet_is_retried_not_forgotten(
     inbox: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipeline.settling as intake_mod  # where settled files are checked
+    import pipeline.dropfolder.scan as intake_mod  # where settled files are checked
 
     locked = {"now": True}  # stands in for a lock held by another program (Windows shares)
     real = intake_mod.can_open

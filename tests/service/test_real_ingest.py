@@ -19,7 +19,7 @@ import pytest
 
 from pipeline.config import load_settings
 from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER, Fault, Sandbox
-from pipeline.service import run_service
+from pipeline.service.run import run_service
 from tests.service.conftest import wait_for
 
 CODE = "B2B-DK-SPRING"

@@ -7,9 +7,9 @@ from pathlib import Path
 from pipeline.api import HeroBaseClient
 from pipeline.clock import FakeClock
 from pipeline.config import load_settings
+from pipeline.ingest.schema_cache import SchemaCache
 from pipeline.sandbox import Fault, Sandbox
-from pipeline.schema_cache import SchemaCache
-from pipeline.service import run_service
+from pipeline.service.run import run_service
 from tests.service.test_real_ingest import CODE, env_for, leads_csv, write_config
 
 

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from pipeline.service import run_service
+from pipeline.service.run import run_service
 from tests.service.conftest import Running, make_settings, service, wait_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import StateError
-from pipeline.service import read_status, run_service
+from pipeline.service.run import read_status, run_service
 from tests.service.conftest import CAMPAIGNS, Recorder, make_settings, service, wait_for
 
 
@@ -123,7 +123,7 @@ def test_stop_lets_the_file_in_progress_finish_its_step_and_keeps_it_claimed(
     box: dict[str, threading.Event] = {}
 
     def slow(job: object) -> object:
-        from pipeline.intake import Outcome
+        from pipeline.dropfolder.intake import Outcome
 
         started.set()
         release.wait(5)
@@ -147,7 +147,7 @@ def test_stop_lets_the_file_in_progress_finish_its_step_and_keeps_it_claimed(
 
 
 def test_once_with_the_api_down_leaves_files_waiting_in_the_inbox(tmp_path: Path) -> None:
-    from pipeline.intake import Outcome
+    from pipeline.dropfolder.intake import Outcome
 
     setup_folders(tmp_path)
     (tmp_path / "inbox" / "ALPHA" / "a.csv").write_text("a\n", encoding="utf-8")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.status import render_html
+from pipeline.service.status import render_html
 
 
 def test_waiting_for_the_api_and_an_unreachable_inbox_are_said_plainly() -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import CampaignSettings
-from pipeline.mapping import ColumnMapping, map_columns
-from pipeline.reading import Table, open_table
-from pipeline.schema import CampaignSchema, parse_example
-from pipeline.validation import RowProblem, Validator
+from pipeline.ingest.fields import CampaignSchema, parse_example
+from pipeline.ingest.map import ColumnMapping, map_columns
+from pipeline.ingest.read.open import Table, open_table
+from pipeline.ingest.validate.checks import RowProblem, Validator
 
 PHONE_RE = r"^\s*((\+|00)?[\s\-\(\)]*)?(\d[\s\-\(\)]*){5,25}\s*$"
 FULL = {

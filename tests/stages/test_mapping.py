@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import MissingColumns
-from pipeline.mapping import map_columns, normalise_header
+from pipeline.ingest.map import map_columns, normalise_header
 from tests.stages.helpers import SPECS, SYNONYMS
 
 
@@ -55,7 +55,7 @@ def test_missing_several_without_close_match() -> None:
 
 def test_no_matching_column_at_all_refuses_the_file() -> None:
     """A campaign with only optional fields still needs one column that maps to a field."""
-    from pipeline.schema import FieldSpec
+    from pipeline.ingest.fields import FieldSpec
 
     optional = [FieldSpec("email", "email", ".*", False), FieldSpec("note", "text", ".*", False)]
     with pytest.raises(MissingColumns) as exc:

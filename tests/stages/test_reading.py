@@ -10,10 +10,10 @@ import openpyxl
 import pytest
 import xlsxwriter
 
-from pipeline import filecheck
 from pipeline.config import CampaignSettings
 from pipeline.errors import FileUnreadable
-from pipeline.reading import open_table
+from pipeline.ingest.read import guard as filecheck
+from pipeline.ingest.read.open import open_table
 from tests.stages.helpers import OPTIONS, SPECS
 
 FIELDS = [f.name for f in SPECS]
@@ -141,7 +141,7 @@ def test_chunks_keep_numbering_and_10000_columns(tmp_path: Path) -> None:
 
 def test_wide_rows_make_smaller_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A chunk ends after CHUNK_BYTES of text even when chunk_rows is far away (flat memory)."""
-    from pipeline import reading_csv
+    from pipeline.ingest.read import csvfile as reading_csv
 
     path = tmp_path / "notes.csv"
     note = "x" * 2000

@@ -10,8 +10,8 @@ import openpyxl
 import pytest
 
 from pipeline.cells import is_risky
-from pipeline.rejects import Receipt, RejectWriter, render_receipt, write_receipt
-from pipeline.validation import RowProblem
+from pipeline.ingest.report.rejects import Receipt, RejectWriter, render_receipt, write_receipt
+from pipeline.ingest.validate.checks import RowProblem
 from tests.stages.helpers import run
 from tests.stages.test_validation import (
     FORMULA_CITY,
@@ -218,7 +218,7 @@ def test_write_receipt_txt_and_json(tmp_path: Path, receipt: Receipt) -> None:
 def test_comments_are_capped_but_every_bad_cell_is_highlighted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline import rejects
+    from pipeline.ingest.report import rejects
 
     monkeypatch.setattr(rejects, "MAX_COMMENTS", 3)
     writer = RejectWriter(tmp_path / "c.xlsx", tmp_path / "c.csv", ["a"], tmp_dir=tmp_path / "t")
@@ -234,8 +234,8 @@ def test_comments_are_capped_but_every_bad_cell_is_highlighted(
 def test_rejects_beyond_one_sheet_continue_on_the_next_and_the_receipt_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline import rejects
-    from pipeline.ingest import _sheets_note
+    from pipeline.ingest.report import rejects
+    from pipeline.ingest.run import _sheets_note
 
     monkeypatch.setattr(rejects, "SHEET_ROWS", 5)  # Excel's 1,048,576, scaled down
     writer = RejectWriter(tmp_path / "s.xlsx", tmp_path / "s.csv", ["a"], tmp_dir=tmp_path / "t")

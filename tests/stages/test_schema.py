@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import Unavailable
-from pipeline.matching import fullmatch_mask
-from pipeline.schema import (
+from pipeline.ingest.fields import (
     FieldSpec,
     build_pandera_schema,
     failure_cases,
     load_campaign_schema,
     parse_example,
 )
+from pipeline.ingest.matching import fullmatch_mask
 
 PHONE_RE = r"^\s*((\+|00)?[\s\-\(\)]*)?(\d[\s\-\(\)]*){5,25}\s*$"
 FULL = {
@@ -187,7 +187,7 @@ def test_live_schema_from_the_sandbox_then_snapshot_when_it_fails(tmp_path: Path
 def test_every_engine_gives_the_python_answer(
     pattern: str, values: list[str], expected: list[bool]
 ) -> None:
-    from pipeline.matching import compile_regex
+    from pipeline.ingest.matching import compile_regex
 
     matcher = compile_regex(pattern)
     python = [matcher is not None and matcher.fullmatch(v) is not None for v in values]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.seen import SeenRows
+from pipeline.ingest.validate.seen import SeenRows
 
 
 def test_lookup_finds_first_rows_across_spilled_runs(

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.schema import CampaignSchema, parse_example
-from pipeline.validation import Validator, dropdown_choices
+from pipeline.ingest.fields import CampaignSchema, parse_example
+from pipeline.ingest.validate.checks import Validator, dropdown_choices
 from tests.stages.helpers import PHONE_RE, run
 
 HEADER = ["Navn", "Tlf.", "Postnr", "Født", "By", "Notes"]
@@ -148,7 +148,7 @@ def test_date_cell_in_a_phone_column_and_malformed_row() -> None:
         {"phone": f"example phone, type is phone, regex used for validation {PHONE_RE}"},
         {"phone": f"example phone, type is phone, regex used for validation {PHONE_RE}"},
     )
-    from pipeline.mapping import map_columns
+    from pipeline.ingest.map import map_columns
 
     schema = CampaignSchema("C", specs, "live", "", "h")
     validator = Validator(schema, map_columns(["Tlf"], specs, {"Tlf": "phone"}))
@@ -182,7 +182,7 @@ def test_duplicates_across_chunks_point_at_the_first_row() -> None:
     specs = parse_example(
         {"name": "example name, type is varchar, regex used for validation .+"}, {}
     )
-    from pipeline.mapping import map_columns
+    from pipeline.ingest.map import map_columns
 
     validator = Validator(
         CampaignSchema("C", specs, "live", "", "h"), map_columns(["name"], specs, {})
@@ -203,8 +203,8 @@ def test_duplicates_across_chunks_point_at_the_first_row() -> None:
 
 def test_pipelined_validation_gives_the_same_results_and_stops_cleanly(tmp_path: Path) -> None:
     """validate_all (checks of the next chunk in a helper thread) == validate chunk by chunk."""
-    from pipeline.mapping import map_columns
-    from pipeline.reading import open_table
+    from pipeline.ingest.map import map_columns
+    from pipeline.ingest.read.open import open_table
     from tests.stages.helpers import OPTIONS, SCHEMA, SPECS
 
     path = write_messy(tmp_path / "messy.csv")

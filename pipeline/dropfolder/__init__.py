@@ -1,0 +1,1 @@
+"""The drop folder: inbox/<campaign> -> settle -> claim -> processed | rejected | failed."""

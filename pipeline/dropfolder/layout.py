@@ -1,0 +1,252 @@
+"""The drop folder's conventions: what is input, what is ignored, how claims and results are named.
+
+Ops staff see (docs/architecture.md)::
+
+    inbox/<campaign>/<file>                      drop here (or into preview/: check only)
+    inbox/<campaign>/processed/<stamp>_<file>    the original once done, with its receipt
+    inbox/<campaign>/rejected/...rejects.xlsx    rows to fix
+    inbox/<campaign>/failed/<stamp>_<file>       could not be read, with .error.txt
+    inbox/.leadpipe/work/<folder>/<claim>/<file> claimed, being processed (hidden)
+
+The state machine that moves files between these places is :mod:`pipeline.dropfolder.intake`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.dropfolder.identity import FileIdentity
+from pipeline.files import WORK_DIR_NAME, readable
+
+#: Sub-folders of a campaign folder that belong to leadpipe (never scanned for input).
+RESULT_FOLDERS = frozenset({"processed", "rejected", "failed"})
+PREVIEW = "preview"
+#: Files we write beside originals; in ``preview/`` they are never taken as input.
+OUTPUT_SUFFIXES = (".receipt.txt", ".receipt.json", ".rejects.xlsx", ".rejects.csv", ".error.txt")
+_IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "icon\r"})
+_IGNORED_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".swp")
+#: Excel saves through an extension-less temp file with an 8-hex-digit name.
+_EXCEL_TEMP = re.compile(r"^[0-9A-F]{8}$")
+
+Kind = Literal["processed", "failed", "wait", "interrupted", "changed"]
+#: Written into each claim folder beside the file: the file as it was claimed.
+CLAIM_RECORD = ".claim.json"
+
+
+#: Longest file name (UTF-8 bytes) leadpipe works with: a stamp (16), a result suffix such as
+#: ``.receipt.json`` (13) and a ``.N`` for a taken name must still fit the usual 255.
+MAX_NAME_BYTES = 200
+
+
+def safe_name(name: str) -> str:
+    """The name a dropped file is processed under: valid UTF-8 and short enough for results.
+
+    Bytes that are not UTF-8 become U+FFFD; a name over :data:`MAX_NAME_BYTES` keeps its
+    extension and the start of its stem, plus ``~`` and 8 hex digits of the whole name's hash
+    so that two long names with the same start stay apart.
+    """
+    shown = readable(name)
+    if len(shown.encode("utf-8")) <= MAX_NAME_BYTES:
+        return shown
+    stem, dot, ext = shown.rpartition(".")
+    if not dot or len(ext.encode("utf-8")) > 10:
+        stem, ext = shown, ""
+    tag = "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:8] + (f".{ext}" if ext else "")
+    room = MAX_NAME_BYTES - len(tag.encode("utf-8"))
+    cut = stem.encode("utf-8")[:room].decode("utf-8", "ignore")
+    return cut + tag
+
+
+def is_ignored(name: str) -> bool:
+    """True for files a person did not mean to drop: lock, temp, partial and hidden files."""
+    low = name.lower()
+    return (
+        name.startswith((".", "~$", "~"))
+        or low in _IGNORED_NAMES
+        or low.endswith(_IGNORED_SUFFIXES)
+        or bool(_EXCEL_TEMP.match(name))
+    )
+
+
+@dataclass(frozen=True)
+class Job:
+    """One claimed file, handed to the processor."""
+
+    campaign: str  #: the campaign code (as the API spells it)
+    name: str  #: the file name as dropped
+    path: Path  #: where the file is now (inside the work folder)
+    folder: Path  #: where results go: ``inbox/<campaign>`` or ``inbox/<campaign>/preview``
+    preview: bool  #: validate only, upload nothing
+    stamp: str  #: claim time, ``YYYYMMDD-HHMMSS``: prefix for names of results
+    sha256: str  #: the content hash the claim is keyed by
+    resumed: bool = False  #: found in the work folder at start-up (an interrupted run)
+    #: size, mtime and hash when it was claimed (None: an old claim without a record)
+    identity: FileIdentity | None = None
+    #: the name as dropped, when it had to change (not UTF-8, too long; see :func:`safe_name`)
+    dropped_as: str = ""
+
+
+@dataclass
+class Outcome:
+    """What the processor did with a file.
+
+    ``processed``: the original goes to ``processed/`` (preview: stays beside its receipt).
+    ``failed``: to ``failed/`` with ``message`` as its ``.error.txt``. ``wait``: the API is down;
+    the file goes back to the inbox and taking pauses. ``interrupted``: the service is stopping;
+    the file stays claimed and is resumed at the next start. ``changed``: the file changed while
+    it was read (a copy still under way): it goes back to the inbox to settle again.
+    """
+
+    kind: Kind
+    message: str = ""
+    receipt: Path | None = None
+    rejects: list[Path] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    stamp: str | None = None  #: the stamp the processor used for its result files, if any
+    uncertain: int = 0  #: rows left uncertain (repeated uncertainty opens the breaker)
+    not_permitted: bool = False  #: the API refused our credentials/rights (long pause)
+    destination: Path | None = None  #: where the original goes (``processed``), if chosen
+    retry_after: float = 0.0  #: ``changed``: take the file again no sooner than this (s)
+
+
+Processor = Callable[[Job], Outcome]
+
+
+@dataclass
+class Finished:
+    """One entry of the recent-files list (what the status page shows)."""
+
+    campaign: str
+    name: str
+    preview: bool
+    kind: Kind
+    at: datetime
+    final: Path | None
+    receipt: Path | None
+    rejects: list[Path]
+    error: Path | None
+    message: str
+    counts: dict[str, int]
+    seconds: float
+
+
+def can_open(path: Path) -> bool:
+    """True when the file can be opened for reading now (not locked by another program)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def list_inputs(base: Path) -> list[tuple[Path, bool]]:
+    """The entries of one campaign folder and its ``preview/``: (path, is_preview).
+
+    Everything a person put there, except leadpipe's own folders and ignored names: entries
+    that are not regular files (folders, symlinks, FIFOs) are listed too, so that the intake
+    can show them as "ignored: not a regular file"; they are never opened.
+    """
+    out: list[tuple[Path, bool]] = []
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return out
+    for e in entries:
+        if is_ignored(e.name):
+            continue
+        if e.is_dir(follow_symlinks=False):
+            low = e.name.lower()
+            if low == PREVIEW:
+                out.extend(_list_preview(Path(e.path)))
+            elif low not in RESULT_FOLDERS:
+                out.append((Path(e.path), False))  # never opened: listed as ignored
+            continue
+        # symlinks, FIFOs and the like are listed too: the intake shows them as ignored
+        out.append((Path(e.path), False))
+    return out
+
+
+def _list_preview(folder: Path) -> list[tuple[Path, bool]]:
+    try:
+        names = {e.name: e for e in os.scandir(folder)}
+    except OSError:
+        return []
+    out = []
+    for name, e in names.items():
+        if is_ignored(name) or name.lower().endswith(OUTPUT_SUFFIXES):
+            continue
+        if e.is_dir(follow_symlinks=False):
+            continue
+        stem = name.rsplit(".", 1)[0]
+        done = any(f"{n}{s}" in names for n in (name, stem) for s in (".receipt.txt", ".error.txt"))
+        if not done:
+            out.append((Path(e.path), True))
+    return out
+
+
+def claim_name(seq: str, digest: str, preview: bool) -> str:
+    """The work-folder name of a claim: ``<seq>-<sha16>[-preview]`` (seq sorts by claim time)."""
+    return f"{seq}-{digest[:16]}" + ("-preview" if preview else "")
+
+
+def parse_claim(name: str) -> tuple[str, str, bool]:
+    """``(stamp, sha256 prefix, preview)`` of a claim folder name (stamp "" if unreadable)."""
+    parts = name.split("-")
+    stamp = f"{parts[0][:8]}-{parts[0][8:14]}" if len(parts[0]) >= 14 else ""
+    return stamp, parts[1] if len(parts) > 1 else "", name.endswith("-preview")
+
+
+def unknown_folder_text(folder: str, file: str, known: Iterable[str]) -> str:
+    """The explanation for a file dropped into a folder that is no reachable campaign."""
+    names = ", ".join(sorted(known)) or "none"
+    return (
+        f"The folder '{folder}' is not a campaign this account can reach, so "
+        f"'{file}' was not uploaded.\n\nCampaigns this account can reach: {names}.\n\n"
+        "What to do: drop the file into the folder named after its campaign code, or ask an "
+        "administrator to give the API account access to the campaign's project.\n"
+    )
+
+
+def error_text(job: Job, message: str) -> str:
+    """The ``.error.txt`` beside a file that went to ``failed/``."""
+    return (
+        f"leadpipe could not process '{job.name}' for campaign {job.campaign}.\n\n"
+        f"{message.strip()}\n\n"
+        "Nothing from this file was uploaded. Fix the file and drop it into the campaign folder "
+        "again.\n"
+    )
+
+
+def finished_json(f: Finished) -> dict[str, Any]:
+    """One recent-files entry as JSON (status page, ``leadpipe status``)."""
+    return {
+        "campaign": f.campaign,
+        "name": f.name,
+        "preview": f.preview,
+        "outcome": f.kind,
+        "at": f.at.isoformat(timespec="seconds"),
+        "final": str(f.final) if f.final else None,
+        "receipt": str(f.receipt) if f.receipt else None,
+        "rejects": [str(p) for p in f.rejects],
+        "error": str(f.error) if f.error else None,
+        "message": f.message,
+        "counts": f.counts,
+        "seconds": round(f.seconds, 3),
+    }
+
+
+def clear_empty_work(inbox: Path) -> None:
+    """Remove empty claim folders (tidy-up; claims with a file inside are never touched)."""
+    work = inbox / WORK_DIR_NAME / "work"
+    for d in sorted(work.glob("*/*"), reverse=True):
+        with contextlib.suppress(OSError):
+            d.rmdir()

@@ -1,0 +1,1 @@
+"""Scheduled exports: saved searches -> windows -> files in outbox/, with job state."""

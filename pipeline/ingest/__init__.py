@@ -1,0 +1,1 @@
+"""One file, end to end: read -> map -> validate -> deliver -> report (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""What a person reads afterwards: the receipt and the reject files."""

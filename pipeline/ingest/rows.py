@@ -1,0 +1,114 @@
+"""Per chunk, between validation and delivery: upload rows, API refusals, reject rows.
+
+Used by :func:`pipeline.ingest.run.ingest_file` for each validated chunk: the valid rows become
+:class:`~pipeline.ingest.deliver.upload.UploadRow` records (field data without empty values, with
+the ledger's
+fingerprint), rows HeroBase refused become reject problems on the columns the person sees, and
+the chunk's rejected rows go to the reject writer in row order with their original cells.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pipeline.crashpoints import crash_point
+from pipeline.ingest.deliver.upload import UploadRow
+from pipeline.ingest.matching import arrow_strings
+from pipeline.ingest.report.rejects import RejectWriter
+from pipeline.ingest.validate.checks import RowProblem
+from pipeline.ledger import FileKey, Ledger, RowState
+from pipeline.ledger.fingerprint import fingerprints
+
+
+def valid_fingerprints(valid: Any, campaign: str) -> list[str]:
+    """The ledger fingerprint of each valid row (computed column-wise)."""
+    fields = [c for c in valid.columns if c != "_row"]
+    return fingerprints(campaign, {f: arrow_strings(valid[f]) for f in fields})
+
+
+def upload_rows(valid: Any, campaign: str) -> list[UploadRow]:
+    """Valid rows as field data (empty values are not sent) with their fingerprints."""
+    fields = [c for c in valid.columns if c != "_row"]
+    columns = [valid[f].tolist() for f in fields]  # whole columns: far faster than itertuples
+    prints = valid_fingerprints(valid, campaign)
+    out: list[UploadRow] = []
+    for row, values, print_ in zip(
+        valid["_row"].tolist(), zip(*columns, strict=True), prints, strict=True
+    ):
+        data = {f: t for f, v in zip(fields, values, strict=True) if (t := _text(v))}
+        out.append(UploadRow(int(row), data, print_))
+    return out
+
+
+def _text(value: Any) -> str:
+    """A cell as text: missing values (None, NaN, NA) as empty."""
+    if value is None:
+        return ""
+    try:
+        if value != value:  # NaN / NA
+            return ""
+    except (TypeError, ValueError):
+        return ""
+    return str(value)
+
+
+def api_refusals(
+    ledger: Ledger, key: FileKey, rows: Sequence[UploadRow], header_of: Mapping[str, str]
+) -> dict[int, list[RowProblem]]:
+    """API refusals of this chunk's rows, as reject problems on the original columns."""
+    wanted = {r.row: r for r in rows}
+    out: dict[int, list[RowProblem]] = {}
+    for rec in ledger.rows(key, [RowState.REFUSED]):
+        if rec.row not in wanted:
+            continue
+        data = wanted[rec.row].data
+        problems = []
+        for d in rec.details:
+            name = d.get("field", "")
+            header = header_of.get(name, name)
+            why = (d.get("message") or d.get("code") or "invalid").rstrip(".")
+            problems.append(
+                RowProblem(
+                    rec.row,
+                    header,
+                    data.get(name, ""),
+                    "api",
+                    f"Row {rec.row}, column '{header}': refused by HeroBase: {why}. "
+                    "Fix the value and drop the file again.",
+                )
+            )
+        if not problems:
+            why = (rec.reason or "invalid").rstrip(".")
+            text = (
+                f"Row {rec.row}: refused by HeroBase: {why}. Fix the row and drop the file again."
+            )
+            problems.append(RowProblem(rec.row, "", "", "api", text))
+        out[rec.row] = problems
+    return out
+
+
+def add_rejects(
+    writer: RejectWriter,
+    chunk: Any,
+    headers: Sequence[str],
+    problems: Sequence[RowProblem],
+    refusals: Mapping[int, list[RowProblem]],
+) -> None:
+    """Add this chunk's rejected rows (original cells) with their problems, in row order."""
+    by_row: dict[int, list[RowProblem]] = {}
+    for p in problems:
+        by_row.setdefault(p.row, []).append(p)
+    for row, ps in refusals.items():
+        by_row.setdefault(row, []).extend(ps)
+    if not by_row:
+        return
+    cols = list(headers)
+    picked = chunk.loc[chunk["_row"].isin(list(by_row)), [*cols, "_row"]]
+    cells = {
+        int(rec[-1]): [_text(v) for v in rec[:-1]]
+        for rec in picked.itertuples(index=False, name=None)
+    }
+    for row in sorted(by_row):
+        writer.add(row, cells[row], by_row[row])
+        crash_point("rejects")

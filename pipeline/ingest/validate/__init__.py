@@ -1,0 +1,1 @@
+"""Validation of mapped rows: field checks, Excel damage, repeated rows."""

@@ -1,0 +1,376 @@
+"""Validation: mapped rows -> valid rows + :class:`RowProblem` records (bad data is a value).
+
+Values are stripped of surrounding whitespace before they are checked and sent (the reject files
+keep what the person typed). The pandera schema (built in :mod:`pipeline.ingest.fields`) checks
+required fields and whole-value regexes lazily; :mod:`pipeline.ingest.validate.excel_damage`
+then recognises values Excel damaged, whose message replaces the regex one. A row identical (in
+every mapped field) to an earlier row of the file is a duplicate: listed in
+``ChunkResult.duplicates``, neither sent nor rejected. Row numbers are the ones the spreadsheet
+shows.
+
+:meth:`Validator.validate_all` pipelines a file's chunks: everything a chunk needs alone (values,
+pandera checks, problems, fingerprints) runs one chunk ahead in a helper thread; only the
+duplicate index, which needs the file's order, runs in the caller's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.ingest.fields import RULE_PATTERN, RULE_REQUIRED, CampaignSchema, RowChecks
+from pipeline.ingest.map import ColumnMapping
+from pipeline.ingest.matching import arrow_strings
+from pipeline.ingest.validate.excel_damage import find_damage
+from pipeline.ingest.validate.seen import SeenRows, row_fingerprints
+from pipeline.prefetch import read_ahead
+
+RULE_DUPLICATE = "duplicate"
+_NONE = np.zeros(0, dtype=np.int64)
+RULE_MALFORMED = "malformed"
+_FIX = "Fix the value and drop the file again."
+_META = set(".^$*+?{}[]()|\\")
+
+
+def dropdown_choices(regex: str) -> list[str] | None:
+    """The allowed values of a dropdown regex like ``^(SMB|Enterprise)$``; None if not that shape.
+
+    Lets a message list the choices instead of showing a regex to an ops person.
+    """
+    body = regex
+    for head, tail in (("^(?:", ")$"), ("^(", ")$")):
+        if body.startswith(head) and body.endswith(tail):
+            body = body[len(head) : -len(tail)]
+            break
+    else:
+        return None
+    choices: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for ch in body:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "|":
+            choices.append("".join(current))
+            current = []
+        elif ch in _META:
+            return None
+        else:
+            current.append(ch)
+    if escaped:
+        return None
+    choices.append("".join(current))
+    return choices if all(choices) else None
+
+
+_FIX_ROW = "Fix the row and drop the file again."
+
+
+class RowProblem(NamedTuple):
+    """One problem: the sheet's row number, the header the person sees, the value, the rule.
+
+    A named tuple: a big file with many mistakes makes tens of thousands of them.
+    """
+
+    row: int
+    column: str
+    value: str
+    rule: str
+    message: str
+
+
+@dataclass
+class ChunkResult:
+    """A validated chunk: rows to send, rows to reject (original columns) and why."""
+
+    valid: pd.DataFrame
+    rejected: pd.DataFrame
+    problems: list[RowProblem]
+    duplicates: list[RowProblem] = field(default_factory=list)
+
+
+@dataclass
+class _Checked:
+    """A chunk after the checks that need no other chunk (see :meth:`Validator.validate_all`)."""
+
+    rows: np.ndarray
+    values: pa.Table | None  # the mapped fields, stripped
+    hashes: np.ndarray | None  # a fingerprint per row
+    bad: np.ndarray
+    rejected: pd.DataFrame
+    problems: list[RowProblem]
+
+
+class Validator:
+    """Validates chunks of one file against a campaign schema; remembers rows across chunks.
+
+    One file at a time: a validator is not meant to be shared between threads.
+    """
+
+    def __init__(
+        self, schema: CampaignSchema, mapping: ColumnMapping, *, tmp_dir: Path | None = None
+    ) -> None:
+        self.schema = schema
+        self.mapping = mapping
+        self._checks = RowChecks(schema.fields)
+        self._specs = {f.name: f for f in schema.fields}
+        self._seen = SeenRows(tmp_dir)
+        self.duplicates = 0
+
+    def close(self) -> None:
+        """Free the duplicate index (also done when the validator is garbage-collected)."""
+        self._seen.close()
+
+    def __enter__(self) -> Validator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def validate(self, chunk: pd.DataFrame) -> ChunkResult:
+        """Check one chunk of :meth:`pipeline.ingest.read.table.Table.chunks` (in file order)."""
+        return self._finish(self._check(chunk))
+
+    def validate_all(
+        self, chunks: Iterable[pd.DataFrame]
+    ) -> Generator[tuple[pd.DataFrame, ChunkResult], None, None]:
+        """(chunk, result) for each chunk, in order; the next chunk is checked meanwhile.
+
+        The checks of the next chunk (regexes, fingerprints: mostly code that releases the GIL)
+        run in a helper thread while the caller uses this chunk's result; only the duplicate
+        index, which needs the file's order, is kept here. At most one checked chunk waits.
+        Closing the generator stops the helper (and closes ``chunks``).
+        """
+
+        def checked() -> Iterator[tuple[pd.DataFrame, _Checked]]:
+            source = iter(chunks)
+            try:
+                for chunk in source:
+                    yield chunk, self._check(chunk)
+            finally:
+                close = getattr(source, "close", None)
+                if close is not None:
+                    close()
+
+        for chunk, done in read_ahead(checked):
+            yield chunk, self._finish(done)
+
+    def _check(self, chunk: pd.DataFrame) -> _Checked:
+        """Everything that does not depend on earlier chunks: values, checks, problems."""
+        chunk = chunk.reset_index(drop=True)
+        rows = chunk["_row"].to_numpy(dtype=np.int64)
+        header_for = self.mapping.header_for
+        stripped = {f: strip_values(arrow_strings(chunk[h])) for f, h in header_for.items()}
+        fields = pd.DataFrame(
+            {f: pd.Series(a, dtype="str") for f, a in stripped.items()}, index=chunk.index
+        )
+        twin = pl.DataFrame([pl.Series(f, a) for f, a in stripped.items()])
+        failed = self._checks.failures(fields, twin)
+        column_at = {h: n for n, h in enumerate(chunk.columns)}
+        at: list[np.ndarray] = []  # per group of problems: their positions in the chunk,
+        column: list[int] = []  # the sheet column they are in,
+        problems: list[RowProblem] = []  # and the problems themselves, in the same order
+        for name, header in header_for.items():
+            for idx, found in self._column_problems(chunk, stripped, rows, name, header, failed):
+                at.append(idx)
+                column.append(column_at[header])
+                problems += found
+        for row, message in chunk.attrs.get("malformed", {}).items():
+            at.append(np.flatnonzero(rows == row)[:1])
+            column.append(-1)
+            text = f"Row {row}: {message}. {_FIX_ROW}"
+            problems.append(RowProblem(int(row), "", "", RULE_MALFORMED, text))
+        positions = np.concatenate(at) if at else _NONE
+        columns = np.repeat(column, [len(a) for a in at]) if at else _NONE
+        order = np.lexsort((columns, positions))  # row order, then the sheet's column order
+        bad = np.zeros(len(chunk), dtype=bool)
+        bad[positions] = True
+        chunk.attrs = {}  # (the date/malformed marks are used; filtering would copy them)
+        return _Checked(
+            rows=rows,
+            values=pa.table(stripped) if stripped else None,
+            hashes=row_fingerprints(twin) if stripped else None,
+            bad=bad,
+            rejected=chunk[bad].reset_index(drop=True),
+            problems=[problems[k] for k in order.tolist()],
+        )
+
+    def _finish(self, checked: _Checked) -> ChunkResult:
+        """The part that needs the chunks in order: duplicates of earlier rows."""
+        rows, bad = checked.rows, checked.bad
+        dups = self._duplicates(checked.hashes, rows, bad)
+        ok = ~bad
+        ok[[i for i, _p in dups]] = False
+        if checked.values is not None:
+            valid = checked.values.filter(pa.array(ok)).to_pandas()
+        else:
+            valid = pd.DataFrame(index=pd.RangeIndex(int(ok.sum())))
+        valid["_row"] = rows[ok]
+        return ChunkResult(
+            valid=valid,
+            rejected=checked.rejected,
+            problems=checked.problems,
+            duplicates=[p for _i, p in dups],
+        )
+
+    def _column_problems(
+        self,
+        chunk: pd.DataFrame,
+        stripped: Mapping[str, pa.Array | pa.ChunkedArray],
+        rows: np.ndarray,
+        name: str,
+        header: str,
+        failed: Mapping[tuple[str, str], np.ndarray],
+    ) -> list[tuple[np.ndarray, list[RowProblem]]]:
+        """One column's problems as (positions, problems) groups; Excel damage first (its
+        message replaces the regex one). A problem keeps the value as the person typed it;
+        its message shows it stripped.
+        """
+        required = failed.get((name, RULE_REQUIRED), _NONE)
+        pattern = failed.get((name, RULE_PATTERN), _NONE)
+        cells = chunk.attrs.get("date_cells", {}).get(header)
+        if len(required) == 0 and len(pattern) == 0 and cells is None:
+            return []
+        values, typed = stripped[name], arrow_strings(chunk[header])
+        damage = find_damage(self._specs[name], values, pattern, cells)
+        at = np.fromiter(damage, dtype=np.int64, count=len(damage))
+        groups = [
+            (
+                at,
+                [
+                    RowProblem(
+                        row, header, value, "excel_damage", f"Row {row}, column '{header}': "
+                        f"'{shown}' {damage[i]}"
+                    )
+                    for i, row, shown, value in zip(
+                        at.tolist(), rows[at].tolist(), _texts(values, at), _texts(typed, at),
+                        strict=True,
+                    )
+                ],
+            )
+        ]  # fmt: skip
+        for check, idx in ((RULE_REQUIRED, required), (RULE_PATTERN, pattern)):
+            if damage:
+                idx = idx[~np.isin(idx, at)]
+            if len(idx) == 0:
+                continue
+            wording = self._wording(name, header, check)
+            groups.append(
+                (
+                    idx,
+                    [
+                        RowProblem(row, header, value, check, wording(row, shown))
+                        for row, shown, value in zip(
+                            rows[idx].tolist(), _texts(values, idx), _texts(typed, idx),
+                            strict=True,
+                        )
+                    ],
+                )
+            )  # fmt: skip
+        return groups
+
+    def _wording(self, name: str, header: str, check: str) -> Callable[[int, str], str]:
+        """The message for a value failing ``check`` in column ``header``: (row, stripped value)
+        -> text."""
+        spec = self._specs[name]
+        where = f", column '{header}'"
+        if check == RULE_REQUIRED:
+            tail = (
+                f"{where}: the value is empty, but field {name} is required. "
+                "Fill it in and drop the file again."
+            )
+            return lambda row, _value: f"Row {row}{tail}"
+        head = f"{where}: '"
+        choices = dropdown_choices(spec.regex) if spec.type == "dropdown" else None
+        if choices:
+            listed = ", ".join(choices)
+            tail = f"' is not one of the choices for field {name} ({listed}). {_FIX}"
+            return lambda row, value: f"Row {row}{head}{value}{tail}"
+        kind = spec.type if spec.type not in ("varchar", "text", "unknown") else "value"
+        tail = f"' is not a valid {kind} (field {name} must match {spec.regex}). {_FIX}"
+        return lambda row, value: f"Row {row}{head}{value}{tail}"
+
+    def _duplicates(
+        self, hashes: np.ndarray | None, rows: np.ndarray, bad: np.ndarray
+    ) -> list[tuple[int, RowProblem]]:
+        if hashes is None or len(rows) == 0:
+            return []
+        earlier = self._seen.lookup(hashes)
+        in_chunk = pd.Series(hashes).duplicated().to_numpy()
+        new = ~in_chunk & (earlier == 0)
+        self._seen.add(hashes[new], rows[new])
+        out: list[tuple[int, RowProblem]] = []
+        repeat = np.flatnonzero(~new & ~bad)
+        if len(repeat):
+            firsts = pd.Series(rows[~in_chunk], index=hashes[~in_chunk])
+            first_row = firsts.reindex(pd.Index(hashes[repeat])).to_numpy()
+            for n, i in enumerate(repeat.tolist()):
+                orig = int(earlier[i]) or int(first_row[n])
+                row = int(rows[i])
+                msg = (
+                    f"Row {row} repeats row {orig} (the same values in every field); it is "
+                    "not sent twice. Nothing to do, unless it should differ."
+                )
+                out.append((i, RowProblem(row, "", "", RULE_DUPLICATE, msg)))
+        self.duplicates += len(out)
+        return out
+
+
+def _texts(values: pa.Array | pa.ChunkedArray, at: np.ndarray) -> list[str]:
+    """The values at positions ``at`` as Python strings (a missing value as empty)."""
+    if len(at) == 0:
+        return []
+    return pc.fill_null(values.take(pa.array(at, type=pa.int64())), "").to_pylist()  # type: ignore[no-any-return]
+
+
+#: Per value: its first / last byte may start / end a character Arrow trims as whitespace
+#: (ASCII controls and space; U+0085, U+00A0, U+1680, U+2000-U+205F, U+3000 in UTF-8).
+_EDGE_FIRST = np.zeros(256, dtype=bool)
+_EDGE_FIRST[:0x21] = True
+_EDGE_FIRST[[0xC2, 0xE1, 0xE2, 0xE3]] = True
+_EDGE_LAST = np.zeros(256, dtype=bool)
+_EDGE_LAST[:0x21] = True
+_EDGE_LAST[0x80:0xC0] = True  # the last byte of any multi-byte character
+
+
+def strip_values(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Values without surrounding whitespace (``pc.utf8_trim_whitespace``, as pandas' strip).
+
+    Trimming copies the column, so it is done only when some value's first or last byte could
+    belong to a whitespace character (a look at two bytes per value).
+    """
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    if any(_may_need_trim(c) for c in chunks):
+        return pc.utf8_trim_whitespace(values)
+    return values
+
+
+def _may_need_trim(arr: pa.Array) -> bool:
+    if len(arr) == 0:
+        return False
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return True
+    _validity, offsets_buf, data_buf = arr.buffers()
+    if data_buf is None or data_buf.size == 0:
+        return False
+    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    everyone: np.ndarray[Any, np.dtype[np.signedinteger[Any]]] = np.frombuffer(
+        offsets_buf, dtype=width
+    )
+    offsets = everyone[arr.offset : arr.offset + len(arr) + 1]
+    data = np.frombuffer(data_buf, dtype=np.uint8)
+    # an empty value looks at its neighbours' bytes: at worst a needless trim
+    if _EDGE_FIRST.take(data.take(offsets[:-1], mode="clip")).any():
+        return True
+    return bool(_EDGE_LAST.take(data.take(offsets[1:] - 1, mode="clip")).any())

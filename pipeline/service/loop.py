@@ -1,0 +1,472 @@
+"""The running service: intake workers, the sweep loop, exports, the status page and file.
+
+:func:`pipeline.service.run.run_service` wires the API, the ledger and the processor, then runs a
+:class:`_Service` until ``stop`` is set (or, with ``once``, until nothing is waiting).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pipeline.clock import Clock
+from pipeline.config import Settings
+from pipeline.dropfolder.intake import Finished, Intake, Job, Outcome, Processor, clear_empty_work
+from pipeline.dropfolder.watch import Watcher
+from pipeline.errors import LeadpipeError, StateError
+from pipeline.export.scheduler import ExportScheduler
+from pipeline.files import PRIVATE_FILE_MODE, atomic_write_text
+from pipeline.ingest.deliver.verify import Verification, Verifier, summarise
+from pipeline.service.health import Heartbeats, WorkerState, assess
+from pipeline.service.instance import STATUS_FILE
+from pipeline.service.metrics import Metrics
+from pipeline.service.status import StatusServer
+
+log = logging.getLogger("leadpipe.service")
+
+#: Exit within 10 s of a stop: workers get this long to record their in-flight rows.
+STOP_GRACE = 8.0
+#: The heartbeat name of the service loop.
+LOOP = "leadpipe-loop"
+#: Events come in bursts (our own renames too): sweep at most this often on their account.
+HINT_GAP = 0.2
+
+
+@dataclass
+class ServiceInfo:
+    """Where things are, once the service is ready (the CLI prints it)."""
+
+    inbox: Path
+    status_url: str | None
+    api_url: str
+    embedded: bool
+    campaign_folders: list[Path] = field(default_factory=list)
+    polling: bool = False
+    snapshot: Callable[[], dict[str, Any]] | None = None  #: live status (tests, benchmarks)
+    outbox: Path | None = None
+    exports: list[str] = field(default_factory=list)  #: names of the scheduled export jobs
+
+
+@dataclass
+class ServiceResult:
+    """How a run ended."""
+
+    processed: int
+    failed: int
+    waiting: int  #: files left in the inbox because the API is down
+    waiting_reason: str = ""
+
+
+@dataclass
+class _Api:
+    client: Any
+    url: str
+    embedded: bool
+
+
+def _export_scheduler(settings: Settings, client: Any, clock: Clock) -> ExportScheduler | None:
+    """The export scheduler, when export jobs are configured."""
+    if not settings.exports:
+        return None
+    return ExportScheduler(settings, client, clock=clock)
+
+
+class _StatusFile:
+    """``<state>/status.json``, rewritten atomically when facts change (``leadpipe status``).
+
+    It names the files and their problems: 0600 (its temp folder 0700), whatever the umask.
+    """
+
+    def __init__(self, state_dir: Path, clock: Clock) -> None:
+        self.path = state_dir / STATUS_FILE
+        self.tmp = state_dir / "tmp"
+        self.clock = clock
+        self._last = ""
+        self._at = 0.0
+
+    def write(self, snap: dict[str, Any], *, force: bool = False) -> None:
+        """Write at most once a second, and only when something besides the time changed
+        (or a minute passed: a heartbeat for ``leadpipe status``)."""
+        facts = json.dumps(
+            {k: v for k, v in snap.items() if k not in ("at", "retry_in")}, default=str
+        )
+        now = self.clock.monotonic()
+        if not force and (now - self._at < 1.0 or (facts == self._last and now - self._at < 60)):
+            return
+        try:
+            atomic_write_text(
+                self.path,
+                json.dumps(snap, indent=2, default=str),
+                tmp_dir=self.tmp,
+                mode=PRIVATE_FILE_MODE,
+            )
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.path, exc)
+            return
+        self._last, self._at = facts, now
+
+
+def _earlier_recent(state_dir: Path) -> list[dict[str, Any]]:
+    """The recent-files list of the previous run (from its status file), if readable."""
+    try:
+        data = json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
+        recent = data.get("recent", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [r for r in recent if isinstance(r, dict)] if isinstance(recent, list) else []
+
+
+class _Service:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        once: bool,
+        stop: threading.Event,
+        clock: Clock,
+        processor: Processor,
+        campaigns: Callable[[], list[str]],
+        probe: Callable[[], object] | None,
+        metrics: Metrics,
+        api: _Api | None,
+        on_ready: Callable[[ServiceInfo], None] | None,
+        status_page: bool,
+        inbox: Path,
+        beats: Heartbeats | None = None,
+        verifier: Verifier | None = None,
+    ) -> None:
+        self.settings = settings
+        self.beats = beats or Heartbeats(clock)
+        #: checks HeroBase for a done file's leads some minutes later (None: not wired)
+        self.verifier = verifier
+        self._verify_due: list[tuple[float, Path]] = []
+        self._verify_thread: threading.Thread | None = None
+        self.verified: deque[Verification] = deque(maxlen=50)
+        self.workers: list[threading.Thread] = []
+        self.once = once
+        self.stop = stop
+        self.clock = clock
+        self.metrics = metrics
+        self.api = api
+        self.on_ready = on_ready
+        self.status_page = status_page
+        self.inbox = inbox
+        self.hint = threading.Event()
+        self.fatal: LeadpipeError | None = None
+        self.intake = Intake(
+            inbox,
+            self._guard(processor),
+            campaigns=campaigns,
+            settle_seconds=settings.intake.settle_seconds,
+            clock=clock,
+            trust_ctime=not settings.intake.polling,
+            probe=probe,
+            on_finished=self._finished,
+            on_claimed=lambda job, delay: metrics.pickup_seconds.observe(delay),
+            timezone=settings.timezone,
+        )
+        self.exports: ExportScheduler | None = None
+        self.export_snapshot: list[dict[str, Any]] = []
+        self._export_thread: threading.Thread | None = None
+        self._next_export: datetime | None = None
+        self.status_file = _StatusFile(settings.paths.state, clock)
+        self.earlier = _earlier_recent(settings.paths.state)
+        self.watcher = Watcher(inbox, self.hint, polling=settings.intake.polling)
+
+    def _guard(self, processor: Processor) -> Processor:
+        """Turn a StateError (ledger unusable, folder unwritable) into a stop of the service."""
+
+        def guarded(job: Job) -> Outcome:
+            try:
+                return processor(job)
+            except StateError as exc:
+                log.error("stopping: %s", exc)
+                self.fatal = exc
+                self.stop.set()
+                return Outcome("interrupted", message=str(exc))
+
+        return guarded
+
+    def _finished(self, done: Finished) -> None:
+        delay = self.settings.intake.verify_after_minutes * 60
+        sent = done.counts.get("accepted", 0) + done.counts.get("uncertain", 0)
+        if (
+            self.verifier is not None
+            and delay > 0
+            and done.kind == "processed"
+            and not done.preview
+            and sent > 0
+            and done.final is not None
+        ):
+            self._verify_due.append((self.clock.monotonic() + delay, done.final))
+        self._count_finished(done)
+
+    def _count_finished(self, done: Finished) -> None:
+        outcome: str = done.kind
+        if done.kind == "processed":
+            if done.preview:
+                outcome = "previewed"
+            elif done.rejects:
+                outcome = "processed_with_rejects"
+        # a preview uploads nothing: its rows are not counted as delivered
+        self.metrics.file_finished(outcome, {} if done.preview else done.counts, done.seconds)
+        log.info(
+            "%s: %s -> %s%s",
+            done.campaign,
+            done.name,
+            done.kind,
+            f" ({done.message})" if done.message and done.kind != "processed" else "",
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        snap = self.intake.snapshot()
+        snap["api"] = {
+            "url": self.api.url if self.api else "",
+            "embedded": bool(self.api and self.api.embedded),
+        }
+        snap["recent"] = (snap["recent"] + self.earlier)[:100]  # the list survives restarts
+        snap["watch"] = self.watcher.mode
+        snap["exports"] = self.export_snapshot
+        snap["verified"] = summarise(list(self.verified))
+        snap["health"] = {"problems": self.health()}
+        snap["at"] = self.clock.now().isoformat(timespec="seconds")
+        snap["pid"] = os.getpid()
+        return snap
+
+    def health(self) -> list[str]:
+        """What keeps the service from doing its work, in plain words (empty: healthy)."""
+        if self.stop.is_set() or not self.workers:
+            return []  # stopping, or not started yet
+        # an idle worker beats four times a second: a quiet one is busy with a file
+        states = [
+            WorkerState(t.name, t.is_alive(), (quiet := self.beats.quiet_for(t.name)) > 1.0, quiet)
+            for t in self.workers
+        ]
+        s = self.settings.intake
+        return assess(
+            states,
+            self.beats.quiet_for(LOOP),
+            loop_limit=max(60.0, 3 * s.sweep_seconds),
+            stuck_after=s.stuck_seconds,
+        )
+
+    def run(self) -> ServiceResult:
+        s = self.settings.intake
+        workers = self.workers
+        server: StatusServer | None = None
+        clear_empty_work(self.inbox)
+        try:
+            if self.api is not None and self.api.embedded:
+                self._prepare_demo_folders()
+            if self.api is not None:
+                self.exports = _export_scheduler(self.settings, self.api.client, self.clock)
+            if self.status_page:
+                server = StatusServer(
+                    self.settings.status.host,
+                    self.settings.status.port,
+                    self.snapshot,
+                    self.metrics,
+                    self.inbox,
+                    allowed_hosts=self.settings.status.allowed_hosts,
+                ).start()
+                self.metrics.follow(self.intake.snapshot)
+            self.watcher.start()
+            self.intake.sweep()  # start-up: files already there, claims to resume
+            self.watcher.ensure(self.inbox / f for f in self.intake.folders)
+            for i in range(max(1, self.settings.intake.campaign_parallelism)):
+                # daemon: a file still reading past the stop grace must not hold the exit (the
+                # ledger is consistent at every commit; the claim is resumed next time)
+                t = threading.Thread(target=self._work, name=f"leadpipe-intake-{i}", daemon=True)
+                t.start()
+                workers.append(t)
+            if self.on_ready is not None:
+                self.on_ready(
+                    ServiceInfo(
+                        inbox=self.inbox,
+                        status_url=server.url if server else None,
+                        api_url=self.api.url if self.api else "",
+                        embedded=bool(self.api and self.api.embedded),
+                        campaign_folders=sorted(
+                            self.inbox / f for f, c in self.intake.folders.items() if c
+                        ),
+                        polling=s.polling,
+                        snapshot=self.snapshot,
+                        outbox=self.settings.paths.outbox,
+                        exports=[j.name for j in self.settings.exports],
+                    )
+                )
+            self._loop()
+        finally:
+            self.stop.set()
+            self.intake.stop_taking()
+            deadline = self.clock.monotonic() + STOP_GRACE
+            for t in workers:
+                t.join(max(0.1, deadline - self.clock.monotonic()))
+            if any(t.is_alive() for t in workers):
+                log.warning("a file was still being read at the stop; it is resumed next time")
+            if self._export_thread is not None:
+                self._export_thread.join(max(0.1, deadline - self.clock.monotonic()))
+            self.watcher.stop()
+            if server is not None:
+                server.stop()
+            final = self.snapshot()
+            final["running"] = False
+            self.status_file.write(final, force=True)
+        if self.fatal is not None:
+            raise self.fatal
+        totals = self.intake.totals
+        if self.intake.waiting_for_api():
+            self.intake.sweep()  # count the files put back into the inbox
+        snap = self.intake.snapshot()
+        waiting = sum(
+            len(c.get("waiting", [])) + len(c.get("settling", []))
+            for c in snap["campaigns"].values()
+        )
+        return ServiceResult(
+            processed=totals.get("processed", 0),
+            failed=totals.get("failed", 0),
+            waiting=waiting if self.intake.waiting_for_api() else 0,
+            waiting_reason=self.intake.breaker.reason,
+        )
+
+    def _work(self) -> None:
+        while not self.stop.is_set():
+            self.beats.beat()
+            try:
+                taken = self.intake.take(timeout=0.25)
+                if taken is not None:
+                    self.beats.beat()
+                    self.intake.run(taken)
+            except Exception:  # a worker outlives whatever one file does
+                log.exception("unexpected error in an intake worker; it carries on")
+                self.stop.wait(1.0)
+
+    def _loop(self) -> None:
+        s = self.settings.intake
+        next_sweep = self.clock.monotonic() + s.sweep_seconds
+        last_sweep = 0.0
+        while not self.stop.is_set():
+            self.beats.beat(LOOP)
+            try:
+                now = self.clock.monotonic()
+                hinted = self.hint.is_set() and now - last_sweep >= HINT_GAP
+                if hinted or now >= next_sweep:
+                    self.hint.clear()
+                    last_sweep = now
+                    if now >= next_sweep:
+                        next_sweep = now + s.sweep_seconds
+                    self.intake.sweep()
+                    self.watcher.ensure(self.inbox / f for f in self.intake.folders)
+                deadline = self.intake.next_deadline()
+                if deadline is not None and now >= deadline:
+                    self.intake.check_settling()
+                    deadline = self.intake.next_deadline()
+                self._tick_exports()
+                self._tick_verify()
+                self.status_file.write(self.snapshot())
+                if self.once and self._once_done():
+                    return
+                soon = now + (HINT_GAP if self.hint.is_set() else 0.5)  # a hint: debouncing
+                wake = min(t for t in (next_sweep, deadline, soon) if t is not None)
+                pause = max(0.01, wake - self.clock.monotonic())
+            except StateError:
+                raise  # the state cannot be trusted: stop, loudly
+            except Exception:  # a share hiccup or a surprise: the loop goes on
+                log.exception("the service loop hit an error; it carries on")
+                pause = 1.0
+            # a pending hint would end hint.wait() at once: debounce on the stop event instead
+            (self.stop if self.hint.is_set() else self.hint).wait(pause)
+
+    def _once_done(self) -> bool:
+        if self._exports_busy():
+            return False
+        if self.intake.waiting_for_api():
+            return True
+        snap = self.intake.snapshot()
+        if not snap["inbox_ok"]:
+            return True
+        busy = snap["in_progress"] or snap["queue_depth"]
+        settling = any(
+            not item.get("problem")
+            for c in snap["campaigns"].values()
+            for item in c.get("settling", [])
+        )
+        return not busy and not settling
+
+    def _tick_exports(self) -> None:
+        """Run due exports in a thread: at start-up (catch-up) and at each next cron time."""
+        exports = self.exports
+        if exports is None:
+            return
+        if self._export_thread is not None and self._export_thread.is_alive():
+            return
+        now = self.clock.now()
+        try:
+            self.export_snapshot = [j.to_dict() for j in exports.status(now)]
+        except Exception as exc:  # the status of exports never stops intake
+            log.warning("export status unavailable: %s", exc)
+        if self._next_export is not None and now < self._next_export:
+            return
+        self._next_export = now + timedelta(days=3650)  # set properly when the run ends
+
+        def run() -> None:
+            try:
+                exports.run_due(self.clock.now())
+            except Exception:
+                log.exception("export run failed")
+            try:
+                nxt = exports.next_wakeup(self.clock.now())
+            except Exception:
+                nxt = None
+            self._next_export = nxt or self.clock.now() + timedelta(minutes=5)
+
+        self._export_thread = threading.Thread(target=run, name="leadpipe-exports", daemon=True)
+        self._export_thread.start()
+
+    def _tick_verify(self) -> None:
+        """Run the verification passes that are due, one at a time, in a thread."""
+        if self.verifier is None or not self._verify_due:
+            return
+        if self._verify_thread is not None and self._verify_thread.is_alive():
+            return
+        now = self.clock.monotonic()
+        due = [d for d in self._verify_due if d[0] <= now]
+        if not due:
+            return
+        item = min(due)
+        self._verify_due.remove(item)
+        verifier = self.verifier
+
+        def run() -> None:
+            try:
+                result = verifier(item[1])
+            except Exception as exc:  # a verification never stops intake
+                log.warning("could not verify %s: %s", item[1].name, exc)
+                return
+            self.verified.appendleft(result)
+            if result.duplicates or result.blind:
+                log.warning("%s: %s", item[1].name, result.message)
+
+        self._verify_thread = threading.Thread(target=run, name="leadpipe-verify", daemon=True)
+        self._verify_thread.start()
+
+    def _exports_busy(self) -> bool:
+        return self._export_thread is not None and self._export_thread.is_alive()
+
+    def _prepare_demo_folders(self) -> None:
+        assert self.api is not None
+        try:
+            codes = [c.code for c in self.api.client.campaigns()]
+        except LeadpipeError as exc:
+            log.warning("cannot list the demo campaigns: %s", exc)
+            return
+        for code in codes:
+            (self.inbox / code).mkdir(parents=True, exist_ok=True)

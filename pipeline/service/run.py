@@ -1,0 +1,147 @@
+"""``leadpipe run``: the drop-folder intake, the export schedules and the status page.
+
+:func:`run_service` is the one library call behind ``leadpipe run``. It holds an OS lock on
+the state folder (one instance per state folder), sweeps the inbox at start-up and every
+``intake.sweep_seconds`` (file-system events only wake it early), processes files with
+``campaign_parallelism`` workers, runs due exports, and serves the status page. Setting
+``stop`` (the CLI does on SIGTERM/SIGINT) stops taking files; in-flight uploads halt after the
+rows already sent are recorded; the claimed files stay in the work folder and are resumed at
+the next start.
+
+With no API URL configured it starts the demo sandbox in-process, simulates call outcomes, and
+creates ``inbox/<code>/`` for each demo campaign. This module wires the API, the ledger and
+the processor; the running loop itself is :mod:`pipeline.service.loop`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline.api.connect import open_client
+from pipeline.api.transport import make_session
+from pipeline.clock import Clock, SystemClock
+from pipeline.config import Settings
+from pipeline.dropfolder.intake import Processor
+from pipeline.dropfolder.processing import IngestProcessor
+from pipeline.export.scheduler import demo_exports
+from pipeline.ingest.deliver.verify import Verification, Verifier
+from pipeline.service.health import Heartbeats
+from pipeline.service.instance import InstanceLock, read_status, service_running
+from pipeline.service.loop import ServiceInfo, ServiceResult, _Api, _Service
+from pipeline.service.metrics import Metrics
+
+
+@contextlib.contextmanager
+def _open_api(settings: Settings, metrics: Metrics, clock: Clock | None) -> Iterator[_Api]:
+    """The client (the embedded sandbox when no URL is set), its calls counted in ``metrics``."""
+    session = make_session(settings.api)
+    session.hooks["response"].append(metrics.api_response)
+    embedded = settings.api.embedded
+    if embedded:
+        settings.paths.state.mkdir(parents=True, exist_ok=True)
+    try:
+        with open_client(
+            settings,
+            clock=clock,
+            session=session,
+            sandbox_db=settings.paths.state / "sandbox.sqlite" if embedded else None,
+            simulate_every=settings.sandbox.simulate_every if embedded else None,
+        ) as client:
+            yield _Api(client, client.url, embedded)
+    finally:
+        session.close()
+
+
+def run_service(
+    settings: Settings,
+    *,
+    once: bool = False,
+    stop: threading.Event | None = None,
+    clock: Clock | None = None,
+    processor: Processor | None = None,
+    campaigns: Callable[[], list[str]] | None = None,
+    on_ready: Callable[[ServiceInfo], None] | None = None,
+    status_page: bool | None = None,
+) -> ServiceResult:
+    """Run the service until ``stop`` is set (or, with ``once``, until nothing is waiting).
+
+    ``processor`` and ``campaigns`` replace the ingest/API wiring (tests, benchmarks); without
+    them the API (or the embedded sandbox) and the ledger are opened here. Raises
+    :class:`StateError` when another instance holds the state folder or state is unusable.
+    """
+    stop = stop or threading.Event()
+    clock = clock or SystemClock()
+    settings = demo_exports(settings, clock)
+    state_dir = settings.paths.state
+    inbox = settings.paths.inbox
+    lock = InstanceLock(state_dir).acquire()
+    try:
+        metrics = Metrics()
+        beats = Heartbeats(clock)
+        with contextlib.ExitStack() as stack:
+            api: _Api | None = None
+            ledger: Any = None
+            verifier: Verifier | None = None
+            if processor is None or campaigns is None:
+                api = stack.enter_context(_open_api(settings, metrics, clock))
+            if processor is None:
+                from pipeline.ledger import open_ledger
+
+                assert api is not None
+                ledger = open_ledger(state_dir)
+                stack.callback(ledger.close)
+                processor = IngestProcessor(
+                    settings, api.client, ledger, stop=stop, clock=clock, beats=beats
+                )
+                verifier = _verifier(settings, api.client, ledger)
+            if campaigns is None:
+                assert api is not None
+                client = api.client
+
+                def campaigns() -> list[str]:
+                    return [c.code for c in client.campaigns()]
+
+            probe = (lambda: api.client.limits()) if api is not None else None
+            return _Service(
+                settings,
+                once=once,
+                stop=stop,
+                clock=clock,
+                processor=processor,
+                campaigns=campaigns,
+                probe=probe,
+                metrics=metrics,
+                api=api,
+                on_ready=on_ready,
+                status_page=settings.status.enabled if status_page is None else status_page,
+                inbox=inbox,
+                beats=beats,
+                verifier=verifier,
+            ).run()
+    finally:
+        lock.release()
+
+
+def _verifier(settings: Settings, client: Any, ledger: Any) -> Verifier:
+    def verify(path: Path) -> Verification:
+        from pipeline.ingest.deliver.verify import verify_file
+
+        return verify_file(path, settings, client=client, ledger=ledger)
+
+    return verify
+
+
+__all__ = [
+    "IngestProcessor",
+    "InstanceLock",
+    "ServiceInfo",
+    "ServiceResult",
+    "demo_exports",
+    "read_status",
+    "run_service",
+    "service_running",
+]
