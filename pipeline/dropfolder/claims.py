@@ -18,10 +18,10 @@ from pathlib import Path
 from pipeline.dropfolder.identity import FileIdentity
 from pipeline.dropfolder.layout import (
     CLAIM_RECORD,
+    DropFolder,
     Finished,
     Job,
     Outcome,
-    claim_name,
     error_text,
     safe_name,
 )
@@ -50,8 +50,8 @@ class Claims(Settling):
             digest = identity.sha256
             now = self._local_now()
             seq = f"{now:%Y%m%d%H%M%S%f}{next(self._seq) % 10000:04d}"
-            folder = e.path.parent.parent if e.preview else e.path.parent
-            claim = self.work / folder.name / claim_name(seq, digest, e.preview)
+            folder = DropFolder.campaign_folder(e.path.parent, e.preview)
+            claim = self.layout.claim_dir(folder.name, seq, digest, e.preview)
             with self._cond:
                 self._active_claims.add(claim)  # a concurrent sweep must not "resume" it
             claim.mkdir(parents=True, exist_ok=False)
@@ -141,12 +141,12 @@ class Claims(Settling):
                     )
                 log.warning("waiting for the API: %s (%s back in the inbox)", out.message, job.name)
             elif out.kind == "failed":
-                where = job.folder / "failed" if not job.preview else job.folder
-                error = where / f"{stamp}_{job.name}.error.txt"
+                where = DropFolder.failures(job.folder, job.preview)
+                error = where / f"{DropFolder.result_name(stamp, job.name)}.error.txt"
                 atomic_write_text(error, error_text(job, out.message), tmp_dir=self.tmp)
                 final = atomic_move(job.path, where / f"{stamp}_{job.name}")
             else:
-                where = job.folder if job.preview else job.folder / "processed"
+                where = DropFolder.originals(job.folder, job.preview)
                 final = atomic_move(job.path, out.destination or where / f"{stamp}_{job.name}")
                 with self._cond:
                     self.breaker.success(out.uncertain)

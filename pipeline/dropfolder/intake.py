@@ -44,7 +44,7 @@ from pipeline.dropfolder.breaker import Breaker
 from pipeline.dropfolder.claims import Claims
 from pipeline.dropfolder.layout import (
     OUTPUT_SUFFIXES,
-    PREVIEW,
+    DropFolder,
     Finished,
     Job,
     Outcome,
@@ -56,7 +56,7 @@ from pipeline.dropfolder.layout import (
 )
 from pipeline.dropfolder.scan import _Entry, _order, _Resumed
 from pipeline.errors import Unavailable, Uncertain
-from pipeline.files import WORK_DIR_NAME, atomic_move, atomic_write_text, readable
+from pipeline.files import atomic_move, atomic_write_text, readable
 
 log = logging.getLogger("leadpipe.intake")
 
@@ -85,8 +85,9 @@ class Intake(Claims):
         timezone: str | None = None,
     ) -> None:
         self.inbox = Path(inbox)
-        self.work = self.inbox / WORK_DIR_NAME / "work"
-        self.tmp = self.inbox / WORK_DIR_NAME / "tmp"
+        self.layout = DropFolder(self.inbox)  # every folder name and result place
+        self.work = self.layout.work
+        self.tmp = self.layout.tmp
         self.processor = processor
         self._campaigns_fn = campaigns
         self.settle_seconds = settle_seconds
@@ -218,12 +219,12 @@ class Intake(Claims):
             return None
         if job is None:
             assert isinstance(item, _Entry)
-            folder = item.path.parent.parent if item.preview else item.path.parent
+            folder = DropFolder.campaign_folder(item.path.parent, item.preview)
             preview, campaign = item.preview, item.campaign
         else:
             folder = job.folder.parent if job.preview else job.folder
             preview, campaign = job.preview, job.campaign
-        where = folder / PREVIEW if preview else folder / "failed"
+        where = DropFolder.failures(DropFolder.drop_folder(folder, preview), preview)
         stamp = self._stamp()
         message = (
             f"leadpipe hit an internal error while handling this file ({exc!r}). Rows it "

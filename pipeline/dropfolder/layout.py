@@ -26,9 +26,10 @@ from typing import Any, Literal
 from pipeline.dropfolder.identity import FileIdentity
 from pipeline.files import WORK_DIR_NAME, readable
 
-#: Sub-folders of a campaign folder that belong to leadpipe (never scanned for input).
-RESULT_FOLDERS = frozenset({"processed", "rejected", "failed"})
+PROCESSED, REJECTED, FAILED = "processed", "rejected", "failed"
 PREVIEW = "preview"
+#: Sub-folders of a campaign folder that belong to leadpipe (never scanned for input).
+RESULT_FOLDERS = frozenset({PROCESSED, REJECTED, FAILED})
 #: Files we write beside originals; in ``preview/`` they are never taken as input.
 OUTPUT_SUFFIXES = (".receipt.txt", ".receipt.json", ".rejects.xlsx", ".rejects.csv", ".error.txt")
 _IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "icon\r"})
@@ -44,6 +45,66 @@ CLAIM_RECORD = ".claim.json"
 #: Longest file name (UTF-8 bytes) leadpipe works with: a stamp (16), a result suffix such as
 #: ``.receipt.json`` (13) and a ``.N`` for a taken name must still fit the usual 255.
 MAX_NAME_BYTES = 200
+
+
+@dataclass(frozen=True)
+class DropFolder:
+    """The one owner of the drop folder's layout: every folder name, and where results go.
+
+    ``folder`` arguments are where a file was dropped: ``inbox/<campaign>`` or its ``preview/``
+    (whose results stay beside the file). Nothing else spells a folder name.
+    """
+
+    inbox: Path
+
+    @property
+    def hidden(self) -> Path:
+        """``inbox/.leadpipe``: leadpipe's own area on the inbox's volume (renames are atomic)."""
+        return self.inbox / WORK_DIR_NAME
+
+    @property
+    def work(self) -> Path:
+        """Where claimed files wait while they are processed."""
+        return self.hidden / "work"
+
+    @property
+    def tmp(self) -> Path:
+        """Temporary files of atomic writes into the inbox (never a visible folder)."""
+        return self.hidden / "tmp"
+
+    def claim_dir(self, folder_name: str, seq: str, digest: str, preview: bool) -> Path:
+        """The work-folder place of one claim."""
+        return self.work / folder_name / claim_name(seq, digest, preview)
+
+    @staticmethod
+    def campaign_folder(folder: Path, preview: bool) -> Path:
+        """``inbox/<campaign>`` for a file dropped in ``folder`` (its ``preview/`` or itself)."""
+        return folder.parent if preview else folder
+
+    @staticmethod
+    def drop_folder(campaign_folder: Path, preview: bool) -> Path:
+        """Where a file of the campaign is dropped: the folder, or its ``preview/``."""
+        return campaign_folder / PREVIEW if preview else campaign_folder
+
+    @staticmethod
+    def originals(folder: Path, preview: bool) -> Path:
+        """Where a processed original and its receipt end (a preview's stay beside it)."""
+        return folder if preview else folder / PROCESSED
+
+    @staticmethod
+    def rejects(folder: Path, preview: bool) -> Path:
+        """Where the reject files go."""
+        return folder if preview else folder / REJECTED
+
+    @staticmethod
+    def failures(folder: Path, preview: bool) -> Path:
+        """Where a file that could not be read ends, with its ``.error.txt``."""
+        return folder if preview else folder / FAILED
+
+    @staticmethod
+    def result_name(stamp: str, name: str) -> str:
+        """``<stamp>_<name>``: the name of a file's results (and of the moved original)."""
+        return f"{stamp}_{name}"
 
 
 def safe_name(name: str) -> str:
@@ -246,7 +307,7 @@ def finished_json(f: Finished) -> dict[str, Any]:
 
 def clear_empty_work(inbox: Path) -> None:
     """Remove empty claim folders (tidy-up; claims with a file inside are never touched)."""
-    work = inbox / WORK_DIR_NAME / "work"
+    work = DropFolder(inbox).work
     for d in sorted(work.glob("*/*"), reverse=True):
         with contextlib.suppress(OSError):
             d.rmdir()

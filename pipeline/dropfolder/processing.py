@@ -19,6 +19,7 @@ from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 from pipeline.dropfolder.identity import open_for_writing
 from pipeline.dropfolder.intake import Job, Outcome
+from pipeline.dropfolder.layout import DropFolder
 from pipeline.errors import (
     FileChanged,
     FileUnreadable,
@@ -191,7 +192,7 @@ class IngestProcessor:
 
     def _delivered_receipt(self, job: Job, sha256: str) -> Path | None:
         """The receipt an interrupted run of this claim already placed, if it got that far."""
-        originals = job.folder if job.preview else job.folder / "processed"
+        originals = DropFolder.originals(job.folder, job.preview)
         for found in sorted(originals.glob(f"*_{job.name}.receipt.json"), reverse=True):
             try:
                 data = json.loads(found.read_text("utf-8"))
@@ -213,9 +214,9 @@ class IngestProcessor:
         stamp = next(
             (f.name.split("_", 1)[0] for f in files if f.name.endswith(".receipt.txt")), job.stamp
         )
-        originals = job.folder if job.preview else job.folder / "processed"
+        originals = DropFolder.originals(job.folder, job.preview)
         rejects: list[Path] = []
-        reject_dir = job.folder if job.preview else job.folder / "rejected"
+        reject_dir = DropFolder.rejects(job.folder, job.preview)
         for f in files:
             if ".rejects." in f.name:
                 rejects.append(atomic_move(f, reject_dir / f.name))
@@ -239,7 +240,7 @@ class IngestProcessor:
         receipt.receipt_file = str(txt)
         # like receipt.write_receipt, with the temp files in the hidden work area of the inbox
         # rather than a ``.leadpipe`` folder inside processed/ (visible on Windows shares)
-        tmp = job.path.parent.parent.parent.parent / "tmp"
+        tmp = DropFolder(self.settings.paths.inbox).tmp
         as_json = json.dumps(receipt.to_json(), indent=2, ensure_ascii=False) + "\n"
         atomic_write_text(originals / f"{original.name}.receipt.json", as_json, tmp_dir=tmp)
         atomic_write_text(txt, render_receipt(receipt), tmp_dir=tmp)

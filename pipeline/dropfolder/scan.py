@@ -31,7 +31,7 @@ from pipeline.dropfolder.breaker import Breaker
 from pipeline.dropfolder.identity import FileIdentity, open_for_writing
 from pipeline.dropfolder.layout import (
     CLAIM_RECORD,
-    PREVIEW,
+    DropFolder,
     Finished,
     Job,
     Processor,
@@ -105,6 +105,7 @@ class Settling:
     """What is in the inbox and what has settled (state set up by ``Intake.__init__``)."""
 
     inbox: Path
+    layout: DropFolder
     work: Path
     tmp: Path
     processor: Processor
@@ -340,7 +341,7 @@ class Settling:
     def _fail_unknown(self, e: _Entry) -> None:
         """A settled file in a folder that is no campaign we can reach: to failed/, explained."""
         self._seen.pop(e.path, None)
-        folder = e.path.parent.parent if e.preview else e.path.parent
+        folder = DropFolder.campaign_folder(e.path.parent, e.preview)
         name = safe_name(e.path.name)
         message = unknown_folder_text(folder.name, name, (self._codes or {}).values())
         if folder.name not in self._warned:
@@ -349,9 +350,10 @@ class Settling:
         stamp = self._stamp()
         started = self.clock.monotonic()
         try:
-            error = folder / "failed" / f"{stamp}_{name}.error.txt"
+            failed = DropFolder.failures(folder, preview=False)  # of the folder, not a preview
+            error = failed / f"{DropFolder.result_name(stamp, name)}.error.txt"
             atomic_write_text(error, message, tmp_dir=self.tmp)
-            final = atomic_move(e.path, folder / "failed" / f"{stamp}_{name}")
+            final = atomic_move(e.path, failed / DropFolder.result_name(stamp, name))
         except OSError as exc:
             log.warning("could not move %s to failed/: %s", e.path, exc)
             return
@@ -399,7 +401,7 @@ class Settling:
                 code = self._code_for(cdir.name) or cdir.name
                 stamp, sha, preview = parse_claim(claim.name)
                 identity, dropped_as = _claimed_as(claim)
-                folder = self.inbox / cdir.name / (PREVIEW if preview else "")
+                folder = DropFolder.drop_folder(self.inbox / cdir.name, preview)
                 job = Job(
                     campaign=code,
                     name=files[0].name,

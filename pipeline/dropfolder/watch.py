@@ -23,11 +23,12 @@ from typing import Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from pipeline.dropfolder.layout import PREVIEW, RESULT_FOLDERS
 from pipeline.files import WORK_DIR_NAME
 
 log = logging.getLogger("leadpipe.watch")
 
-_OUR_FOLDERS = frozenset({WORK_DIR_NAME, "processed", "rejected", "failed"})
+_OUR_FOLDERS = RESULT_FOLDERS | {WORK_DIR_NAME}
 
 
 class _QuietStop(logging.Filter):
@@ -104,7 +105,7 @@ class Watcher:
             return
         wanted: dict[Path, tuple[int, int]] = {}
         dirs = [Path(f) for f in folders]
-        for folder in [self.inbox, *dirs, *(f / "preview" for f in dirs)]:
+        for folder in [self.inbox, *dirs, *(f / PREVIEW for f in dirs)]:
             try:
                 st = os.stat(folder)
             except OSError:

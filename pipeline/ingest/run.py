@@ -23,7 +23,8 @@ from zoneinfo import ZoneInfo
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 from pipeline.dropfolder.identity import FileIdentity
-from pipeline.dropfolder.layout import safe_name
+from pipeline.dropfolder.layout import PREVIEW as PREVIEW_FOLDER
+from pipeline.dropfolder.layout import DropFolder, safe_name
 from pipeline.errors import AccountingError, FileChanged, FileUnreadable, InputError
 from pipeline.files import WORK_DIR_NAME, readable
 from pipeline.ingest.deliver.tenantproof import ProofStore, tenant_key
@@ -60,7 +61,7 @@ def inbox_folder(path: Path, campaign: str, settings: Settings) -> Path | None:
     """``inbox/<campaign>`` when ``path`` lies in it (or in its ``preview/``), else None."""
     home = (settings.paths.inbox / campaign).resolve()
     parent = path.resolve().parent
-    if parent == home or (parent.name == "preview" and parent.parent == home):
+    if parent == home or (parent.name == PREVIEW_FOLDER and parent.parent == home):
         return home
     return None
 
@@ -71,15 +72,16 @@ def result_places(
     """``out_dir`` (flat) when given; else the drop folder's result folders for a file in
     ``inbox/<campaign>/``; else ``./leadpipe-results/``."""
     home = inbox_folder(path, campaign, settings)
-    base = f"{stamp}_{safe_name(path.name)}"  # room for the stamp and the result suffixes
+    # room for the stamp and the result suffixes
+    base = DropFolder.result_name(stamp, safe_name(path.name))
     if out_dir is not None:  # an explicit results folder wins (the service passes one)
         home = None
-    if home is not None and path.resolve().parent.name == "preview":
-        processed = rejected = path.resolve().parent  # a preview's results stay beside it
-        tmp = home / WORK_DIR_NAME / "tmp"
-    elif home is not None:
-        processed, rejected = home / "processed", home / "rejected"
-        tmp = home / WORK_DIR_NAME / "tmp"
+    if home is not None:
+        folder = path.resolve().parent  # inbox/<campaign> or its preview/
+        preview = folder != home
+        processed = DropFolder.originals(folder, preview)  # a preview's results stay beside it
+        rejected = DropFolder.rejects(folder, preview)
+        tmp = DropFolder(settings.paths.inbox).tmp
     else:
         processed = rejected = Path(out_dir) if out_dir is not None else Path.cwd() / RESULTS_DIR
         tmp = processed / WORK_DIR_NAME / "tmp"

@@ -29,8 +29,9 @@ from typing import Any
 
 from pipeline.api import HeroBaseClient
 from pipeline.config import Settings
+from pipeline.dropfolder.layout import DropFolder
 from pipeline.errors import ApiError, InputError
-from pipeline.files import WORK_DIR_NAME, atomic_write_text
+from pipeline.files import atomic_write_text
 from pipeline.ingest.deliver.tenantproof import ProofStore, is_ours, tenant_key
 from pipeline.ingest.deliver.upload import UploadRow, normalise
 from pipeline.ingest.report.receipt import Receipt, render_receipt
@@ -104,7 +105,7 @@ def verify_file(
     original = receipt_path.with_name(receipt_path.name.removesuffix(".receipt.json"))
     inbox = settings.paths.inbox.resolve()
     # temp files in the inbox's hidden work area, not a visible folder beside the receipt
-    tmp = inbox / WORK_DIR_NAME / "tmp" if inbox in receipt_path.resolve().parents else None
+    tmp = DropFolder(inbox).tmp if inbox in receipt_path.resolve().parents else None
     key = FileKey(receipt.sha256, receipt.campaign)
     result = Verification(str(original), receipt.campaign)
     result.checked_at = datetime.now(UTC).isoformat(timespec="seconds")
