@@ -399,3 +399,13 @@ def test_a_workbook_with_forged_part_sizes_is_refused_while_inflating(tmp_path: 
     assert bomb.stat().st_size < 1_000_000
     with pytest.raises(FileUnreadable, match=r"unpacks to more than the size it declares"):
         read(bomb)
+
+
+def test_a_workbook_with_more_cells_than_allowed_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(filecheck, "MAX_CELLS", 100)  # 50 million, scaled down
+    book = tmp_path / "cells.xlsx"
+    _workbook(book, rows=150)  # 302 cells
+    with pytest.raises(FileUnreadable, match=r"its sheets hold more than 100 cells"):
+        read(book)

@@ -34,6 +34,8 @@ RATIO_FLOOR = 1024 * 1024
 PROLOG_BYTES = 64 * 1024
 #: Cells (``<c>`` elements) of all sheets together, counted while the parts are inflated.
 MAX_CELLS = 50_000_000
+#: The shortest XML a cell can take (``<c r="A1"/>``).
+_MIN_CELL_BYTES = 11
 _CHUNK = 1 << 20
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 _DIMENSION = re.compile(rb"<(?:\w+:)?dimension\b[^>]*?\bref=\"([A-Z]+)?\d*(?::([A-Z]+)\d*)?\"")
@@ -199,10 +201,14 @@ def _inflate_all(zf: zipfile.ZipFile, path: Path) -> None:
     fp = zf.fp
     if fp is None:  # pragma: no cover - the archive is open
         raise FileUnreadable(f"the workbook is damaged. {_SAVE_AS}", path=path)
+    # a cell takes at least _MIN_CELL_BYTES of XML: sheets that (verifiably) are smaller than
+    # MAX_CELLS of those cannot hold too many cells, and need no count
+    sheets = [i for i in zf.infolist() if i.filename.startswith("xl/worksheets/")]
+    count = sum(i.file_size for i in sheets) > MAX_CELLS * _MIN_CELL_BYTES
     for info in zf.infolist():
         if info.is_dir():
             continue
-        sheet = info.filename.startswith("xl/worksheets/")
+        sheet = count and info.filename.startswith("xl/worksheets/")
         try:
             fp.seek(info.header_offset)
             header = fp.read(_LOCAL_HEADER.size)
