@@ -247,18 +247,14 @@ class Intake(Claims):
             return None
         if job is not None:
             shutil.rmtree(job.path.parent, ignore_errors=True)
-        done = Finished(
-            campaign=campaign,
-            name=name,
+        done = Finished.failed(
+            campaign,
+            name,
             preview=preview,
-            kind="failed",
             at=self._local_now(),
             final=final,
-            receipt=None,
-            rejects=[],
             error=error,
             message=message,
-            counts={},
             seconds=self.clock.monotonic() - started,
         )
         self._record(done)

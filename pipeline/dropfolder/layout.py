@@ -198,6 +198,24 @@ class Finished:
     counts: dict[str, int]
     seconds: float
 
+    @classmethod
+    def failed(
+        cls,
+        campaign: str,
+        name: str,
+        *,
+        preview: bool,
+        at: datetime,
+        final: Path,
+        error: Path | None,
+        message: str,
+        seconds: float,
+    ) -> Finished:
+        """A file that ended in ``failed/`` (nothing uploaded), with its error text."""
+        return cls(
+            campaign, name, preview, "failed", at, final, None, [], error, message, {}, seconds
+        )
+
 
 def can_open(path: Path) -> bool:
     """True when the file can be opened for reading now (not locked by another program)."""

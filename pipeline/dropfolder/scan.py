@@ -358,18 +358,14 @@ class Settling:
             log.warning("could not move %s to failed/: %s", e.path, exc)
             return
         self._record(
-            Finished(
-                campaign=folder.name,
-                name=name,
+            Finished.failed(
+                folder.name,
+                name,
                 preview=e.preview,
-                kind="failed",
                 at=self._local_now(),
                 final=final,
-                receipt=None,
-                rejects=[],
                 error=error,
                 message=message.splitlines()[0],
-                counts={},
                 seconds=self.clock.monotonic() - started,
             )
         )

@@ -29,9 +29,10 @@ from pipeline.errors import AccountingError, FileChanged, FileUnreadable, InputE
 from pipeline.files import WORK_DIR_NAME, readable
 from pipeline.ingest.deliver.tenantproof import ProofStore, tenant_key
 from pipeline.ingest.deliver.upload import LeadApi, Uploader
-from pipeline.ingest.fields import load_campaign_schema
+from pipeline.ingest.fields import CampaignSchema, load_campaign_schema
 from pipeline.ingest.map import map_columns
 from pipeline.ingest.read.open import open_table
+from pipeline.ingest.read.table import Table
 from pipeline.ingest.report.receipt import ALREADY, PREVIEW, PROCESSED, STOPPED, WAITING
 from pipeline.ingest.report.rejects import Receipt, RejectWriter, write_receipt
 from pipeline.ingest.rows import add_rejects, api_refusals, upload_rows, valid_fingerprints
@@ -157,14 +158,7 @@ def ingest_file(
     hold = schema.source == "snapshot"
     options = settings.campaign(campaign)
     try:
-        table = open_table(
-            path,
-            options=options,
-            expected_fields=[f.name for f in schema.fields],
-            max_bytes=settings.intake.max_file_mb * 1024 * 1024,
-            max_columns=settings.intake.max_columns,
-            chunk_rows=chunk_rows,
-        )
+        table = open_for(path, schema, settings, campaign, chunk_rows)
     except InputError as exc:
         # a workbook whose copy is still under way looks damaged: say so only once it is not
         _raise_if_changed(ident, path, exc, ledger, key, dry_run)
@@ -323,6 +317,20 @@ def ingest_file(
         if not done:
             ledger.set_file_state(key, FileState.WAITING, halt_reason or "rows wait to be sent")
     return receipt
+
+
+def open_for(
+    path: Path, schema: CampaignSchema, settings: Settings, campaign: str, chunk_rows: int
+) -> Table:
+    """Open ``path`` for the campaign's fields with the configured limits (size, columns)."""
+    return open_table(
+        path,
+        options=settings.campaign(campaign),
+        expected_fields=[f.name for f in schema.fields],
+        max_bytes=settings.intake.max_file_mb * 1024 * 1024,
+        max_columns=settings.intake.max_columns,
+        chunk_rows=chunk_rows,
+    )
 
 
 def _status(dry_run: bool, halt: str, pending: int) -> str:

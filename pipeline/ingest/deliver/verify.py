@@ -173,20 +173,14 @@ def _rows(
     """The valid rows of the file as they were sent (read, mapped and validated again)."""
     from pipeline.ingest.fields import load_campaign_schema
     from pipeline.ingest.map import map_columns
-    from pipeline.ingest.read.open import open_table
     from pipeline.ingest.rows import upload_rows
+    from pipeline.ingest.run import open_for
     from pipeline.ingest.validate.checks import Validator
 
     schema = load_campaign_schema(client, campaign, settings.paths.schemas)
-    options = settings.campaign(campaign)
-    table = open_table(
-        original,
-        options=options,
-        expected_fields=[f.name for f in schema.fields],
-        max_bytes=settings.intake.max_file_mb * 1024 * 1024,
-        max_columns=settings.intake.max_columns,
-    )
-    mapping = map_columns(table.headers, schema.fields, options.columns, path=original)
+    table = open_for(original, schema, settings, campaign, chunk_rows=100_000)
+    columns = settings.campaign(campaign).columns
+    mapping = map_columns(table.headers, schema.fields, columns, path=original)
     out: dict[int, UploadRow] = {}
     with Validator(schema, mapping) as validator:
         for _chunk, result in validator.validate_all(table.chunks()):
