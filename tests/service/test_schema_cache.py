@@ -10,7 +10,7 @@ from pipeline.config import load_settings
 from pipeline.ingest.schema_cache import SchemaCache
 from pipeline.sandbox import Fault, Sandbox
 from pipeline.service.run import run_service
-from tests.service.test_real_ingest import CODE, env_for, leads_csv, write_config
+from tests.dropfolder.test_real_ingest import CODE, env_for, leads_csv, write_config
 
 
 def example_fetches(sb: Sandbox) -> int:

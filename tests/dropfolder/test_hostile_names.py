@@ -15,8 +15,8 @@ from pipeline.cli import app
 from pipeline.config import load_settings
 from pipeline.sandbox import Fault, Sandbox
 from pipeline.service.health import WorkerState, assess
+from tests.dropfolder.test_real_ingest import CODE, created, env_for, leads_csv, write_config
 from tests.service.conftest import service, wait_for
-from tests.service.test_real_ingest import CODE, created, env_for, leads_csv, write_config
 
 
 def _files(folder: Path) -> list[Path]:

@@ -8,9 +8,9 @@ from pathlib import Path
 from pipeline.config import load_settings
 from pipeline.dropfolder.layout import safe_name
 from pipeline.sandbox import Sandbox
+from tests.dropfolder.test_real_ingest import created, env_for, leads_csv, write_config
 from tests.hostile import CAMPAIGN, build
 from tests.service.conftest import service, wait_for
-from tests.service.test_real_ingest import created, env_for, leads_csv, write_config
 
 
 def test_every_hostile_file_ends_in_one_place_with_a_reason_and_intake_goes_on(

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.errors import MissingColumns
 from pipeline.ingest.map import map_columns, normalise_header
-from tests.stages.helpers import SPECS, SYNONYMS
+from tests.ingest.stage_helpers import SPECS, SYNONYMS
 
 
 def test_normalise_header_folds_case_space_accents_danish_and_punctuation() -> None:

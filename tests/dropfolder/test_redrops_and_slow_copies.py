@@ -16,8 +16,8 @@ import openpyxl
 
 from pipeline.config import load_settings
 from pipeline.sandbox import Fault, Sandbox
+from tests.dropfolder.test_real_ingest import env_for, run_once, write_config
 from tests.service.conftest import service, wait_for
-from tests.service.test_real_ingest import env_for, run_once, write_config
 
 DK, SE = "B2B-DK-SPRING", "B2B-SE-AUTUMN"
 
