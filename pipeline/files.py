@@ -168,14 +168,19 @@ def atomic_write_text(
     atomic_write_bytes(dest, text.encode(encoding), tmp_dir=tmp_dir, mode=mode)
 
 
-def atomic_move(src: Path, dest: Path) -> Path:
-    """Rename ``src`` to ``dest`` (same volume), never overwriting: a suffix is added if taken."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    candidate = dest
-    n = 1
+def free_name(dest: Path) -> Path:
+    """``dest``, or ``<stem>.1<suffix>``, ``.2`` ... when taken: the name a move will use."""
+    candidate, n = dest, 1
     while candidate.exists():
         candidate = dest.with_name(f"{dest.stem}.{n}{dest.suffix}")
         n += 1
+    return candidate
+
+
+def atomic_move(src: Path, dest: Path) -> Path:
+    """Rename ``src`` to ``dest`` (same volume), never overwriting: a suffix is added if taken."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    candidate = free_name(dest)
     os.replace(src, candidate)
     fsync_dir(candidate.parent)
     return candidate

@@ -8,16 +8,13 @@ The work-folder side of the drop-folder state machine (see :mod:`pipeline.dropfo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from pipeline.dropfolder.identity import FileIdentity
 from pipeline.dropfolder.layout import (
-    CLAIM_RECORD,
     DropFolder,
     Finished,
     Job,
@@ -27,7 +24,7 @@ from pipeline.dropfolder.layout import (
 )
 from pipeline.dropfolder.scan import Settling, _Entry
 from pipeline.errors import FileUnreadable, LeadpipeError
-from pipeline.files import atomic_move, atomic_write_text, fsync_dir, readable
+from pipeline.files import readable
 
 log = logging.getLogger("leadpipe.intake")
 
@@ -54,9 +51,8 @@ class Claims(Settling):
             claim = self.layout.claim_dir(folder.name, seq, digest, e.preview)
             with self._cond:
                 self._active_claims.add(claim)  # a concurrent sweep must not "resume" it
-            claim.mkdir(parents=True, exist_ok=False)
-            target = claim / safe_name(e.path.name)  # valid UTF-8, room for stamp and suffix
-            dropped_as = readable(e.path.name) if target.name != e.path.name else ""
+            name = safe_name(e.path.name)  # valid UTF-8, room for stamp and suffix
+            dropped_as = readable(e.path.name) if name != e.path.name else ""
             record = json.dumps(
                 {
                     "size": identity.size,
@@ -65,16 +61,11 @@ class Claims(Settling):
                     "dropped_as": dropped_as,
                 }
             )
-            atomic_write_text(claim / CLAIM_RECORD, record + "\n", tmp_dir=self.tmp)
-            os.rename(e.path, target)
-            fsync_dir(claim)
+            target = self.layout.claim(e.path, claim, name, record + "\n")
         except (OSError, FileUnreadable) as failure:
             exc = failure.__cause__ if isinstance(failure, FileUnreadable) else failure
             if claim is not None:
-                with contextlib.suppress(OSError):
-                    (claim / CLAIM_RECORD).unlink()
-                with contextlib.suppress(OSError):
-                    claim.rmdir()
+                DropFolder.unclaim(claim)
                 with self._cond:
                     self._active_claims.discard(claim)
             if isinstance(exc, FileNotFoundError):
@@ -126,7 +117,7 @@ class Claims(Settling):
             if out.kind == "interrupted":
                 return None  # stays claimed; resumed at the next start
             if out.kind == "changed":
-                final = atomic_move(job.path, job.folder / job.name)
+                final = DropFolder.back_to_inbox(job.path, job.folder, job.name)
                 if out.retry_after > 0:  # not again before then, unless it changes
                     st = os.stat(final)
                     until = self.clock.monotonic() + out.retry_after
@@ -134,23 +125,31 @@ class Claims(Settling):
                         self._not_before[final] = (until, st.st_size, st.st_mtime_ns)
                 log.warning("%s went back to the inbox: %s", job.name, out.message)
             elif out.kind == "wait":
-                final = atomic_move(job.path, job.folder / job.name)
+                final = DropFolder.back_to_inbox(job.path, job.folder, job.name)
                 with self._cond:
                     self.breaker.trip(
                         out.message or "the API is not answering", longest=out.not_permitted
                     )
                 log.warning("waiting for the API: %s (%s back in the inbox)", out.message, job.name)
             elif out.kind == "failed":
-                where = DropFolder.failures(job.folder, job.preview)
-                error = where / f"{DropFolder.result_name(stamp, job.name)}.error.txt"
-                atomic_write_text(error, error_text(job, out.message), tmp_dir=self.tmp)
-                final = atomic_move(job.path, where / f"{stamp}_{job.name}")
+                final, error = self.layout.to_failed(
+                    job.path,
+                    job.folder,
+                    job.preview,
+                    DropFolder.result_name(stamp, job.name),
+                    error_text(job, out.message),
+                )
             else:
-                where = DropFolder.originals(job.folder, job.preview)
-                final = atomic_move(job.path, out.destination or where / f"{stamp}_{job.name}")
+                final = self.layout.to_processed(
+                    job.path,
+                    job.folder,
+                    job.preview,
+                    DropFolder.result_name(stamp, job.name),
+                    out.destination,
+                )
                 with self._cond:
                     self.breaker.success(out.uncertain)
-            shutil.rmtree(job.path.parent, ignore_errors=True)  # the claim, now without its file
+            DropFolder.release(job.path.parent)  # the claim, now without its file
         except OSError as exc:
             # The inbox (a share?) went away mid-move: the claim stays and is resumed later.
             log.warning("could not finish %s (%s); it will be resumed", job.name, exc)

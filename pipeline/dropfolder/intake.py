@@ -31,7 +31,6 @@ import hashlib
 import itertools
 import logging
 import os
-import shutil
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -56,7 +55,7 @@ from pipeline.dropfolder.layout import (
 )
 from pipeline.dropfolder.scan import _Entry, _order, _Resumed
 from pipeline.errors import Unavailable, Uncertain
-from pipeline.files import atomic_move, atomic_write_text, readable
+from pipeline.files import readable
 
 log = logging.getLogger("leadpipe.intake")
 
@@ -219,12 +218,9 @@ class Intake(Claims):
             return None
         if job is None:
             assert isinstance(item, _Entry)
-            folder = DropFolder.campaign_folder(item.path.parent, item.preview)
-            preview, campaign = item.preview, item.campaign
+            drop, preview, campaign = item.path.parent, item.preview, item.campaign
         else:
-            folder = job.folder.parent if job.preview else job.folder
-            preview, campaign = job.preview, job.campaign
-        where = DropFolder.failures(DropFolder.drop_folder(folder, preview), preview)
+            drop, preview, campaign = job.folder, job.preview, job.campaign
         stamp = self._stamp()
         message = (
             f"leadpipe hit an internal error while handling this file ({exc!r}). Rows it "
@@ -237,16 +233,14 @@ class Intake(Claims):
         short = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:8] + path.suffix[:10]
         for base in (f"{stamp}_{name}", f"{stamp}_{readable(short)}"):
             try:
-                error = where / f"{base}.error.txt"
-                atomic_write_text(error, message, tmp_dir=self.tmp)
-                final = atomic_move(path, where / base)
+                final, error = self.layout.to_failed(path, drop, preview, base, message)
                 break
             except OSError as failure:
                 log.warning("could not move %s to failed/: %s", readable(path.name), failure)
         if final is None:
             return None
         if job is not None:
-            shutil.rmtree(job.path.parent, ignore_errors=True)
+            DropFolder.release(job.path.parent)
         done = Finished.failed(
             campaign,
             name,

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.dropfolder.identity import FileIdentity
-from pipeline.files import WORK_DIR_NAME, readable
+from pipeline.files import WORK_DIR_NAME, atomic_move, atomic_write_text, fsync_dir, readable
 
 PROCESSED, REJECTED, FAILED = "processed", "rejected", "failed"
 PREVIEW = "preview"
@@ -105,6 +106,64 @@ class DropFolder:
     def result_name(stamp: str, name: str) -> str:
         """``<stamp>_<name>``: the name of a file's results (and of the moved original)."""
         return f"{stamp}_{name}"
+
+    # -- the moves ------------------------------------------------------------------------------
+
+    def claim(self, path: Path, claim: Path, name: str, record: str) -> Path:
+        """Move a dropped file into its (new) claim folder, with its claim record, durably.
+
+        The record is written first: a claim folder holding the file always says what was
+        claimed. Returns the file's path in the work folder (named ``name``).
+        """
+        claim.mkdir(parents=True, exist_ok=False)
+        atomic_write_text(claim / CLAIM_RECORD, record, tmp_dir=self.tmp)
+        target = claim / name
+        os.rename(path, target)
+        fsync_dir(claim)
+        return target
+
+    @staticmethod
+    def unclaim(claim: Path) -> None:
+        """Remove a claim folder whose file never arrived (best effort)."""
+        with contextlib.suppress(OSError):
+            (claim / CLAIM_RECORD).unlink()
+        with contextlib.suppress(OSError):
+            claim.rmdir()
+
+    def to_processed(
+        self, path: Path, folder: Path, preview: bool, base: str, destination: Path | None = None
+    ) -> Path:
+        """The original, done, to ``processed/`` (a preview's stays beside its results)."""
+        return atomic_move(path, destination or self.originals(folder, preview) / base)
+
+    def to_failed(
+        self, path: Path, folder: Path, preview: bool, base: str, message: str
+    ) -> tuple[Path, Path]:
+        """A file that could not be read to ``failed/``, its ``.error.txt`` written first."""
+        where = self.failures(folder, preview)
+        error = where / f"{base}.error.txt"
+        atomic_write_text(error, message, tmp_dir=self.tmp)
+        return atomic_move(path, where / base), error
+
+    def to_rejected(self, files: Iterable[Path], folder: Path, preview: bool) -> list[Path]:
+        """Reject files (already complete) to ``rejected/`` (a preview's stay beside it)."""
+        where = self.rejects(folder, preview)
+        return [atomic_move(f, where / f.name) for f in files]
+
+    @staticmethod
+    def back_to_inbox(path: Path, folder: Path, name: str) -> Path:
+        """A claimed file back where it was dropped, to be taken again later."""
+        return atomic_move(path, folder / name)
+
+    @staticmethod
+    def results(claim: Path) -> Path:
+        """Where ingest writes a claimed file's receipt and rejects before they are placed."""
+        return claim / "results"
+
+    @staticmethod
+    def release(claim: Path) -> None:
+        """Drop a claim folder once its file has reached its place."""
+        shutil.rmtree(claim, ignore_errors=True)
 
 
 def safe_name(name: str) -> str:

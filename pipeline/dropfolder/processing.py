@@ -28,7 +28,7 @@ from pipeline.errors import (
     Unavailable,
     Uncertain,
 )
-from pipeline.files import atomic_move, atomic_write_text
+from pipeline.files import atomic_write_text, free_name
 from pipeline.ingest.report.receipt import Receipt, render_receipt
 from pipeline.ingest.schema_cache import SchemaCache
 from pipeline.ledger import FileKey, FileState, mark_changed
@@ -67,7 +67,7 @@ class IngestProcessor:
     def __call__(self, job: Job) -> Outcome:
         from pipeline.ingest.run import ingest_file
 
-        results = job.path.parent / "results"
+        results = DropFolder.results(job.path.parent)
         shutil.rmtree(results, ignore_errors=True)  # leftovers of an interrupted run
         try:
             receipt = ingest_file(
@@ -215,18 +215,18 @@ class IngestProcessor:
             (f.name.split("_", 1)[0] for f in files if f.name.endswith(".receipt.txt")), job.stamp
         )
         originals = DropFolder.originals(job.folder, job.preview)
-        rejects: list[Path] = []
+        layout = DropFolder(self.settings.paths.inbox)
         reject_dir = DropFolder.rejects(job.folder, job.preview)
-        for f in files:
-            if ".rejects." in f.name:
-                rejects.append(atomic_move(f, reject_dir / f.name))
+        rejects = layout.to_rejected(
+            [f for f in files if ".rejects." in f.name], job.folder, job.preview
+        )
         if not rejects:
             # a rerun after an interruption between our renames: ingest reports the earlier
             # run's reject files, which already reached their place
             earlier = [reject_dir / Path(p).name for p in receipt.reject_files]
             rejects = [p for p in earlier if p.is_file()]
         base = f"{stamp}_{job.name}"
-        original = _free_name(originals / base)
+        original = free_name(originals / base)
         txt = originals / f"{original.name}.receipt.txt"
         rejects.sort(key=lambda p: (p.suffix != ".xlsx", p.name))  # the spreadsheet first
         receipt.file = str(job.folder / job.name)  # the name the person dropped
@@ -253,15 +253,6 @@ class _Placed:
     receipt: Path
     rejects: list[Path]
     original: Path
-
-
-def _free_name(dest: Path) -> Path:
-    """The name :func:`atomic_move` will choose for ``dest`` (a suffix when taken)."""
-    candidate, n = dest, 1
-    while candidate.exists():
-        candidate = dest.with_name(f"{dest.stem}.{n}{dest.suffix}")
-        n += 1
-    return candidate
 
 
 def _receipt_counts(receipt: Receipt) -> dict[str, int]:

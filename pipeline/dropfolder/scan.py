@@ -43,7 +43,6 @@ from pipeline.dropfolder.layout import (
     unknown_folder_text,
 )
 from pipeline.errors import LeadpipeError, NotPermitted
-from pipeline.files import atomic_move, atomic_write_text
 
 log = logging.getLogger("leadpipe.intake")
 
@@ -350,10 +349,10 @@ class Settling:
         stamp = self._stamp()
         started = self.clock.monotonic()
         try:
-            failed = DropFolder.failures(folder, preview=False)  # of the folder, not a preview
-            error = failed / f"{DropFolder.result_name(stamp, name)}.error.txt"
-            atomic_write_text(error, message, tmp_dir=self.tmp)
-            final = atomic_move(e.path, failed / DropFolder.result_name(stamp, name))
+            # to the folder's failed/, also from its preview/
+            final, error = self.layout.to_failed(
+                e.path, folder, False, DropFolder.result_name(stamp, name), message
+            )
         except OSError as exc:
             log.warning("could not move %s to failed/: %s", e.path, exc)
             return
