@@ -13,8 +13,8 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from pipeline.api import HeroBaseClient
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 from pipeline.dropfolder.identity import open_for_writing
@@ -31,7 +31,7 @@ from pipeline.errors import (
 from pipeline.files import atomic_write_text, free_name
 from pipeline.ingest.report.receipt import Receipt, render_receipt
 from pipeline.ingest.schema_cache import SchemaCache
-from pipeline.ledger import FileKey, FileState, mark_changed
+from pipeline.ledger import FileKey, FileState, Ledger, mark_changed
 from pipeline.service.health import Heartbeats
 
 
@@ -47,8 +47,8 @@ class IngestProcessor:
     def __init__(
         self,
         settings: Settings,
-        client: Any,
-        ledger: Any,
+        client: HeroBaseClient,
+        ledger: Ledger,
         *,
         stop: threading.Event,
         clock: Clock | None = None,

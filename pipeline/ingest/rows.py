@@ -1,16 +1,18 @@
 """Per chunk, between validation and delivery: upload rows, API refusals, reject rows.
 
 Used by :func:`pipeline.ingest.run.ingest_file` for each validated chunk: the valid rows become
-:class:`~pipeline.ingest.deliver.upload.UploadRow` records (field data without empty values, with
-the ledger's
-fingerprint), rows HeroBase refused become reject problems on the columns the person sees, and
-the chunk's rejected rows go to the reject writer in row order with their original cells.
+:class:`~pipeline.ingest.deliver.upload.UploadRow` records (field data without empty values,
+with the ledger's fingerprint), rows HeroBase refused become reject problems on the columns the
+person sees, and the chunk's rejected rows go to the reject writer in row order with their
+original cells.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import pandas as pd
 
 from pipeline.crashpoints import crash_point
 from pipeline.ingest.deliver.upload import UploadRow
@@ -21,13 +23,13 @@ from pipeline.ledger import FileKey, Ledger, RowState
 from pipeline.ledger.fingerprint import fingerprints
 
 
-def valid_fingerprints(valid: Any, campaign: str) -> list[str]:
+def valid_fingerprints(valid: pd.DataFrame, campaign: str) -> list[str]:
     """The ledger fingerprint of each valid row (computed column-wise)."""
     fields = [c for c in valid.columns if c != "_row"]
     return fingerprints(campaign, {f: arrow_strings(valid[f]) for f in fields})
 
 
-def upload_rows(valid: Any, campaign: str) -> list[UploadRow]:
+def upload_rows(valid: pd.DataFrame, campaign: str) -> list[UploadRow]:
     """Valid rows as field data (empty values are not sent) with their fingerprints."""
     fields = [c for c in valid.columns if c != "_row"]
     columns = [valid[f].tolist() for f in fields]  # whole columns: far faster than itertuples
@@ -90,7 +92,7 @@ def api_refusals(
 
 def add_rejects(
     writer: RejectWriter,
-    chunk: Any,
+    chunk: pd.DataFrame,
     headers: Sequence[str],
     problems: Sequence[RowProblem],
     refusals: Mapping[int, list[RowProblem]],

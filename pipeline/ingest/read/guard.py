@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Literal
 
 from pipeline.errors import FileUnreadable
 
@@ -244,7 +244,7 @@ def _cells(xml: bytes) -> int:
     return xml.count(b"<c ")
 
 
-def _inflated(fp: Any, info: zipfile.ZipInfo, path: Path) -> Iterator[bytes]:
+def _inflated(fp: IO[bytes], info: zipfile.ZipInfo, path: Path) -> Iterator[bytes]:
     """The inflated bytes of one part, in steps of at most 1 MB, from its raw data at ``fp``."""
     left = info.compress_size
     if info.compress_type == zipfile.ZIP_STORED:
