@@ -1,4 +1,6 @@
-"""Per-account rate limits: fixed one-minute windows plus a daily cap (docs/herobase-api.md).
+"""Per-account rate limits: fixed one-minute windows plus a daily cap.
+
+As described under "Transport, rights, limits" in docs/herobase-api.md.
 
 Windows follow the injected clock: a minute window is the wall-clock minute, the day is the
 tenant-local calendar day.
