@@ -27,7 +27,7 @@ from pipeline.dropfolder.layout import PREVIEW as PREVIEW_FOLDER
 from pipeline.dropfolder.layout import DropFolder, safe_name
 from pipeline.errors import AccountingError, FileChanged, FileUnreadable, InputError
 from pipeline.files import WORK_DIR_NAME, readable
-from pipeline.ingest.deliver.tenantproof import ProofStore, tenant_key
+from pipeline.ingest.deliver.tenantproof import ProofStore
 from pipeline.ingest.deliver.upload import LeadApi, Uploader
 from pipeline.ingest.fields import CampaignSchema, load_campaign_schema
 from pipeline.ingest.map import map_columns
@@ -183,7 +183,7 @@ def ingest_file(
             clock=clock,
             stop=stop,
             progress=(lambda d, t: progress("uploading", d, t)) if progress else None,
-            proof=ProofStore(settings.paths.state, tenant_key(settings.api.url, settings.api.user)),
+            proof=ProofStore.for_settings(settings),
         )
         if hold:  # the upload waits until the live schema can be fetched
             uploader.hold(

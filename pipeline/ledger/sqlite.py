@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS rows (
 CREATE INDEX IF NOT EXISTS rows_fingerprint ON rows (campaign, fingerprint, state);
 CREATE INDEX IF NOT EXISTS rows_state ON rows (file_sha256, campaign, state);
 CREATE INDEX IF NOT EXISTS rows_attempt ON rows (campaign, state, attempt_utc);
+CREATE INDEX IF NOT EXISTS files_state ON files (campaign, state);
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
     file_sha256 TEXT NOT NULL,

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import Settings
 from pipeline.files import atomic_write_text
 
 PROOF_FILE = "tenant-proof.json"
@@ -43,6 +44,11 @@ class TenantProof:
     exports: dict[str, bool] = field(default_factory=dict)  #: export name -> finds the lead
 
     @property
+    def identity(self) -> tuple[str, str] | None:
+        """``(field, value)`` marking this account's leads, when it was learned."""
+        return (self.identity_field, self.identity_value) if self.identity_field else None
+
+    @property
     def lookup_proven(self) -> bool:
         """The lookup may declare a row absent (it sees our leads and their data)."""
         return self.lookup_sees_ours and self.lookup_has_data
@@ -57,6 +63,11 @@ def tenant_key(api_url: str, user: str) -> str:
 
 class ProofStore:
     """The proof for one tenant in ``<state>/tenant-proof.json`` (private file; thread-safe)."""
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> ProofStore:
+        """The store for the configured API and login, in the configured state folder."""
+        return cls(settings.paths.state, tenant_key(settings.api.url, settings.api.user))
 
     def __init__(self, state_dir: Path | None, tenant: str) -> None:
         self.path = Path(state_dir) / PROOF_FILE if state_dir is not None else None

@@ -27,8 +27,13 @@ from pipeline.api import HeroBaseClient
 from pipeline.api.models import Lead
 from pipeline.config import Settings
 from pipeline.errors import ApiError, Invalid
-from pipeline.ingest.deliver.tenantproof import ProofStore, TenantProof, learn_identity, tenant_key
-from pipeline.ingest.deliver.upload import normalise
+from pipeline.ingest.deliver.tenantproof import ProofStore, TenantProof, learn_identity
+from pipeline.ingest.deliver.upload import (
+    campaign_id,
+    campaign_leads_since,
+    data_key,
+    normalise,
+)
 
 MARKER = "LEADPIPE TEST LEAD"
 
@@ -181,7 +186,7 @@ def prove_tenant(
                    "selects other leads, e.g. closed ones)"),
             )
         )  # fmt: skip
-    ProofStore(settings.paths.state, tenant_key(settings.api.url, settings.api.user)).save(
+    ProofStore.for_settings(settings).save(
         TenantProof(
             tenant="",
             lookup_sees_ours=report.found_by_id or report.found_by_data,
@@ -217,12 +222,15 @@ def _answer_shape(raw: object, unique_id: str | None) -> str:
     return "carried the id"
 
 
+def _same_data(lead: Lead, report: ProofReport) -> bool:
+    fields = sorted(report.sent)
+    return bool(fields) and data_key(lead.data, fields) == data_key(report.sent, fields)
+
+
 def _is_it(lead: Lead, report: ProofReport) -> bool:
     if report.unique_id and lead.unique_id == report.unique_id:
         return True
-    return bool(report.sent) and all(
-        normalise(lead.data.get(k, "")) == normalise(v) for k, v in report.sent.items()
-    )
+    return _same_data(lead, report)
 
 
 def _look_up(
@@ -233,34 +241,15 @@ def _look_up(
     wait_seconds: float,
     sleep: Callable[[float], None],
 ) -> Lead | None:
-    ids = [c.unique_id for c in client.campaigns() if c.code == campaign]
+    cid = campaign_id(client, campaign)
     since = (started - timedelta(minutes=5)).replace(tzinfo=None)
     deadline = time.monotonic() + wait_seconds
     while True:
-        leads: list[Lead] = []
-        for is_open in (True, False):
-            leads += list(
-                client.iter_simpleleads(
-                    modified_from=since,
-                    campaigns=[str(i) for i in ids[:1]],
-                    all_open=is_open,
-                    all_closed=not is_open,
-                )
-            )
+        leads: list[Lead] = campaign_leads_since(client, cid, since)
         by_id = next(
             (x for x in leads if report.unique_id and x.unique_id == report.unique_id), None
         )
-        by_data = next(
-            (
-                x
-                for x in leads
-                if report.sent
-                and all(
-                    normalise(x.data.get(k, "")) == normalise(v) for k, v in report.sent.items()
-                )
-            ),
-            None,
-        )
+        by_data = next((x for x in leads if _same_data(x, report)), None)
         report.found_by_id = by_id is not None
         report.found_by_data = by_data is not None
         found = by_id or by_data

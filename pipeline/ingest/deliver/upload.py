@@ -121,6 +121,41 @@ def normalise(value: str) -> str:
     return " ".join(unicodedata.normalize("NFC", value).split()).casefold()
 
 
+def data_key(data: Mapping[str, str], fields: Sequence[str]) -> tuple[str, ...]:
+    """The loose values of ``fields`` in ``data``: equal keys mean the same lead data."""
+    return tuple(normalise(data.get(f, "")) for f in fields)
+
+
+def filled(data: Mapping[str, str]) -> list[str]:
+    """The fields of ``data`` that hold a value (what a row sends)."""
+    return sorted(k for k, v in data.items() if normalise(v))
+
+
+def campaign_leads_since(client: LeadApi, campaign_id: str, since_local: datetime) -> list[Any]:
+    """Every lead of the campaign modified since ``since_local`` (tenant time), open or closed.
+
+    The one lookup reconciliation, the verification pass and ``doctor --test-upload`` use.
+    """
+    found: dict[str, Any] = {}
+    for is_open in (True, False):  # a lead may already have been called and closed
+        for lead in client.iter_simpleleads(
+            modified_from=since_local,
+            campaigns=[campaign_id],
+            all_open=is_open,
+            all_closed=not is_open,
+        ):
+            found[lead.unique_id] = lead
+    return list(found.values())
+
+
+def campaign_id(client: LeadApi, code: str) -> str:
+    """The uniqueId of campaign ``code``; NotPermitted when the account cannot see it."""
+    ids = [c.unique_id for c in client.campaigns() if c.code == code]
+    if not ids:
+        raise NotPermitted(f"campaign {code} is not visible to the account")
+    return str(ids[0])
+
+
 class Uploader:
     """Sends one file's valid rows exactly once (per chunk: :meth:`deliver`)."""
 
@@ -360,19 +395,16 @@ class Uploader:
         taken = self.ledger.accepted_unique_ids(self.campaign) | sight.claimed
         groups: dict[tuple[str, ...], list[UploadRow]] = {}
         for r in rows:
-            groups.setdefault(
-                tuple(sorted(k for k, v in r.data.items() if normalise(v))), []
-            ).append(r)
+            groups.setdefault(tuple(filled(r.data)), []).append(r)
         absent: list[int] = []
         for fields, members in groups.items():
             index: dict[tuple[str, ...], list[str]] = {}
             for lead in leads:
                 if lead.unique_id in taken or not is_ours(lead.raw, sight.identity):
                     continue
-                key = tuple(normalise(lead.data.get(f, "")) for f in fields)
-                index.setdefault(key, []).append(lead.unique_id)
+                index.setdefault(data_key(lead.data, fields), []).append(lead.unique_id)
             for r in members:
-                key = tuple(normalise(r.data[f]) for f in fields)
+                key = data_key(r.data, fields)
                 ids = index.get(key) or []
                 uid = next((i for i in ids if i not in taken), None)
                 if uid is None:
@@ -413,14 +445,13 @@ class Uploader:
             ours = list(by_id)
             taken = set(ids)
             for row in by_data:
-                fields = [k for k, v in row.data.items() if normalise(v)]
-                want = tuple(normalise(row.data[f]) for f in fields)
+                fields = filled(row.data)
+                want = data_key(row.data, fields)
                 hit = next(
                     (
                         x
                         for x in leads
-                        if x.unique_id not in taken
-                        and tuple(normalise(x.data.get(f, "")) for f in fields) == want
+                        if x.unique_id not in taken and data_key(x.data, fields) == want
                     ),
                     None,
                 )
@@ -444,8 +475,8 @@ class Uploader:
             # who uploaded: learned only from leads known by their id (a lead matched by data
             # alone might be another account's)
             identity = learn_identity(lead.raw for lead in by_id) if by_id else None
-            if identity is None and recorded is not None and recorded.identity_field:
-                identity = (recorded.identity_field, recorded.identity_value)
+            if identity is None and recorded is not None:
+                identity = recorded.identity
             if self.proof is not None and by_id:
                 self.proof.record_sight(
                     identity, f"a lookup found {len(ids)} lead(s) of campaign {self.campaign}"
@@ -455,12 +486,7 @@ class Uploader:
         if recorded is not None and recorded.lookup_proven:
             if leads and not any(any(normalise(v) for v in x.data.values()) for x in leads):
                 return _Sight(blind="the lookup's answers carry no lead data")
-            identity = (
-                (recorded.identity_field, recorded.identity_value)
-                if recorded.identity_field
-                else None
-            )
-            return _Sight(identity=identity)
+            return _Sight(identity=recorded.identity)
         return _Sight(
             blind="no lead leadpipe knows it created falls in the lookup's time window, and "
             "the lookup was never proven on this tenant (run `leadpipe doctor --test-upload "
@@ -486,20 +512,8 @@ class Uploader:
 
     def _leads_since(self, since_local: datetime) -> list[Any]:
         if self._campaign_id is None:
-            ids = [c.unique_id for c in self.client.campaigns() if c.code == self.campaign]
-            if not ids:
-                raise NotPermitted(f"campaign {self.campaign} is not visible to the account")
-            self._campaign_id = str(ids[0])
-        found: dict[str, Any] = {}
-        for is_open in (True, False):  # a lead may already have been called and closed
-            for lead in self.client.iter_simpleleads(
-                modified_from=since_local,
-                campaigns=[self._campaign_id],
-                all_open=is_open,
-                all_closed=not is_open,
-            ):
-                found[lead.unique_id] = lead
-        return list(found.values())
+            self._campaign_id = campaign_id(self.client, self.campaign)
+        return campaign_leads_since(self.client, self._campaign_id, since_local)
 
 
 def no_read_right_reason() -> str:

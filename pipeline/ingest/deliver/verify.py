@@ -26,14 +26,22 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pipeline.api import HeroBaseClient
 from pipeline.config import Settings
 from pipeline.dropfolder.layout import DropFolder
 from pipeline.errors import ApiError, InputError
 from pipeline.files import atomic_write_text
-from pipeline.ingest.deliver.tenantproof import ProofStore, is_ours, tenant_key
-from pipeline.ingest.deliver.upload import UploadRow, normalise
+from pipeline.ingest.deliver.tenantproof import ProofStore, is_ours
+from pipeline.ingest.deliver.upload import (
+    UploadRow,
+    campaign_id,
+    campaign_leads_since,
+    data_key,
+    filled,
+    normalise,
+)
 from pipeline.ingest.report.receipt import Receipt, render_receipt
 from pipeline.ledger import FileKey, Ledger, RowState
 
@@ -117,7 +125,8 @@ def verify_file(
     starts = [datetime.fromisoformat(r.attempt_utc) for r in records.values() if r.attempt_utc]
     since = (min(starts) if starts else datetime.now(UTC)) - MARGIN
     try:
-        leads = _leads(client, receipt.campaign, since, settings.timezone)
+        since_local = since.astimezone(ZoneInfo(settings.timezone)).replace(tzinfo=None)
+        leads = campaign_leads_since(client, campaign_id(client, receipt.campaign), since_local)
     except ApiError as exc:
         result.blind = f"the lookup failed ({exc})"
         return _amend(receipt_path, receipt, result, tmp)
@@ -130,13 +139,8 @@ def verify_file(
             "created (deleted since, or the lookup does not see them)"
         )
         return _amend(receipt_path, receipt, result, tmp)
-    proof = ProofStore(settings.paths.state, tenant_key(settings.api.url, settings.api.user))
-    recorded = proof.load()
-    identity = (
-        (recorded.identity_field, recorded.identity_value)
-        if recorded is not None and recorded.identity_field
-        else None
-    )
+    recorded = ProofStore.for_settings(settings).load()
+    identity = recorded.identity if recorded is not None else None
     ours = [lead for lead in leads if is_ours(lead.raw, identity)]
     if ours and not any(any(normalise(v) for v in x.data.values()) for x in ours):
         result.blind = "the lookup's answers carry no lead data"
@@ -147,13 +151,12 @@ def verify_file(
         if data is None:
             continue
         others = known - {rec.unique_id}  # leads the ledger gives to other rows
-        fields = [k for k, v in data.data.items() if normalise(v)]
-        want = tuple(normalise(data.data[f]) for f in fields)
+        fields = filled(data.data)
+        want = data_key(data.data, fields)
         matches = [
             x.unique_id
             for x in ours
-            if x.unique_id not in others
-            and tuple(normalise(x.data.get(f, "")) for f in fields) == want
+            if x.unique_id not in others and data_key(x.data, fields) == want
         ]
         result.rows_checked += 1
         if len(matches) > 1:
@@ -188,23 +191,6 @@ def _rows(
                 if r.row in wanted:
                     out[r.row] = r
     return out
-
-
-def _leads(client: HeroBaseClient, campaign: str, since: datetime, tz: str) -> list[Any]:
-    from zoneinfo import ZoneInfo
-
-    ids = [c.unique_id for c in client.campaigns() if c.code == campaign]
-    if not ids:
-        raise ApiError(f"campaign {campaign} is not visible to the account")
-    since_local = since.astimezone(ZoneInfo(tz)).replace(tzinfo=None)
-    found: dict[str, Any] = {}
-    for is_open in (True, False):
-        for lead in client.iter_simpleleads(
-            modified_from=since_local, campaigns=[str(ids[0])], all_open=is_open,
-            all_closed=not is_open,
-        ):  # fmt: skip
-            found[lead.unique_id] = lead
-    return list(found.values())
 
 
 def _amend(
