@@ -25,6 +25,7 @@ from pipeline.dropfolder.layout import (
 from pipeline.dropfolder.scan import Settling, _Entry
 from pipeline.errors import FileUnreadable, LeadpipeError
 from pipeline.files import readable
+from pipeline.outcome import FileOutcome
 
 log = logging.getLogger("leadpipe.intake")
 
@@ -97,11 +98,11 @@ class Claims(Settling):
         try:
             outcome = self.processor(job)
         except LeadpipeError as exc:
-            outcome = Outcome("failed", message=str(exc))
+            outcome = Outcome(FileOutcome.FAILED, message=str(exc))
         except Exception as exc:
             log.exception("unexpected error while processing %s", job.name)
             outcome = Outcome(
-                "failed",
+                FileOutcome.FAILED,
                 message=(
                     f"leadpipe hit an internal error while processing this file ({exc!r}). "
                     "Nothing more will happen to it; tell whoever runs leadpipe."
@@ -114,9 +115,9 @@ class Claims(Settling):
         error: Path | None = None
         final: Path | None = None
         try:
-            if out.kind == "interrupted":
+            if out.kind is FileOutcome.INTERRUPTED:
                 return None  # stays claimed; resumed at the next start
-            if out.kind == "changed":
+            if out.kind is FileOutcome.CHANGED:
                 final = DropFolder.back_to_inbox(job.path, job.folder, job.name)
                 if out.retry_after > 0:  # not again before then, unless it changes
                     st = os.stat(final)
@@ -124,14 +125,14 @@ class Claims(Settling):
                     with self._cond:
                         self._not_before[final] = (until, st.st_size, st.st_mtime_ns)
                 log.warning("%s went back to the inbox: %s", job.name, out.message)
-            elif out.kind == "wait":
+            elif out.kind is FileOutcome.WAITING:
                 final = DropFolder.back_to_inbox(job.path, job.folder, job.name)
                 with self._cond:
                     self.breaker.trip(
                         out.message or "the API is not answering", longest=out.not_permitted
                     )
                 log.warning("waiting for the API: %s (%s back in the inbox)", out.message, job.name)
-            elif out.kind == "failed":
+            elif out.kind is FileOutcome.FAILED:
                 final, error = self.layout.to_failed(
                     job.path,
                     job.folder,

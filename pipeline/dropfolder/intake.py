@@ -56,6 +56,7 @@ from pipeline.dropfolder.layout import (
 from pipeline.dropfolder.scan import _Entry, _order, _Resumed
 from pipeline.errors import Unavailable, Uncertain
 from pipeline.files import readable
+from pipeline.outcome import FileOutcome
 
 log = logging.getLogger("leadpipe.intake")
 
@@ -98,13 +99,7 @@ class Intake(Claims):
         self.on_claimed = on_claimed
         self.recent: deque[Finished] = deque(maxlen=recent_size)
         self.tz = ZoneInfo(timezone) if timezone else None
-        self.totals: dict[str, int] = {
-            "processed": 0,
-            "failed": 0,
-            "wait": 0,
-            "interrupted": 0,
-            "changed": 0,
-        }
+        self.totals: dict[str, int] = {o.value: 0 for o in FileOutcome}
         self.inbox_ok = True
         self.inbox_problem = ""
         self.folders: dict[str, str] = {}  # folder name -> campaign code ("" = unknown)

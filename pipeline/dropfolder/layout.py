@@ -22,10 +22,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pipeline.dropfolder.identity import FileIdentity
 from pipeline.files import WORK_DIR_NAME, atomic_move, atomic_write_text, fsync_dir, readable
+from pipeline.outcome import FileOutcome
 
 PROCESSED, REJECTED, FAILED = "processed", "rejected", "failed"
 PREVIEW = "preview"
@@ -38,7 +39,6 @@ _IGNORED_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".down
 #: Excel saves through an extension-less temp file with an 8-hex-digit name.
 _EXCEL_TEMP = re.compile(r"^[0-9A-F]{8}$")
 
-Kind = Literal["processed", "failed", "wait", "interrupted", "changed"]
 #: Written into each claim folder beside the file: the file as it was claimed.
 CLAIM_RECORD = ".claim.json"
 
@@ -225,7 +225,7 @@ class Outcome:
     it was read (a copy still under way): it goes back to the inbox to settle again.
     """
 
-    kind: Kind
+    kind: FileOutcome
     message: str = ""
     receipt: Path | None = None
     rejects: list[Path] = field(default_factory=list)
@@ -247,7 +247,7 @@ class Finished:
     campaign: str
     name: str
     preview: bool
-    kind: Kind
+    kind: FileOutcome
     at: datetime
     final: Path | None
     receipt: Path | None
@@ -272,7 +272,18 @@ class Finished:
     ) -> Finished:
         """A file that ended in ``failed/`` (nothing uploaded), with its error text."""
         return cls(
-            campaign, name, preview, "failed", at, final, None, [], error, message, {}, seconds
+            campaign,
+            name,
+            preview,
+            FileOutcome.FAILED,
+            at,
+            final,
+            None,
+            [],
+            error,
+            message,
+            {},
+            seconds,
         )
 
 
@@ -370,7 +381,7 @@ def finished_json(f: Finished) -> dict[str, Any]:
         "campaign": f.campaign,
         "name": f.name,
         "preview": f.preview,
-        "outcome": f.kind,
+        "outcome": f.kind.value,
         "at": f.at.isoformat(timespec="seconds"),
         "final": str(f.final) if f.final else None,
         "receipt": str(f.receipt) if f.receipt else None,

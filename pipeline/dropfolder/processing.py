@@ -32,6 +32,7 @@ from pipeline.files import atomic_write_text, free_name
 from pipeline.ingest.report.receipt import Receipt, render_receipt
 from pipeline.ingest.schema_cache import SchemaCache
 from pipeline.ledger import FileKey, FileState, Ledger, mark_changed
+from pipeline.outcome import FileOutcome
 from pipeline.service.health import Heartbeats
 
 
@@ -86,17 +87,19 @@ class IngestProcessor:
             )
         except FileChanged as exc:
             shutil.rmtree(results, ignore_errors=True)
-            return Outcome("changed", message=exc.reason)
+            return Outcome(FileOutcome.CHANGED, message=exc.reason)
         except FileUnreadable as exc:
             shutil.rmtree(results, ignore_errors=True)
             return self._unreadable(job, exc)
         except InputError as exc:
             shutil.rmtree(results, ignore_errors=True)
-            return Outcome("failed", message=exc.reason)
+            return Outcome(FileOutcome.FAILED, message=exc.reason)
         except NotPermitted as exc:
-            return Outcome("wait", message=str(exc), not_permitted=True)
+            return Outcome(FileOutcome.WAITING, message=str(exc), not_permitted=True)
         except (Unavailable, Uncertain) as exc:
-            return Outcome("wait", message=f"the API is not answering: {exc}", uncertain=1)
+            return Outcome(
+                FileOutcome.WAITING, message=f"the API is not answering: {exc}", uncertain=1
+            )
         counts = _receipt_counts(receipt)
         halt = receipt.halt or ""
         reason = receipt.halt_reason
@@ -107,11 +110,11 @@ class IngestProcessor:
                 reason = reason or record.reason
                 halt = halt or ("stopped" if self.stop.is_set() else "unavailable")
         if halt == "stopped" or (halt and self.stop.is_set()):
-            return Outcome("interrupted", message=reason)
+            return Outcome(FileOutcome.INTERRUPTED, message=reason)
         if halt in ("unavailable", "not_permitted"):
             shutil.rmtree(results, ignore_errors=True)
             return Outcome(
-                "wait",
+                FileOutcome.WAITING,
                 message=reason or "the API is not answering",
                 not_permitted=halt == "not_permitted",
             )
@@ -123,7 +126,7 @@ class IngestProcessor:
                 shutil.rmtree(results, ignore_errors=True)
                 data = json.loads(delivered.with_suffix(".json").read_text("utf-8"))
                 return Outcome(
-                    "processed",
+                    FileOutcome.PROCESSED,
                     receipt=delivered,
                     counts=_receipt_counts(Receipt.from_json(data)),
                     destination=delivered.with_name(delivered.name.removesuffix(".receipt.txt")),
@@ -138,7 +141,9 @@ class IngestProcessor:
             shutil.rmtree(results, ignore_errors=True)
             if receipt.earlier is None:  # a re-drop read nothing: its record stays as it is
                 mark_changed(self.ledger, key, job.preview, "still being written")
-            return Outcome("changed", message=FileChanged("it changed after it was read").reason)
+            return Outcome(
+                FileOutcome.CHANGED, message=FileChanged("it changed after it was read").reason
+            )
         placed = self._place(results, job, receipt)
         stamp = placed.original.name.split("_", 1)[0]
         if not job.preview and receipt.earlier is None:
@@ -148,7 +153,7 @@ class IngestProcessor:
         if receipt.earlier is not None:  # a re-drop: say so where the counts (all 0) are shown
             reason = reason or receipt.messages[0]
         return Outcome(
-            "processed",
+            FileOutcome.PROCESSED,
             message=reason,
             receipt=placed.receipt,
             rejects=placed.rejects,
@@ -178,10 +183,10 @@ class IngestProcessor:
         except OSError:
             age = grace
         if not exc.incomplete or age >= grace:
-            return Outcome("failed", message=exc.reason)
+            return Outcome(FileOutcome.FAILED, message=exc.reason)
         left = max(1, round(grace - age))
         return Outcome(
-            "changed",
+            FileOutcome.CHANGED,
             message=(
                 f"the file could not be opened ({exc.reason.rstrip('.')}). It was written to "
                 f"{max(0, round(age))} s ago: if it is still being copied, it is taken again "

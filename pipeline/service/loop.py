@@ -25,6 +25,7 @@ from pipeline.errors import LeadpipeError, StateError
 from pipeline.export.scheduler import ExportScheduler
 from pipeline.files import PRIVATE_FILE_MODE, atomic_write_text
 from pipeline.ingest.deliver.verify import Verification, Verifier, summarise
+from pipeline.outcome import FileOutcome
 from pipeline.service.health import Heartbeats, WorkerState, assess
 from pipeline.service.instance import STATUS_FILE
 from pipeline.service.metrics import Metrics
@@ -191,7 +192,7 @@ class _Service:
                 log.error("stopping: %s", exc)
                 self.fatal = exc
                 self.stop.set()
-                return Outcome("interrupted", message=str(exc))
+                return Outcome(FileOutcome.INTERRUPTED, message=str(exc))
 
         return guarded
 
@@ -201,7 +202,7 @@ class _Service:
         if (
             self.verifier is not None
             and delay > 0
-            and done.kind == "processed"
+            and done.kind is FileOutcome.PROCESSED
             and not done.preview
             and sent > 0
             and done.final is not None
@@ -210,8 +211,8 @@ class _Service:
         self._count_finished(done)
 
     def _count_finished(self, done: Finished) -> None:
-        outcome: str = done.kind
-        if done.kind == "processed":
+        outcome: str = done.kind.value
+        if done.kind is FileOutcome.PROCESSED:
             if done.preview:
                 outcome = "previewed"
             elif done.rejects:
@@ -222,8 +223,8 @@ class _Service:
             "%s: %s -> %s%s",
             done.campaign,
             done.name,
-            done.kind,
-            f" ({done.message})" if done.message and done.kind != "processed" else "",
+            done.kind.value,
+            f" ({done.message})" if done.message and done.kind is not FileOutcome.PROCESSED else "",
         )
 
     def snapshot(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from urllib.parse import quote, unquote, urlsplit
 from pipeline.dropfolder.layout import OUTPUT_SUFFIXES, PREVIEW, RESULT_FOLDERS, is_ignored
 from pipeline.errors import ConfigError
 from pipeline.files import readable
+from pipeline.outcome import FileOutcome
 from pipeline.service.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("leadpipe.status")
@@ -57,13 +58,6 @@ _TYPES = {
     ".json": "application/json",
     ".csv": "text/csv; charset=utf-8",
     ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-}
-_OUTCOME_WORDS = {
-    "processed": "processed",
-    "failed": "failed",
-    "wait": "waiting for the API",
-    "interrupted": "interrupted",
-    "changed": "still being written: taken again when it stops changing",
 }
 
 
@@ -182,7 +176,7 @@ def render_html(snap: Mapping[str, Any]) -> str:
                 links.append(f'<a href="{e(href)}">rows to fix</a>')
         if href := file_link(r.get("error"), inbox):
             links.append(f'<a href="{e(href)}">why it failed</a>')
-        outcome = _OUTCOME_WORDS.get(str(r.get("outcome")), str(r.get("outcome")))
+        outcome = FileOutcome.parse(str(r.get("outcome")), FileOutcome.FAILED).sentence
         if r.get("preview"):
             outcome = f"checked (preview): {outcome}"
         said = str(r.get("message") or "")

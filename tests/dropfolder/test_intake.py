@@ -11,6 +11,7 @@ import pytest
 from pipeline.clock import FakeClock
 from pipeline.dropfolder.intake import Intake, Job, Outcome, is_ignored
 from pipeline.errors import Unavailable
+from pipeline.outcome import FileOutcome
 
 CAMPAIGNS = ["ALPHA", "BETA", "GAMMA"]
 
@@ -21,7 +22,7 @@ class Recorder:
     def __init__(self) -> None:
         self.jobs: list[Job] = []
         self.contents: list[bytes] = []
-        self.outcome = Outcome("processed")
+        self.outcome = Outcome(FileOutcome.PROCESSED)
 
     def __call__(self, job: Job) -> Outcome:
         self.jobs.append(job)
@@ -253,7 +254,7 @@ def test_preview_is_validated_only_and_results_stay_beside_it(inbox: Path) -> No
         rec(job)
         receipt = job.folder / f"{job.stamp}_{job.name}.receipt.txt"
         receipt.write_text("ok", encoding="utf-8")
-        return Outcome("processed", receipt=receipt, stamp=job.stamp)
+        return Outcome(FileOutcome.PROCESSED, receipt=receipt, stamp=job.stamp)
 
     intake.processor = process
     settle(intake, clock)
@@ -267,7 +268,7 @@ def test_preview_is_validated_only_and_results_stay_beside_it(inbox: Path) -> No
 
 def test_failed_file_goes_to_failed_with_an_explanation(inbox: Path) -> None:
     clock, rec = FakeClock(), Recorder()
-    rec.outcome = Outcome("failed", message="The file is not a spreadsheet.")
+    rec.outcome = Outcome(FileOutcome.FAILED, message="The file is not a spreadsheet.")
     intake = make(inbox, rec, clock)
     (inbox / "GAMMA" / "notes.docx").write_bytes(b"PK\x03\x04 not really")
     settle(intake, clock)
@@ -308,7 +309,7 @@ def test_api_down_files_wait_in_the_inbox_and_resume_by_themselves(inbox: Path) 
         if not api_up:
             raise Unavailable("connection refused")
 
-    rec.outcome = Outcome("wait", message="waiting for the API: connection refused")
+    rec.outcome = Outcome(FileOutcome.WAITING, message="waiting for the API: connection refused")
     intake = make(inbox, rec, clock, probe=probe)
     for n in ("1.csv", "2.csv"):
         (inbox / "ALPHA" / n).write_text("a\n", encoding="utf-8")
@@ -321,7 +322,7 @@ def test_api_down_files_wait_in_the_inbox_and_resume_by_themselves(inbox: Path) 
     assert snap["waiting_for_api"]
     assert "connection refused" in snap["api_problem"]
 
-    rec.outcome = Outcome("processed")
+    rec.outcome = Outcome(FileOutcome.PROCESSED)
     for _ in range(3):  # cooldown over, probe still fails: nothing is taken
         clock.advance(60.0)
         intake.sweep()
@@ -336,7 +337,7 @@ def test_api_down_files_wait_in_the_inbox_and_resume_by_themselves(inbox: Path) 
 
 def test_repeated_uncertain_outcomes_open_the_breaker(inbox: Path) -> None:
     clock, rec = FakeClock(), Recorder()
-    rec.outcome = Outcome("processed", uncertain=2)
+    rec.outcome = Outcome(FileOutcome.PROCESSED, uncertain=2)
     intake = make(inbox, rec, clock)
     for i in range(5):
         (inbox / "BETA" / f"{i}.csv").write_text("a\n", encoding="utf-8")

@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.config import IntakeSettings, Paths, SandboxSettings, Settings, StatusSettings
 from pipeline.dropfolder.intake import Job, Outcome
+from pipeline.outcome import FileOutcome
 from pipeline.service.run import ServiceInfo, ServiceResult, run_service
 
 CAMPAIGNS = ["ALPHA", "BETA", "GAMMA"]
@@ -42,7 +43,7 @@ class Recorder:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.seen: list[tuple[str, str, bytes]] = []
-        self.outcome = Outcome("processed")
+        self.outcome = Outcome(FileOutcome.PROCESSED)
 
     def __call__(self, job: Job) -> Outcome:
         data = job.path.read_bytes()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import StateError
+from pipeline.outcome import FileOutcome
 from pipeline.service.run import read_status, run_service
 from tests.service.conftest import CAMPAIGNS, Recorder, make_settings, service, wait_for
 
@@ -128,7 +129,7 @@ def test_stop_lets_the_file_in_progress_finish_its_step_and_keeps_it_claimed(
         started.set()
         release.wait(5)
         stop_seen.append(box["stop"].is_set())
-        return Outcome("interrupted")
+        return Outcome(FileOutcome.INTERRUPTED)
 
     settings = make_settings(tmp_path)
     with service(settings, processor=slow, campaigns=lambda: CAMPAIGNS) as svc:  # type: ignore[arg-type]
@@ -152,7 +153,7 @@ def test_once_with_the_api_down_leaves_files_waiting_in_the_inbox(tmp_path: Path
     setup_folders(tmp_path)
     (tmp_path / "inbox" / "ALPHA" / "a.csv").write_text("a\n", encoding="utf-8")
     rec = Recorder()
-    rec.outcome = Outcome("wait", message="waiting for the API: 503")
+    rec.outcome = Outcome(FileOutcome.WAITING, message="waiting for the API: 503")
     result = run_service(
         make_settings(tmp_path), once=True, processor=rec, campaigns=lambda: CAMPAIGNS
     )
