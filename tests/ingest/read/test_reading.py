@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openpyxl
 import pytest
@@ -213,6 +215,23 @@ def test_xlsx_first_visible_sheet_title_row_numbers_as_text_dates_flagged(
     assert dates["Født"].tolist() == [True, False, False]
 
 
+def test_xlsx_date_times_are_found_beside_text_of_the_same_length(tmp_path: Path) -> None:
+    path = tmp_path / "d.xlsx"
+    wb = xlsxwriter.Workbook(str(path))
+    ws = wb.add_worksheet("Leads")
+    ws.write_row(0, 0, ["Navn", "Firma", "Møde"])
+    ws.write_row(1, 0, ["Bo", "Firma ApS nr. 12345", "snart"])  # 19 bytes, not a date
+    ws.write_row(2, 0, ["Al", "Kø ApS nr. 1234567", ""])  # 19 bytes (ø is two), not a date
+    ws.write_datetime(2, 2, dt.datetime(2026, 3, 1, 14, 30), wb.add_format({"num_format": "h:mm"}))
+    wb.close()
+    chunks = list(open_table(path, options=OPTIONS, expected_fields=FIELDS).chunks())
+    rows = [(r["Firma"], r["Møde"]) for r in chunks[0].to_dict("records")]
+    assert rows == [("Firma ApS nr. 12345", "snart"), ("Kø ApS nr. 1234567", "2026-03-01 14:30:00")]
+    dates = chunks[0].attrs["date_cells"]
+    assert set(dates) == {"Møde"}
+    assert dates["Møde"].tolist() == [False, True]
+
+
 def test_xlsx_configured_sheet_and_missing_sheet(tmp_path: Path) -> None:
     path = make_xlsx(tmp_path / "x.xlsx")
     table = open_table(path, options=CampaignSettings(sheet="Old"), expected_fields=FIELDS)
@@ -369,8 +388,8 @@ def test_a_corrupted_deflate_stream_is_a_damaged_workbook(tmp_path: Path) -> Non
         read(bad)
 
 
-def test_a_workbook_with_forged_part_sizes_is_refused_while_inflating(tmp_path: Path) -> None:
-    """A sheet that inflates to 250 MB declares 2 MB: refused without inflating it all."""
+def _forged_bomb(tmp_path: Path) -> Path:
+    """A workbook whose sheet inflates to 250 MB while its ZIP entries declare 2 MB."""
     import io
     import struct
 
@@ -397,8 +416,60 @@ def test_a_workbook_with_forged_part_sizes_is_refused_while_inflating(tmp_path: 
     bomb = tmp_path / "bomb.xlsx"
     bomb.write_bytes(bytes(raw))
     assert bomb.stat().st_size < 1_000_000
+    return bomb
+
+
+def test_a_workbook_with_forged_part_sizes_is_refused_while_inflating(tmp_path: Path) -> None:
+    """Refused without inflating it all."""
     with pytest.raises(FileUnreadable, match=r"unpacks to more than the size it declares"):
-        read(bomb)
+        read(_forged_bomb(tmp_path))
+
+
+def test_the_forged_size_bomb_is_refused_in_bounded_memory_before_fastexcel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tracemalloc
+
+    import fastexcel
+
+    def touched(*_: object, **__: object) -> None:
+        raise AssertionError("fastexcel opened a workbook the guard refuses")
+
+    monkeypatch.setattr(fastexcel, "read_excel", touched)
+    bomb = _forged_bomb(tmp_path)
+    tracemalloc.start()
+    try:
+        with pytest.raises(FileUnreadable, match=r"unpacks to more than the size it declares"):
+            read(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20  # a few 1 MB steps, not the 250 MB the sheet inflates to
+
+
+def test_the_inflate_pass_takes_bounded_steps_and_drains_the_last_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With small steps the inflater has taken all input while output is still due (ISA-L
+    reads ahead): a valid part must come out whole, never in a step larger than the bound."""
+    book = tmp_path / "book.xlsx"
+    _workbook(book, rows=2000)
+    monkeypatch.setattr(filecheck, "_CHUNK", 4096)
+    steps: list[int] = []
+    inflated = filecheck._inflated
+
+    def spy(*args: Any) -> Iterator[bytes]:
+        for data in inflated(*args):
+            steps.append(len(data))
+            yield data
+
+    monkeypatch.setattr(filecheck, "_inflated", spy)
+    _, rows = read(book)
+    assert len(rows) == 2000
+    assert rows[-1]["phone"] == "+4510001999"
+    with zipfile.ZipFile(book) as zf:
+        assert sum(steps) == sum(i.file_size for i in zf.infolist())
+    assert max(steps) <= 4096
 
 
 def test_a_workbook_with_more_cells_than_allowed_is_refused(
