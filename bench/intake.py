@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import IntakeSettings, Paths, SandboxSettings, Settings, StatusSettings
-from pipeline.dropfolder.intake import Job, Outcome
-from pipeline.service.run import ServiceInfo, run_service
+from pipeline.dropfolder.jobs import Job, Outcome
+from pipeline.service.loop import ServiceInfo
+from pipeline.service.run import run_service
 
 CAMPAIGNS = ["ALPHA", "BETA", "GAMMA"]
 

@@ -32,8 +32,9 @@ import requests
 from pipeline.api import HeroBaseClient
 from pipeline.config import ApiSettings
 from pipeline.ingest.deliver.upload import Uploader, UploadRow
-from pipeline.ledger import FileKey, RowState, open_ledger
+from pipeline.ledger import FileKey, RowState
 from pipeline.ledger.fingerprint import fingerprint
+from pipeline.ledger.sqlite import open_ledger
 from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER
 
 CODE = "B2B-DK-SPRING"

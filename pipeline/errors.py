@@ -23,18 +23,42 @@ Messages are for people: what happened, where, and what to do.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pipeline.files import readable
 
-Action = Literal["fix-config", "reject-file", "retry-later", "stop"]
+
+class Action(StrEnum):
+    """What the caller should do next about an error: the one next-step vocabulary (errors,
+    export failures and the exit codes of the CLI follow it)."""
+
+    FIX_CONFIG = "fix-config"  #: a person fixes a setting (campaign, search, URL, right)
+    REJECT_FILE = "reject-file"  #: the input cannot be used as it is: say why, take nothing
+    RETRY_LATER = "retry-later"  #: nothing happened that matters: try again later
+    STOP = "stop"  #: stop and alert: local state, rights or an internal error need a person
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code of the CLI for an error: 3 fix the configuration, 4 the file cannot be
+    processed, 5 the API refused or is unreachable (or the file was still being written), 6
+    local state (ledger, lock, a folder) is unusable, 1 anything else."""
+    codes: tuple[tuple[type[BaseException], int], ...] = (
+        (ConfigError, 3),
+        (InputError, 4),
+        (ApiError, 5),
+        (FileChanged, 5),  # the file was still being written: run again once it is complete
+        (StateError, 6),
+        (OSError, 6),  # a folder or file leadpipe must write
+    )
+    return next((code for kind, code in codes if isinstance(exc, kind)), 1)
 
 
 class LeadpipeError(Exception):
     """Base of every error leadpipe raises on purpose."""
 
-    action: ClassVar[Action] = "stop"
+    action: ClassVar[Action] = Action.STOP
 
 
 @dataclass(frozen=True)
@@ -52,7 +76,7 @@ class ConfigProblem:
 class ConfigError(LeadpipeError):
     """The configuration is wrong; every problem is listed."""
 
-    action: ClassVar[Action] = "fix-config"
+    action: ClassVar[Action] = Action.FIX_CONFIG
 
     def __init__(self, problems: list[ConfigProblem] | str) -> None:
         if isinstance(problems, str):
@@ -65,7 +89,7 @@ class ConfigError(LeadpipeError):
 class InputError(LeadpipeError):
     """An input file cannot be processed as a whole."""
 
-    action: ClassVar[Action] = "reject-file"
+    action: ClassVar[Action] = Action.REJECT_FILE
 
     def __init__(self, message: str, *, path: Path | None = None) -> None:
         self.path = path
@@ -98,7 +122,7 @@ class FileChanged(LeadpipeError):
     back to the inbox and is read again, whole, when it has stopped changing.
     """
 
-    action: ClassVar[Action] = "retry-later"
+    action: ClassVar[Action] = Action.RETRY_LATER
 
     def __init__(self, what: str, *, path: Path | None = None) -> None:
         self.path = path
@@ -162,7 +186,7 @@ class ResponseStatus:
 class ApiError(LeadpipeError):
     """An HTTP exchange with HeroBase failed. Carries no credentials, ever."""
 
-    action: ClassVar[Action] = "stop"
+    action: ClassVar[Action] = Action.STOP
 
     def __init__(
         self,
@@ -195,13 +219,13 @@ class NotPermitted(ApiError):
 class NotFound(ApiError):
     """404: unknown campaign, search, lead or route."""
 
-    action: ClassVar[Action] = "fix-config"
+    action: ClassVar[Action] = Action.FIX_CONFIG
 
 
 class Invalid(ApiError):
     """400: the request or the lead data was refused; ``field_errors`` names each field."""
 
-    action: ClassVar[Action] = "reject-file"
+    action: ClassVar[Action] = Action.REJECT_FILE
 
     @property
     def field_errors(self) -> list[FieldError]:
@@ -211,7 +235,7 @@ class Invalid(ApiError):
 class Unavailable(ApiError):
     """Certainly not processed (connect error, 429, 503): safe to retry later."""
 
-    action: ClassVar[Action] = "retry-later"
+    action: ClassVar[Action] = Action.RETRY_LATER
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         self.retry_after = retry_after
@@ -225,4 +249,4 @@ class RateLimited(Unavailable):
 class Uncertain(ApiError):
     """The request may have been processed (read timeout, reset after send, 5xx, bad 2xx)."""
 
-    action: ClassVar[Action] = "retry-later"
+    action: ClassVar[Action] = Action.RETRY_LATER

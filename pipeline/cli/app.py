@@ -12,14 +12,7 @@ from rich.console import Console
 
 from pipeline import __version__
 from pipeline.config import Settings, load_settings
-from pipeline.errors import (
-    ApiError,
-    ConfigError,
-    FileChanged,
-    InputError,
-    LeadpipeError,
-    StateError,
-)
+from pipeline.errors import LeadpipeError, exit_code
 
 app = typer.Typer(
     name="leadpipe",
@@ -32,13 +25,6 @@ console = Console()
 err_console = Console(stderr=True)
 
 #: Exit codes by error kind, so scripts can tell "fix the config" from "try later".
-EXIT_CODES: dict[type[LeadpipeError], int] = {
-    ConfigError: 3,
-    InputError: 4,
-    ApiError: 5,
-    FileChanged: 5,  # the file was still being written: run again once it is complete
-    StateError: 6,
-}
 
 T = TypeVar("T")
 
@@ -82,8 +68,7 @@ def settings(ctx: typer.Context) -> Settings:
 def fail(exc: LeadpipeError) -> NoReturn:
     """Print a library error as a message for people and exit with its code."""
     err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
-    code = next((c for k, c in EXIT_CODES.items() if isinstance(exc, k)), 1)
-    raise typer.Exit(code)
+    raise typer.Exit(exit_code(exc))
 
 
 def run(fn: Callable[[], T]) -> T:

@@ -15,9 +15,6 @@ from pipeline.export.scheduler import ExportScheduler, demo_exports
 from pipeline.export.windows import ScheduleError, Window, parse_day
 from pipeline.export.writer import ExportResult
 
-#: Exit codes of a run whose window failed, by what to do next (as pipeline.cli.app.EXIT_CODES).
-EXIT_BY_KIND = {"fix-config": 3, "permission": 5, "api-down": 5, "failed": 1}
-
 
 @app.command("export")
 def export_now(
@@ -70,7 +67,7 @@ def export_now(
     for r in results:
         if r.status == "failed":
             err_console.print(f"[bold red]error:[/] {r.describe()}", highlight=False)
-            code = code or EXIT_BY_KIND.get(r.error_kind, 1)
+            code = code or r.exit_code or 1
         else:
             console.print(r.describe(), highlight=False, markup=False)
     if code:

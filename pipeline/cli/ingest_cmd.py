@@ -10,10 +10,13 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.app import app, console, err_console, is_terminal, run, settings
-from pipeline.ingest.report.receipt import ALREADY, PREVIEW, PROCESSED, Receipt, render_receipt
+from pipeline.ingest.report.receipt import Receipt, render_receipt
+from pipeline.outcome import FileOutcome
 
 #: Exit code when the file was read but its upload stopped (API down, 401/403, asked to stop).
 EXIT_UPLOAD_STOPPED = 5
+#: Outcomes of ``leadpipe ingest`` that exit 0: nothing is left to do for the file.
+_FINISHED = (FileOutcome.PROCESSED, FileOutcome.PREVIEWED, FileOutcome.ALREADY)
 
 
 @app.command("ingest")
@@ -32,8 +35,9 @@ def ingest(
 ) -> None:
     """Process one file: validate, upload each valid row exactly once, write rejects and receipt."""
     from pipeline.api.connect import open_client
-    from pipeline.ingest.run import ingest_file
-    from pipeline.ledger import open_ledger
+    from pipeline.ingest.report.place import ReceiptWriter, ResultPlaces
+    from pipeline.ingest.run import IngestContext, IngestRequest, ingest_file
+    from pipeline.ledger.sqlite import open_ledger
 
     s = settings(ctx)
 
@@ -52,23 +56,22 @@ def ingest(
                 def progress(stage: str, done: int, total: int | None) -> None:
                     bar.update(task, description=stage, completed=done, total=total)
 
-            return ingest_file(
-                path,
-                campaign,
-                s,
-                client=client,
-                ledger=ledger,
-                dry_run=dry_run,
-                out_dir=out,
-                progress=progress,
+            places = ResultPlaces.for_ingest(path, campaign, s, out)
+            request = IngestRequest(
+                path, campaign, results=places.rejects, tmp=places.tmp, dry_run=dry_run
             )
+            result = ingest_file(request, IngestContext(s, client, ledger, progress=progress))
+            placed = ReceiptWriter(ledger).place(
+                result.receipt, result.rejects, places, result.base
+            )
+            return placed.receipt
 
     receipt = run(work)
     if as_json:
         typer.echo(json.dumps(receipt.to_json(), indent=2, ensure_ascii=False))
     else:
         console.print(render_receipt(receipt), highlight=False, markup=False)
-    if receipt.status not in (PROCESSED, PREVIEW, ALREADY):
+    if receipt.outcome not in _FINISHED:
         reason = receipt.halt_reason or receipt.status
         err_console.print(f"[bold red]upload stopped:[/] {reason}", highlight=False)
         raise typer.Exit(EXIT_UPLOAD_STOPPED)
@@ -85,7 +88,7 @@ def verify(
 
     from pipeline.api.connect import open_client
     from pipeline.ingest.deliver.verify import Verification, verify_file
-    from pipeline.ledger import open_ledger
+    from pipeline.ledger.sqlite import open_ledger
 
     s = settings(ctx)
 

@@ -9,11 +9,12 @@ import threading
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from pipeline.cli.app import app, console, run, settings
 
 if TYPE_CHECKING:  # the service pulls in pandas, pandera and polars: only when it runs
-    from pipeline.service.run import ServiceInfo
+    from pipeline.service.loop import ServiceInfo
 
 
 def _say_ready(info: ServiceInfo) -> None:
@@ -79,56 +80,62 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")] = False,
 ) -> None:
     """Show what the drop-folder service is doing (or last did)."""
-    from pipeline.service.run import read_status
+    from pipeline.outcome import FileOutcome
+    from pipeline.service.instance import read_status
 
-    data = read_status(settings(ctx))
+    found = read_status(settings(ctx))
     if as_json:
-        typer.echo(json.dumps(data, indent=2, default=str))
+        typer.echo(json.dumps(found.to_json(), indent=2, default=str))
         return
-    if data["running"]:
-        console.print(f"leadpipe run is running (pid {data['pid']}).", highlight=False)
+    now = found.intake
+    if found.running:
+        console.print(f"leadpipe run is running (pid {found.pid}).", highlight=False)
     else:
         console.print("leadpipe run is not running.", highlight=False)
-    if "at" in data:
-        console.print(f"Last status: {data['at']}", highlight=False)
-    console.print(f"Inbox: {data.get('inbox')}", highlight=False)
-    if data.get("inbox_ok") is False:
-        console.print(f"[red]{data.get('inbox_problem')}[/]", highlight=False)
-    if data.get("stray"):
+    if found.at:
+        console.print(f"Last status: {found.at}", highlight=False)
+    console.print(f"Inbox: {now.inbox}", highlight=False)
+    if not now.inbox_ok:
+        console.print(f"[red]{escape(now.inbox_problem)}[/]", highlight=False)
+    if now.stray:
         console.print(
             f"[red]Not taken[/] (at the top of the inbox, in no campaign folder): "
-            f"{', '.join(data['stray'])}",
+            f"{escape(', '.join(now.stray))}",
             highlight=False,
         )
-    if data.get("waiting_for_api"):
-        console.print(f"[red]Waiting for the API:[/] {data.get('api_problem')}", highlight=False)
-    for problem in (data.get("health") or {}).get("problems") or []:
-        console.print(f"[red]Not healthy:[/] {problem}", highlight=False)
-    for v in data.get("verified") or []:
-        if v.get("duplicates") or "could not run" in str(v.get("message", "")):
+    if now.waiting_for_api:
+        console.print(f"[red]Waiting for the API:[/] {escape(now.api_problem)}", highlight=False)
+    for problem in found.problems:
+        console.print(f"[red]Not healthy:[/] {escape(problem)}", highlight=False)
+    for v in found.verified:
+        if v.alarming:
             console.print(
-                f"[red]{v.get('campaign')}/{v.get('file')}:[/] {v.get('message')}", highlight=False
+                f"[red]{escape(v.campaign)}/{escape(v.file)}:[/] {escape(v.message)}",
+                highlight=False,
             )
-    for code, c in sorted((data.get("campaigns") or {}).items()):
-        busy = c.get("in_progress") or "-"
+    for code, c in sorted(now.campaigns.items()):
         console.print(
-            f"  {code}: {len(c.get('waiting', []))} waiting, "
-            f"{len(c.get('settling', []))} arriving, in progress: {busy}",
+            f"  {code}: {len(c.waiting)} waiting, {len(c.settling)} arriving, "
+            f"in progress: {c.in_progress or '-'}",
             highlight=False,
+            markup=False,
         )
-        for item in c.get("ignored", []):
-            console.print(f"    {item['name']}: ignored: not a regular file", highlight=False)
-    recent = data.get("recent") or []
-    if recent:
+        for item in c.ignored:
+            console.print(
+                f"    {item.name}: ignored: not a regular file", highlight=False, markup=False
+            )
+    if now.recent:
         console.print("Recent files:")
-    for r in recent[:10]:
+    for r in now.recent[:10]:
+        said = f" ({r.message})" if r.message and r.outcome is not FileOutcome.PROCESSED else ""
         console.print(
-            f"  {r['at']}  {r['campaign']}  {r['name']}: {r['outcome']}"
-            + (f" ({r['message']})" if r.get("message") and r["outcome"] != "processed" else ""),
+            f"  {r.at}  {r.campaign}  {r.name}: {r.outcome.sentence}{said}",
             highlight=False,
+            markup=False,
         )
-    for x in data.get("exports") or []:
+    for x in found.exports:
         console.print(
-            f"  export {x.get('name')}: {x.get('state')}, next run {x.get('next_run') or '-'}",
+            f"  export {x.name}: {x.state}, next run {x.next_run or '-'}",
             highlight=False,
+            markup=False,
         )

@@ -1,173 +1,205 @@
-"""Claiming and finishing one file: into the work folder, processed, put in one final place.
+"""Claims: a settled file into the work folder, and out of it to one final place.
 
-The work-folder side of the drop-folder state machine (see :mod:`pipeline.dropfolder.intake`)::
+::
 
-    queued -> claimed (work folder) -> processed/ | failed/
-                                    \\-> back in the inbox (API down: "waiting for the API")
+    settled -> claimed (inbox/.leadpipe/work/...) -> processed/ | failed/
+                                                  \\-> back in the inbox (waiting, changed)
+
+A claim is an atomic rename on the inbox's volume, with a record of the file as claimed (size,
+mtime, SHA-256, the name it was dropped as) written first. Claims an interrupted run left are
+found again by :meth:`Claims.interrupted` and resumed (``docs/dropfolder.md``). The moves
+themselves belong to :class:`pipeline.dropfolder.layout.DropFolder`; this module decides which.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from pipeline.dropfolder.identity import FileIdentity
-from pipeline.dropfolder.layout import (
-    DropFolder,
-    Finished,
-    Job,
-    Outcome,
-    error_text,
-    safe_name,
-)
-from pipeline.dropfolder.scan import Settling, _Entry
-from pipeline.errors import FileUnreadable, LeadpipeError
+from pipeline.dropfolder.jobs import Job, Outcome
+from pipeline.dropfolder.layout import CLAIM_RECORD, DropFolder, error_text, parse_claim, safe_name
+from pipeline.dropfolder.scan import SeenFile
+from pipeline.errors import FileUnreadable
 from pipeline.files import readable
 from pipeline.outcome import FileOutcome
 
 log = logging.getLogger("leadpipe.intake")
 
 
-class Claims(Settling):
-    """Claim, process and finalise one file (the work-folder side of ``Intake``)."""
+class NotClaimed(Exception):
+    """The file was not claimed: it changed or vanished (``problem`` empty), or it could not be
+    moved (``problem`` says why; it is tried again after another settle time)."""
 
-    def _claim(self, e: _Entry) -> Job | None:
-        """Rename the file into the work folder; None when it changed or vanished meanwhile."""
-        claim: Path | None = None
+    def __init__(self, problem: str = "") -> None:
+        super().__init__(problem or "changed or gone")
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where a finished file went."""
+
+    final: Path | None  #: the original's new place (None: it stays claimed)
+    error: Path | None = None  #: its ``.error.txt``, when it failed
+
+
+class Claims:
+    """Claims files into the work folder and puts them in their final place.
+
+    ``local_now`` is the current local time (claim names and result stamps).
+    """
+
+    def __init__(self, layout: DropFolder, local_now: Callable[[], datetime]) -> None:
+        self.layout = layout
+        self.local_now = local_now
+        self._seq = itertools.count()
+
+    def stamp(self) -> str:
+        """``YYYYMMDD-HHMMSS`` now: the prefix of result names."""
+        return f"{self.local_now():%Y%m%d-%H%M%S}"
+
+    def place_for(self, e: SeenFile, identity: FileIdentity) -> Path:
+        """The new claim folder for ``e`` (not made yet)."""
+        now = self.local_now()
+        seq = f"{now:%Y%m%d%H%M%S%f}{next(self._seq) % 10000:04d}"
+        folder = DropFolder.campaign_folder(e.path.parent, e.preview)
+        return self.layout.claim_dir(folder.name, seq, identity.sha256, e.preview)
+
+    @staticmethod
+    def identify(e: SeenFile) -> FileIdentity:
+        """The file as it is now, hashed; raises :class:`NotClaimed` when it changed or is gone."""
         try:
-            st = os.lstat(e.path)
-            if (st.st_size, st.st_mtime_ns) != (e.size, e.mtime_ns):
-                self._observe(e.path, e.campaign, e.preview, unknown=e.unknown)
-                return None
+            found = os.lstat(e.path)
+            if (found.st_size, found.st_mtime_ns) != (e.size, e.mtime_ns):
+                raise NotClaimed()
             identity = FileIdentity.of(e.path)
-            if (identity.size, identity.mtime_ns) != (e.size, e.mtime_ns):
-                self._observe(e.path, e.campaign, e.preview, unknown=e.unknown)
-                return None
-            digest = identity.sha256
-            now = self._local_now()
-            seq = f"{now:%Y%m%d%H%M%S%f}{next(self._seq) % 10000:04d}"
-            folder = DropFolder.campaign_folder(e.path.parent, e.preview)
-            claim = self.layout.claim_dir(folder.name, seq, digest, e.preview)
-            with self._cond:
-                self._active_claims.add(claim)  # a concurrent sweep must not "resume" it
-            name = safe_name(e.path.name)  # valid UTF-8, room for stamp and suffix
-            dropped_as = readable(e.path.name) if name != e.path.name else ""
-            record = json.dumps(
-                {
-                    "size": identity.size,
-                    "mtime_ns": identity.mtime_ns,
-                    "sha256": digest,
-                    "dropped_as": dropped_as,
-                }
-            )
-            target = self.layout.claim(e.path, claim, name, record + "\n")
+        except FileNotFoundError:
+            raise NotClaimed() from None
         except (OSError, FileUnreadable) as failure:
-            exc = failure.__cause__ if isinstance(failure, FileUnreadable) else failure
-            if claim is not None:
-                DropFolder.unclaim(claim)
-                with self._cond:
-                    self._active_claims.discard(claim)
+            raise NotClaimed(_why(failure)) from failure
+        if (identity.size, identity.mtime_ns) != (e.size, e.mtime_ns):
+            raise NotClaimed()
+        return identity
+
+    def claim(self, e: SeenFile, identity: FileIdentity, claim: Path) -> Job:
+        """Rename the file into ``claim`` with its record; raises :class:`NotClaimed`."""
+        name = safe_name(e.path.name)  # valid UTF-8, room for stamp and suffix
+        dropped_as = readable(e.path.name) if name != e.path.name else ""
+        record = json.dumps(
+            {
+                "size": identity.size,
+                "mtime_ns": identity.mtime_ns,
+                "sha256": identity.sha256,
+                "dropped_as": dropped_as,
+            }
+        )
+        try:
+            target = self.layout.claim(e.path, claim, name, record + "\n")
+        except OSError as exc:
+            DropFolder.unclaim(claim)
             if isinstance(exc, FileNotFoundError):
-                return None  # deleted or renamed just now: the next sweep sees its new name
+                raise NotClaimed() from None  # renamed just now: the next sweep sees its name
             log.warning("could not claim %s: %s", e.path, exc)
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            e.problem = f"could not be moved into the work folder: {why}"
-            e.since = self.clock.monotonic()  # try again after another settle time
-            with self._cond:
-                self._seen[e.path] = e
-            return None
-        job = Job(
+            raise NotClaimed(_why(exc)) from exc
+        return Job(
             campaign=e.campaign,
             name=target.name,
             path=target,
             folder=e.path.parent,
             preview=e.preview,
-            stamp=f"{now:%Y%m%d-%H%M%S}",
-            sha256=digest,
+            stamp=self.stamp(),
+            sha256=identity.sha256,
             identity=identity,
             dropped_as=dropped_as,
         )
-        if self.on_claimed is not None:
-            self.on_claimed(job, max(0.0, self.clock.monotonic() - e.since - self.settle_seconds))
-        return job
 
-    def _process(self, job: Job) -> Finished | None:
-        started = self.clock.monotonic()
-        try:
-            outcome = self.processor(job)
-        except LeadpipeError as exc:
-            outcome = Outcome(FileOutcome.FAILED, message=str(exc))
-        except Exception as exc:
-            log.exception("unexpected error while processing %s", job.name)
-            outcome = Outcome(
-                FileOutcome.FAILED,
-                message=(
-                    f"leadpipe hit an internal error while processing this file ({exc!r}). "
-                    "Nothing more will happen to it; tell whoever runs leadpipe."
-                ),
-            )
-        return self._finalise(job, outcome, self.clock.monotonic() - started)
+    def finish(self, job: Job, out: Outcome) -> Placed:
+        """Move a processed file to the place its outcome names; the claim is released.
 
-    def _finalise(self, job: Job, out: Outcome, seconds: float) -> Finished | None:
-        stamp = out.stamp or job.stamp
+        ``interrupted``: it stays claimed (resumed at the next start). Raises ``OSError`` when
+        a move fails (the inbox went away mid-move): the claim stays and is resumed later.
+        """
+        if out.kind is FileOutcome.INTERRUPTED:
+            return Placed(None)
         error: Path | None = None
-        final: Path | None = None
+        if out.kind in (FileOutcome.CHANGED, FileOutcome.WAITING):
+            final = DropFolder.back_to_inbox(job.path, job.folder, job.name)
+        elif out.kind is FileOutcome.FAILED:
+            final, error = self.layout.to_failed(
+                job.path,
+                job.folder,
+                job.preview,
+                DropFolder.result_name(out.stamp or job.stamp, job.name),
+                error_text(job.name, job.campaign, out.message),
+            )
+        else:
+            final = self.layout.to_processed(
+                job.path,
+                job.folder,
+                job.preview,
+                DropFolder.result_name(out.stamp or job.stamp, job.name),
+                out.destination,
+            )
+        DropFolder.release(job.path.parent)  # the claim, now without its file
+        return Placed(final, error)
+
+    def interrupted(
+        self, handled: Callable[[Path], bool], code_for: Callable[[str], str | None]
+    ) -> list[Job]:
+        """Every claim left in the work folder that is not ``handled`` already, as a job."""
         try:
-            if out.kind is FileOutcome.INTERRUPTED:
-                return None  # stays claimed; resumed at the next start
-            if out.kind is FileOutcome.CHANGED:
-                final = DropFolder.back_to_inbox(job.path, job.folder, job.name)
-                if out.retry_after > 0:  # not again before then, unless it changes
-                    st = os.stat(final)
-                    until = self.clock.monotonic() + out.retry_after
-                    with self._cond:
-                        self._not_before[final] = (until, st.st_size, st.st_mtime_ns)
-                log.warning("%s went back to the inbox: %s", job.name, out.message)
-            elif out.kind is FileOutcome.WAITING:
-                final = DropFolder.back_to_inbox(job.path, job.folder, job.name)
-                with self._cond:
-                    self.breaker.trip(
-                        out.message or "the API is not answering", longest=out.not_permitted
-                    )
-                log.warning("waiting for the API: %s (%s back in the inbox)", out.message, job.name)
-            elif out.kind is FileOutcome.FAILED:
-                final, error = self.layout.to_failed(
-                    job.path,
-                    job.folder,
-                    job.preview,
-                    DropFolder.result_name(stamp, job.name),
-                    error_text(job, out.message),
+            campaign_dirs = [d for d in self.layout.work.iterdir() if d.is_dir()]
+        except OSError:
+            return []
+        jobs: list[Job] = []
+        for cdir in campaign_dirs:
+            for claim in sorted(cdir.iterdir()):
+                if not claim.is_dir() or handled(claim):
+                    continue
+                files = [f for f in claim.iterdir() if f.is_file() and f.name != CLAIM_RECORD]
+                if not files:
+                    with contextlib.suppress(OSError):
+                        (claim / CLAIM_RECORD).unlink(missing_ok=True)
+                        claim.rmdir()  # the move out finished before an interruption
+                    continue
+                stamp, sha, preview = parse_claim(claim.name)
+                identity, dropped_as = _claimed_as(claim)
+                job = Job(
+                    campaign=code_for(cdir.name) or cdir.name,
+                    name=files[0].name,
+                    path=files[0],
+                    folder=DropFolder.drop_folder(self.layout.inbox / cdir.name, preview),
+                    preview=preview,
+                    stamp=stamp or self.stamp(),
+                    sha256=identity.sha256 if identity else sha,
+                    resumed=True,
+                    identity=identity,
+                    dropped_as=dropped_as,
                 )
-            else:
-                final = self.layout.to_processed(
-                    job.path,
-                    job.folder,
-                    job.preview,
-                    DropFolder.result_name(stamp, job.name),
-                    out.destination,
-                )
-                with self._cond:
-                    self.breaker.success(out.uncertain)
-            DropFolder.release(job.path.parent)  # the claim, now without its file
-        except OSError as exc:
-            # The inbox (a share?) went away mid-move: the claim stays and is resumed later.
-            log.warning("could not finish %s (%s); it will be resumed", job.name, exc)
-            return None
-        done = Finished(
-            campaign=job.campaign,
-            name=job.name,
-            preview=job.preview,
-            kind=out.kind,
-            at=self._local_now(),
-            final=final,
-            receipt=out.receipt,
-            rejects=list(out.rejects),
-            error=error,
-            message=out.message,
-            counts=dict(out.counts),
-            seconds=seconds,
-        )
-        self._record(done)
-        return done
+                log.info("resuming %s for %s (interrupted earlier)", job.name, job.campaign)
+                jobs.append(job)
+        return jobs
+
+
+def _why(failure: BaseException) -> str:
+    exc = failure.__cause__ if isinstance(failure, FileUnreadable) else failure
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+    return f"could not be moved into the work folder: {why}"
+
+
+def _claimed_as(claim: Path) -> tuple[FileIdentity | None, str]:
+    """The file as it was claimed and the name it was dropped as, from the claim's record."""
+    try:
+        data = json.loads((claim / CLAIM_RECORD).read_text(encoding="utf-8"))
+        found = FileIdentity(int(data["size"]), int(data["mtime_ns"]), str(data["sha256"]))
+        return found, str(data.get("dropped_as", ""))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, ""

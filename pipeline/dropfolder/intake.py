@@ -3,65 +3,59 @@
 A file in ``inbox/<campaign>/`` (or its ``preview/``) moves through::
 
     seen -> settling -> queued -> claimed (work folder) -> processed/ | failed/
-                                         \\-> back in the inbox (API down: "waiting for the API")
+                                         \\-> back in the inbox (waiting for the API, changed)
 
-* **Settling.** A file is taken only when its size and mtime stayed unchanged for the settle time
-  (observed by us; on local folders the file's own change time may vouch for the past, see
-  :meth:`pipeline.dropfolder.scan.Settling._settled_since`) and it can be opened. Lock, temp, hidden
-  and our own files are ignored.
-* **Claim.** An atomic rename into ``inbox/.leadpipe/work/<folder>/<seq>-<sha16>[-preview]/``
-  on the same volume. Whatever is found there at start-up (or when the inbox returns) was
-  interrupted and is resumed: the ledger, keyed by the file's SHA-256, makes the rerun safe.
-* **Order.** One file at a time per campaign, oldest first (mtime, then name); campaigns run in
-  parallel, bounded by the number of workers.
+:class:`Intake` composes the parts, each its own object: what the inbox holds
+(:class:`~pipeline.dropfolder.scan.InboxListing`), the settle policy
+(:class:`~pipeline.dropfolder.scan.Settling`), which folders are campaigns
+(:class:`~pipeline.dropfolder.campaigns.CampaignDirectory`), the per-campaign queues
+(:class:`~pipeline.dropfolder.queues.Queues`), claiming and finishing
+(:class:`~pipeline.dropfolder.claims.Claims`) and the API breaker
+(:class:`~pipeline.dropfolder.breaker.Breaker`). It holds the one lock they share, hands out
+work to the service's workers and reports its state as an
+:class:`~pipeline.dropfolder.status.IntakeStatus`.
+
+* **Order.** One file at a time per campaign, oldest first (mtime, then name); claims an
+  interrupted run left go first; campaigns run in parallel, bounded by the number of workers.
 * **Breaker.** When the processor says the API is down (or uncertain outcomes repeat), taking
   stops; files wait in the inbox; a cheap probe (or the next file) closes it again.
 
-Nothing here knows about HTTP or spreadsheets: the work is done by an injected ``Processor``.
-Discovery and settling (and finding interrupted claims) live in :mod:`pipeline.dropfolder.scan`;
-claiming, processing and finishing one file in :mod:`pipeline.dropfolder.claims`; this module
-holds the
-state, the queues, taking and the status snapshot.
+Nothing here knows about HTTP or spreadsheets: the work is done by an injected ``Processor``
+(``docs/dropfolder.md`` has the whole lifecycle).
 """
 
 from __future__ import annotations
 
-import bisect
 import hashlib
-import itertools
 import logging
 import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.dropfolder.breaker import Breaker
-from pipeline.dropfolder.claims import Claims
-from pipeline.dropfolder.layout import (
-    OUTPUT_SUFFIXES,
-    DropFolder,
-    Finished,
-    Job,
-    Outcome,
-    Processor,
-    clear_empty_work,
-    finished_json,
-    is_ignored,
-    safe_name,
-)
-from pipeline.dropfolder.scan import _Entry, _order, _Resumed
-from pipeline.errors import Unavailable, Uncertain
+from pipeline.dropfolder.campaigns import CampaignDirectory
+from pipeline.dropfolder.claims import Claims, NotClaimed
+from pipeline.dropfolder.jobs import Finished, Job, Outcome, Processor
+from pipeline.dropfolder.layout import DropFolder, safe_name, unknown_folder_text
+from pipeline.dropfolder.queues import Queued, Queues, ResumedClaim
+from pipeline.dropfolder.scan import InboxListing, SeenFile, Settling
+from pipeline.dropfolder.status import CampaignStatus, FileInFolder, IntakeStatus, RecentFile
+from pipeline.errors import LeadpipeError, Unavailable, Uncertain
 from pipeline.files import readable
 from pipeline.outcome import FileOutcome
 
 log = logging.getLogger("leadpipe.intake")
 
+#: What one worker took: the campaign, and the file or claim.
+Taken = tuple[str, Queued]
 
-class Intake(Claims):
+
+class Intake:
     """The drop-folder state machine over ``inbox``. Thread-safe; see the module docstring.
 
     ``campaigns`` returns the campaign codes the account can reach (raise an ``ApiError`` when it
@@ -85,40 +79,162 @@ class Intake(Claims):
         timezone: str | None = None,
     ) -> None:
         self.inbox = Path(inbox)
-        self.layout = DropFolder(self.inbox)  # every folder name and result place
-        self.work = self.layout.work
-        self.tmp = self.layout.tmp
+        self.layout = DropFolder(self.inbox)
         self.processor = processor
-        self._campaigns_fn = campaigns
-        self.settle_seconds = settle_seconds
         self.clock: Clock = clock or SystemClock()
-        self.trust_ctime = trust_ctime
         self.probe = probe
-        self.breaker = breaker or Breaker(self.clock)
         self.on_finished = on_finished
         self.on_claimed = on_claimed
-        self.recent: deque[Finished] = deque(maxlen=recent_size)
         self.tz = ZoneInfo(timezone) if timezone else None
+        self.breaker = breaker or Breaker(self.clock)
+        self.settling = Settling(settle_seconds, self.clock, trust_ctime=trust_ctime)
+        self.campaigns = CampaignDirectory(campaigns, self.clock)
+        self.queues = Queues()
+        self.claims = Claims(self.layout, self._local_now)
+        self.recent: deque[Finished] = deque(maxlen=recent_size)
         self.totals: dict[str, int] = {o.value: 0 for o in FileOutcome}
         self.inbox_ok = True
         self.inbox_problem = ""
-        self.folders: dict[str, str] = {}  # folder name -> campaign code ("" = unknown)
-        self.stray: list[str] = []  # files dropped at the top of the inbox
-        self._codes: dict[str, str] | None = None  # lower-case code -> code
-        self._seen: dict[Path, _Entry] = {}
-        self._queues: dict[str, list[_Entry | _Resumed]] = {}
-        self._busy: dict[str, Job | Path] = {}  # campaign -> job being processed
-        self._active_claims: set[Path] = set()
-        #: sent back to the inbox: not taken again before (deadline) unless size/mtime change
-        self._not_before: dict[Path, tuple[float, int, int]] = {}
-        self._warned: set[str] = set()
+        self.folders: dict[str, str] = {}  #: folder name -> campaign code ("" = unknown)
+        self.stray: tuple[str, ...] = ()  #: files dropped at the top of the inbox
         self._taking = True
         self._probing = False
-        self._listing_failed = False
-        self._accept_all = False
-        self._refreshed_at = float("-inf")
-        self._cond = threading.Condition()
-        self._seq = itertools.count()
+        self._cond = threading.Condition()  # guards all of the above and the parts' state
+
+    @property
+    def settle_seconds(self) -> float:
+        return self.settling.settle_seconds
+
+    # ------------------------------------------------------------------ discovery
+    def sweep(self) -> None:
+        """A full listing of the inbox: the truth, whatever events were (not) delivered."""
+        try:
+            listing = InboxListing.of(self.inbox)
+        except OSError as exc:
+            self._inbox_lost(exc)
+            return
+        if not self.inbox_ok:
+            log.warning("the inbox %s is back; picking up again", self.inbox)
+        self.inbox_ok, self.inbox_problem = True, ""
+        problem = self.campaigns.update(listing.folders)
+        if problem is not None:
+            with self._cond:
+                if problem:
+                    self.breaker.trip(problem)
+                else:
+                    self.breaker.success()
+        with self._cond:
+            busy = self.queues.busy_paths()
+        self.stray = listing.stray
+        folders: dict[str, str] = {}
+        present: set[Path] = set()
+        for name, path, preview in listing.inputs:
+            code = self.campaigns.code_for(name)
+            folders[name] = code or ""
+            present.add(path)
+            if path not in busy:
+                unknown = code is None and self.campaigns.known
+                self._observe(path, code or name, preview, unknown=unknown)
+        for name in listing.folders:
+            folders.setdefault(name, self.campaigns.code_for(name) or "")
+        with self._cond:
+            self.folders = folders
+            for gone in self.settling.forget_all_but(present):
+                self.queues.remove(gone)
+            self._promote()
+        self._recover()
+
+    def check_settling(self) -> None:
+        """Re-check only the files still settling (cheap; called at their deadlines)."""
+        with self._cond:
+            entries = self.settling.settling()
+        for e in entries:
+            self._observe(e.path, e.campaign, e.preview, unknown=e.unknown)
+        with self._cond:
+            self._promote()
+
+    def next_deadline(self) -> float | None:
+        """Monotonic time at which a settling file may be stable (None: nothing settling)."""
+        with self._cond:
+            return self.settling.next_deadline()
+
+    def _observe(self, path: Path, campaign: str, preview: bool, *, unknown: bool) -> None:
+        found = self.settling.look(path)
+        with self._cond:
+            if found is None:
+                if (gone := self.settling.forget(path)) is not None:
+                    self.queues.remove(gone)
+                return
+            changed = self.settling.record(path, found, campaign, preview, unknown=unknown)
+            if changed is not None:
+                old = changed[1]
+                if old is not None:
+                    self.queues.remove(old)  # it changed after all: settle again
+                self._cond.notify_all()
+
+    def _promote(self) -> None:
+        """Queue every file that has settled (lock held)."""
+        for e in self.settling.settled(self.clock.monotonic()):
+            if e.unknown:
+                self.settling.forget(e.path)
+                self._fail_unknown(e)
+                continue
+            self.queues.add(e.campaign, e)
+            self._cond.notify_all()
+
+    def _inbox_lost(self, exc: OSError) -> None:
+        if self.inbox_ok:
+            log.warning(
+                "the inbox %s cannot be read (%s); waiting for it to return", self.inbox, exc
+            )
+        self.inbox_ok = False
+        self.inbox_problem = (
+            f"the inbox folder {self.inbox} is not reachable ({exc.strerror or exc}); "
+            "waiting for it to come back (a network share outage?)"
+        )
+        with self._cond:
+            for gone in self.settling.forget_all_but(set()):
+                self.queues.remove(gone)
+
+    def _recover(self) -> None:
+        """Queue every claim left in the work folder that no worker of ours is processing."""
+
+        def handled(claim: Path) -> bool:
+            with self._cond:
+                return self.queues.handles(claim)
+
+        for job in self.claims.interrupted(handled, self.campaigns.code_for):
+            with self._cond:
+                self.queues.add(job.campaign, ResumedClaim(job))
+                self._cond.notify_all()
+
+    def _fail_unknown(self, e: SeenFile) -> None:
+        """A settled file in a folder that is no campaign we can reach: to failed/, explained."""
+        folder = DropFolder.campaign_folder(e.path.parent, e.preview)
+        name = safe_name(e.path.name)
+        message = unknown_folder_text(folder.name, name, self.campaigns.codes())
+        self.campaigns.warn_unknown(folder.name)
+        started = self.clock.monotonic()
+        try:
+            # to the folder's failed/, also from its preview/
+            final, error = self.layout.to_failed(
+                e.path, folder, False, DropFolder.result_name(self.claims.stamp(), name), message
+            )
+        except OSError as exc:
+            log.warning("could not move %s to failed/: %s", e.path, exc)
+            return
+        self._record(
+            Finished.failed(
+                folder.name,
+                name,
+                preview=e.preview,
+                at=self._local_now(),
+                final=final,
+                error=error,
+                message=message.splitlines()[0],
+                seconds=self.clock.monotonic() - started,
+            )
+        )
 
     # ------------------------------------------------------------------ taking and processing
     def stop_taking(self) -> None:
@@ -127,7 +243,7 @@ class Intake(Claims):
             self._taking = False
             self._cond.notify_all()
 
-    def take(self, timeout: float | None = 0.0) -> tuple[str, _Entry | _Resumed] | None:
+    def take(self, timeout: float | None = 0.0) -> Taken | None:
         """The next file of a campaign nobody is working on; None when there is none."""
         deadline = None if timeout is None else self.clock.monotonic() + timeout
         with self._cond:
@@ -142,33 +258,22 @@ class Intake(Claims):
                 if not self._cond.wait(left):
                     return self._pick()
 
-    def _pick(self) -> tuple[str, _Entry | _Resumed] | None:
-        if not self._taking or not self.inbox_ok:
+    def _pick(self) -> Taken | None:
+        if not self._taking or not self.inbox_ok or not self.campaigns.ready:
             return None
         if self.breaker.open and (self._probing or not self.breaker.may_try()):
             return None
-        ready = [
-            (q[0].order, c)
-            for c, q in self._queues.items()
-            if q and c not in self._busy and (self._codes is not None or self._accept_all)
-        ]
-        if not ready:
+        got = self.queues.pick(lambda campaign: True)
+        if got is None:
             return None
-        _, campaign = min(ready)
-        item = self._queues[campaign].pop(0)
-        if isinstance(item, _Entry):
-            item.queued = False
-            self._seen.pop(item.path, None)
-            self._busy[campaign] = item.path
-        else:
-            self._busy[campaign] = item.job
-            self._active_claims.add(item.job.path.parent)
+        if isinstance(got[1], SeenFile):
+            self.settling.forget(got[1].path)
         if self.breaker.open:
             self._probing = True
             self.breaker.hold()
-        return campaign, item
+        return got
 
-    def run(self, taken: tuple[str, _Entry | _Resumed]) -> Finished | None:
+    def run(self, taken: Taken) -> Finished | None:
         """Claim (if new), process and finalise one taken file. Never raises for file problems."""
         campaign, item = taken
         job: Job | None = None
@@ -176,47 +281,119 @@ class Intake(Claims):
             if self._probing and self.probe is not None and not self._run_probe():
                 self._requeue(item)
                 return None
-            if isinstance(item, _Resumed):
-                job = item.job
-            else:
-                job = self._claim(item)
-                if job is None:
-                    return None
+            job = item.job if isinstance(item, ResumedClaim) else self._claim(item)
+            if job is None:
+                return None
             with self._cond:
-                self._busy[campaign] = job
-                self._active_claims.add(job.path.parent)
+                self.queues.working_on(campaign, job)
             return self._process(job)
         except Exception as exc:  # one file's trouble never ends a worker
             log.exception("unexpected error while handling a file of %s", campaign)
             return self._fail_unexpected(item, job, exc)
         finally:
             with self._cond:
-                self._busy.pop(campaign, None)
-                if job is not None:
-                    self._active_claims.discard(job.path.parent)
-                if self._probing:
-                    self._probing = False
+                self.queues.done(campaign, job)
+                self._probing = False
                 self._cond.notify_all()
 
-    def _fail_unexpected(
-        self, item: _Entry | _Resumed, job: Job | None, exc: Exception
-    ) -> Finished | None:
+    def _claim(self, e: SeenFile) -> Job | None:
+        """Claim ``e`` into the work folder; None when it changed, vanished or cannot move."""
+        claim: Path | None = None
+        try:
+            identity = self.claims.identify(e)
+            claim = self.claims.place_for(e, identity)
+            with self._cond:
+                self.queues.claiming(claim)  # a concurrent sweep must not "resume" it
+            job = self.claims.claim(e, identity, claim)
+        except NotClaimed as why:
+            if claim is not None:
+                with self._cond:
+                    self.queues.not_claiming(claim)
+            if not why.problem:  # changed or gone: look again
+                self._observe(e.path, e.campaign, e.preview, unknown=e.unknown)
+                return None
+            e.problem = why.problem
+            e.since = self.clock.monotonic()  # try again after another settle time
+            with self._cond:
+                self.settling.put_back(e)
+            return None
+        if self.on_claimed is not None:
+            delay = self.clock.monotonic() - e.since - self.settle_seconds
+            self.on_claimed(job, max(0.0, delay))
+        return job
+
+    def _process(self, job: Job) -> Finished | None:
+        started = self.clock.monotonic()
+        try:
+            outcome = self.processor(job)
+        except LeadpipeError as exc:
+            outcome = Outcome(FileOutcome.FAILED, message=str(exc))
+        except Exception as exc:
+            log.exception("unexpected error while processing %s", job.name)
+            outcome = Outcome(
+                FileOutcome.FAILED,
+                message=(
+                    f"leadpipe hit an internal error while processing this file ({exc!r}). "
+                    "Nothing more will happen to it; tell whoever runs leadpipe."
+                ),
+            )
+        return self._finish(job, outcome, self.clock.monotonic() - started)
+
+    def _finish(self, job: Job, out: Outcome, seconds: float) -> Finished | None:
+        try:
+            placed = self.claims.finish(job, out)
+        except OSError as exc:
+            # The inbox (a share?) went away mid-move: the claim stays and is resumed later.
+            log.warning("could not finish %s (%s); it will be resumed", job.name, exc)
+            return None
+        if placed.final is None:
+            return None  # interrupted: stays claimed; resumed at the next start
+        with self._cond:
+            if out.kind is FileOutcome.CHANGED and out.retry_after > 0:
+                # not again before then, unless it changes
+                self.settling.hold_back(placed.final, out.retry_after)
+            elif out.kind is FileOutcome.WAITING:
+                reason = out.message or "the API is not answering"
+                self.breaker.trip(reason, longest=out.not_permitted)
+            elif out.kind is not FileOutcome.FAILED:
+                self.breaker.success(out.uncertain)
+        if out.kind is FileOutcome.CHANGED:
+            log.warning("%s went back to the inbox: %s", job.name, out.message)
+        elif out.kind is FileOutcome.WAITING:
+            log.warning("waiting for the API: %s (%s back in the inbox)", out.message, job.name)
+        done = Finished(
+            campaign=job.campaign,
+            name=job.name,
+            preview=job.preview,
+            kind=out.kind,
+            at=self._local_now(),
+            final=placed.final,
+            receipt=out.receipt,
+            rejects=list(out.rejects),
+            error=placed.error,
+            message=out.message,
+            counts=dict(out.counts),
+            seconds=seconds,
+        )
+        self._record(done)
+        return done
+
+    def _fail_unexpected(self, item: Queued, job: Job | None, exc: Exception) -> Finished | None:
         """Put a file whose handling raised into failed/ with the reason (best effort).
 
         Under a short name (stamp, hash, extension) if need be, so the move itself cannot fail
         for the name; when even that fails the claim stays for the next start.
         """
-        if job is None and isinstance(item, _Resumed):
+        if job is None and isinstance(item, ResumedClaim):
             job = item.job
-        path = job.path if job is not None else item.path  # type: ignore[union-attr]
+        if job is not None:
+            path, drop, preview, campaign = job.path, job.folder, job.preview, job.campaign
+        else:
+            assert isinstance(item, SeenFile)
+            path, drop, preview, campaign = item.path, item.path.parent, item.preview, item.campaign
         if not os.path.lexists(path):  # it already reached its place: nothing to fail
             return None
-        if job is None:
-            assert isinstance(item, _Entry)
-            drop, preview, campaign = item.path.parent, item.preview, item.campaign
-        else:
-            drop, preview, campaign = job.folder, job.preview, job.campaign
-        stamp = self._stamp()
+        stamp = self.claims.stamp()
         message = (
             f"leadpipe hit an internal error while handling this file ({exc!r}). Rows it "
             "already sent are recorded and are not sent again. Tell whoever runs leadpipe."
@@ -260,7 +437,7 @@ class Intake(Claims):
     def pending(self) -> bool:
         """Anything seen, queued or being processed."""
         with self._cond:
-            return bool(self._seen or any(self._queues.values()) or self._busy)
+            return bool(self.settling) or bool(self.queues)
 
     def waiting_for_api(self) -> bool:
         """True while the breaker holds files back."""
@@ -279,87 +456,77 @@ class Intake(Claims):
         log.info("the API answers again; taking files")
         return True
 
-    def _requeue(self, item: _Entry | _Resumed) -> None:
+    def _requeue(self, item: Queued) -> None:
         with self._cond:
-            if isinstance(item, _Entry):
-                self._seen[item.path] = item
-                campaign = item.campaign
-            else:
-                campaign = item.job.campaign
-            bisect.insort(self._queues.setdefault(campaign, []), item, key=_order)
-            if isinstance(item, _Entry):
-                item.queued = True
+            if isinstance(item, SeenFile):
+                self.settling.put_back(item)
+            self.queues.add(item.campaign, item)
+
+    def _local_now(self) -> datetime:
+        return self.clock.now().astimezone(self.tz)
+
+    def _record(self, done: Finished) -> None:
+        with self._cond:
+            self.recent.appendleft(done)
+            self.totals[done.kind.value] = self.totals.get(done.kind.value, 0) + 1
+            self._cond.notify_all()
+        if self.on_finished is not None:
+            self.on_finished(done)
 
     # ------------------------------------------------------------------ status
-    def snapshot(self) -> dict[str, Any]:
-        """Facts for the status page and ``leadpipe status`` (JSON-friendly)."""
+    def status(self) -> IntakeStatus:
+        """The drop folder now, taken in one go under the lock."""
         now = self.clock.monotonic()
         with self._cond:
-            campaigns: dict[str, dict[str, Any]] = {}
-            for folder, code in sorted(self.folders.items()):
-                campaigns[code or folder] = {
-                    "folder": str(self.inbox / folder),
-                    "known": bool(code) or self._codes is None,
-                    "waiting": [],
-                    "settling": [],
-                    "ignored": [],
-                    "in_progress": None,
-                }
-            for e in sorted(self._seen.values(), key=lambda x: x.order):
-                c = campaigns.setdefault(
-                    e.campaign,
-                    {
-                        "folder": "",
-                        "known": True,
-                        "waiting": [],
-                        "settling": [],
-                        "ignored": [],
-                        "in_progress": None,
-                    },
-                )
-                item = {"name": readable(e.path.name), "preview": e.preview, "size": e.size}
-                if e.problem:
-                    item["problem"] = e.problem
+            files: dict[str, dict[str, list[FileInFolder]]] = {}
+
+            def place(campaign: str, kind: str) -> list[FileInFolder]:
+                return files.setdefault(campaign, {}).setdefault(kind, [])
+
+            for x in self.queues.resumed():
+                item = FileInFolder(x.job.name, preview=x.job.preview, resumed=True)
+                place(x.campaign, "waiting").append(item)
+            for e in sorted(self.settling, key=lambda x: x.order):
+                name = readable(e.path.name)
                 if e.blocked:
-                    c.setdefault("ignored", []).append(item)
-                elif self._queued(e):
-                    c["waiting"].append(item)
+                    place(e.campaign, "ignored").append(
+                        FileInFolder(name, e.preview, e.size, e.problem)
+                    )
+                elif e.queued:
+                    place(e.campaign, "waiting").append(
+                        FileInFolder(name, e.preview, e.size, e.problem)
+                    )
                 else:
-                    item["stable_in"] = round(max(0.0, e.since + self.settle_seconds - now), 1)
-                    c["settling"].append(item)
-            for camp, q in self._queues.items():
-                for x in q:
-                    if isinstance(x, _Resumed):
-                        campaigns.setdefault(camp, {"waiting": [], "settling": []})[
-                            "waiting"
-                        ].insert(0, {"name": x.job.name, "preview": x.job.preview, "resumed": True})
-            for camp, busy in self._busy.items():
-                name = busy.name
-                campaigns.setdefault(camp, {"waiting": [], "settling": []})["in_progress"] = name
-            return {
-                "inbox": str(self.inbox),
-                "inbox_ok": self.inbox_ok,
-                "inbox_problem": self.inbox_problem,
-                "stray": list(self.stray),
-                "waiting_for_api": self.breaker.open,
-                "api_problem": self.breaker.reason,
-                "retry_in": round(self.breaker.retry_in(), 1),
-                "campaigns": campaigns,
-                "queue_depth": sum(len(q) for q in self._queues.values()),
-                "in_progress": len(self._busy),
-                "totals": dict(self.totals),
-                "recent": [finished_json(f) for f in self.recent],
+                    stable = round(max(0.0, e.since + self.settle_seconds - now), 1)
+                    place(e.campaign, "settling").append(
+                        FileInFolder(name, e.preview, e.size, e.problem, stable_in=stable)
+                    )
+            busy = self.queues.busy()
+            folder_of = {(code or folder): folder for folder, code in self.folders.items()}
+            unknown = {folder for folder, code in self.folders.items() if not code}
+            names = sorted(set(folder_of) | set(files) | set(busy))
+            campaigns = {
+                c: CampaignStatus(
+                    folder=str(self.inbox / folder_of[c]) if c in folder_of else "",
+                    known=c not in unknown or not self.campaigns.known,
+                    waiting=tuple(files.get(c, {}).get("waiting", [])),
+                    settling=tuple(files.get(c, {}).get("settling", [])),
+                    ignored=tuple(files.get(c, {}).get("ignored", [])),
+                    in_progress=busy.get(c),
+                )
+                for c in names
             }
-
-
-__all__ = [
-    "OUTPUT_SUFFIXES",
-    "Breaker",
-    "Finished",
-    "Intake",
-    "Job",
-    "Outcome",
-    "Processor",
-    "clear_empty_work",
-    "is_ignored",
-]
+            return IntakeStatus(
+                inbox=str(self.inbox),
+                inbox_ok=self.inbox_ok,
+                inbox_problem=self.inbox_problem,
+                stray=self.stray,
+                waiting_for_api=self.breaker.open,
+                api_problem=self.breaker.reason,
+                retry_in=round(self.breaker.retry_in(), 1),
+                campaigns=campaigns,
+                queue_depth=self.queues.depth,
+                in_progress=self.queues.in_progress,
+                totals=dict(self.totals),
+                recent=tuple(RecentFile.of(f) for f in self.recent),
+            )

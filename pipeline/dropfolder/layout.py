@@ -19,14 +19,10 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pipeline.dropfolder.identity import FileIdentity
 from pipeline.files import WORK_DIR_NAME, atomic_move, atomic_write_text, fsync_dir, readable
-from pipeline.outcome import FileOutcome
 
 PROCESSED, REJECTED, FAILED = "processed", "rejected", "failed"
 PREVIEW = "preview"
@@ -39,6 +35,8 @@ _IGNORED_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".down
 #: Excel saves through an extension-less temp file with an 8-hex-digit name.
 _EXCEL_TEMP = re.compile(r"^[0-9A-F]{8}$")
 
+#: Lists a folder (``os.scandir``; tests and other file systems may pass their own).
+ScanDir = Callable[[Path], Iterable[os.DirEntry[str]]]
 #: Written into each claim folder beside the file: the file as it was claimed.
 CLAIM_RECORD = ".claim.json"
 
@@ -76,6 +74,17 @@ class DropFolder:
     def claim_dir(self, folder_name: str, seq: str, digest: str, preview: bool) -> Path:
         """The work-folder place of one claim."""
         return self.work / folder_name / claim_name(seq, digest, preview)
+
+    @staticmethod
+    def is_ours(name: str) -> bool:
+        """True for a folder leadpipe writes (results, its hidden area): never input."""
+        return name.lower() in RESULT_FOLDERS or name == WORK_DIR_NAME
+
+    @staticmethod
+    def holds_results(place: str) -> bool:
+        """True for a campaign sub-folder that holds result files (``processed/``, ...,
+        ``preview/``: a preview's results stay beside it)."""
+        return place.lower() in RESULT_FOLDERS or place.lower() == PREVIEW
 
     @staticmethod
     def campaign_folder(folder: Path, preview: bool) -> Path:
@@ -196,97 +205,6 @@ def is_ignored(name: str) -> bool:
     )
 
 
-@dataclass(frozen=True)
-class Job:
-    """One claimed file, handed to the processor."""
-
-    campaign: str  #: the campaign code (as the API spells it)
-    name: str  #: the file name as dropped
-    path: Path  #: where the file is now (inside the work folder)
-    folder: Path  #: where results go: ``inbox/<campaign>`` or ``inbox/<campaign>/preview``
-    preview: bool  #: validate only, upload nothing
-    stamp: str  #: claim time, ``YYYYMMDD-HHMMSS``: prefix for names of results
-    sha256: str  #: the content hash the claim is keyed by
-    resumed: bool = False  #: found in the work folder at start-up (an interrupted run)
-    #: size, mtime and hash when it was claimed (None: an old claim without a record)
-    identity: FileIdentity | None = None
-    #: the name as dropped, when it had to change (not UTF-8, too long; see :func:`safe_name`)
-    dropped_as: str = ""
-
-
-@dataclass
-class Outcome:
-    """What the processor did with a file.
-
-    ``processed``: the original goes to ``processed/`` (preview: stays beside its receipt).
-    ``failed``: to ``failed/`` with ``message`` as its ``.error.txt``. ``wait``: the API is down;
-    the file goes back to the inbox and taking pauses. ``interrupted``: the service is stopping;
-    the file stays claimed and is resumed at the next start. ``changed``: the file changed while
-    it was read (a copy still under way): it goes back to the inbox to settle again.
-    """
-
-    kind: FileOutcome
-    message: str = ""
-    receipt: Path | None = None
-    rejects: list[Path] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-    stamp: str | None = None  #: the stamp the processor used for its result files, if any
-    uncertain: int = 0  #: rows left uncertain (repeated uncertainty opens the breaker)
-    not_permitted: bool = False  #: the API refused our credentials/rights (long pause)
-    destination: Path | None = None  #: where the original goes (``processed``), if chosen
-    retry_after: float = 0.0  #: ``changed``: take the file again no sooner than this (s)
-
-
-Processor = Callable[[Job], Outcome]
-
-
-@dataclass
-class Finished:
-    """One entry of the recent-files list (what the status page shows)."""
-
-    campaign: str
-    name: str
-    preview: bool
-    kind: FileOutcome
-    at: datetime
-    final: Path | None
-    receipt: Path | None
-    rejects: list[Path]
-    error: Path | None
-    message: str
-    counts: dict[str, int]
-    seconds: float
-
-    @classmethod
-    def failed(
-        cls,
-        campaign: str,
-        name: str,
-        *,
-        preview: bool,
-        at: datetime,
-        final: Path,
-        error: Path | None,
-        message: str,
-        seconds: float,
-    ) -> Finished:
-        """A file that ended in ``failed/`` (nothing uploaded), with its error text."""
-        return cls(
-            campaign,
-            name,
-            preview,
-            FileOutcome.FAILED,
-            at,
-            final,
-            None,
-            [],
-            error,
-            message,
-            {},
-            seconds,
-        )
-
-
 def can_open(path: Path) -> bool:
     """True when the file can be opened for reading now (not locked by another program)."""
     try:
@@ -297,7 +215,7 @@ def can_open(path: Path) -> bool:
     return True
 
 
-def list_inputs(base: Path) -> list[tuple[Path, bool]]:
+def list_inputs(base: Path, scandir: ScanDir = os.scandir) -> list[tuple[Path, bool]]:
     """The entries of one campaign folder and its ``preview/``: (path, is_preview).
 
     Everything a person put there, except leadpipe's own folders and ignored names: entries
@@ -306,7 +224,7 @@ def list_inputs(base: Path) -> list[tuple[Path, bool]]:
     """
     out: list[tuple[Path, bool]] = []
     try:
-        entries = list(os.scandir(base))
+        entries = list(scandir(base))
     except OSError:
         return out
     for e in entries:
@@ -315,7 +233,7 @@ def list_inputs(base: Path) -> list[tuple[Path, bool]]:
         if e.is_dir(follow_symlinks=False):
             low = e.name.lower()
             if low == PREVIEW:
-                out.extend(_list_preview(Path(e.path)))
+                out.extend(_list_preview(Path(e.path), scandir))
             elif low not in RESULT_FOLDERS:
                 out.append((Path(e.path), False))  # never opened: listed as ignored
             continue
@@ -324,9 +242,9 @@ def list_inputs(base: Path) -> list[tuple[Path, bool]]:
     return out
 
 
-def _list_preview(folder: Path) -> list[tuple[Path, bool]]:
+def _list_preview(folder: Path, scandir: ScanDir) -> list[tuple[Path, bool]]:
     try:
-        names = {e.name: e for e in os.scandir(folder)}
+        names = {e.name: e for e in scandir(folder)}
     except OSError:
         return []
     out = []
@@ -365,32 +283,14 @@ def unknown_folder_text(folder: str, file: str, known: Iterable[str]) -> str:
     )
 
 
-def error_text(job: Job, message: str) -> str:
+def error_text(name: str, campaign: str, message: str) -> str:
     """The ``.error.txt`` beside a file that went to ``failed/``."""
     return (
-        f"leadpipe could not process '{job.name}' for campaign {job.campaign}.\n\n"
+        f"leadpipe could not process '{name}' for campaign {campaign}.\n\n"
         f"{message.strip()}\n\n"
         "Nothing from this file was uploaded. Fix the file and drop it into the campaign folder "
         "again.\n"
     )
-
-
-def finished_json(f: Finished) -> dict[str, Any]:
-    """One recent-files entry as JSON (status page, ``leadpipe status``)."""
-    return {
-        "campaign": f.campaign,
-        "name": f.name,
-        "preview": f.preview,
-        "outcome": f.kind.value,
-        "at": f.at.isoformat(timespec="seconds"),
-        "final": str(f.final) if f.final else None,
-        "receipt": str(f.receipt) if f.receipt else None,
-        "rejects": [str(p) for p in f.rejects],
-        "error": str(f.error) if f.error else None,
-        "message": f.message,
-        "counts": f.counts,
-        "seconds": round(f.seconds, 3),
-    }
 
 
 def clear_empty_work(inbox: Path) -> None:

@@ -1,24 +1,28 @@
 """The intake's processor for real files: :func:`pipeline.ingest.run.ingest_file`, adapted.
 
-Ingest writes its receipt and reject files into a results folder inside the claim (the work
-folder, same volume); :class:`IngestProcessor` renames the reject files into ``rejected/`` (or
-beside a ``preview/`` file) and writes the receipt into ``processed/``, naming where the files
-really are. Moving the original is the intake's job.
+Ingest writes its reject files into a results folder inside the claim (the work folder, same
+volume) and returns the receipt unwritten. :class:`IngestProcessor` decides from the receipt's
+:class:`~pipeline.outcome.FileOutcome` what becomes of the file and, for a file that reaches its
+final place, has :class:`~pipeline.ingest.report.place.ReceiptWriter` rename the reject files
+into ``rejected/`` (or beside a ``preview/`` file) and write the receipt into ``processed/``.
+Moving the original is the intake's job.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.api import HeroBaseClient
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 from pipeline.dropfolder.identity import open_for_writing
-from pipeline.dropfolder.intake import Job, Outcome
+from pipeline.dropfolder.jobs import Job, Outcome
 from pipeline.dropfolder.layout import DropFolder
 from pipeline.errors import (
     FileChanged,
@@ -28,21 +32,29 @@ from pipeline.errors import (
     Unavailable,
     Uncertain,
 )
-from pipeline.files import atomic_write_text, free_name
-from pipeline.ingest.report.receipt import Receipt, render_receipt
+from pipeline.files import WORK_DIR_NAME, free_name
+from pipeline.ingest.report.place import ReceiptWriter, ResultPlaces
+from pipeline.ingest.report.receipt import Receipt
 from pipeline.ingest.schema_cache import SchemaCache
-from pipeline.ledger import FileKey, FileState, Ledger, mark_changed
+from pipeline.ledger import Ledger, mark_changed
 from pipeline.outcome import FileOutcome
 from pipeline.service.health import Heartbeats
+
+if TYPE_CHECKING:
+    from pipeline.ingest.run import IngestResult
+
+#: ``<stamp>_``: the prefix of a result's name
+_STAMP = re.compile(r"^(\d{8}-\d{6})_")
 
 
 class IngestProcessor:
     """Adapts :func:`pipeline.ingest.run.ingest_file` to the intake's ``Processor``.
 
-    Ingest writes its receipt and reject files into a results folder inside the claim (the
-    work folder, same volume); this adapter then renames them into ``rejected/`` and
-    ``processed/`` (or beside a ``preview/`` file), rejects first, receipt last, so every file a
-    person sees is complete. Moving the original is the intake's job.
+    The outcome comes from the receipt ingest returns: waiting and interrupted files are not
+    placed (back to the inbox; left claimed); for the others the reject files and the receipt
+    are put in place by :class:`~pipeline.ingest.report.place.ReceiptWriter`, rejects first,
+    receipt last, so every file a person sees is complete. Moving the original is the intake's
+    job.
     """
 
     def __init__(
@@ -64,27 +76,33 @@ class IngestProcessor:
         self.beats = beats  # each chunk read and row sent is a sign of progress
         #: live campaign schemas, reused for ``intake.schema_ttl_seconds`` across files
         self.schemas = schemas or SchemaCache(settings.intake.schema_ttl_seconds, clock=clock)
+        self.writer = ReceiptWriter(ledger)
 
     def __call__(self, job: Job) -> Outcome:
-        from pipeline.ingest.run import ingest_file
+        from pipeline.ingest.run import IngestContext, IngestRequest, ingest_file
 
+        # Left from an interrupted run of this claim, the folder may hold reject files that
+        # run recorded in the ledger but did not put in place yet: kept until the claim ends.
         results = DropFolder.results(job.path.parent)
-        shutil.rmtree(results, ignore_errors=True)  # leftovers of an interrupted run
+        request = IngestRequest(
+            job.path,
+            job.campaign,
+            results=results,
+            tmp=results / WORK_DIR_NAME / "tmp",
+            dry_run=job.preview,
+            expect=job.identity,
+        )
+        context = IngestContext(
+            self.settings,
+            self.client,
+            self.ledger,
+            clock=self.clock or SystemClock(),
+            stop=self.stop,
+            progress=self._progress if self.beats is not None else None,
+            schemas=self.schemas,
+        )
         try:
-            receipt = ingest_file(
-                job.path,
-                job.campaign,
-                self.settings,
-                client=self.client,
-                ledger=self.ledger,
-                dry_run=job.preview,
-                out_dir=results,
-                stop=self.stop,
-                clock=self.clock,
-                schemas=self.schemas,
-                expect=job.identity,
-                progress=self._progress if self.beats is not None else None,
-            )
+            result = ingest_file(request, context)
         except FileChanged as exc:
             shutil.rmtree(results, ignore_errors=True)
             return Outcome(FileOutcome.CHANGED, message=exc.reason)
@@ -100,68 +118,84 @@ class IngestProcessor:
             return Outcome(
                 FileOutcome.WAITING, message=f"the API is not answering: {exc}", uncertain=1
             )
-        counts = _receipt_counts(receipt)
-        halt = receipt.halt or ""
-        reason = receipt.halt_reason
-        key = FileKey(receipt.sha256, job.campaign)
-        if not job.preview:
-            record = self.ledger.file(key)
-            if record is not None and str(record.state) == "waiting":
-                reason = reason or record.reason
-                halt = halt or ("stopped" if self.stop.is_set() else "unavailable")
-        if halt == "stopped" or (halt and self.stop.is_set()):
-            return Outcome(FileOutcome.INTERRUPTED, message=reason)
-        if halt in ("unavailable", "not_permitted"):
+        return self._finish(job, result, results)
+
+    def _finish(self, job: Job, result: IngestResult, results: Path) -> Outcome:
+        """Decide from the receipt's outcome; put the results of a file that is done in place."""
+        outcome = result.outcome
+        stopping = self.stop.is_set() and outcome in (FileOutcome.WAITING, FileOutcome.STOPPED)
+        if outcome is FileOutcome.INTERRUPTED or stopping:
+            return Outcome(FileOutcome.INTERRUPTED, message=result.reason)  # stays claimed
+        if outcome is FileOutcome.WAITING:
             shutil.rmtree(results, ignore_errors=True)
             return Outcome(
                 FileOutcome.WAITING,
-                message=reason or "the API is not answering",
-                not_permitted=halt == "not_permitted",
+                message=result.reason or "the API is not answering",
+                not_permitted=result.not_permitted,
             )
-        if receipt.earlier is not None and job.resumed:
+        receipt, rejects, stamp = result.receipt, result.rejects, result.stamp
+        if outcome is FileOutcome.ALREADY and job.resumed:
             # Not a re-drop: this claim's own run finished in the ledger and was interrupted
             # before its receipt reached processed/. Deliver that run's receipt, once.
             delivered = self._delivered_receipt(job, receipt.sha256)
             if delivered is not None:
                 shutil.rmtree(results, ignore_errors=True)
                 data = json.loads(delivered.with_suffix(".json").read_text("utf-8"))
+                earlier = Receipt.from_json(data)
                 return Outcome(
-                    FileOutcome.PROCESSED,
+                    earlier.outcome,
                     receipt=delivered,
-                    counts=_receipt_counts(Receipt.from_json(data)),
+                    counts=_receipt_counts(earlier),
                     destination=delivered.with_name(delivered.name.removesuffix(".receipt.txt")),
                 )
-            record = self.ledger.file(key)
+            record = self.ledger.file(result.key)
             if record is not None and record.receipt_json:
+                # the receipt recorded with the ledger's "done"; its reject files are in place
+                # or still in the results folder
                 receipt = Receipt.from_json(json.loads(record.receipt_json))
-                counts = _receipt_counts(receipt)
+                rejects = [results / Path(p).name for p in receipt.reject_files]
+                found = _STAMP.match(Path(receipt.receipt_file).name)
+                stamp = found.group(1) if found else stamp
         if job.identity is not None and (
             not job.identity.stat_matches(job.path) or open_for_writing(job.path)
         ):  # written to again since ingest's last look: not done, take it again
             shutil.rmtree(results, ignore_errors=True)
-            if receipt.earlier is None:  # a re-drop read nothing: its record stays as it is
-                mark_changed(self.ledger, key, job.preview, "still being written")
+            if outcome is not FileOutcome.ALREADY:  # a re-drop read nothing: its record stays
+                mark_changed(self.ledger, result.key, job.preview, "still being written")
             return Outcome(
                 FileOutcome.CHANGED, message=FileChanged("it changed after it was read").reason
             )
-        placed = self._place(results, job, receipt)
-        stamp = placed.original.name.split("_", 1)[0]
-        if not job.preview and receipt.earlier is None:
-            # the ledger names the receipt where a person finds it (a re-drop points there)
-            as_json = json.dumps(receipt.to_json(), ensure_ascii=False)
-            self.ledger.finish_file(key, FileState.DONE, str(placed.receipt), as_json)
-        if receipt.earlier is not None:  # a re-drop: say so where the counts (all 0) are shown
-            reason = reason or receipt.messages[0]
+        places = ResultPlaces.in_drop_folder(self.settings.paths.inbox, job.folder, job.preview)
+        original = free_name(places.receipts / DropFolder.result_name(stamp, job.name))
+        placed = self.writer.place(self._as_dropped(job, receipt), rejects, places, original.name)
+        shutil.rmtree(results, ignore_errors=True)
+        done = placed.receipt
+        counts = _receipt_counts(done)
+        message = done.halt_reason
+        if done.outcome is FileOutcome.ALREADY:  # say so where the counts (all 0) are shown
+            message = message or done.messages[0]
         return Outcome(
-            FileOutcome.PROCESSED,
-            message=reason,
-            receipt=placed.receipt,
+            done.outcome,
+            message=message,
+            receipt=placed.txt,
             rejects=placed.rejects,
             counts=counts,
             stamp=stamp,
-            destination=placed.original,
+            destination=original,
             uncertain=int(counts.get("uncertain", 0)),
         )
+
+    @staticmethod
+    def _as_dropped(job: Job, receipt: Receipt) -> Receipt:
+        """The receipt naming the file as the person dropped it (not its claimed copy)."""
+        messages = list(receipt.messages)
+        if job.dropped_as and not any("was dropped as" in m for m in messages):
+            messages.append(
+                f"The file was dropped as '{job.dropped_as}'. That name has bytes that are not "
+                "text or is too long to add a date stamp to, so leadpipe processed it as "
+                f"'{job.name}'."
+            )
+        return replace(receipt, file=str(job.folder / job.name), messages=messages)
 
     def _progress(self, stage: str, done: int, total: int | None) -> None:
         if self.beats is not None:
@@ -209,70 +243,15 @@ class IngestProcessor:
                     return txt
         return None
 
-    def _place(self, results: Path, job: Job, receipt: Receipt) -> _Placed:
-        """Rename the reject files to their final place; write the receipt there, naming them.
 
-        The receipt ingest wrote inside the work folder names work-folder paths; the one a
-        person reads names where the files really are.
-        """
-        files = sorted(f for f in results.iterdir() if f.is_file()) if results.is_dir() else []
-        stamp = next(
-            (f.name.split("_", 1)[0] for f in files if f.name.endswith(".receipt.txt")), job.stamp
-        )
-        originals = DropFolder.originals(job.folder, job.preview)
-        layout = DropFolder(self.settings.paths.inbox)
-        reject_dir = DropFolder.rejects(job.folder, job.preview)
-        rejects = layout.to_rejected(
-            [f for f in files if ".rejects." in f.name], job.folder, job.preview
-        )
-        if not rejects:
-            # a rerun after an interruption between our renames: ingest reports the earlier
-            # run's reject files, which already reached their place
-            earlier = [reject_dir / Path(p).name for p in receipt.reject_files]
-            rejects = [p for p in earlier if p.is_file()]
-        base = f"{stamp}_{job.name}"
-        original = free_name(originals / base)
-        txt = originals / f"{original.name}.receipt.txt"
-        rejects.sort(key=lambda p: (p.suffix != ".xlsx", p.name))  # the spreadsheet first
-        receipt.file = str(job.folder / job.name)  # the name the person dropped
-        if job.dropped_as and not any("was dropped as" in m for m in receipt.messages):
-            receipt.messages.append(
-                f"The file was dropped as '{job.dropped_as}'. That name has bytes that are not "
-                "text or is too long to add a date stamp to, so leadpipe processed it as "
-                f"'{job.name}'."
-            )
-        receipt.reject_files = [str(p) for p in rejects]
-        receipt.receipt_file = str(txt)
-        # like receipt.write_receipt, with the temp files in the hidden work area of the inbox
-        # rather than a ``.leadpipe`` folder inside processed/ (visible on Windows shares)
-        tmp = DropFolder(self.settings.paths.inbox).tmp
-        as_json = json.dumps(receipt.to_json(), indent=2, ensure_ascii=False) + "\n"
-        atomic_write_text(originals / f"{original.name}.receipt.json", as_json, tmp_dir=tmp)
-        atomic_write_text(txt, render_receipt(receipt), tmp_dir=tmp)
-        shutil.rmtree(results, ignore_errors=True)
-        return _Placed(receipt=txt, rejects=rejects, original=original)
-
-
-@dataclass
-class _Placed:
-    receipt: Path
-    rejects: list[Path]
-    original: Path
-
-
-def _receipt_counts(receipt: Receipt) -> dict[str, int]:
-    keys = (
-        "rows_read",
-        "accepted",
-        "rejected",
-        "refused_by_api",
-        "duplicates",
-        "uncertain",
-        "blank_skipped",
-    )
-    out: dict[str, int] = {}
-    for k in keys:
-        v = getattr(receipt, k, None)
-        if isinstance(v, int):
-            out[k] = v
-    return out
+def _receipt_counts(r: Receipt) -> dict[str, int]:
+    """The receipt's row counts (the status page and ``/metrics`` show them)."""
+    return {
+        "rows_read": r.rows_read,
+        "accepted": r.accepted,
+        "rejected": r.rejected,
+        "refused_by_api": r.refused_by_api,
+        "duplicates": r.duplicates,
+        "uncertain": r.uncertain,
+        "blank_skipped": r.blank_skipped,
+    }

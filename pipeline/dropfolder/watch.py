@@ -23,12 +23,9 @@ from typing import Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from pipeline.dropfolder.layout import PREVIEW, RESULT_FOLDERS
-from pipeline.files import WORK_DIR_NAME
+from pipeline.dropfolder.layout import DropFolder
 
 log = logging.getLogger("leadpipe.watch")
-
-_OUR_FOLDERS = RESULT_FOLDERS | {WORK_DIR_NAME}
 
 
 class _QuietStop(logging.Filter):
@@ -58,7 +55,7 @@ class _Hint(FileSystemEventHandler):
             except ValueError:
                 parts = ()
             # our own moves into processed/, failed/ and the work folder wake nothing
-            if parts and not any(p in _OUR_FOLDERS for p in parts):
+            if parts and not any(DropFolder.is_ours(p) for p in parts):
                 self.hint.set()
                 return
             if not parts:
@@ -105,7 +102,7 @@ class Watcher:
             return
         wanted: dict[Path, tuple[int, int]] = {}
         dirs = [Path(f) for f in folders]
-        for folder in [self.inbox, *dirs, *(f / PREVIEW for f in dirs)]:
+        for folder in [self.inbox, *dirs, *(DropFolder.drop_folder(f, True) for f in dirs)]:
             try:
                 st = os.stat(folder)
             except OSError:

@@ -27,14 +27,14 @@ from pipeline.clock import Clock, SystemClock
 from pipeline.config import ExportJob, Settings
 from pipeline.crashpoints import crash_point
 from pipeline.errors import (
+    Action,
     ConfigError,
     ConfigProblem,
     LeadpipeError,
     NotFound,
     NotPermitted,
     StateError,
-    Unavailable,
-    Uncertain,
+    exit_code,
 )
 from pipeline.export.state import JobBusy, JobState, StateStore
 from pipeline.export.windows import (
@@ -64,7 +64,7 @@ BACKOFF_FIRST = 60.0
 BACKOFF_CAP = 1800.0
 #: A job skipped because another run held its lock is looked at again after this long.
 BUSY_RETRY = 60.0
-#: Errors a person must fix (search, right, setting) are retried this often.
+#: Errors a person must fix (a search, a setting) are retried this often.
 FIX_RETRY = 3600.0
 
 
@@ -88,6 +88,31 @@ class JobStatus:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobStatus:
+        """Read one back (``leadpipe status`` reads the service's status file)."""
+
+        def text(key: str) -> str | None:
+            value = data.get(key)
+            return None if value is None else str(value)
+
+        rows = data.get("last_rows")
+        return cls(
+            name=text("name") or "",
+            search=text("search") or "",
+            schedule=text("schedule") or "",
+            window=text("window") or "",
+            format=text("format") or "",
+            state=text("state") or "",
+            watermark=text("watermark"),
+            last_success=text("last_success"),
+            last_rows=rows if isinstance(rows, int) else None,
+            last_file=text("last_file"),
+            next_run=text("next_run"),
+            retry_at=text("retry_at"),
+            message=text("message") or "",
+        )
 
 
 def _iso(t: datetime) -> str:
@@ -277,32 +302,33 @@ class ExportScheduler:
             )
         except (LeadpipeError, OSError) as exc:
             kind, message = self._explain(job, exc)
-            return ExportResult(job.name, window, "failed", error=message, error_kind=kind)
+            return ExportResult(
+                job.name, window, "failed", error=message, error_kind=kind, exit_code=exit_code(exc)
+            )
         except Exception as exc:  # a surprise: keep it in this job, say what it was
             log.exception("export %s: window %s failed unexpectedly", job.name, window)
             message = f"unexpected {type(exc).__name__}: {exc}"
-            return ExportResult(job.name, window, "failed", error=message, error_kind="failed")
+            return ExportResult(
+                job.name, window, "failed", error=message, error_kind=Action.STOP, exit_code=1
+            )
         log.info("export %s: %s: %d row(s) -> %s", job.name, window, result.rows, result.path)
         return result
 
-    def _explain(self, job: ExportJob, exc: Exception) -> tuple[str, str]:
+    def _explain(self, job: ExportJob, exc: Exception) -> tuple[Action, str]:
+        """What to do about a failed window (the error's own :class:`Action`), in words."""
         if isinstance(exc, NotFound):
-            return "fix-config", (
+            return exc.action, (
                 f"search {job.search!r} was not found by the API ({exc}); "
                 "check the 'search' of this [[exports]] job against `leadpipe` searches"
             )
         if isinstance(exc, NotPermitted):
-            return "permission", (
+            return exc.action, (
                 f"the API account may not export search {job.search!r} ({exc}); "
                 "it needs the right 'Leads: GET' and access to the search's project"
             )
-        if isinstance(exc, Unavailable | Uncertain):
-            return "api-down", str(exc)
-        if isinstance(exc, ConfigError):
-            return "fix-config", str(exc)
-        if isinstance(exc, OSError):
-            return "failed", f"cannot write the export file ({exc}); check the outbox folder"
-        return "failed", str(exc)
+        if isinstance(exc, LeadpipeError):
+            return exc.action, str(exc)
+        return Action.STOP, f"cannot write the export file ({exc}); check the outbox folder"
 
     def _record_success(self, state: JobState, result: ExportResult, now: datetime) -> None:
         end = result.window.end
@@ -318,10 +344,10 @@ class ExportScheduler:
     def _record_failure(self, state: JobState, result: ExportResult, now: datetime) -> None:
         kind, message = result.error_kind, result.error
         state.failures += 1
-        if kind in {"api-down", "failed"}:
+        if kind is Action.FIX_CONFIG:
+            delay = FIX_RETRY  # nothing changes until a person fixes it
+        else:  # the API back, rights granted, a folder writable again: soon, then less often
             delay = min(BACKOFF_FIRST * 2 ** (state.failures - 1), BACKOFF_CAP)
-        else:
-            delay = FIX_RETRY
         retry = now + timedelta(seconds=delay)
         state.last_error = message
         state.error_kind = kind
@@ -407,7 +433,7 @@ class ExportScheduler:
         if state.last_error:
             retry = state.retry_at or "?"
             mark = state.watermark or "none yet"
-            if state.error_kind == "api-down":
+            if state.error_kind is Action.RETRY_LATER:
                 return "waiting for the API", (
                     f"{state.last_error}; retrying at {retry} "
                     f"(attempt {state.failures}); exported up to {mark}"
@@ -419,6 +445,8 @@ class ExportScheduler:
 
 
 DEMO_EXPORT_DAYS = 7
+#: The demo export runs daily at this local hour.
+DEMO_EXPORT_HOUR = 2
 
 
 def demo_exports(settings: Settings, clock: Clock) -> Settings:
@@ -430,13 +458,16 @@ def demo_exports(settings: Settings, clock: Clock) -> Settings:
     """
     if not settings.api.embedded or settings.exports:
         return settings
-    today = clock.now().astimezone(zone(settings.timezone)).date()
+    local = clock.now().astimezone(zone(settings.timezone))
+    # the day of the last 02:00 run: before 02:00 that is yesterday, and a start counted from
+    # today would give one file less (a week is a week at any hour)
+    last_run = local.date() - timedelta(days=1 if local.hour < DEMO_EXPORT_HOUR else 0)
     job = ExportJob(
         name="demo_daily_outcomes",
         search="daily_outcomes",
-        schedule="0 2 * * *",
+        schedule=f"0 {DEMO_EXPORT_HOUR} * * *",
         window="previous-day",
-        start=(today - timedelta(days=DEMO_EXPORT_DAYS)).isoformat(),
+        start=(last_run - timedelta(days=DEMO_EXPORT_DAYS)).isoformat(),
         keep_days=30,
     )
     return replace(settings, exports=[job])

@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 from typing import IO
 
-from pipeline.errors import StateError
+from pipeline.errors import Action, StateError
 from pipeline.files import PRIVATE_FILE_MODE, atomic_write_text, open_private, private_dir
 
 
@@ -38,7 +38,7 @@ class JobState:
     last_file: str | None = None
     last_rows: int | None = None
     last_error: str | None = None
-    error_kind: str | None = None  # "api-down" | "fix-config" | "permission" | "failed"
+    error_kind: Action | None = None  #: what to do about the last failure
     last_error_at: str | None = None
     failures: int = 0
     retry_at: str | None = None  # ISO instant (UTC): not before then
@@ -46,6 +46,27 @@ class JobState:
     @property
     def watermark_date(self) -> date | None:
         return date.fromisoformat(self.watermark) if self.watermark else None
+
+
+#: What states written by earlier versions called their failures.
+_EARLIER_KINDS = {
+    "api-down": Action.RETRY_LATER,
+    "permission": Action.STOP,
+    "failed": Action.STOP,
+}
+
+
+def _action(raw: object) -> Action | None:
+    """The stored failure kind as an :class:`Action` (an unknown word: stop, say so)."""
+    if not raw:
+        return None
+    text = str(raw)
+    if text in _EARLIER_KINDS:
+        return _EARLIER_KINDS[text]
+    try:
+        return Action(text)
+    except ValueError:
+        return Action.STOP
 
 
 class StateStore:
@@ -72,7 +93,9 @@ class StateStore:
         known = {f.name for f in fields(JobState)}
         if not isinstance(raw, dict) or raw.get("name") != name:
             raise StateError(f"export state {p} is not the state of job {name!r}: fix or delete it")
-        return JobState(**{k: v for k, v in raw.items() if k in known})
+        state = JobState(**{k: v for k, v in raw.items() if k in known})
+        state.error_kind = _action(raw.get("error_kind"))
+        return state
 
     def save(self, state: JobState) -> None:
         """Write the state atomically (0600, in a 0700 folder)."""

@@ -30,11 +30,9 @@ from pipeline import __version__
 from pipeline.config import ExportJob
 from pipeline.crashpoints import crash_point
 from pipeline.dropfolder.identity import FileIdentity
-from pipeline.errors import ConfigError
+from pipeline.errors import Action, ConfigError
 from pipeline.export.objects_csv import (
     PREFETCH_BATCH,
-    SYSTEM_COLUMNS,
-    LeadRecord,
     csv_delimiter,
     objects_encoding,
     write_objects_csv,
@@ -78,7 +76,8 @@ class ExportResult:
     sha256: str = ""
     bytes: int = 0
     error: str = ""
-    error_kind: str = ""  # "api-down" | "fix-config" | "permission" | "failed"
+    error_kind: Action | None = None  #: what to do about the failure (None: no failure)
+    exit_code: int = 0  #: ``leadpipe export``'s exit code for the failure
     manifest: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
@@ -282,20 +281,3 @@ def apply_retention(folder: Path, job_name: str, keep_days: int, today: date) ->
                 mf.unlink()
             removed.append(data)
     return removed
-
-
-__all__ = [
-    "SYSTEM_COLUMNS",
-    "ExportClient",
-    "ExportResult",
-    "LeadRecord",
-    "apply_retention",
-    "csv_delimiter",
-    "destination",
-    "export_window",
-    "hash_and_count",
-    "manifest_path",
-    "objects_encoding",
-    "prefetched",
-    "write_objects_csv",
-]

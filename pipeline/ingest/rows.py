@@ -1,10 +1,10 @@
 """Per chunk, between validation and delivery: upload rows, API refusals, reject rows.
 
-Used by :func:`pipeline.ingest.run.ingest_file` for each validated chunk: the valid rows become
-:class:`~pipeline.ingest.deliver.upload.UploadRow` records (field data without empty values,
-with the ledger's fingerprint), rows HeroBase refused become reject problems on the columns the
-person sees, and the chunk's rejected rows go to the reject writer in row order with their
-original cells.
+Used for each validated chunk (:mod:`pipeline.ingest.chunks`, :mod:`pipeline.ingest.deliver.
+delivery`): the valid rows become :class:`~pipeline.ingest.deliver.upload.UploadRow` records
+(field data without empty values, with the ledger's fingerprint), rows HeroBase refused become
+reject problems on the columns the person sees, and the chunk's rejected rows go to the reject
+writer in row order with their original cells.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -235,25 +235,3 @@ def mark_changed(ledger: Ledger, key: FileKey, dry_run: bool, reason: str) -> No
         return
     ledger.recover_sending(key)
     ledger.set_file_state(key, FileState.CHANGED, reason)
-
-
-def _utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-from pipeline.ledger.sqlite import SqliteLedger, open_ledger  # noqa: E402
-
-__all__ = [
-    "LEDGER_FILE",
-    "MARKER_FILE",
-    "Claim",
-    "FileKey",
-    "FileRecord",
-    "FileState",
-    "Ledger",
-    "RowRecord",
-    "RowState",
-    "SqliteLedger",
-    "mark_changed",
-    "open_ledger",
-]

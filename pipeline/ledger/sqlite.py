@@ -8,7 +8,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,14 @@ from pipeline.ledger import (
     FileState,
     RowRecord,
     RowState,
-    _utc_now,
 )
 
 SCHEMA_VERSION = 2
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS files (

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from pipeline.config import Settings
+from pipeline.dropfolder.status import IntakeStatus
 from pipeline.errors import StateError
 from pipeline.files import make_private, open_private, private_dir
+from pipeline.service.snapshot import ServiceStatus
 
 LOCK_FILE = "leadpipe.lock"
 STATUS_FILE = "status.json"
@@ -80,16 +82,15 @@ def service_running(state_dir: Path) -> int | None:
     return None
 
 
-def read_status(settings: Settings) -> dict[str, Any]:
+def read_status(settings: Settings) -> ServiceStatus:
     """What ``leadpipe status`` shows: the last status the service wrote, and whether it runs."""
     state = settings.paths.state
     pid = service_running(state)
-    path = state / STATUS_FILE
     try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads((state / STATUS_FILE).read_text(encoding="utf-8"))
+        found = ServiceStatus.from_json(data if isinstance(data, dict) else {})
     except (OSError, ValueError):
-        data = {}
-    data["running"] = pid is not None
-    data["pid"] = pid
-    data.setdefault("inbox", str(settings.paths.inbox))
-    return data
+        found = ServiceStatus(intake=IntakeStatus(inbox=str(settings.paths.inbox)))
+    if not found.intake.inbox:
+        found = replace(found, intake=replace(found.intake, inbox=str(settings.paths.inbox)))
+    return replace(found, running=pid is not None, pid=pid)

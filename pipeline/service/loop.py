@@ -1,7 +1,7 @@
 """The running service: intake workers, the sweep loop, exports, the status page and file.
 
 :func:`pipeline.service.run.run_service` wires the API, the ledger and the processor, then runs a
-:class:`_Service` until ``stop`` is set (or, with ``once``, until nothing is waiting).
+:class:`Service` until ``stop`` is set (or, with ``once``, until nothing is waiting).
 """
 
 from __future__ import annotations
@@ -15,20 +15,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
+from pipeline.api import HeroBaseClient
 from pipeline.clock import Clock
 from pipeline.config import Settings
-from pipeline.dropfolder.intake import Finished, Intake, Job, Outcome, Processor, clear_empty_work
+from pipeline.dropfolder.intake import Intake
+from pipeline.dropfolder.jobs import Finished, Job, Outcome, Processor
+from pipeline.dropfolder.layout import clear_empty_work
+from pipeline.dropfolder.status import RecentFile
 from pipeline.dropfolder.watch import Watcher
 from pipeline.errors import LeadpipeError, StateError
-from pipeline.export.scheduler import ExportScheduler
+from pipeline.export.scheduler import ExportScheduler, JobStatus
 from pipeline.files import PRIVATE_FILE_MODE, atomic_write_text
-from pipeline.ingest.deliver.verify import Verification, Verifier, summarise
+from pipeline.ingest.deliver.verify import Verification, Verifier
 from pipeline.outcome import FileOutcome
 from pipeline.service.health import Heartbeats, WorkerState, assess
 from pipeline.service.instance import STATUS_FILE
 from pipeline.service.metrics import Metrics
+from pipeline.service.snapshot import ApiStatus, ServiceStatus, VerifiedFile
 from pipeline.service.status import StatusServer
 
 log = logging.getLogger("leadpipe.service")
@@ -51,7 +55,7 @@ class ServiceInfo:
     embedded: bool
     campaign_folders: list[Path] = field(default_factory=list)
     polling: bool = False
-    snapshot: Callable[[], dict[str, Any]] | None = None  #: live status (tests, benchmarks)
+    status: Callable[[], ServiceStatus] | None = None  #: live status (tests, benchmarks)
     outbox: Path | None = None
     exports: list[str] = field(default_factory=list)  #: names of the scheduled export jobs
 
@@ -67,13 +71,17 @@ class ServiceResult:
 
 
 @dataclass
-class _Api:
-    client: Any
+class ApiConnection:
+    """The HeroBase client the service uses, where it points, and whether it is the sandbox."""
+
+    client: HeroBaseClient
     url: str
     embedded: bool
 
 
-def _export_scheduler(settings: Settings, client: Any, clock: Clock) -> ExportScheduler | None:
+def _export_scheduler(
+    settings: Settings, client: HeroBaseClient, clock: Clock
+) -> ExportScheduler | None:
     """The export scheduler, when export jobs are configured."""
     if not settings.exports:
         return None
@@ -93,9 +101,10 @@ class _StatusFile:
         self._last = ""
         self._at = 0.0
 
-    def write(self, snap: dict[str, Any], *, force: bool = False) -> None:
+    def write(self, status: ServiceStatus, *, force: bool = False) -> None:
         """Write at most once a second, and only when something besides the time changed
         (or a minute passed: a heartbeat for ``leadpipe status``)."""
+        snap = status.to_json()
         facts = json.dumps(
             {k: v for k, v in snap.items() if k not in ("at", "retry_in")}, default=str
         )
@@ -115,17 +124,20 @@ class _StatusFile:
         self._last, self._at = facts, now
 
 
-def _earlier_recent(state_dir: Path) -> list[dict[str, Any]]:
+def _earlier_recent(state_dir: Path) -> tuple[RecentFile, ...]:
     """The recent-files list of the previous run (from its status file), if readable."""
     try:
         data = json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
-        recent = data.get("recent", [])
+        return ServiceStatus.from_json(data).intake.recent
     except (OSError, ValueError, AttributeError):
-        return []
-    return [r for r in recent if isinstance(r, dict)] if isinstance(recent, list) else []
+        return ()
 
 
-class _Service:
+class Service:
+    """``leadpipe run`` once wired: intake workers, the sweep loop, exports, verification, the
+    status page and file. :meth:`run` returns when ``stop`` is set (or, ``once``, when nothing
+    waits)."""
+
     def __init__(
         self,
         settings: Settings,
@@ -137,7 +149,7 @@ class _Service:
         campaigns: Callable[[], list[str]],
         probe: Callable[[], object] | None,
         metrics: Metrics,
-        api: _Api | None,
+        api: ApiConnection | None,
         on_ready: Callable[[ServiceInfo], None] | None,
         status_page: bool,
         inbox: Path,
@@ -175,7 +187,7 @@ class _Service:
             timezone=settings.timezone,
         )
         self.exports: ExportScheduler | None = None
-        self.export_snapshot: list[dict[str, Any]] = []
+        self.export_status: tuple[JobStatus, ...] = ()
         self._export_thread: threading.Thread | None = None
         self._next_export: datetime | None = None
         self.status_file = _StatusFile(settings.paths.state, clock)
@@ -212,11 +224,8 @@ class _Service:
 
     def _count_finished(self, done: Finished) -> None:
         outcome: str = done.kind.value
-        if done.kind is FileOutcome.PROCESSED:
-            if done.preview:
-                outcome = "previewed"
-            elif done.rejects:
-                outcome = "processed_with_rejects"
+        if done.kind is FileOutcome.PROCESSED and done.rejects:
+            outcome = "processed_with_rejects"
         # a preview uploads nothing: its rows are not counted as delivered
         self.metrics.file_finished(outcome, {} if done.preview else done.counts, done.seconds)
         log.info(
@@ -227,20 +236,22 @@ class _Service:
             f" ({done.message})" if done.message and done.kind is not FileOutcome.PROCESSED else "",
         )
 
-    def snapshot(self) -> dict[str, Any]:
-        snap = self.intake.snapshot()
-        snap["api"] = {
-            "url": self.api.url if self.api else "",
-            "embedded": bool(self.api and self.api.embedded),
-        }
-        snap["recent"] = (snap["recent"] + self.earlier)[:100]  # the list survives restarts
-        snap["watch"] = self.watcher.mode
-        snap["exports"] = self.export_snapshot
-        snap["verified"] = summarise(list(self.verified))
-        snap["health"] = {"problems": self.health()}
-        snap["at"] = self.clock.now().isoformat(timespec="seconds")
-        snap["pid"] = os.getpid()
-        return snap
+    def status(self, *, running: bool = True) -> ServiceStatus:
+        """The service now, for the status page, the status file and ``leadpipe status``."""
+        return ServiceStatus(
+            intake=self.intake.status(),
+            api=ApiStatus(
+                url=self.api.url if self.api else "",
+                embedded=bool(self.api and self.api.embedded),
+            ),
+            watch=self.watcher.mode,
+            exports=self.export_status,
+            verified=tuple(VerifiedFile.of(v) for v in list(self.verified)),
+            problems=tuple(self.health()),
+            at=self.clock.now().isoformat(timespec="seconds"),
+            pid=os.getpid(),
+            running=running,
+        ).with_earlier(self.earlier)  # the recent-files list survives restarts
 
     def health(self) -> list[str]:
         """What keeps the service from doing its work, in plain words (empty: healthy)."""
@@ -273,12 +284,12 @@ class _Service:
                 server = StatusServer(
                     self.settings.status.host,
                     self.settings.status.port,
-                    self.snapshot,
+                    self.status,
                     self.metrics,
                     self.inbox,
                     allowed_hosts=self.settings.status.allowed_hosts,
                 ).start()
-                self.metrics.follow(self.intake.snapshot)
+                self.metrics.follow(self.intake.status)
             self.watcher.start()
             self.intake.sweep()  # start-up: files already there, claims to resume
             self.watcher.ensure(self.inbox / f for f in self.intake.folders)
@@ -299,7 +310,7 @@ class _Service:
                             self.inbox / f for f, c in self.intake.folders.items() if c
                         ),
                         polling=s.polling,
-                        snapshot=self.snapshot,
+                        status=self.status,
                         outbox=self.settings.paths.outbox,
                         exports=[j.name for j in self.settings.exports],
                     )
@@ -318,22 +329,22 @@ class _Service:
             self.watcher.stop()
             if server is not None:
                 server.stop()
-            final = self.snapshot()
-            final["running"] = False
-            self.status_file.write(final, force=True)
+            self.status_file.write(self.status(running=False), force=True)
         if self.fatal is not None:
             raise self.fatal
-        totals = self.intake.totals
         if self.intake.waiting_for_api():
             self.intake.sweep()  # count the files put back into the inbox
-        snap = self.intake.snapshot()
-        waiting = sum(
-            len(c.get("waiting", [])) + len(c.get("settling", []))
-            for c in snap["campaigns"].values()
+        now = self.intake.status()
+        waiting = now.waiting + now.arriving
+        placed = (  # every file whose original reached processed/ (a preview's: beside it)
+            FileOutcome.PROCESSED,
+            FileOutcome.PREVIEWED,
+            FileOutcome.ALREADY,
+            FileOutcome.STOPPED,
         )
         return ServiceResult(
-            processed=totals.get("processed", 0),
-            failed=totals.get("failed", 0),
+            processed=sum(now.totals.get(kind, 0) for kind in placed),
+            failed=now.totals.get(FileOutcome.FAILED, 0),
             waiting=waiting if self.intake.waiting_for_api() else 0,
             waiting_reason=self.intake.breaker.reason,
         )
@@ -372,7 +383,7 @@ class _Service:
                     deadline = self.intake.next_deadline()
                 self._tick_exports()
                 self._tick_verify()
-                self.status_file.write(self.snapshot())
+                self.status_file.write(self.status())
                 if self.once and self._once_done():
                     return
                 soon = now + (HINT_GAP if self.hint.is_set() else 0.5)  # a hint: debouncing
@@ -391,16 +402,10 @@ class _Service:
             return False
         if self.intake.waiting_for_api():
             return True
-        snap = self.intake.snapshot()
-        if not snap["inbox_ok"]:
+        now = self.intake.status()
+        if not now.inbox_ok:
             return True
-        busy = snap["in_progress"] or snap["queue_depth"]
-        settling = any(
-            not item.get("problem")
-            for c in snap["campaigns"].values()
-            for item in c.get("settling", [])
-        )
-        return not busy and not settling
+        return not (now.in_progress or now.queue_depth or now.settling_without_problem)
 
     def _tick_exports(self) -> None:
         """Run due exports in a thread: at start-up (catch-up) and at each next cron time."""
@@ -411,7 +416,7 @@ class _Service:
             return
         now = self.clock.now()
         try:
-            self.export_snapshot = [j.to_dict() for j in exports.status(now)]
+            self.export_status = tuple(exports.status(now))
         except Exception as exc:  # the status of exports never stops intake
             log.warning("export status unavailable: %s", exc)
         if self._next_export is not None and now < self._next_export:

@@ -11,6 +11,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from pipeline.dropfolder.status import IntakeStatus
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 #: Receipt count keys -> the ``outcome`` label of ``leadpipe_rows_total``.
@@ -75,7 +77,7 @@ class Metrics:
             "leadpipe_inbox_reachable", "1 while the inbox folder can be read.", registry=r
         )
         self.files_seen = 0
-        self._refresh: Callable[[], Mapping[str, Any]] | None = None
+        self._refresh: Callable[[], IntakeStatus] | None = None
 
     def file_finished(self, outcome: str, counts: Mapping[str, int], seconds: float) -> None:
         """Count one finished file and its rows."""
@@ -94,16 +96,16 @@ class Metrics:
             self.api_latency.observe(elapsed.total_seconds())
         return response
 
-    def follow(self, snapshot: Callable[[], Mapping[str, Any]]) -> None:
-        """Take the gauges from ``snapshot()`` (the intake's status) at every scrape."""
-        self._refresh = snapshot
+    def follow(self, status: Callable[[], IntakeStatus]) -> None:
+        """Take the gauges from ``status()`` (the intake's) at every scrape."""
+        self._refresh = status
 
     def render(self) -> bytes:
         """The exposition text."""
         if self._refresh is not None:
-            snap = self._refresh()
-            self.queue_depth.set(float(snap.get("queue_depth", 0)))
-            self.in_progress.set(float(snap.get("in_progress", 0)))
-            self.waiting_for_api.set(1.0 if snap.get("waiting_for_api") else 0.0)
-            self.inbox_up.set(1.0 if snap.get("inbox_ok", True) else 0.0)
+            now = self._refresh()
+            self.queue_depth.set(float(now.queue_depth))
+            self.in_progress.set(float(now.in_progress))
+            self.waiting_for_api.set(1.0 if now.waiting_for_api else 0.0)
+            self.inbox_up.set(1.0 if now.inbox_ok else 0.0)
         return generate_latest(self.registry)

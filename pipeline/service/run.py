@@ -25,18 +25,18 @@ from pipeline.api.connect import open_client
 from pipeline.api.transport import make_session
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
-from pipeline.dropfolder.intake import Processor
+from pipeline.dropfolder.jobs import Processor
 from pipeline.dropfolder.processing import IngestProcessor
 from pipeline.export.scheduler import demo_exports
 from pipeline.ingest.deliver.verify import Verification, Verifier
 from pipeline.service.health import Heartbeats
-from pipeline.service.instance import InstanceLock, read_status, service_running
-from pipeline.service.loop import ServiceInfo, ServiceResult, _Api, _Service
+from pipeline.service.instance import InstanceLock
+from pipeline.service.loop import ApiConnection, Service, ServiceInfo, ServiceResult
 from pipeline.service.metrics import Metrics
 
 
 @contextlib.contextmanager
-def _open_api(settings: Settings, metrics: Metrics, clock: Clock | None) -> Iterator[_Api]:
+def _open_api(settings: Settings, metrics: Metrics, clock: Clock | None) -> Iterator[ApiConnection]:
     """The client (the embedded sandbox when no URL is set), its calls counted in ``metrics``."""
     session = make_session(settings.api)
     session.hooks["response"].append(metrics.api_response)
@@ -51,7 +51,7 @@ def _open_api(settings: Settings, metrics: Metrics, clock: Clock | None) -> Iter
             sandbox_db=settings.paths.state / "sandbox.sqlite" if embedded else None,
             simulate_every=settings.sandbox.simulate_every if embedded else None,
         ) as client:
-            yield _Api(client, client.url, embedded)
+            yield ApiConnection(client, client.url, embedded)
     finally:
         session.close()
 
@@ -83,13 +83,13 @@ def run_service(
         metrics = Metrics()
         beats = Heartbeats(clock)
         with contextlib.ExitStack() as stack:
-            api: _Api | None = None
+            api: ApiConnection | None = None
             ledger: Any = None
             verifier: Verifier | None = None
             if processor is None or campaigns is None:
                 api = stack.enter_context(_open_api(settings, metrics, clock))
             if processor is None:
-                from pipeline.ledger import open_ledger
+                from pipeline.ledger.sqlite import open_ledger
 
                 assert api is not None
                 ledger = open_ledger(state_dir)
@@ -106,7 +106,7 @@ def run_service(
                     return [c.code for c in client.campaigns()]
 
             probe = (lambda: api.client.limits()) if api is not None else None
-            return _Service(
+            return Service(
                 settings,
                 once=once,
                 stop=stop,
@@ -133,15 +133,3 @@ def _verifier(settings: Settings, client: Any, ledger: Any) -> Verifier:
         return verify_file(path, settings, client=client, ledger=ledger)
 
     return verify
-
-
-__all__ = [
-    "IngestProcessor",
-    "InstanceLock",
-    "ServiceInfo",
-    "ServiceResult",
-    "demo_exports",
-    "read_status",
-    "run_service",
-    "service_running",
-]

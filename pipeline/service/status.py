@@ -27,18 +27,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from pipeline.dropfolder.layout import OUTPUT_SUFFIXES, PREVIEW, RESULT_FOLDERS, is_ignored
+from pipeline.dropfolder.layout import OUTPUT_SUFFIXES, DropFolder, is_ignored
 from pipeline.errors import ConfigError
 from pipeline.files import readable
 from pipeline.outcome import FileOutcome
 from pipeline.service.metrics import CONTENT_TYPE, Metrics
+from pipeline.service.snapshot import ServiceStatus
 
 log = logging.getLogger("leadpipe.status")
 
-Snapshot = Callable[[], Mapping[str, Any]]
+#: The service's status now.
+StatusSource = Callable[[], ServiceStatus]
 _SERVABLE = OUTPUT_SUFFIXES  # the result files leadpipe writes, and only those
-#: The folders of a campaign folder that hold result files (matched like the intake does).
-_RESULT_PLACES = RESULT_FOLDERS | {PREVIEW}
 #: Host names the page always answers to (besides ``[status] host``), with or without port.
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 #: The page's only style sheet; the Content-Security-Policy allows exactly this one by hash.
@@ -72,7 +72,7 @@ def file_link(path: str | None, inbox: Path) -> str:
     return "/files/" + quote(rel.as_posix())
 
 
-def _counts_text(counts: Mapping[str, Any], preview: bool = False) -> str:
+def _counts_text(counts: Mapping[str, int], preview: bool = False) -> str:
     order = [
         ("rows_read", "read"),
         ("accepted", "would be uploaded" if preview else "accepted"),
@@ -84,81 +84,74 @@ def _counts_text(counts: Mapping[str, Any], preview: bool = False) -> str:
     return ", ".join(f"{counts[k]} {w}" for k, w in order if counts.get(k))
 
 
-def render_html(snap: Mapping[str, Any]) -> str:
-    """The status page for one snapshot (pure; every value escaped)."""
-    inbox = Path(str(snap.get("inbox", "")))
+def render_html(status: ServiceStatus) -> str:
+    """The status page for one status (pure; every value escaped)."""
+    now = status.intake
+    inbox = Path(now.inbox)
     e = escape
     parts: list[str] = []
-    api = snap.get("api", {}) or {}
-    if snap.get("waiting_for_api"):
+    if now.waiting_for_api:
         api_line = (
             f'<p class="bad" id="api-state">API: waiting for the API — '
-            f"{e(str(snap.get('api_problem', '')))} (next try in {snap.get('retry_in', 0)} s). "
+            f"{e(now.api_problem)} (next try in {now.retry_in} s). "
             "Files wait in the inbox and are taken when it answers again.</p>"
         )
     else:
-        api_line = f'<p class="ok" id="api-state">API: connected ({e(str(api.get("url", "")))})</p>'
+        api_line = f'<p class="ok" id="api-state">API: connected ({e(status.api.url)})</p>'
     parts.append(api_line)
-    if api.get("embedded"):
+    if status.api.embedded:
         parts.append(
             '<p id="embedded">Running against the built-in demo sandbox (no API URL '
             "configured): nothing reaches a real dialer.</p>"
         )
-    if snap.get("inbox_ok", True):
+    if now.inbox_ok:
         parts.append(f'<p class="ok" id="inbox-state">Inbox: {e(str(inbox))}</p>')
     else:
-        parts.append(f'<p class="bad" id="inbox-state">{e(str(snap.get("inbox_problem", "")))}</p>')
+        parts.append(f'<p class="bad" id="inbox-state">{e(now.inbox_problem)}</p>')
 
-    stray = snap.get("stray") or []
-    if stray:
-        names = ", ".join(e(str(n)) for n in stray)
+    if now.stray:
+        names = ", ".join(e(n) for n in now.stray)
         parts.append(
             f'<p class="bad" id="stray">Not taken: {names} — files at the top of the inbox '
             "belong to no campaign. Move them into the folder named after their campaign.</p>"
         )
-    for v in snap.get("verified") or []:
-        if v.get("duplicates") or "could not run" in str(v.get("message", "")):
-            parts.append(
-                f'<p class="bad verified">{e(str(v.get("campaign", "")))}/'
-                f"{e(str(v.get('file', '')))}: {e(str(v.get('message', '')))}</p>"
-            )
-    for problem in (snap.get("health") or {}).get("problems") or []:
-        parts.append(f'<p class="bad health">Not healthy: {e(str(problem))}</p>')
+    for v in status.verified:
+        if v.alarming:
+            parts.append(f'<p class="bad verified">{e(v.campaign)}/{e(v.file)}: {e(v.message)}</p>')
+    for problem in status.problems:
+        parts.append(f'<p class="bad health">Not healthy: {e(problem)}</p>')
     ignored = [
-        f"{e(code)}/{e(str(item['name']))}"
-        for code, c in sorted((snap.get("campaigns") or {}).items())
-        for item in c.get("ignored", [])
+        f"{e(code)}/{e(item.name)}"
+        for code, c in sorted(now.campaigns.items())
+        for item in c.ignored
     ]
     if ignored:
         parts.append(
             f'<p id="ignored">Ignored (not a regular file: a folder, link or pipe, never '
             f"opened): {', '.join(ignored)}. Put the spreadsheet itself there instead.</p>"
         )
-    totals = snap.get("totals", {}) or {}
-    waiting = sum(len(c.get("waiting", [])) for c in snap.get("campaigns", {}).values())
-    settling = sum(len(c.get("settling", [])) for c in snap.get("campaigns", {}).values())
+    totals = now.totals
     parts.append(
         '<p id="counts">'
-        f"<b>{waiting}</b> waiting · <b>{settling}</b> arriving · "
-        f"<b>{snap.get('in_progress', 0)}</b> in progress · "
-        f"<b>{totals.get('processed', 0)}</b> processed · <b>{totals.get('failed', 0)}</b> failed "
-        "(since start)</p>"
+        f"<b>{now.waiting}</b> waiting · <b>{now.arriving}</b> arriving · "
+        f"<b>{now.in_progress}</b> in progress · "
+        f"<b>{totals.get(FileOutcome.PROCESSED, 0)}</b> processed · "
+        f"<b>{totals.get(FileOutcome.FAILED, 0)}</b> failed (since start)</p>"
     )
 
     parts.append(
         '<h2>Campaign folders</h2><table id="campaigns"><tr><th>Campaign</th>'
         "<th>Folder</th><th>In progress</th><th>Waiting</th><th>Arriving</th></tr>"
     )
-    for code, c in sorted((snap.get("campaigns") or {}).items()):
-        known = c.get("known", True)
+    for code, c in sorted(now.campaigns.items()):
         label = e(code) + (
-            "" if known else ' <span class="bad">(not a campaign we can reach)</span>'
+            "" if c.known else ' <span class="bad">(not a campaign we can reach)</span>'
         )
-        waiting_names = ", ".join(e(str(w["name"])) for w in c.get("waiting", [])) or "—"
-        settling_names = ", ".join(e(str(w["name"])) for w in c.get("settling", [])) or "—"
-        busy = e(str(c.get("in_progress") or "—"))
+        waiting_names = ", ".join(e(w.name) for w in c.waiting) or "—"
+        settling_names = ", ".join(e(w.name) for w in c.settling) or "—"
+        busy = e(c.in_progress or "—")
         parts.append(
-            f"<tr><td>{label}</td><td>{e(str(c.get('folder', '')))}</td><td>{busy}</td>"
+            f"<tr><td>{label}</td><td>{e(c.folder)}</td><td>{busy}</td>"
             f"<td>{waiting_names}</td><td>{settling_names}</td></tr>"
         )
     parts.append("</table>")
@@ -167,41 +160,39 @@ def render_html(snap: Mapping[str, Any]) -> str:
         '<h2>Recent files</h2><table id="recent"><tr><th>When</th><th>Campaign</th>'
         "<th>File</th><th>Outcome</th><th>Rows</th><th>Results</th></tr>"
     )
-    for r in snap.get("recent", []) or []:
+    for r in now.recent:
         links = []
-        if href := file_link(r.get("receipt"), inbox):
+        if href := file_link(r.receipt, inbox):
             links.append(f'<a href="{e(href)}">receipt</a>')
-        for p in r.get("rejects") or []:
-            if (href := file_link(p, inbox)) and str(p).endswith(".xlsx"):
+        for p in r.rejects:
+            if (href := file_link(p, inbox)) and p.endswith(".xlsx"):
                 links.append(f'<a href="{e(href)}">rows to fix</a>')
-        if href := file_link(r.get("error"), inbox):
+        if href := file_link(r.error, inbox):
             links.append(f'<a href="{e(href)}">why it failed</a>')
-        outcome = FileOutcome.parse(str(r.get("outcome")), FileOutcome.FAILED).sentence
-        if r.get("preview"):
+        outcome = r.outcome.sentence
+        if r.preview and r.outcome is not FileOutcome.PREVIEWED:
             outcome = f"checked (preview): {outcome}"
-        said = str(r.get("message") or "")
-        note = f"<br><small>{e(said[:300])}</small>" if said else ""
+        note = f"<br><small>{e(r.message[:300])}</small>" if r.message else ""
         parts.append(
-            f"<tr><td>{e(str(r.get('at', ''))[:19].replace('T', ' '))}</td>"
-            f"<td>{e(str(r.get('campaign', '')))}</td>"
-            f"<td>{e(str(r.get('name', '')))}</td><td>{e(outcome)}{note}</td>"
-            f"<td>{e(_counts_text(r.get('counts') or {}, bool(r.get('preview'))))}</td>"
+            f"<tr><td>{e(r.at[:19].replace('T', ' '))}</td>"
+            f"<td>{e(r.campaign)}</td>"
+            f"<td>{e(r.name)}</td><td>{e(outcome)}{note}</td>"
+            f"<td>{e(_counts_text(r.counts, r.preview))}</td>"
             f"<td>{' · '.join(links)}</td></tr>"
         )
     parts.append("</table>")
 
-    exports = snap.get("exports") or []
     parts.append(
         '<h2>Scheduled exports</h2><table id="exports"><tr><th>Export</th>'
         "<th>Next run</th><th>State</th><th>Last file</th></tr>"
     )
-    for x in exports:
+    for x in status.exports:
         parts.append(
-            f"<tr><td>{e(str(x.get('name', '')))}</td><td>{e(str(x.get('next_run') or '—'))}</td>"
-            f"<td>{e(str(x.get('state', '')))}</td>"
-            f"<td>{e(str(x.get('last_file') or '—'))}</td></tr>"
+            f"<tr><td>{e(x.name)}</td><td>{e(x.next_run or '—')}</td>"
+            f"<td>{e(x.state)}</td>"
+            f"<td>{e(x.last_file or '—')}</td></tr>"
         )
-    if not exports:
+    if not status.exports:
         parts.append('<tr><td colspan="4">No exports configured.</td></tr>')
     parts.append("</table>")
 
@@ -226,12 +217,12 @@ class StatusServer:
         self,
         host: str,
         port: int,
-        snapshot: Snapshot,
+        status: StatusSource,
         metrics: Metrics,
         inbox: Path,
         allowed_hosts: Iterable[str] = (),
     ) -> None:
-        self.snapshot = snapshot
+        self.status = status
         self.metrics = metrics
         self.inbox = Path(inbox)
         handler = _handler_for(self)
@@ -288,7 +279,7 @@ class StatusServer:
         campaign, place, name = parts
         if is_ignored(campaign):  # not a campaign folder (the hidden work folder, say)
             return None
-        if place.lower() not in _RESULT_PLACES or not name.endswith(_SERVABLE):
+        if not DropFolder.holds_results(place) or not name.endswith(_SERVABLE):
             return None
         try:
             fd = _open_below(self.inbox, campaign, place, name)
@@ -372,23 +363,25 @@ def _handler_for(server: StatusServer) -> type[BaseHTTPRequestHandler]:
                 if path == "/":
                     self._send(
                         200,
-                        readable(render_html(server.snapshot())).encode(),
+                        readable(render_html(server.status())).encode(),
                         "text/html; charset=utf-8",
                     )
                 elif path == "/status.json":
-                    body = json.dumps(server.snapshot(), indent=2, default=str).encode()  # ASCII
+                    body = json.dumps(
+                        server.status().to_json(), indent=2, default=str
+                    ).encode()  # ASCII
                     self._send(200, body, "application/json")
                 elif path == "/metrics":
                     self._send(200, server.metrics.render(), CONTENT_TYPE)
                 elif path == "/healthz":
-                    snap = server.snapshot()
-                    problems = list((snap.get("health") or {}).get("problems") or [])
+                    now = server.status()
+                    problems = list(now.problems)
                     body = json.dumps(
                         {
                             "ok": not problems,
                             "problems": problems,
-                            "inbox_ok": bool(snap.get("inbox_ok", True)),
-                            "waiting_for_api": bool(snap.get("waiting_for_api", False)),
+                            "inbox_ok": now.intake.inbox_ok,
+                            "waiting_for_api": now.intake.waiting_for_api,
                         }
                     ).encode()
                     self._send(503 if problems else 200, body, "application/json")

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.clock import FakeClock
-from pipeline.dropfolder.intake import Intake, Job, Outcome, is_ignored
+from pipeline.dropfolder.intake import Intake
+from pipeline.dropfolder.jobs import Job, Outcome
+from pipeline.dropfolder.layout import can_open, is_ignored
+from pipeline.dropfolder.scan import Settling
 from pipeline.errors import Unavailable
 from pipeline.outcome import FileOutcome
 
@@ -318,9 +321,9 @@ def test_api_down_files_wait_in_the_inbox_and_resume_by_themselves(inbox: Path) 
     assert intake.waiting_for_api()
     assert sorted(p.name for p in (inbox / "ALPHA").iterdir() if p.is_file()) == ["1.csv", "2.csv"]
     assert not (inbox / "ALPHA" / "failed").exists()
-    snap = intake.snapshot()
-    assert snap["waiting_for_api"]
-    assert "connection refused" in snap["api_problem"]
+    now = intake.status()
+    assert now.waiting_for_api
+    assert "connection refused" in now.api_problem
 
     rec.outcome = Outcome(FileOutcome.PROCESSED)
     for _ in range(3):  # cooldown over, probe still fails: nothing is taken
@@ -344,7 +347,7 @@ def test_repeated_uncertain_outcomes_open_the_breaker(inbox: Path) -> None:
     settle(intake, clock)
     assert len(rec.jobs) == 3
     assert intake.waiting_for_api()
-    assert "uncertain" in intake.snapshot()["api_problem"]
+    assert "uncertain" in intake.status().api_problem
 
 
 def test_inbox_vanishing_is_reported_and_survived(inbox: Path) -> None:
@@ -356,15 +359,15 @@ def test_inbox_vanishing_is_reported_and_survived(inbox: Path) -> None:
     inbox.rename(moved)
     clock.advance(5.0)
     intake.sweep()
-    snap = intake.snapshot()
-    assert not snap["inbox_ok"]
-    assert "is not reachable" in snap["inbox_problem"]
+    now = intake.status()
+    assert not now.inbox_ok
+    assert "is not reachable" in now.inbox_problem
     assert intake.drain() == 0
     moved.rename(inbox)
     intake.sweep()
     clock.advance(5.0)
     intake.sweep()
-    assert intake.snapshot()["inbox_ok"]
+    assert intake.status().inbox_ok
     assert intake.drain() == 1
 
 
@@ -379,21 +382,17 @@ def test_symlinks_and_fifos_are_not_taken(inbox: Path, tmp_path: Path) -> None:
     assert rec.jobs == []
 
 
-def test_a_file_that_cannot_be_opened_yet_is_retried_not_forgotten(
-    inbox: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import pipeline.dropfolder.scan as intake_mod  # where settled files are checked
-
+def test_a_file_that_cannot_be_opened_yet_is_retried_not_forgotten(inbox: Path) -> None:
     locked = {"now": True}  # stands in for a lock held by another program (Windows shares)
-    real = intake_mod.can_open
-    monkeypatch.setattr(intake_mod, "can_open", lambda p: not locked["now"] and real(p))
     clock, rec = FakeClock(), Recorder()
     intake = make(inbox, rec, clock)
+    # the settle policy is its own part: given an opener that reports the lock
+    intake.settling = Settling(5.0, clock, openable=lambda p: not locked["now"] and can_open(p))
     (inbox / "ALPHA" / "locked.csv").write_text("a\n", encoding="utf-8")
     settle(intake, clock)
     assert rec.jobs == []
-    item = intake.snapshot()["campaigns"]["ALPHA"]["settling"][0]
-    assert item["problem"] == "cannot be opened yet (still locked by another program?)"
+    item = intake.status().campaigns["ALPHA"].settling[0]
+    assert item.problem == "cannot be opened yet (still locked by another program?)"
     locked["now"] = False
     clock.advance(5.0)
     intake.check_settling()
@@ -441,5 +440,5 @@ def test_files_at_the_top_of_the_inbox_are_shown_not_taken(inbox: Path) -> None:
     (inbox / "~$leads.xlsx").write_bytes(b"lock")
     settle(intake, clock)
     assert rec.jobs == []
-    assert intake.snapshot()["stray"] == ["leads.xlsx"]
+    assert intake.status().stray == ("leads.xlsx",)
     assert (inbox / "leads.xlsx").exists()

@@ -338,6 +338,48 @@ def test_interrupted_between_the_result_renames_the_rerun_names_the_earlier_reje
     assert not [p for p in claim.parent.rglob("*") if p.is_file()]
 
 
+def test_kill_9_after_the_ledger_says_done_delivers_one_receipt_naming_its_rejects(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Killed when the file is done in the ledger but its reject files and receipt are not in
+    place yet: the restart puts them in place, once, and sends nothing again."""
+    sandbox.set_rate_limit(per_minute=10**6, per_day=10**8)
+    cfg = write_config(tmp_path, sandbox.url)
+    inbox = tmp_path / "inbox" / CODE
+    inbox.mkdir(parents=True)
+    data, names = leads_csv("DONE", valid=5, invalid=2)
+    (inbox / "done.csv").write_bytes(data)
+    env = {**env_for(cfg), "LEADPIPE_CRASH_AT": "done_recorded"}
+    crashed = subprocess.run(
+        leadpipe("run", "--once"), env=env, cwd=tmp_path, capture_output=True, timeout=120
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert not list(inbox.glob("*/*.receipt.*"))  # nothing visible yet
+    assert not (inbox / "rejected").exists()
+    posts = sum(1 for r in sandbox.requests() if r["method"] == "POST")
+
+    run_once(env_for(cfg), tmp_path, 120)
+    assert sum(1 for r in sandbox.requests() if r["method"] == "POST") == posts
+    assert created(sandbox, "DONE") == dict.fromkeys(names, 1)
+    (receipt_json,) = (inbox / "processed").glob("*.receipt.json")
+    receipt = json.loads(receipt_json.read_text("utf-8"))
+    assert (receipt["outcome"], receipt["accepted"], receipt["rejected"]) == ("processed", 5, 2)
+    assert receipt["earlier"] is None
+    rejects = [Path(p) for p in receipt["reject_files"]]
+    assert [p.suffix for p in rejects] == [".xlsx", ".csv"]
+    assert sorted((inbox / "rejected").iterdir()) == sorted(rejects)
+    base = receipt_json.name.removesuffix(".receipt.json")
+    assert receipt["receipt_file"] == str(inbox / "processed" / f"{base}.receipt.txt")
+    assert sorted(p.name for p in (inbox / "processed").iterdir()) == [
+        base,
+        f"{base}.receipt.json",
+        f"{base}.receipt.txt",
+    ]
+    assert all(p.name.startswith(base.removesuffix("done.csv")) for p in rejects)
+    work = tmp_path / "inbox" / ".leadpipe" / "work"
+    assert not [p for p in work.rglob("*") if p.is_file()]
+
+
 def test_preview_checks_only_results_beside_the_file_nothing_uploaded(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
@@ -365,6 +407,7 @@ def test_preview_checks_only_results_beside_the_file_nothing_uploaded(
     receipt = json.loads((preview / f"{base}.receipt.json").read_text(encoding="utf-8"))
     assert receipt["dry_run"] is True
     assert receipt["status"] == "preview (nothing uploaded)"
+    assert receipt["outcome"] == "previewed"
     assert (receipt["accepted"], receipt["rejected"]) == (6, 4)  # 6 would be uploaded
     assert not (tmp_path / "inbox" / CODE / "processed").exists()
     # checked once: a second run does not take it again

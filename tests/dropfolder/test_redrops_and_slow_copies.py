@@ -91,7 +91,8 @@ def test_a_re_drop_into_the_same_campaign_sends_nothing_and_says_0_uploaded_now(
         wait_for(lambda: svc.snapshot()["totals"]["processed"] == 1, 30, "the first drop")
         before = posts(sandbox)
         (folder / "first (2).csv").write_bytes(data)
-        wait_for(lambda: svc.snapshot()["totals"]["processed"] == 2, 30, "the re-drop")
+        wait_for(lambda: svc.snapshot()["totals"]["already"] == 1, 30, "the re-drop")
+        assert svc.snapshot()["totals"]["processed"] == 1  # the re-drop is counted apart
         assert posts(sandbox) == before
         latest = svc.snapshot()["recent"][0]
         assert latest["name"] == "first (2).csv"
@@ -106,6 +107,8 @@ def test_a_re_drop_into_the_same_campaign_sends_nothing_and_says_0_uploaded_now(
     assert 'leadpipe_rows_total{outcome="accepted"} 6.0' in metrics  # 6, not 12
     first, again = sorted(receipts(folder), key=lambda r: r["earlier"] is not None)
     assert (first["accepted"], again["accepted"], again["rows_read"]) == (6, 0, 0)
+    assert (first["outcome"], again["outcome"]) == ("processed", "already")
+    assert again["status"] == "already processed (nothing sent again)"
     assert again["earlier"]["accepted"] == 6  # type: ignore[index]
     text = Path(str(again["receipt_file"])).read_text("utf-8")
     assert "0 uploaded now; 6 uploaded on " in text

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pipeline.api import HeroBaseClient
 from pipeline.clock import FakeClock
 from pipeline.config import ExportJob
+from pipeline.errors import Action
 from pipeline.export.scheduler import ExportScheduler
 from pipeline.sandbox import RESTRICTED_PASSWORD, RESTRICTED_USER
 from tests.export.conftest import TZ, Env, api_settings
@@ -41,7 +42,8 @@ def test_account_without_leads_get_gets_a_clear_error(env: Env) -> None:
     finally:
         client.close()
     assert result.status == "failed"
-    assert result.error_kind == "permission"
+    assert result.error_kind is Action.STOP
+    assert result.exit_code == 5  # the API refused
     assert "it needs the right 'Leads: GET'" in result.error
     assert sched.status(NOW)[0].state == "error"
 

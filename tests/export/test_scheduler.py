@@ -8,13 +8,14 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from pipeline.clock import FakeClock
 from pipeline.config import ExportJob, Paths, Settings
 from pipeline.errors import NotFound, StateError, Unavailable
-from pipeline.export.scheduler import ExportScheduler
+from pipeline.export.scheduler import DEMO_EXPORT_DAYS, ExportScheduler, demo_exports
 from pipeline.export.state import StateStore
 from pipeline.export.windows import Window
 
@@ -239,3 +240,33 @@ def test_unexpected_error_stays_in_its_job_and_backs_off(tmp_path: Path) -> None
     assert st.state == "error"
     assert st.message.startswith("unexpected ValueError: bad byte in answer; next attempt at")
     assert st.retry_at == (clock.now() + timedelta(seconds=60)).isoformat()
+
+
+@pytest.mark.parametrize(
+    "local_time",
+    [
+        datetime(2026, 11, 30, 0, 30),  # after midnight, before the 02:00 run
+        datetime(2026, 11, 30, 1, 59),
+        datetime(2026, 11, 30, 2, 0),
+        datetime(2026, 11, 30, 14, 0),
+    ],
+)
+def test_the_demo_export_catches_up_a_whole_week_at_any_hour(
+    tmp_path: Path, local_time: datetime
+) -> None:
+    tz = ZoneInfo("Europe/Copenhagen")
+    clock = FakeClock(local_time.replace(tzinfo=tz).astimezone(UTC))
+    base = Settings(
+        paths=Paths(
+            inbox=tmp_path / "in",
+            outbox=tmp_path / "outbox",
+            state=tmp_path / "state",
+            schemas=tmp_path / "s",
+        ),
+        timezone="Europe/Copenhagen",
+    )
+    settings = demo_exports(base, clock)
+    (job,) = settings.exports
+    windows = ExportScheduler(settings, None, clock=clock).planned(job.name)
+    assert len(windows) == DEMO_EXPORT_DAYS  # a week of files, whatever the hour it starts
+    assert windows[-1].end <= local_time.date()

@@ -18,17 +18,10 @@ import pytest
 from pipeline import __version__
 from pipeline.config import ExportJob
 from pipeline.errors import ConfigError, Unavailable
+from pipeline.export.objects_csv import SYSTEM_COLUMNS, csv_delimiter, write_objects_csv
 from pipeline.export.windows import Window
-from pipeline.export.writer import (
-    SYSTEM_COLUMNS,
-    apply_retention,
-    csv_delimiter,
-    destination,
-    export_window,
-    hash_and_count,
-    prefetched,
-    write_objects_csv,
-)
+from pipeline.export.writer import apply_retention, destination, export_window, hash_and_count
+from pipeline.prefetch import prefetched
 
 NOW = datetime(2026, 10, 26, 1, 0, tzinfo=UTC)
 W = Window(date(2026, 10, 25), date(2026, 10, 26))

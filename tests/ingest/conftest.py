@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.api import HeroBaseClient
 from pipeline.config import ApiSettings, IntakeSettings, Paths, Settings
-from pipeline.ledger import SqliteLedger, open_ledger
+from pipeline.ledger.sqlite import SqliteLedger, open_ledger
 from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER, Sandbox
 
 CAMPAIGN = "B2B-DK-SPRING"

@@ -18,10 +18,14 @@ from pipeline.api import HeroBaseClient
 from pipeline.cells import is_risky
 from pipeline.config import CampaignSettings, Settings
 from pipeline.dropfolder.identity import FileIdentity
+from pipeline.ingest.chunks import IngestProgress
 from pipeline.ingest.fields import load_campaign_schema
-from pipeline.ingest.report.receipt import ALREADY, PREVIEW, PROCESSED, STOPPED, WAITING, Receipt
-from pipeline.ingest.run import ingest_file
-from pipeline.ledger import FileKey, FileState, RowState, SqliteLedger, open_ledger
+from pipeline.ingest.report.place import ReceiptWriter, ResultPlaces
+from pipeline.ingest.report.receipt import Receipt
+from pipeline.ingest.run import IngestContext, IngestRequest, ingest_file
+from pipeline.ledger import FileKey, FileState, RowState
+from pipeline.ledger.sqlite import SqliteLedger, open_ledger
+from pipeline.outcome import FileOutcome
 from pipeline.sandbox import Fault, Sandbox
 from tests.ingest import messy
 from tests.ingest.conftest import CAMPAIGN, make_settings
@@ -37,15 +41,33 @@ class Env:
     ledger: SqliteLedger
     tmp: Path
 
-    def ingest(self, path: Path, **kw: object) -> Receipt:
-        return ingest_file(
+    def ingest(
+        self,
+        path: Path,
+        *,
+        dry_run: bool = False,
+        chunk_rows: int = 100_000,
+        stop: threading.Event | None = None,
+        progress: IngestProgress | None = None,
+    ) -> Receipt:
+        """As ``leadpipe ingest --out results``: ingest, then the receipt written in place."""
+        places = ResultPlaces.for_ingest(path, CAMPAIGN, self.settings, self.tmp / "results")
+        request = IngestRequest(
             path,
             CAMPAIGN,
-            self.settings,
-            client=self.client,
-            ledger=self.ledger,
-            out_dir=self.tmp / "results",
-            **kw,  # type: ignore[arg-type]
+            results=places.rejects,
+            tmp=places.tmp,
+            dry_run=dry_run,
+            chunk_rows=chunk_rows,
+        )
+        context = IngestContext(
+            self.settings, self.client, self.ledger, stop=stop, progress=progress
+        )
+        result = ingest_file(request, context)
+        return (
+            ReceiptWriter(self.ledger)
+            .place(result.receipt, result.rejects, places, result.base)
+            .receipt
         )
 
     def stored(self) -> Counter[str]:
@@ -91,7 +113,7 @@ def test_messy_file_exact_counts_rejects_and_no_formula(env: Env) -> None:
     assert (receipt.rows_read, receipt.blank_skipped) == (1000, 10)
     assert (receipt.accepted, receipt.rejected, receipt.refused_by_api) == (869, 120, 0)
     assert (receipt.duplicates, receipt.uncertain, receipt.waiting) == (1, 0, 0)
-    assert receipt.status == PROCESSED
+    assert receipt.outcome is FileOutcome.PROCESSED
     assert receipt.source == "CSV (windows-1252, ';' separated), header on row 2"
     assert receipt.unmapped_columns == ["Kilde"]
     assert exp.repeats == {503: 501}
@@ -155,7 +177,7 @@ def test_same_file_twice_creates_nothing_the_second_time(env: Env) -> None:
     assert len([r for r in env.sb.requests() if r["method"] == "POST"]) == posts
     # every count is this run's: nothing was read or sent; the earlier run's counts are apart
     assert (second.rows_read, second.accepted, second.rejected, second.duplicates) == (0, 0, 0, 0)
-    assert second.status == ALREADY
+    assert second.outcome is FileOutcome.ALREADY
     assert second.earlier is not None
     assert (second.earlier["accepted"], second.earlier["rejected"]) == (
         first.accepted,
@@ -218,7 +240,7 @@ def test_dry_run_uploads_nothing_and_marks_nothing(env: Env) -> None:
     src = env.tmp / "kunder.csv"
     messy.build(src, 100)
     receipt = env.ingest(src, dry_run=True)
-    assert receipt.status == PREVIEW
+    assert receipt.outcome is FileOutcome.PREVIEWED
     assert receipt.dry_run is True
     assert (receipt.accepted, receipt.rejected, receipt.blank_skipped) == (86, 12, 1)
     assert receipt.duplicates == 1  # row 53 repeats row 52
@@ -232,7 +254,9 @@ def test_401_mid_file_stops_says_why_and_a_retry_finishes(env: Env) -> None:
     exp = messy.build(src, 300)
     env.sb.add_fault(Fault("status", route="POST /leads", status=401, after=100, times=0))
     first = env.ingest(src)
-    assert first.status == STOPPED
+    # the API refused the credentials: the file waits (the service puts it back in the inbox)
+    assert first.outcome is FileOutcome.WAITING
+    assert first.status == "waiting for the API"
     assert first.accepted == 100
     assert first.waiting == len(exp.valid) - 100
     assert "The upload stopped: the API refused the credentials (401)" in first.messages[0]
@@ -248,7 +272,7 @@ def test_401_mid_file_stops_says_why_and_a_retry_finishes(env: Env) -> None:
 
     env.sb.clear_faults()
     second = env.ingest(src)
-    assert second.status == PROCESSED
+    assert second.outcome is FileOutcome.PROCESSED
     assert (second.halt, second.halt_reason) == (None, "")
     assert (second.accepted, second.waiting) == (len(exp.valid), 0)
     assert env.stored() == Counter(d["phone"] for d in exp.valid.values())
@@ -262,7 +286,7 @@ def test_snapshot_schema_validates_but_holds_the_upload(env: Env) -> None:
     env.client.close()
     env.client = HeroBaseClient(replace(env.settings.api, max_retries=0), timezone="UTC")
     receipt = env.ingest(src)
-    assert receipt.status == WAITING
+    assert receipt.outcome is FileOutcome.WAITING
     assert "saved snapshot" in receipt.messages[0]
     assert receipt.schema_source == "snapshot"
     assert receipt.accepted == 0
@@ -277,7 +301,7 @@ def test_api_refusals_flow_into_the_reject_file_and_are_not_resent(env: Env) -> 
     env.settings = replace(env.settings, intake=replace(env.settings.intake, concurrency=1))
     receipt = env.ingest(src)
     assert (receipt.accepted, receipt.refused_by_api) == (len(exp.valid) - 2, 2)
-    assert receipt.status == PROCESSED
+    assert receipt.outcome is FileOutcome.PROCESSED
     rows = read_reject_csv(Path(next(p for p in receipt.reject_files if p.endswith(".csv"))))
     refused = [r for r in rows if "refused by HeroBase" in r["_problems"]]
     valid_rows = sorted(exp.valid)
@@ -310,7 +334,7 @@ def test_uncertain_row_without_leads_get_is_left_for_a_person(env: Env) -> None:
     receipt = env.ingest(src)
     row = sorted(exp.valid)[4]
     assert (receipt.accepted, receipt.uncertain) == (len(exp.valid) - 1, 1)
-    assert receipt.status == PROCESSED
+    assert receipt.outcome is FileOutcome.PROCESSED
     assert f"Row {row} is uncertain: the API account lacks Leads: GET" in receipt.messages[0]
     text = Path(receipt.receipt_file).read_text("utf-8")
     assert "may or may not have reached HeroBase" in text
@@ -364,7 +388,7 @@ def test_stop_during_the_upload_reads_no_further_chunks_of_a_huge_file(env: Env)
     first = env.ingest(src, chunk_rows=1000, stop=watch.stop, progress=watch)
     assert len(watch.read) == 1  # the first chunk only: the rest of the file is not read
     assert first.rows_read == watch.read[0] + first.blank_skipped < 20_000
-    assert (first.status, first.halt) == (STOPPED, "stopped")
+    assert (first.outcome, first.halt) == (FileOutcome.INTERRUPTED, "stopped")
     assert first.messages[0].startswith(
         f"Interrupted: leadpipe was asked to stop after reading {watch.read[0]} data row(s); "
         "the rest of the file was not read. The file will be resumed"
@@ -387,12 +411,16 @@ def test_a_rerun_after_a_stop_between_chunks_creates_every_valid_row_once(env: E
     watch = StopWatch(after_chunks=1)
     first = env.ingest(src, chunk_rows=500, stop=watch.stop, progress=watch)
     assert len(watch.read) == 1
-    assert (first.rows_read < 5000, first.status, first.halt) == (True, STOPPED, "stopped")
+    assert (first.rows_read < 5000, first.outcome, first.halt) == (
+        True,
+        FileOutcome.INTERRUPTED,
+        "stopped",
+    )
     sent_before = sum(env.stored().values())
     assert 0 < sent_before < len(exp.valid)
 
     second = env.ingest(src, chunk_rows=500)
-    assert (second.status, second.halt) == (PROCESSED, None)
+    assert (second.outcome, second.halt) == (FileOutcome.PROCESSED, None)
     assert (second.rows_read, second.accepted, second.waiting) == (5000, len(exp.valid), 0)
     assert env.stored() == Counter(d["phone"] for d in exp.valid.values())
     assert len(second.reject_files) == 2

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import StateError
-from pipeline.ledger import FileKey, FileState, RowState, open_ledger
+from pipeline.ledger import FileKey, FileState, RowState
 from pipeline.ledger.fingerprint import fingerprint
+from pipeline.ledger.sqlite import open_ledger
 
 T = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 A, B = FileKey("a" * 64, "C1"), FileKey("b" * 64, "C1")

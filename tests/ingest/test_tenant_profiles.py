@@ -23,9 +23,10 @@ import pytest
 from pipeline.api import HeroBaseClient
 from pipeline.ingest.deliver.testupload import prove_tenant
 from pipeline.ingest.deliver.verify import verify_file
+from pipeline.ingest.report.place import ReceiptWriter, ResultPlaces
 from pipeline.ingest.report.receipt import Receipt
-from pipeline.ingest.run import ingest_file
-from pipeline.ledger import SqliteLedger, open_ledger
+from pipeline.ingest.run import IngestContext, IngestRequest, ingest_file
+from pipeline.ledger.sqlite import SqliteLedger, open_ledger
 from pipeline.sandbox import Fault, Sandbox
 from tests.ingest.conftest import CAMPAIGN, make_settings
 
@@ -67,13 +68,13 @@ class World:
         self.ledger: SqliteLedger = open_ledger(self.settings.paths.state)
 
     def ingest(self, path: Path) -> Receipt:
-        return ingest_file(
-            path,
-            CAMPAIGN,
-            self.settings,
-            client=self.client,
-            ledger=self.ledger,
-            out_dir=self.tmp / "results",
+        places = ResultPlaces.for_ingest(path, CAMPAIGN, self.settings, self.tmp / "results")
+        request = IngestRequest(path, CAMPAIGN, results=places.rejects, tmp=places.tmp)
+        result = ingest_file(request, IngestContext(self.settings, self.client, self.ledger))
+        return (
+            ReceiptWriter(self.ledger)
+            .place(result.receipt, result.rejects, places, result.base)
+            .receipt
         )
 
     def stored(self) -> Counter[str]:

@@ -14,8 +14,10 @@ import pytest
 
 from pipeline.api import HeroBaseClient
 from pipeline.ingest.deliver.upload import Uploader, UploadRow, no_read_right_reason
-from pipeline.ledger import FileKey, RowState, SqliteLedger
+from pipeline.ledger import FileKey, RowState
 from pipeline.ledger.fingerprint import fingerprint
+from pipeline.ledger.sqlite import SqliteLedger
+from pipeline.outcome import FileOutcome
 from pipeline.sandbox import RESTRICTED_PASSWORD, RESTRICTED_USER, Fault, Sandbox
 from tests.ingest.conftest import CAMPAIGN
 
@@ -143,6 +145,7 @@ def test_401_mid_file_stops_at_once_and_a_retry_finishes_without_duplicates(
     up = uploader(client_for(), ledger, concurrency=4)
     up.deliver(batch)
     assert up.report.halt == "not_permitted"
+    assert (up.report.outcome, up.report.not_permitted) == (FileOutcome.WAITING, True)
     assert "401" in up.report.reason
     counts = ledger.row_counts(KEY)
     assert counts[RowState.ACCEPTED] == 15
@@ -190,6 +193,7 @@ def test_unavailable_api_pauses_and_leaves_rows_pending(
     up = uploader(client_for(max_retries=1, retry_total_seconds=1.0), ledger, concurrency=2)
     up.deliver(batch)
     assert up.report.halt == "unavailable"
+    assert up.report.outcome is FileOutcome.WAITING
     assert up.report.reason.startswith("waiting for the API")
     counts = ledger.row_counts(KEY)
     assert (counts[RowState.ACCEPTED], counts[RowState.PENDING]) == (5, 15)
@@ -234,6 +238,7 @@ def test_stop_event_sends_nothing_more(
     up = uploader(client_for(), ledger, concurrency=2, stop=stop, progress=progress)
     up.deliver(rows(40))
     assert up.report.halt == "stopped"
+    assert up.report.outcome is FileOutcome.INTERRUPTED
     counts = ledger.row_counts(KEY)
     assert counts[RowState.SENDING] == 0
     assert counts[RowState.ACCEPTED] == posts(sb)

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from pipeline.config import IntakeSettings, Paths, SandboxSettings, Settings, StatusSettings
-from pipeline.dropfolder.intake import Job, Outcome
+from pipeline.dropfolder.jobs import Job, Outcome
 from pipeline.outcome import FileOutcome
-from pipeline.service.run import ServiceInfo, ServiceResult, run_service
+from pipeline.service.loop import ServiceInfo, ServiceResult
+from pipeline.service.run import run_service
 
 CAMPAIGNS = ["ALPHA", "BETA", "GAMMA"]
 
@@ -65,8 +66,9 @@ class Running:
     result: list[ServiceResult | BaseException] = field(default_factory=list)
 
     def snapshot(self) -> dict[str, Any]:
-        assert self.info.snapshot is not None
-        return self.info.snapshot()
+        """The service's status as ``/status.json`` carries it."""
+        assert self.info.status is not None
+        return self.info.status().to_json()
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:

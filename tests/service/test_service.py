@@ -12,7 +12,8 @@ import pytest
 
 from pipeline.errors import StateError
 from pipeline.outcome import FileOutcome
-from pipeline.service.run import read_status, run_service
+from pipeline.service.instance import read_status
+from pipeline.service.run import run_service
 from tests.service.conftest import CAMPAIGNS, Recorder, make_settings, service, wait_for
 
 
@@ -76,8 +77,8 @@ def test_files_present_before_start_are_processed_by_once(tmp_path: Path) -> Non
     assert sorted(rec.names()) == ["early.csv"] * 3
     assert (result.processed, result.failed, result.waiting) == (3, 0, 0)
     status = read_status(make_settings(tmp_path))
-    assert status["running"] is False
-    assert status["totals"]["processed"] == 3
+    assert status.running is False
+    assert status.intake.totals["processed"] == 3
 
 
 @pytest.mark.parametrize("polling", [False, True], ids=["events", "polling"])
@@ -109,7 +110,7 @@ def test_a_second_instance_on_the_same_state_folder_is_refused(tmp_path: Path) -
             run_service(settings, once=True, processor=Recorder(), campaigns=lambda: CAMPAIGNS)
         assert "another `leadpipe run` (pid " in str(err.value)
         assert f"is already running on the state folder {settings.paths.state}" in str(err.value)
-        assert read_status(settings)["running"] is True
+        assert read_status(settings).running is True
     # the lock is released on exit: a new run starts fine
     run_service(settings, once=True, processor=Recorder(), campaigns=lambda: CAMPAIGNS)
 
@@ -124,7 +125,7 @@ def test_stop_lets_the_file_in_progress_finish_its_step_and_keeps_it_claimed(
     box: dict[str, threading.Event] = {}
 
     def slow(job: object) -> object:
-        from pipeline.dropfolder.intake import Outcome
+        from pipeline.dropfolder.jobs import Outcome
 
         started.set()
         release.wait(5)
@@ -148,7 +149,7 @@ def test_stop_lets_the_file_in_progress_finish_its_step_and_keeps_it_claimed(
 
 
 def test_once_with_the_api_down_leaves_files_waiting_in_the_inbox(tmp_path: Path) -> None:
-    from pipeline.dropfolder.intake import Outcome
+    from pipeline.dropfolder.jobs import Outcome
 
     setup_folders(tmp_path)
     (tmp_path / "inbox" / "ALPHA" / "a.csv").write_text("a\n", encoding="utf-8")
@@ -203,16 +204,15 @@ def test_due_exports_run_with_intake_and_show_on_the_status(tmp_path: Path) -> N
     files = sorted(p.name for p in (tmp_path / "outbox").rglob("daily_*.csv"))
     assert len(files) == 3  # one file per missed day, caught up
     status = read_status(settings)
-    assert [x["name"] for x in status["exports"]] == ["daily"]
-    assert status["exports"][0]["next_run"]
+    assert [x.name for x in status.exports] == ["daily"]
+    assert status.exports[0].next_run
 
 
 def test_a_status_port_in_use_is_a_config_problem_not_locked_state(tmp_path: Path) -> None:
     import dataclasses
     import socket
 
-    from pipeline.cli.app import EXIT_CODES
-    from pipeline.errors import ConfigError
+    from pipeline.errors import ConfigError, exit_code
 
     setup_folders(tmp_path)
     busy = socket.socket()
@@ -226,7 +226,7 @@ def test_a_status_port_in_use_is_a_config_problem_not_locked_state(tmp_path: Pat
         )
         with pytest.raises(ConfigError, match=rf"cannot listen on 127\.0\.0\.1:{port}") as info:
             run_service(settings, once=True, processor=Recorder(), campaigns=lambda: CAMPAIGNS)
-        assert next(c for k, c in EXIT_CODES.items() if isinstance(info.value, k)) == 3
+        assert exit_code(info.value) == 3
         assert not isinstance(info.value, StateError)
     finally:
         busy.close()

@@ -35,6 +35,7 @@ from pipeline.errors import (
 )
 from pipeline.ingest.deliver.tenantproof import ProofStore, is_ours, learn_identity
 from pipeline.ledger import FileKey, Ledger, RowState
+from pipeline.outcome import FileOutcome
 
 
 class LeadApi(Protocol):
@@ -80,7 +81,18 @@ class UploadRow:
         return f"UploadRow(row={self.row})"
 
 
+#: Why an upload pass stopped sending ("" while it did not): the uploader's own reason code.
+#: What it means for the file is :attr:`UploadReport.outcome`; outside ``deliver/`` the code
+#: appears only as the receipt's ``halt`` (kept in its JSON for compatibility).
 HaltKind = Literal["", "unavailable", "not_permitted", "not_found", "stopped"]
+
+#: The file outcome each halt leads to.
+_LEADS_TO: dict[HaltKind, FileOutcome] = {
+    "unavailable": FileOutcome.WAITING,  # sent when the API answers again
+    "not_permitted": FileOutcome.WAITING,  # likewise, after a long pause (password, rights)
+    "not_found": FileOutcome.STOPPED,  # a person must act (e.g. the campaign is gone)
+    "stopped": FileOutcome.INTERRUPTED,  # leadpipe was asked to stop: resumed at the next run
+}
 
 
 @dataclass
@@ -95,6 +107,16 @@ class UploadReport:
     blind: int = 0  #: uncertain rows left for a person because the lookup was blind
     blind_reason: str = ""  #: why, in plain words
     errors: list[BaseException] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> FileOutcome | None:
+        """What the halt means for the file (None: the pass was not halted)."""
+        return _LEADS_TO[self.halt] if self.halt else None
+
+    @property
+    def not_permitted(self) -> bool:
+        """Halted because the API refused the credentials or the account's rights."""
+        return self.halt == "not_permitted"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ so instead of guessing.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +32,6 @@ from pipeline.api import HeroBaseClient
 from pipeline.config import Settings
 from pipeline.dropfolder.layout import DropFolder
 from pipeline.errors import ApiError, InputError
-from pipeline.files import atomic_write_text
 from pipeline.ingest.deliver.tenantproof import ProofStore, is_ours
 from pipeline.ingest.deliver.upload import (
     UploadRow,
@@ -42,7 +41,8 @@ from pipeline.ingest.deliver.upload import (
     filled,
     normalise,
 )
-from pipeline.ingest.report.receipt import Receipt, render_receipt
+from pipeline.ingest.report.place import ReceiptWriter
+from pipeline.ingest.report.receipt import Receipt
 from pipeline.ledger import FileKey, Ledger, RowState
 
 MARGIN = timedelta(minutes=5)
@@ -176,8 +176,8 @@ def _rows(
     """The valid rows of the file as they were sent (read, mapped and validated again)."""
     from pipeline.ingest.fields import load_campaign_schema
     from pipeline.ingest.map import map_columns
+    from pipeline.ingest.opening import open_for
     from pipeline.ingest.rows import upload_rows
-    from pipeline.ingest.run import open_for
     from pipeline.ingest.validate.checks import Validator
 
     schema = load_campaign_schema(client, campaign, settings.paths.schemas)
@@ -200,14 +200,5 @@ def _amend(
     receipt.verification = {**asdict(result), "message": result.message}
     receipt.messages = [m for m in receipt.messages if not m.startswith("Verification (")]
     receipt.messages.append(result.message)
-    as_json = json.dumps(receipt.to_json(), indent=2, ensure_ascii=False) + "\n"
-    atomic_write_text(receipt_path, as_json, tmp_dir=tmp)
-    txt = receipt_path.with_name(receipt_path.name.removesuffix(".json") + ".txt")
-    atomic_write_text(txt, render_receipt(receipt), tmp_dir=tmp)
+    ReceiptWriter.amend(receipt, receipt_path, tmp)
     return result
-
-
-def summarise(results: Sequence[Verification]) -> list[dict[str, Any]]:
-    """Verification results as JSON-ready dicts (status page, ``leadpipe status``)."""
-    return [{"file": Path(v.file).name, "campaign": v.campaign, "message": v.message,
-             "duplicates": v.duplicates, "checked_at": v.checked_at} for v in results]  # fmt: skip

@@ -27,10 +27,8 @@ from pipeline.config import CampaignSettings
 from pipeline.errors import FileUnreadable
 from pipeline.ingest.read.csvfile import open_csv
 from pipeline.ingest.read.guard import check_size, check_width, detect_kind
-from pipeline.ingest.read.table import SAMPLE_BYTES, Table, unique_headers
+from pipeline.ingest.read.table import SAMPLE_BYTES, Table
 from pipeline.ingest.read.xlsxfile import open_xlsx
-
-__all__ = ["DEFAULT_MAX_BYTES", "Table", "open_table", "unique_headers"]
 
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 #: Campaigns have tens of fields; a sheet far wider than that is refused before rows are read.

@@ -1,1 +1,1 @@
-"""What a person reads afterwards: the receipt and the reject files."""
+"""What a person reads afterwards: the receipt and the reject files, and where they go."""

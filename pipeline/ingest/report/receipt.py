@@ -1,6 +1,9 @@
 """Receipts: what happened to a dropped file, in plain words (``.receipt.txt``) and as JSON.
 
-The JSON twin carries the ``leadpipe ingest --json`` fields  plus details.
+The JSON twin carries the ``leadpipe ingest --json`` fields plus details. How the file ended is
+:attr:`Receipt.outcome` (a :class:`~pipeline.outcome.FileOutcome`); the ``Status:`` line and the
+JSON's ``"status"`` are its sentence. Where a receipt is written, and when, is decided by one
+owner: :class:`pipeline.ingest.report.place.ReceiptWriter`.
 """
 
 from __future__ import annotations
@@ -11,15 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.files import atomic_write_text
-
-#: Receipt.status values.
-PROCESSED = "processed"
-PREVIEW = "preview (nothing uploaded)"
-WAITING = "waiting for the API"
-STOPPED = "stopped"
-FAILED = "failed"
-#: the same content was processed for the campaign before: nothing read or sent now
-ALREADY = "already processed (nothing sent again)"
+from pipeline.outcome import FileOutcome
 
 
 @dataclass
@@ -40,7 +35,8 @@ class Receipt:
     receipt_file: str = ""
     schema_source: str = "live"
     duration_s: float = 0.0
-    status: str = PROCESSED
+    #: how the file ended; :attr:`status` says it in words
+    outcome: FileOutcome = FileOutcome.PROCESSED
     dry_run: bool = False
     waiting: int = 0
     started_at: str = ""
@@ -62,15 +58,30 @@ class Receipt:
     #: the verification pass's findings (possible duplicates in HeroBase), once it ran
     verification: dict[str, Any] | None = None
 
+    @property
+    def status(self) -> str:
+        """The outcome in the words the receipt shows (``Status:``)."""
+        return self.outcome.sentence
+
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (every field)."""
-        return asdict(self)
+        """A JSON-ready dict: every field, ``outcome`` as its value, plus ``status`` (words)."""
+        data = asdict(self)
+        data["outcome"] = self.outcome.value
+        data["status"] = self.status  # what receipts of earlier versions carried
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Receipt:
-        """Rebuild from :meth:`to_json` output (unknown keys ignored)."""
+        """Rebuild from :meth:`to_json` output (unknown keys ignored).
+
+        A receipt written by an earlier version has no ``outcome``: its ``status`` sentence
+        says it (:meth:`FileOutcome.parse`).
+        """
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        fields = {k: v for k, v in data.items() if k in known}
+        said = data.get("outcome") or data.get("status") or ""
+        fields["outcome"] = FileOutcome.parse(str(said), FileOutcome.PROCESSED)
+        return cls(**fields)
 
 
 def _n(count: int, word: str) -> str:
@@ -91,7 +102,7 @@ def default_next_steps(r: Receipt) -> list[str]:
             f"{_n(r.uncertain, 'row')} may or may not have reached HeroBase; leadpipe could "
             "not check. Look them up in HeroBase before sending them again by hand."
         )
-    if r.status == WAITING:
+    if r.outcome is FileOutcome.WAITING:
         steps.append("Nothing to do: the file is sent automatically when the API is back.")
     if r.unmapped_columns:
         cols = ", ".join(f"'{c}'" for c in r.unmapped_columns)
@@ -153,11 +164,19 @@ def render_receipt(r: Receipt) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_receipt(receipt: Receipt, txt_path: Path, json_path: Path) -> None:
-    """Write ``.receipt.txt`` and ``.receipt.json`` atomically (``receipt_file`` = the txt)."""
+def write_receipt(
+    receipt: Receipt, txt_path: Path, json_path: Path, *, tmp_dir: Path | None = None
+) -> None:
+    """Write ``.receipt.json`` and then ``.receipt.txt`` atomically (``receipt_file`` = the txt).
+
+    The low-level write; :class:`pipeline.ingest.report.place.ReceiptWriter` decides where.
+    ``tmp_dir`` holds the temporary files (default: a hidden folder beside the receipt).
+    """
     if not receipt.receipt_file:
         receipt.receipt_file = str(txt_path)
     atomic_write_text(
-        Path(json_path), json.dumps(receipt.to_json(), indent=2, ensure_ascii=False) + "\n"
+        Path(json_path),
+        json.dumps(receipt.to_json(), indent=2, ensure_ascii=False) + "\n",
+        tmp_dir=tmp_dir,
     )
-    atomic_write_text(Path(txt_path), render_receipt(receipt))
+    atomic_write_text(Path(txt_path), render_receipt(receipt), tmp_dir=tmp_dir)

@@ -29,17 +29,9 @@ import xlsxwriter
 
 from pipeline.cells import is_risky, neutralise_csv
 from pipeline.files import atomic_open, atomic_path
-from pipeline.ingest.report.receipt import Receipt, render_receipt, write_receipt
 from pipeline.ingest.validate.checks import RowProblem
 
-__all__ = [
-    "PROBLEMS_COLUMN",
-    "ROW_COLUMN",
-    "Receipt",
-    "RejectWriter",
-    "render_receipt",
-    "write_receipt",
-]
+__all__ = ["PROBLEMS_COLUMN", "ROW_COLUMN", "RejectWriter"]
 
 ROW_COLUMN = "_row"
 PROBLEMS_COLUMN = "_problems"

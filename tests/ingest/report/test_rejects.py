@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import openpyxl
 import pytest
 
 from pipeline.cells import is_risky
-from pipeline.ingest.report.rejects import Receipt, RejectWriter, render_receipt, write_receipt
+from pipeline.ingest.report.receipt import Receipt, render_receipt, write_receipt
+from pipeline.ingest.report.rejects import RejectWriter
 from pipeline.ingest.validate.checks import RowProblem
+from pipeline.outcome import FileOutcome
 from tests.ingest.stage_helpers import run
 from tests.ingest.validate.test_checks import (
     FORMULA_CITY,
@@ -215,6 +218,25 @@ def test_write_receipt_txt_and_json(tmp_path: Path, receipt: Receipt) -> None:
     assert txt.read_text(encoding="utf-8") == render_receipt(receipt)
 
 
+def test_receipt_json_carries_the_outcome_and_its_sentence_and_reads_older_receipts(
+    receipt: Receipt,
+) -> None:
+    waiting = replace(receipt, outcome=FileOutcome.WAITING)
+    data = waiting.to_json()
+    assert (data["outcome"], data["status"]) == ("waiting", "waiting for the API")
+    assert "Status: waiting for the API." in render_receipt(waiting)
+    assert Receipt.from_json(json.loads(json.dumps(data))) == waiting
+    older = {k: v for k, v in data.items() if k != "outcome"}  # written before "outcome"
+    assert Receipt.from_json(older).outcome is FileOutcome.WAITING
+    for sentence, outcome in [
+        ("preview (nothing uploaded)", FileOutcome.PREVIEWED),
+        ("already processed (nothing sent again)", FileOutcome.ALREADY),
+        ("stopped", FileOutcome.STOPPED),
+        ("processed", FileOutcome.PROCESSED),
+    ]:
+        assert Receipt.from_json({**older, "status": sentence}).outcome is outcome
+
+
 def test_comments_are_capped_but_every_bad_cell_is_highlighted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -234,8 +256,8 @@ def test_comments_are_capped_but_every_bad_cell_is_highlighted(
 def test_rejects_beyond_one_sheet_continue_on_the_next_and_the_receipt_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from pipeline.ingest.accounting import sheets_note
     from pipeline.ingest.report import rejects
-    from pipeline.ingest.run import _sheets_note
 
     monkeypatch.setattr(rejects, "SHEET_ROWS", 5)  # Excel's 1,048,576, scaled down
     writer = RejectWriter(tmp_path / "s.xlsx", tmp_path / "s.csv", ["a"], tmp_dir=tmp_path / "t")
@@ -253,6 +275,6 @@ def test_rejects_beyond_one_sheet_continue_on_the_next_and_the_receipt_says_so(
     assert seen == list(range(2, 14))  # every row, in order, none cut
     with (tmp_path / "s.csv").open(encoding="utf-8-sig", newline="") as fh:
         assert len(list(csv.reader(fh))) == 13
-    (note,) = _sheets_note(writer.sheets, writer.count)
+    (note,) = sheets_note(writer.sheets, writer.count)
     assert "continues on 2 more sheet(s)" in note
     assert "CSV has all of them" in note

@@ -1,0 +1,108 @@
+"""The records at the seam between the drop folder and its processor.
+
+The intake claims a file and hands the processor a :class:`Job`; the processor answers with an
+:class:`Outcome`; the intake moves the file accordingly and records a :class:`Finished`, which
+the status page, ``/metrics`` and ``leadpipe status`` read (through
+:class:`pipeline.dropfolder.status.RecentFile`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from pipeline.dropfolder.identity import FileIdentity
+from pipeline.outcome import FileOutcome
+
+
+@dataclass(frozen=True)
+class Job:
+    """One claimed file, handed to the processor."""
+
+    campaign: str  #: the campaign code (as the API spells it)
+    name: str  #: the file name as dropped
+    path: Path  #: where the file is now (inside the work folder)
+    folder: Path  #: where results go: ``inbox/<campaign>`` or ``inbox/<campaign>/preview``
+    preview: bool  #: validate only, upload nothing
+    stamp: str  #: claim time, ``YYYYMMDD-HHMMSS``: prefix for names of results
+    sha256: str  #: the content hash the claim is keyed by
+    resumed: bool = False  #: found in the work folder at start-up (an interrupted run)
+    #: size, mtime and hash when it was claimed (None: an old claim without a record)
+    identity: FileIdentity | None = None
+    #: the name as dropped, when it had to change (not UTF-8, too long; see :func:`safe_name`)
+    dropped_as: str = ""
+
+
+@dataclass
+class Outcome:
+    """What the processor did with a file.
+
+    ``processed``: the original goes to ``processed/`` (preview: stays beside its receipt).
+    ``failed``: to ``failed/`` with ``message`` as its ``.error.txt``. ``wait``: the API is down;
+    the file goes back to the inbox and taking pauses. ``interrupted``: the service is stopping;
+    the file stays claimed and is resumed at the next start. ``changed``: the file changed while
+    it was read (a copy still under way): it goes back to the inbox to settle again.
+    """
+
+    kind: FileOutcome
+    message: str = ""
+    receipt: Path | None = None
+    rejects: list[Path] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    stamp: str | None = None  #: the stamp the processor used for its result files, if any
+    uncertain: int = 0  #: rows left uncertain (repeated uncertainty opens the breaker)
+    not_permitted: bool = False  #: the API refused our credentials/rights (long pause)
+    destination: Path | None = None  #: where the original goes (``processed``), if chosen
+    retry_after: float = 0.0  #: ``changed``: take the file again no sooner than this (s)
+
+
+Processor = Callable[[Job], Outcome]
+
+
+@dataclass
+class Finished:
+    """One entry of the recent-files list (what the status page shows)."""
+
+    campaign: str
+    name: str
+    preview: bool
+    kind: FileOutcome
+    at: datetime
+    final: Path | None
+    receipt: Path | None
+    rejects: list[Path]
+    error: Path | None
+    message: str
+    counts: dict[str, int]
+    seconds: float
+
+    @classmethod
+    def failed(
+        cls,
+        campaign: str,
+        name: str,
+        *,
+        preview: bool,
+        at: datetime,
+        final: Path,
+        error: Path | None,
+        message: str,
+        seconds: float,
+    ) -> Finished:
+        """A file that ended in ``failed/`` (nothing uploaded), with its error text."""
+        return cls(
+            campaign,
+            name,
+            preview,
+            FileOutcome.FAILED,
+            at,
+            final,
+            None,
+            [],
+            error,
+            message,
+            {},
+            seconds,
+        )

@@ -1,0 +1,240 @@
+"""After the pass: the counts, the file's outcome and the words of its receipt.
+
+The last step of :func:`pipeline.ingest.run.ingest_file`: what was read (:class:`~pipeline.
+ingest.chunks.Tally`) and where the valid rows stand (:class:`~pipeline.ingest.deliver.delivery.
+Delivered`) become a :class:`~pipeline.ingest.report.receipt.Receipt` whose counts add up
+(invariant 1 in ``docs/architecture.md``) and whose :class:`~pipeline.outcome.FileOutcome` says
+how the file ended. A re-drop of content done for the campaign gets :func:`already_receipt`.
+The receipt is not written here: see :class:`pipeline.ingest.report.place.ReceiptWriter`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pipeline.errors import AccountingError
+from pipeline.ingest.chunks import Tally
+from pipeline.ingest.deliver.delivery import Delivered, Halt
+from pipeline.ingest.opening import Identified, Opened
+from pipeline.ingest.report.receipt import Receipt
+from pipeline.ingest.validate.checks import RowProblem
+from pipeline.ledger import FileRecord
+from pipeline.outcome import FileOutcome
+
+#: uncertain rows named one by one on the receipt (the rest are counted)
+MAX_UNCERTAIN_NAMED = 50
+
+#: What the person does after an interrupted run.
+RESUME_STEP = (
+    "Nothing to do: the file is taken up again when leadpipe runs next (run the same "
+    "command again for `leadpipe ingest`). Rows already sent are not sent again."
+)
+
+
+@dataclass(frozen=True)
+class Times:
+    """When one ingest ran (local time of the configured zone, ISO 8601)."""
+
+    started_at: str
+    finished_at: str
+    duration_s: float
+
+
+def outcome_of(tally: Tally, delivered: Delivered) -> tuple[FileOutcome, Halt | None]:
+    """How the file ended, and why delivery halted (if it did).
+
+    Asked to stop: interrupted. Delivery halted: what its halt leads to (waiting for the API,
+    or stopped for a person). Rows left unsent: waiting. Otherwise the delivery's own outcome
+    (processed; previewed for a dry run).
+    """
+    halt = delivered.halt
+    if tally.interrupted:
+        if halt is None or halt.outcome is FileOutcome.INTERRUPTED:
+            halt = Halt.asked_to_stop()
+        return FileOutcome.INTERRUPTED, halt
+    if halt is not None:
+        return halt.outcome, halt
+    if delivered.pending:
+        return FileOutcome.WAITING, None
+    return delivered.complete, None
+
+
+def account(
+    opened: Opened,
+    tally: Tally,
+    delivered: Delivered,
+    *,
+    dry_run: bool,
+    times: Times,
+) -> Receipt:
+    """The receipt of one read of the file: this run's counts, its outcome, what to do next.
+
+    Raises AccountingError when a complete read does not account for every row.
+    """
+    file, table, mapping = opened.file, opened.table, opened.mapping
+    outcome, halt = outcome_of(tally, delivered)
+    blank = int(table.blank_rows)
+    receipt = Receipt(
+        file=str(file.path.resolve()),
+        sha256=file.identity.sha256,
+        campaign=file.campaign,
+        rows_read=tally.data_rows + blank,
+        accepted=delivered.accepted,
+        rejected=tally.rejected,
+        refused_by_api=delivered.refused,
+        duplicates=delivered.duplicates + tally.repeats,
+        uncertain=delivered.uncertain,
+        blank_skipped=blank,
+        reject_files=[str(p) for p in tally.reject_files],
+        schema_source=opened.schema.source,
+        outcome=outcome,
+        dry_run=dry_run,
+        waiting=delivered.pending,
+        started_at=times.started_at,
+        finished_at=times.finished_at,
+        source=table.describe(),
+        mapping=dict(mapping.field_for),
+        unmapped_columns=list(mapping.unmapped),
+        schema_drift=opened.schema.drift.describe() if opened.schema.drift else "",
+        messages=blind_note(delivered, file.campaign)
+        + _messages(tally, delivered, halt)
+        + list(mapping.repeats)
+        + sheets_note(tally.reject_sheets, tally.reject_rows)
+        + elsewhere_note(file.elsewhere, file.campaign),
+        problems_sample=list(tally.sample),
+        halt=halt.code if halt is not None else None,
+        halt_reason=halt.reason if halt is not None else "",
+        duration_s=times.duration_s,
+    )
+    if tally.interrupted:
+        receipt.next_steps = [RESUME_STEP]
+    else:  # the ledger may hold rows of the part not read this time (an earlier, longer run)
+        check_accounting(receipt)
+    return receipt
+
+
+def already_receipt(file: Identified, known: FileRecord, times: Times) -> Receipt:
+    """The receipt of a re-drop: this run's counts (all 0) and the earlier run's, named so."""
+    earlier = Receipt.from_json(json.loads(known.receipt_json or "{}"))
+    when = (known.finished_utc or "")[:16].replace("T", " ")
+    return Receipt(
+        file=str(file.path.resolve()),
+        sha256=known.sha256,
+        campaign=known.campaign,
+        outcome=FileOutcome.ALREADY,
+        started_at=times.started_at,
+        finished_at=times.started_at,
+        earlier={
+            "finished_utc": known.finished_utc or "",
+            "receipt": known.receipt_path or "",
+            "rows_read": earlier.rows_read,
+            "accepted": earlier.accepted,
+            "rejected": earlier.rejected,
+            "refused_by_api": earlier.refused_by_api,
+            "duplicates": earlier.duplicates,
+            "uncertain": earlier.uncertain,
+            "reject_files": list(earlier.reject_files),
+        },
+        messages=[
+            f"This file (the same content) was already processed for campaign {known.campaign} "
+            f"on {when} UTC; nothing was read or sent again now."
+        ],
+        next_steps=[
+            "Nothing to do. To upload rows that were rejected then, fix them in that run's "
+            "reject file and drop it."
+            if earlier.rejected or earlier.refused_by_api
+            else "Nothing to do."
+        ],
+        duration_s=times.duration_s,
+    )
+
+
+def _messages(tally: Tally, delivered: Delivered, halt: Halt | None) -> list[str]:
+    """Why the file is not done (if it is not), the uncertain rows, the repeated rows."""
+    out: list[str] = []
+    pending = delivered.pending
+    if tally.interrupted:
+        out.append(
+            f"Interrupted: leadpipe was asked to stop after reading {tally.data_rows} data "
+            "row(s); the rest of the file was not read. The file will be resumed: it is read "
+            "again from the top and rows already sent are not sent again. The counts are those "
+            "known so far."
+        )
+    elif halt is not None and halt.reason:
+        out.append(
+            f"The upload stopped: {halt.reason}. {pending} row(s) were not sent yet; they are "
+            "sent when the file is processed again (nothing is sent twice)."
+        )
+    elif pending:
+        out.append(
+            f"{pending} row(s) did not reach HeroBase after repeated tries (a lookup proved "
+            "them absent); they are sent when the file is processed again."
+        )
+    uncertain = delivered.uncertain_rows
+    for row, reason in uncertain[:MAX_UNCERTAIN_NAMED]:
+        out.append(f"Row {row} is uncertain: {reason}.")
+    if len(uncertain) > MAX_UNCERTAIN_NAMED:
+        out.append(f"... and {len(uncertain) - MAX_UNCERTAIN_NAMED} more uncertain row(s).")
+    named: Sequence[RowProblem] = tally.repeat_problems
+    out.extend(p.message for p in named)
+    if tally.repeats > len(named):  # only the first ones are named, the rest counted
+        out.append(f"... and {tally.repeats - len(named)} more repeated row(s).")
+    return out
+
+
+def blind_note(delivered: Delivered, campaign: str) -> list[str]:
+    """Why uncertain rows were left for a person when the lookup could not be trusted."""
+    if not delivered.blind_reason:
+        return []
+    n = len(delivered.uncertain_rows)
+    return [
+        f"{n} row(s) may or may not have reached HeroBase and were NOT sent again: "
+        f"{delivered.blind_reason}. Look for them in HeroBase (campaign {campaign}, the "
+        "rows listed below) and add any that are missing by hand. To let leadpipe check such "
+        "rows itself, run `leadpipe doctor --test-upload <a test campaign>` once."
+    ]
+
+
+def sheets_note(sheets: int, rows: int) -> list[str]:
+    """Say so when the reject workbook needed more than one sheet."""
+    if sheets <= 1:
+        return []
+    return [
+        f"There are {rows:,} rows to fix, more than one Excel sheet holds: the reject workbook "
+        f"continues on {sheets - 1} more sheet(s) ('Rejects (2)' ...). The reject CSV has all of "
+        "them in one list."
+    ]
+
+
+def elsewhere_note(records: Sequence[FileRecord], campaign: str) -> list[str]:
+    """A hint when the same content was dropped for other campaigns too."""
+    if not records:
+        return []
+    where = ", ".join(
+        f"{r.campaign} ({(r.finished_utc or r.updated_utc)[:10]})" for r in records[:5]
+    )
+    return [
+        f"The same file content was also dropped for campaign(s) {where}. It was processed "
+        f"for {campaign} here, because that is the folder it was dropped into; if it was meant "
+        "for one campaign only, remove the leads from the other in HeroBase."
+    ]
+
+
+def check_accounting(r: Receipt) -> None:
+    """Invariant 1 (docs/architecture.md): every row read ends in one state (or waits)."""
+    total = (
+        r.accepted
+        + r.rejected
+        + r.refused_by_api
+        + r.duplicates
+        + r.uncertain
+        + r.blank_skipped
+        + r.waiting
+    )
+    if total != r.rows_read:
+        raise AccountingError(
+            f"row accounting does not add up for {r.file}: read {r.rows_read}, "
+            f"accounted for {total}"
+        )

@@ -1,0 +1,142 @@
+"""The service's status as one typed record: the drop folder, the API, exports, verification,
+health.
+
+:class:`ServiceStatus` is what the status page renders, ``/status.json`` and the status file
+(``<state>/status.json``) carry, and ``leadpipe status`` reads back in another process. The JSON
+keeps the intake's fields at its top level (``inbox``, ``campaigns``, ``recent``, ...), beside
+``api``, ``watch``, ``exports``, ``verified``, ``health``, ``at``, ``pid`` and ``running``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.dropfolder.status import IntakeStatus, RecentFile
+from pipeline.export.scheduler import JobStatus
+from pipeline.ingest.deliver.verify import Verification
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ApiStatus:
+    """Which HeroBase the service talks to."""
+
+    url: str = ""
+    embedded: bool = False  #: the built-in demo sandbox (nothing reaches a real dialer)
+
+
+@dataclass(frozen=True)
+class VerifiedFile:
+    """What a verification pass found for one finished file."""
+
+    file: str  #: the file's name
+    campaign: str
+    message: str
+    duplicates: tuple[Mapping[str, Any], ...] = ()  #: {"row", "unique_ids"} per doubled row
+    checked_at: str = ""
+    blind: bool = False  #: the check could not run
+
+    @property
+    def alarming(self) -> bool:
+        """Worth a red line: leads doubled, or the check could not run."""
+        return bool(self.duplicates) or self.blind
+
+    @classmethod
+    def of(cls, v: Verification) -> VerifiedFile:
+        return cls(
+            file=Path(v.file).name,
+            campaign=v.campaign,
+            message=v.message,
+            duplicates=tuple(v.duplicates),
+            checked_at=v.checked_at,
+            blind=bool(v.blind),
+        )
+
+    def to_json(self) -> Json:
+        return {
+            "file": self.file,
+            "campaign": self.campaign,
+            "message": self.message,
+            "duplicates": [dict(d) for d in self.duplicates],
+            "checked_at": self.checked_at,
+            "blind": self.blind,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> VerifiedFile:
+        dups = data.get("duplicates")
+        message = str(data.get("message") or "")
+        return cls(
+            file=str(data.get("file") or ""),
+            campaign=str(data.get("campaign") or ""),
+            message=message,
+            duplicates=tuple(d for d in dups if isinstance(d, dict))
+            if isinstance(dups, list)
+            else (),
+            checked_at=str(data.get("checked_at") or ""),
+            blind=bool(data.get("blind", "could not run" in message)),
+        )
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """Everything the status page shows, at one moment."""
+
+    intake: IntakeStatus
+    api: ApiStatus = field(default_factory=ApiStatus)
+    watch: str = ""  #: how the inbox is watched (events or polling)
+    exports: tuple[JobStatus, ...] = ()
+    verified: tuple[VerifiedFile, ...] = ()
+    problems: tuple[str, ...] = ()  #: what keeps the service from its work (empty: healthy)
+    at: str = ""  #: when this was taken (ISO 8601)
+    pid: int | None = None
+    running: bool = True
+
+    def with_earlier(self, earlier: Sequence[RecentFile], keep: int = 100) -> ServiceStatus:
+        """The recent-files list continued with an earlier run's (it survives restarts)."""
+        recent = (*self.intake.recent, *earlier)[:keep]
+        return replace(self, intake=replace(self.intake, recent=recent))
+
+    def to_json(self) -> Json:
+        out = self.intake.to_json()
+        out.update(
+            {
+                "api": {"url": self.api.url, "embedded": self.api.embedded},
+                "watch": self.watch,
+                "exports": [x.to_dict() for x in self.exports],
+                "verified": [v.to_json() for v in self.verified],
+                "health": {"problems": list(self.problems)},
+                "at": self.at,
+                "pid": self.pid,
+                "running": self.running,
+            }
+        )
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ServiceStatus:
+        api = data.get("api") if isinstance(data.get("api"), dict) else {}
+        health = data.get("health") if isinstance(data.get("health"), dict) else {}
+        exports = data.get("exports") if isinstance(data.get("exports"), list) else []
+        verified = data.get("verified") if isinstance(data.get("verified"), list) else []
+        problems = health.get("problems") if isinstance(health, dict) else None
+        pid = data.get("pid")
+        return cls(
+            intake=IntakeStatus.from_json(data),
+            api=ApiStatus(
+                url=str((api or {}).get("url") or ""), embedded=bool((api or {}).get("embedded"))
+            ),
+            watch=str(data.get("watch") or ""),
+            exports=tuple(JobStatus.from_dict(x) for x in exports or [] if isinstance(x, dict)),
+            verified=tuple(
+                VerifiedFile.from_json(v) for v in verified or [] if isinstance(v, dict)
+            ),
+            problems=tuple(str(p) for p in problems) if isinstance(problems, list) else (),
+            at=str(data.get("at") or ""),
+            pid=pid if isinstance(pid, int) else None,
+            running=bool(data.get("running", False)),
+        )
