@@ -41,9 +41,12 @@ class Action(StrEnum):
 
 
 def exit_code(exc: BaseException) -> int:
-    """The exit code of the CLI for an error: 3 fix the configuration, 4 the file cannot be
-    processed, 5 the API refused or is unreachable (or the file was still being written), 6
-    local state (ledger, lock, a folder) is unusable, 1 anything else."""
+    """The exit code of the CLI for an error.
+
+    3 fix the configuration (a wrong user or password too), 4 the file cannot be processed, 5 the
+    API refused or is unreachable (or the file was still being written), 6 local state (ledger,
+    lock, a folder) is unusable, 1 anything else.
+    """
     codes: tuple[tuple[type[BaseException], int], ...] = (
         (ConfigError, 3),
         (InputError, 4),
@@ -52,6 +55,8 @@ def exit_code(exc: BaseException) -> int:
         (StateError, 6),
         (OSError, 6),  # a folder or file leadpipe must write
     )
+    if isinstance(exc, ApiError) and exc.status == 401:
+        return 3  # wrong user or password: a setting to fix, not "try again later"
     return next((code for kind, code in codes if isinstance(exc, kind)), 1)
 
 

@@ -72,3 +72,16 @@ def test_the_service_and_the_cli_load_no_dataframe_library_before_a_file_is_read
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_error_text_is_never_read_as_markup_and_not_wrapped_when_piped(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    name = "[daily]" + "x" * 150  # markup-like, and longer than any terminal line
+    cfg.write_text(
+        f'[[exports]]\nname = "{name}"\nsearch = "s"\n[[exports]]\nname = "{name}"\nsearch = "s"\n',
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["--config", str(cfg), "config"])
+    assert result.exit_code == 3
+    line = next(x for x in result.output.splitlines() if "duplicate export name" in x)
+    assert f"'{name}'" in line  # whole, on one line: not eaten as markup, not wrapped at 80

@@ -9,6 +9,7 @@ from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pipeline import __version__
 from pipeline.config import Settings, load_settings
@@ -21,10 +22,18 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
 
-#: Exit codes by error kind, so scripts can tell "fix the config" from "try later".
+def _console(stderr: bool = False) -> Console:
+    """A console that wraps for a person at a terminal and never for a program: piped output
+    keeps each message and path on one line, and tables are not cut to 80 columns."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, soft_wrap=True, width=10_000)
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 T = TypeVar("T")
 
@@ -67,7 +76,8 @@ def settings(ctx: typer.Context) -> Settings:
 
 def fail(exc: LeadpipeError) -> NoReturn:
     """Print a library error as a message for people and exit with its code."""
-    err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+    # the message is text, never markup: "[status]" in it stays as written
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(exit_code(exc))
 
 

@@ -7,6 +7,7 @@ from contextlib import ExitStack
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.app import app, console, err_console, fail, run, settings
@@ -66,7 +67,7 @@ def export_now(
     code = 0
     for r in results:
         if r.status == "failed":
-            err_console.print(f"[bold red]error:[/] {r.describe()}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(r.describe())}", highlight=False)
             code = code or r.exit_code or 1
         else:
             console.print(r.describe(), highlight=False, markup=False)

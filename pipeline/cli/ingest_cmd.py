@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from pipeline.cli.app import app, console, err_console, is_terminal, run, settings
 from pipeline.ingest.report.receipt import Receipt, render_receipt
@@ -73,7 +74,7 @@ def ingest(
         console.print(render_receipt(receipt), highlight=False, markup=False)
     if receipt.outcome not in _FINISHED:
         reason = receipt.halt_reason or receipt.status
-        err_console.print(f"[bold red]upload stopped:[/] {reason}", highlight=False)
+        err_console.print(f"[bold red]upload stopped:[/] {escape(reason)}", highlight=False)
         raise typer.Exit(EXIT_UPLOAD_STOPPED)
 
 

@@ -16,7 +16,15 @@ from typing import Any
 import pytest
 
 from pipeline.clock import FakeClock
-from pipeline.errors import Invalid, NotFound, NotPermitted, RateLimited, Unavailable, Uncertain
+from pipeline.errors import (
+    Invalid,
+    NotFound,
+    NotPermitted,
+    RateLimited,
+    Unavailable,
+    Uncertain,
+    exit_code,
+)
 from pipeline.sandbox import RESTRICTED_PASSWORD, RESTRICTED_USER, Fault, Sandbox
 from tests.api.conftest import MakeClient
 from tests.api.test_ratelimit import max_in_any_window
@@ -48,6 +56,7 @@ def test_wrong_password_is_not_permitted(make_client: MakeClient) -> None:
         client.campaigns()
     assert info.value.status == 401
     assert "LEADPIPE_API_PASSWORD" in str(info.value)
+    assert exit_code(info.value) == 3  # a setting to fix, not "try again later"
 
 
 def test_403_names_the_missing_right(make_client: MakeClient) -> None:
