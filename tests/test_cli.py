@@ -85,3 +85,14 @@ def test_error_text_is_never_read_as_markup_and_not_wrapped_when_piped(tmp_path:
     assert result.exit_code == 3
     line = next(x for x in result.output.splitlines() if "duplicate export name" in x)
     assert f"'{name}'" in line  # whole, on one line: not eaten as markup, not wrapped at 80
+
+
+def test_config_refuses_a_schedule_an_export_run_would_refuse(tmp_path: Path) -> None:
+    cfg = tmp_path / "cron.toml"
+    cfg.write_text(
+        '[[exports]]\nname = "nightly"\nsearch = "s"\nschedule = "0 2 * * 8"\n', encoding="utf-8"
+    )
+    result = runner.invoke(app, ["--config", str(cfg), "config"])
+    assert result.exit_code == 3, result.output
+    assert "exports.nightly.schedule" in result.output
+    assert "is not a cron expression" in result.output

@@ -11,9 +11,11 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from pipeline.api.transport import safe_url
-from pipeline.cli.app import app, console, settings
+from pipeline.cli.app import app, console, run, settings
+from pipeline.export.scheduler import check_jobs
 
 
 @app.command("config")
@@ -23,13 +25,14 @@ def show_config(
 ) -> None:
     """Check the configuration and show the effective settings."""
     s = settings(ctx)
+    run(lambda: check_jobs(s))  # what an export run would refuse, said now (exit 3)
     data: dict[str, Any] = asdict(s)
     data["api"]["password"] = "***" if s.api.password else ""
     data["api"]["url"] = safe_url(s.api.url)
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
         return
-    console.print(f"configuration read from [bold]{s.source}[/]: OK")
+    console.print(f"configuration read from [bold]{escape(s.source)}[/]: OK")
     mode = "embedded sandbox (no API URL set)" if s.api.embedded else safe_url(s.api.url)
     console.print(f"API: {mode}")
     for name in ("inbox", "outbox", "state", "schemas"):

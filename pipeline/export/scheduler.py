@@ -115,6 +115,34 @@ class JobStatus:
         )
 
 
+def job_rule(job: ExportJob, source: str) -> tuple[WindowRule, date | None]:
+    """The job's window rule and start day; ConfigError naming the setting that is wrong."""
+    key = f"exports.{job.name}"
+    try:
+        key = f"exports.{job.name}.schedule"
+        check_cron(job.schedule)
+        key = f"exports.{job.name}.window"
+        rule = parse_window(job.window)
+        key = f"exports.{job.name}.start"
+        start = parse_day(job.start, "start") if job.start else None
+    except ScheduleError as exc:
+        raise ConfigError([ConfigProblem(key, source, str(exc))]) from None
+    return rule, start
+
+
+def check_jobs(settings: Settings) -> None:
+    """Raise one ConfigError listing every export job setting a run would refuse (schedule,
+    window, start): ``leadpipe config`` says so before the night the job runs."""
+    problems: list[ConfigProblem] = []
+    for job in settings.exports:
+        try:
+            job_rule(job, settings.source)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+
+
 def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat()
 
@@ -152,17 +180,7 @@ class ExportScheduler:
                 self._problems[job.name] = "; ".join(f"{p.key}: {p.message}" for p in exc.problems)
 
     def _rule(self, job: ExportJob) -> tuple[WindowRule, date | None]:
-        key = f"exports.{job.name}"
-        try:
-            key = f"exports.{job.name}.schedule"
-            check_cron(job.schedule)
-            key = f"exports.{job.name}.window"
-            rule = parse_window(job.window)
-            key = f"exports.{job.name}.start"
-            start = parse_day(job.start, "start") if job.start else None
-        except ScheduleError as exc:
-            raise ConfigError([ConfigProblem(key, self.settings.source, str(exc))]) from None
-        return rule, start
+        return job_rule(job, self.settings.source)
 
     def job(self, name: str) -> ExportJob:
         """The job called ``name`` (ConfigError naming the known ones)."""
