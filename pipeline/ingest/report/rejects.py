@@ -42,6 +42,8 @@ MAX_CELL = 32_767
 MAX_COMMENTS = 10_000
 #: Rows per worksheet, header included (Excel's limit): more rejects continue on the next sheet.
 SHEET_ROWS = 1_048_576
+#: Column widths of the reject workbook, in characters: fitted to the longest text, within these.
+MIN_WIDTH, MAX_WIDTH, MAX_PROBLEMS_WIDTH = 6, 50, 100
 
 
 class RejectWriter:
@@ -131,12 +133,15 @@ class RejectWriter:
             head_q = wb.add_format({**base, "bold": True, "quote_prefix": True})
             columns = [*self.headers, ROW_COLUMN, PROBLEMS_COLUMN]
 
+            widths = [0] * len(columns)  # the longest text of each column on this sheet
+
             def new_sheet() -> Any:
                 self.sheets += 1
                 name = "Rejects" if self.sheets == 1 else f"Rejects ({self.sheets})"
                 sheet = wb.add_worksheet(name)
                 for c, name_ in enumerate(columns):
                     sheet.write_string(0, c, _cell(name_), head_q if is_risky(name_) else head)
+                    widths[c] = len(name_)
                 sheet.freeze_panes(1, 0)
                 return sheet
 
@@ -147,6 +152,7 @@ class RejectWriter:
             for row, cells, problems in self._rows():
                 r += 1
                 if r == SHEET_ROWS:  # Excel's last row: go on on a new sheet
+                    _fit(ws, widths, r - 1)
                     ws, r = new_sheet(), 1
                 notes: dict[int, list[str]] = {}
                 for p in problems:
@@ -156,9 +162,11 @@ class RejectWriter:
                 for c, value in enumerate(values):
                     text = _cell(value)
                     ws.write_string(r, c, text, fmt[(c in notes, is_risky(text))])
+                    widths[c] = max(widths[c], len(text))
                     if c in notes and comments < MAX_COMMENTS:
                         ws.write_comment(r, c, _cell("\n".join(notes[c])), {"x_scale": 3})
                         comments += 1
+            _fit(ws, widths, r)
             wb.close()
 
     def _write_csv(self) -> None:
@@ -170,6 +178,15 @@ class RejectWriter:
             for row, cells, problems in self._rows():
                 values = [*cells, str(row), _problems_text(problems)]
                 writer.writerow([neutralise_csv(v) for v in values])
+
+
+def _fit(sheet: Any, widths: Sequence[int], last_row: int) -> None:
+    """Columns as wide as their longest text (within limits) and a filter on the header row, so
+    names, e-mails and the problem text are read without widening columns by hand."""
+    for c, chars in enumerate(widths):
+        cap = MAX_PROBLEMS_WIDTH if c == len(widths) - 1 else MAX_WIDTH
+        sheet.set_column(c, c, min(max(chars, MIN_WIDTH) + 2, cap))
+    sheet.autofilter(0, 0, max(last_row, 1), len(widths) - 1)
 
 
 def _problems_text(problems: Sequence[RowProblem]) -> str:

@@ -278,3 +278,26 @@ def test_rejects_beyond_one_sheet_continue_on_the_next_and_the_receipt_says_so(
     (note,) = sheets_note(writer.sheets, writer.count)
     assert "continues on 2 more sheet(s)" in note
     assert "CSV has all of them" in note
+
+
+def test_reject_columns_fit_their_text_within_limits_and_the_header_has_a_filter(
+    tmp_path: Path,
+) -> None:
+    writer = RejectWriter(
+        tmp_path / "x.rejects.xlsx",
+        tmp_path / "x.rejects.csv",
+        ["Id", "E-mail", "Note"],
+        tmp_dir=tmp_path / "tmp",
+    )
+    email = "maren.kristensen-hoejgaard@example-company.dk"  # 46 characters
+    problem = RowProblem(2, "E-mail", email, "pattern", "x" * 300)
+    writer.add(2, ["7", email, "n" * 500], [problem])
+    writer.add(3, ["8", "a@b.dk", ""], [RowProblem(3, "Id", "8", "required", "short")])
+    xlsx = writer.close()[0]
+    ws = openpyxl.load_workbook(xlsx).active
+    width = {col: ws.column_dimensions[col].width for col in "ABCDE"}
+    assert width["A"] < 12  # a short column stays narrow
+    assert len(email) <= width["B"] < len(email) + 5  # the whole e-mail shows
+    assert 50 <= width["C"] < 53  # a 500-character note is capped
+    assert 100 <= width["E"] < 103  # the problem text gets more room, also capped
+    assert ws.auto_filter.ref == "A1:E3"
