@@ -20,7 +20,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from pipeline.files import WORK_DIR_NAME, atomic_move, atomic_write_text, fsync_dir, readable
 
@@ -85,6 +85,12 @@ class DropFolder:
         """True for a campaign sub-folder that holds result files (``processed/``, ...,
         ``preview/``: a preview's results stay beside it)."""
         return place.lower() in RESULT_FOLDERS or place.lower() == PREVIEW
+
+    @staticmethod
+    def home_of(folder: PurePath) -> PurePath:
+        """The campaign folder of the folder a file was dropped in (itself, or above its
+        ``preview/``), told from the name alone."""
+        return folder.parent if folder.name.lower() == PREVIEW else folder
 
     @staticmethod
     def campaign_folder(folder: Path, preview: bool) -> Path:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
+from pipeline.dropfolder.layout import DropFolder
 from pipeline.files import atomic_write_text
 from pipeline.outcome import FileOutcome
 
@@ -88,11 +89,21 @@ def _n(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+def shown_path(r: Receipt, path: str) -> str:
+    """``path`` as a person finds it: relative to the campaign folder the file was dropped in
+    (``rejected/...``), as the share shows it on any machine; unchanged when outside it."""
+    folder = DropFolder.home_of(PurePath(r.file).parent)
+    try:
+        return PurePath(path).relative_to(folder).as_posix()
+    except ValueError:
+        return path
+
+
 def default_next_steps(r: Receipt) -> list[str]:
     """What the person should do next, from the counts."""
     steps: list[str] = []
     if r.rejected or r.refused_by_api:
-        where = r.reject_files[0] if r.reject_files else "the reject file"
+        where = shown_path(r, r.reject_files[0]) if r.reject_files else "the reject file"
         steps.append(
             f"Open {where}, fix the highlighted cells (each has a comment), and drop the fixed "
             "file into the same inbox folder. Rows already sent are not sent again."
@@ -155,7 +166,9 @@ def render_receipt(r: Receipt) -> str:
         lines.append(f"The campaign's fields changed since last time: {r.schema_drift}.")
     lines.extend(r.messages)
     if r.reject_files:
-        lines += ["", "Rows to fix are in:"] + [f"  {p}" for p in r.reject_files]
+        home = DropFolder.home_of(PurePath(r.file).parent)
+        lines += ["", f"Rows to fix are in (in the folder {home.name}):"]
+        lines += [f"  {shown_path(r, p)}" for p in r.reject_files]
     if r.problems_sample:
         lines += ["", "First problems:"] + [f"  - {m}" for m in r.problems_sample]
     steps = r.next_steps or default_next_steps(r)
