@@ -23,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
 def _console(stderr: bool = False) -> Console:
     """A console that wraps for a person at a terminal and never for a program: piped output
     keeps each message and path on one line, and tables are not cut to 80 columns."""
