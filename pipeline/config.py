@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, ConfigProblem
+from pipeline.regexmatch import DEFAULT_SEMANTICS, SEMANTICS, Semantics, is_semantics
 
 CONFIG_ENV = "LEADPIPE_CONFIG"
 DEFAULT_CONFIG = Path("config/leadpipe.toml")
@@ -31,6 +32,39 @@ DEFAULT_ENDPOINTS: dict[str, str] = {
     "searches": "/leads/searches",
     "leads_csv": "/leads/csv",
     "simpleleads": "/simpleleads",
+    # the tenant's own API description (ServiceStack conventions; `leadpipe doctor --api`)
+    "openapi": "/openapi",
+    "metadata_json": "/types/metadata.json",
+}
+
+#: Wire names of the query (and body) parameters the client sends, by leadpipe's logical name;
+#: overridable under ``[api.params]`` (docs/herobase-api.md, "Parameter names").
+DEFAULT_PARAMS: dict[str, str] = {
+    "example_campaign_code": "campaignCode",
+    "example_show_all": "showAllDataEntries",
+    "create_campaign_code": "campaignCode",
+    "create_data": "data",
+    "leads_search": "searchName",
+    "leads_from": "from",
+    "leads_to": "to",
+    "leads_include": "Include",
+    "csv_search": "searchName",
+    "csv_from": "from",
+    "csv_to": "to",
+    "csv_use_system_headers": "useSystemHeaders",
+    "csv_encoding": "encoding",
+    "csv_culture": "culture",
+    "simpleleads_projects": "Projects",
+    "simpleleads_from": "ModifiedFrom",
+    "simpleleads_to": "ModifiedTo",
+    "simpleleads_campaigns": "Campaigns",
+    "simpleleads_statuses": "Statuses",
+    "simpleleads_closures": "LeadClosures",
+    "simpleleads_all_open": "AllOpenStatuses",
+    "simpleleads_all_closed": "AllClosedStatuses",
+    "simpleleads_unique_id": "UniqueId",
+    "skip": "skip",
+    "take": "take",
 }
 
 
@@ -58,8 +92,19 @@ class ApiSettings:
     max_retries: int = 5
     retry_total_seconds: float = 120.0
     requests_per_minute: int = 600
+    #: the day's request limit; 0 = the tenant's own (docs/herobase-api.md, "The daily quota")
+    requests_per_day: int = 0
+    #: share of the day's limit left to other integrations on the account (0 <= r < 1)
+    daily_reserve: float = 0.1
+    #: local time (``timezone``) the tenant's day count restarts, unless its headers say [ours]
+    daily_reset: str = "00:00"
     pool_size: int = 16
     endpoints: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENDPOINTS))
+    #: wire name of each parameter the client sends (``[api.params]``, defaults DEFAULT_PARAMS)
+    params: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PARAMS))
+    #: what the objects export asks ``/leads`` to include (e.g. ["data", "campaign"]), sent as
+    #: ``Include=data,campaign`` under ``params["leads_include"]``; empty: not sent
+    leads_include: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -150,6 +195,15 @@ class SandboxSettings:
 
 
 @dataclass(frozen=True)
+class ValidationSettings:
+    """How a value is checked against its field's regex (``[validation]``)."""
+
+    #: ``search`` (.NET ``Regex.IsMatch``: a match anywhere, anchored where the pattern says) or
+    #: ``whole`` (the whole value must match); docs/herobase-api.md, "Campaign fields"
+    regex_match: Semantics = DEFAULT_SEMANTICS
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything leadpipe needs, loaded once and passed down."""
 
@@ -158,6 +212,7 @@ class Settings:
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     status: StatusSettings = field(default_factory=StatusSettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
     campaigns: dict[str, CampaignSettings] = field(default_factory=dict)
     exports: list[ExportJob] = field(default_factory=list)
     timezone: str = "Europe/Copenhagen"
@@ -284,6 +339,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     col = _Collector(source)
 
     known_top = {"paths", "api", "intake", "status", "sandbox", "campaigns", "exports", "timezone"}
+    known_top.add("validation")
     for k in raw:
         if k not in known_top:
             col.add(k, f"unknown section (known: {', '.join(sorted(known_top))})")
@@ -311,7 +367,13 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
                 col.add(f"api.endpoints.{k}", f"expected a path starting with '/', got {v!r}")
             else:
                 endpoints[k] = v
-    api = _section(ApiSettings, api_raw, "api", col, endpoints=endpoints) or ApiSettings()
+        params = _api_params(api_raw.pop("params", None), col)
+    else:
+        params = dict(DEFAULT_PARAMS)
+    api = (
+        _section(ApiSettings, api_raw, "api", col, endpoints=endpoints, params=params)
+        or ApiSettings()
+    )
     env_map = {
         "LEADPIPE_API_URL": "url",
         "LEADPIPE_API_USER": "user",
@@ -338,6 +400,16 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
             col.add(f"api.{name}", "must be greater than 0")
     if api.requests_per_minute <= 0:
         col.add("api.requests_per_minute", "must be greater than 0")
+    if api.requests_per_day < 0:
+        col.add("api.requests_per_day", "must be 0 (the tenant's limit) or more")
+    if not 0 <= api.daily_reserve < 1:
+        col.add(
+            "api.daily_reserve",
+            f"must be a share from 0 up to (not including) 1, e.g. 0.2 for 20 %; "
+            f"got {api.daily_reserve!r}",
+        )
+    if not _is_clock_time(api.daily_reset):
+        col.add("api.daily_reset", f'expected a time of day like "00:00", got {api.daily_reset!r}')
 
     intake = _section(IntakeSettings, raw.get("intake"), "intake", col) or IntakeSettings()
     if intake.concurrency < 1:
@@ -356,6 +428,16 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         col.add("intake.unreadable_grace_seconds", "must be 0 (fail at once) or more")
     status = _section(StatusSettings, raw.get("status"), "status", col) or StatusSettings()
     sandbox = _section(SandboxSettings, raw.get("sandbox"), "sandbox", col) or SandboxSettings()
+    validation = (
+        _section(ValidationSettings, raw.get("validation"), "validation", col)
+        or ValidationSettings()
+    )
+    if not is_semantics(validation.regex_match):
+        col.add(
+            "validation.regex_match",
+            f"must be one of {', '.join(repr(s) for s in SEMANTICS)}, "
+            f"got {validation.regex_match!r}",
+        )
 
     campaigns: dict[str, CampaignSettings] = {}
     craw = raw.get("campaigns") or {}
@@ -408,11 +490,37 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         intake=intake,
         status=status,
         sandbox=sandbox,
+        validation=validation,
         campaigns=campaigns,
         exports=exports,
         timezone=tz,
         source=source,
     )
+
+
+def _api_params(raw: Any, col: _Collector) -> dict[str, str]:
+    """``[api.params]`` over DEFAULT_PARAMS: known logical names, plain parameter names."""
+    params = dict(DEFAULT_PARAMS)
+    if raw is None:
+        return params
+    if not isinstance(raw, dict):
+        col.add("api.params", "expected a table")
+        return params
+    for k, v in raw.items():
+        if k not in DEFAULT_PARAMS:
+            col.add(f"api.params.{k}", f"unknown parameter (known: {', '.join(DEFAULT_PARAMS)})")
+        elif not isinstance(v, str) or not v or any(c.isspace() or c in "&=?#/" for c in v):
+            col.add(f"api.params.{k}", f"expected a parameter name like 'ModifiedFrom', got {v!r}")
+        else:
+            params[k] = v
+    return params
+
+
+def _is_clock_time(text: str) -> bool:
+    """``"HH:MM"`` with a real hour and minute."""
+    hours, sep, minutes = text.strip().partition(":")
+    ok = sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2
+    return bool(ok) and int(hours) < 24 and int(minutes) < 60
 
 
 def _absolute(p: Path, base: Path) -> Path:

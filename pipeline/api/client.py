@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any, cast
@@ -40,7 +41,7 @@ from pipeline.api.transport import (
     safe_url,
 )
 from pipeline.clock import Clock, SystemClock
-from pipeline.config import ApiSettings
+from pipeline.config import DEFAULT_PARAMS, ApiSettings
 from pipeline.errors import Uncertain
 from pipeline.files import atomic_open
 
@@ -73,6 +74,8 @@ class HeroBaseClient:
         )
         self._user = settings.user
         self._tz = ZoneInfo(timezone)
+        self._p = {**DEFAULT_PARAMS, **settings.params}
+        self._include = ",".join(settings.leads_include)
 
     @property
     def limiter(self) -> RateLimiter:
@@ -103,6 +106,10 @@ class HeroBaseClient:
         """The API base URL (without credentials)."""
         return safe_url(self._http.base)
 
+    def endpoint(self, key: str) -> str:
+        """The configured path of endpoint ``key`` (``[api.endpoints]``), as a template."""
+        return self._http.url(key)[len(self._http.base) :]
+
     # -- account ----------------------------------------------------------------------------
 
     def account(self) -> Account:
@@ -129,9 +136,7 @@ class HeroBaseClient:
 
     def import_example(self, code: str, all_fields: bool = False) -> dict[str, str]:
         """The example's ``data`` map, verbatim (required fields; all with ``all_fields``)."""
-        params = {"campaignCode": code}
-        if all_fields:
-            params["showAllDataEntries"] = "true"
+        params = self._example_params(code, all_fields)
         url = self._http.url("import_example")
         body = self._http.get_json("import_example", params=params, campaign=code)
         data = _ci_get(body, "data") if isinstance(body, Mapping) else None
@@ -149,7 +154,7 @@ class HeroBaseClient:
 
     def create_lead(self, code: str, data: Mapping[str, str]) -> CreatedLead:
         """Import one lead. Retried only when certainly not processed; ``Uncertain`` is raised."""
-        body = {"campaignCode": code, "data": dict(data)}
+        body = {self._p["create_campaign_code"]: code, self._p["create_data"]: dict(data)}
         url = self._http.url("leads")
 
         def parse(resp: requests.Response) -> CreatedLead:
@@ -182,10 +187,7 @@ class HeroBaseClient:
         self, search: str, from_: When, to: When | None = None, *, page_size: int = 1000
     ) -> Iterator[Lead]:
         """Every lead of saved search ``search`` in ``[from_, to)``, paged, each once."""
-        params: dict[str, str] = {"searchName": search, "from": self._when(from_)}
-        if to is not None:
-            params["to"] = self._when(to)
-        for obj in self._pages("leads", params, page_size):
+        for obj in self._pages("leads", self._leads_params(search, from_, to), page_size):
             yield Lead.from_json(obj)
 
     def iter_simpleleads(
@@ -203,21 +205,25 @@ class HeroBaseClient:
         page_size: int = 1000,
     ) -> Iterator[Lead]:
         """The flat lead export (``/simpleleads``), paged, each uniqueId once."""
-        params: dict[str, str] = {"Projects": projects, "ModifiedFrom": self._when(modified_from)}
+        p = self._p
+        params: dict[str, str] = {
+            p["simpleleads_projects"]: projects,
+            p["simpleleads_from"]: self._when(modified_from),
+        }
         if modified_to is not None:
-            params["ModifiedTo"] = self._when(modified_to)
+            params[p["simpleleads_to"]] = self._when(modified_to)
         if campaigns:
-            params["Campaigns"] = ",".join(campaigns)
+            params[p["simpleleads_campaigns"]] = ",".join(campaigns)
         if statuses:
-            params["Statuses"] = ",".join(statuses)
+            params[p["simpleleads_statuses"]] = ",".join(statuses)
         if closures:
-            params["LeadClosures"] = ",".join(closures)
+            params[p["simpleleads_closures"]] = ",".join(closures)
         if all_open:
-            params["AllOpenStatuses"] = "true"
+            params[p["simpleleads_all_open"]] = "true"
         if all_closed:
-            params["AllClosedStatuses"] = "true"
+            params[p["simpleleads_all_closed"]] = "true"
         if unique_id:
-            params["UniqueId"] = unique_id
+            params[p["simpleleads_unique_id"]] = unique_id
         for obj in self._pages("simpleleads", params, page_size):
             yield Lead.from_json(obj)
 
@@ -233,15 +239,7 @@ class HeroBaseClient:
         use_system_headers: bool = True,
     ) -> int:
         """Stream the CSV export of ``search`` to ``dest`` atomically; returns its size in bytes."""
-        params: dict[str, str] = {
-            "searchName": search,
-            "from": self._when(from_),
-            "useSystemHeaders": "true" if use_system_headers else "false",
-            "encoding": encoding,
-            "culture": culture,
-        }
-        if to is not None:
-            params["to"] = self._when(to)
+        params = self._csv_params(search, from_, to, encoding, culture, use_system_headers)
         url = self._http.url("leads_csv")
 
         def parse(resp: requests.Response) -> int:
@@ -268,6 +266,79 @@ class HeroBaseClient:
             "GET", "leads_csv", params=params, accept="text/csv", stream=True, parse=parse
         )
 
+    # -- the API's own description and probes (``leadpipe doctor --api``) -------------------
+
+    def description_document(self, key: str) -> Any:
+        """The JSON the tenant serves at description endpoint ``key`` (``openapi`` or
+        ``metadata_json``), fetched once without retries; errors are raised as ApiError."""
+        return self._http.get_json(key, retries=False)
+
+    def probe(
+        self, key: str, *, search: str = "", campaign: str = "", since: When | None = None
+    ) -> int:
+        """One harmless GET of read-only endpoint ``key`` with the parameters leadpipe sends
+        (one row at most, no retries); the status of a 2xx, else the ApiError is raised."""
+        day = since if since is not None else datetime.now(self._tz).date()
+        params: dict[str, str] = {}
+        accept = "application/json"
+        p = self._p
+        if key == "import_example":
+            params = self._example_params(campaign, False)
+        elif key == "leads":
+            params = {**self._leads_params(search, day, None), p["skip"]: "0", p["take"]: "1"}
+        elif key == "leads_csv":
+            params = self._csv_params(search, day, None, "utf-8", "en-US", True)
+            accept = "text/csv"
+        elif key == "simpleleads":
+            params = {p["simpleleads_from"]: self._when(day), p["skip"]: "0", p["take"]: "1"}
+        return self._http.call(
+            "GET",
+            key,
+            params=params,
+            accept=accept,
+            stream=True,
+            retries=False,
+            parse=lambda resp: resp.status_code,
+        )
+
+    # -- the parameters each endpoint is sent (their names: ``[api.params]``) --------------
+
+    def _example_params(self, code: str, all_fields: bool) -> dict[str, str]:
+        params = {self._p["example_campaign_code"]: code}
+        if all_fields:
+            params[self._p["example_show_all"]] = "true"
+        return params
+
+    def _leads_params(self, search: str, from_: When, to: When | None) -> dict[str, str]:
+        p = self._p
+        params = {p["leads_search"]: search, p["leads_from"]: self._when(from_)}
+        if to is not None:
+            params[p["leads_to"]] = self._when(to)
+        if self._include:
+            params[p["leads_include"]] = self._include
+        return params
+
+    def _csv_params(
+        self,
+        search: str,
+        from_: When,
+        to: When | None,
+        encoding: str,
+        culture: str,
+        use_system_headers: bool,
+    ) -> dict[str, str]:
+        p = self._p
+        params = {
+            p["csv_search"]: search,
+            p["csv_from"]: self._when(from_),
+            p["csv_use_system_headers"]: "true" if use_system_headers else "false",
+            p["csv_encoding"]: encoding,
+            p["csv_culture"]: culture,
+        }
+        if to is not None:
+            params[p["csv_to"]] = self._when(to)
+        return params
+
     # -- the one request path ---------------------------------------------------------------
 
     def _when(self, value: When) -> str:
@@ -292,7 +363,8 @@ class HeroBaseClient:
 
     def _pages(self, key: str, params: Mapping[str, str], take: int) -> Iterator[Mapping[str, Any]]:
         def fetch(skip: int, n: int) -> list[Any]:
-            body = self._http.get_json(key, params={**params, "skip": str(skip), "take": str(n)})
+            page = {**params, self._p["skip"]: str(skip), self._p["take"]: str(n)}
+            body = self._http.get_json(key, params=page)
             body = unwrap_list(body)
             if not isinstance(body, list):
                 raise Uncertain(
@@ -305,6 +377,62 @@ class HeroBaseClient:
 
         return iter_pages(fetch, take, what=key)
 
+
+@dataclass(frozen=True)
+class SentOperation:
+    """One request leadpipe sends: endpoint key, verb, and the parameters by logical name."""
+
+    key: str
+    method: str
+    query: tuple[str, ...] = ()  #: logical names of query parameters (``[api.params]``)
+    body: tuple[str, ...] = ()  #: logical names of JSON body properties
+
+
+#: Every request the client sends and the parameters it may carry (what ``doctor --api``
+#: compares with the tenant's description). ``leads_include`` is sent only when configured.
+SENT_OPERATIONS: tuple[SentOperation, ...] = (
+    SentOperation("myaccount", "GET"),
+    SentOperation("limits", "GET"),
+    SentOperation("counts", "GET"),
+    SentOperation("projects", "GET"),
+    SentOperation("campaigns", "GET"),
+    SentOperation("import_example", "GET", ("example_campaign_code", "example_show_all")),
+    SentOperation("leads", "POST", body=("create_campaign_code", "create_data")),
+    SentOperation(
+        "leads", "GET", ("leads_search", "leads_from", "leads_to", "leads_include", "skip", "take")
+    ),
+    SentOperation("lead", "GET"),
+    SentOperation("searches", "GET"),
+    SentOperation(
+        "leads_csv",
+        "GET",
+        (
+            "csv_search",
+            "csv_from",
+            "csv_to",
+            "csv_use_system_headers",
+            "csv_encoding",
+            "csv_culture",
+        ),
+    ),
+    SentOperation(
+        "simpleleads",
+        "GET",
+        (
+            "simpleleads_projects",
+            "simpleleads_from",
+            "simpleleads_to",
+            "simpleleads_campaigns",
+            "simpleleads_statuses",
+            "simpleleads_closures",
+            "simpleleads_all_open",
+            "simpleleads_all_closed",
+            "simpleleads_unique_id",
+            "skip",
+            "take",
+        ),
+    ),
+)
 
 #: Keys a list may come wrapped in (any case): ServiceStack's ``Results`` and its kin.
 _LIST_KEYS = ("results", "result", "items", "data", "leads", "value")

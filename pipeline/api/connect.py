@@ -17,6 +17,7 @@ from pathlib import Path
 import requests
 
 from pipeline.api.client import HeroBaseClient
+from pipeline.api.quota import DailyPolicy
 from pipeline.api.ratelimit import limiter_for
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
@@ -40,7 +41,8 @@ def open_client(
     ``simulate_every`` makes the embedded tenant's agents close leads every so many seconds.
     A real tenant's rate limiter records its requests in ``settings.paths.state``, so a restart
     starts with the budget the previous process used (the embedded sandbox's budget ends with
-    the process: nothing to record).
+    the process: nothing to record), and so does its daily budget (``[api] requests_per_day``,
+    ``daily_reserve``, ``daily_reset``).
     """
     if not settings.api.embedded:
         # the account's limiter keeps its recent request times in the state folder, so a
@@ -48,7 +50,12 @@ def open_client(
         clock = clock or SystemClock()
         api = settings.api
         limiter = limiter_for(
-            api.url, api.user, api.requests_per_minute, clock, state_dir=settings.paths.state
+            api.url,
+            api.user,
+            api.requests_per_minute,
+            clock,
+            state_dir=settings.paths.state,
+            daily=DailyPolicy.from_settings(settings),  # docs/herobase-api.md, "The daily quota"
         )
         client = HeroBaseClient(
             api, session=session, clock=clock, limiter=limiter, timezone=settings.timezone

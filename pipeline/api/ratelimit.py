@@ -13,7 +13,10 @@ ceiling (a token bucket would allow a burst of twice its rate across a window bo
   kept in a small file there (:class:`GrantLog`), so a restarted process starts with the budget
   the previous ones already used instead of an empty window; a missing, unreadable or corrupt
   file starts it at a conservative pace instead (see :meth:`RateLimiter.use_state`) until the
-  first answer with ``X-Rate-Limit-Remaining``/``-Reset`` gives the server's own count.
+  first answer with ``X-Rate-Limit-Remaining``/``-Reset`` gives the server's own count;
+- beside the minute window, the account's daily budget (:class:`~pipeline.api.quota.DailyBudget`,
+  when :func:`limiter_for` is given a ``daily`` policy): ``acquire()`` raises
+  :class:`~pipeline.api.quota.QuotaExhausted` instead of letting a request over it go.
 
 All waiting goes through the injected clock, so tests with a FakeClock never sleep.
 """
@@ -29,7 +32,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 try:
@@ -37,6 +40,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: no grant file, the limiter works in memory
     fcntl = None  # type: ignore[assignment]
 
+from pipeline.api.quota import DailyBudget, DailyPolicy, QuotaStatus, day_log_path
 from pipeline.clock import Clock, SystemClock
 from pipeline.files import PRIVATE_FILE_MODE, open_private, private_dir
 
@@ -78,6 +82,8 @@ class RateLimiter:
         # a minute has passed since then; ``_cautious_count`` grants were made since then
         self._cautious_since: float | None = None
         self._cautious_count = 0
+        #: the account's daily budget (None: only the minute window is kept)
+        self.daily: DailyBudget | None = None
 
     def __repr__(self) -> str:
         return f"RateLimiter(limit={self.limit}/min, ceiling={self.ceiling}/min)"
@@ -92,14 +98,48 @@ class RateLimiter:
             self._init_state = "running"
             return True
 
-    def configure(self, per_minute: int | None) -> None:
-        """Adopt the account's per-minute limit (never above the ceiling); None keeps it."""
+    def configure(
+        self,
+        per_minute: int | None,
+        *,
+        per_day: int | None = None,
+        used_today: int | None = None,
+        mark: int | None = None,
+    ) -> None:
+        """Adopt the account's per-minute limit (never above the ceiling); None keeps it.
+
+        ``per_day`` and ``used_today`` (the tenant's ``counts.day``, asked for after our
+        ``mark``-th request of the day) go to the daily budget, if one is kept.
+        """
         with self._lock:
             self._init_state = "done"
             if per_minute is not None and per_minute > 0:
                 self.target = min(self.ceiling, per_minute)
                 self.limit = self.target
                 log.debug("rate limit set to %d requests/minute", self.limit)
+            limit = self.limit
+        if self.daily is not None:
+            self.daily.configure(
+                per_day=per_day, per_minute=limit, used_today=used_today, mark=mark
+            )
+
+    def use_daily(self, budget: DailyBudget) -> DailyBudget:
+        """Keep ``budget`` as the account's daily budget (the first one given stays)."""
+        with self._lock:
+            if self.daily is None:
+                self.daily = budget
+                self.daily.per_minute = self.limit
+            return self.daily
+
+    def quota(self) -> QuotaStatus | None:
+        """The day's budget now (None: no daily budget is kept)."""
+        daily = self.daily
+        if daily is None:
+            return None
+        status = daily.status()
+        with self._lock:
+            limit = self.limit
+        return status if status.per_minute == limit else replace(status, per_minute=limit)
 
     def lower_ceiling(self, ceiling: int) -> None:
         """Another client of the same account has a lower ceiling: the lowest one wins."""
@@ -157,7 +197,13 @@ class RateLimiter:
     # -- the hot path -----------------------------------------------------------------------
 
     def acquire(self) -> float:
-        """Wait until a request may be sent; returns the seconds waited."""
+        """Wait until a request may be sent; returns the seconds waited.
+
+        Raises :class:`~pipeline.api.quota.QuotaExhausted` (at once, nothing sent) when the
+        day's budget is spent.
+        """
+        if self.daily is not None:
+            self.daily.take()
         waited = 0.0
         while True:
             with self._lock:
@@ -210,6 +256,10 @@ class RateLimiter:
         remaining = _header_int(headers, "X-Rate-Limit-Remaining")
         reset = _header_float(headers, "X-Rate-Limit-Reset")
         limit = _header_int(headers, "X-Rate-Limit-Limit")
+        if self.daily is not None:
+            self.daily.observe(headers)
+        if reset is not None and reset > WINDOW:
+            limit = None  # the limit of a daily window is no per-minute figure
         resolved: GrantLog | None = None
         with self._lock:
             now = self.clock.monotonic()
@@ -272,13 +322,21 @@ _registry_lock = threading.Lock()
 
 
 def limiter_for(
-    url: str, user: str, ceiling: int, clock: Clock, *, state_dir: Path | None = None
+    url: str,
+    user: str,
+    ceiling: int,
+    clock: Clock,
+    *,
+    state_dir: Path | None = None,
+    daily: DailyPolicy | None = None,
 ) -> RateLimiter:
     """The process-wide limiter of account ``(url, user)``.
 
     Clients on the system clock share one limiter per account; a test clock (any other Clock)
     gets its own, so fake time never leaks between tests. With ``state_dir`` the limiter keeps
     its grants in that folder (:func:`grant_log_path`) and starts from the ones recorded there.
+    With ``daily`` it keeps the account's daily budget too (its requests of the day in
+    ``state_dir``, :func:`~pipeline.api.quota.day_log_path`).
     """
     clock_key = None if isinstance(clock, SystemClock) else id(clock)
     key = (url.rstrip("/").lower(), user.lower(), clock_key)
@@ -290,6 +348,10 @@ def limiter_for(
             limiter.lower_ceiling(ceiling)
     if state_dir is not None:
         limiter.use_state(grant_log_path(state_dir, url, user))
+    if daily is not None and limiter.daily is None:
+        budget = limiter.use_daily(DailyBudget(daily, clock))
+        if state_dir is not None:
+            budget.use_state(day_log_path(state_dir, url, user))
     return limiter
 
 

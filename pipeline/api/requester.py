@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import requests
 
-from pipeline.api.models import Account, Limits
+from pipeline.api.models import Account, Counts, Limits
 from pipeline.api.ratelimit import RateLimiter
 from pipeline.api.retry import RetryPolicy
 from pipeline.api.transport import (
@@ -180,6 +180,8 @@ class Requester:
     ) -> T:
         if key != "limits":
             self._initialise_limiter()
+        if key not in ("limits", "counts"):
+            self._refresh_daily_count()
         self.limiter.acquire()
         data = None
         headers = request_headers(accept)
@@ -229,17 +231,40 @@ class Requester:
         raise err
 
     def _initialise_limiter(self) -> None:
-        """Once per account: start the limiter from ``/myaccount/request/limits``."""
+        """Once per account: start the limiter from ``/myaccount/request/limits``.
+
+        With a daily budget, the tenant's count of the day (``/myaccount/request/counts``) is
+        read too: the day's budget starts from what every integration used.
+        """
         if not self.limiter.claim_initialisation():
             return
         per_minute: int | None = None
+        per_day: int | None = None
+        used: int | None = None
+        mark: int | None = None
         try:
-            obj = self.get_json("limits", retries=False)
-            per_minute = Limits.from_json(obj).per_minute
+            limits = Limits.from_json(self.get_json("limits", retries=False))
+            per_minute, per_day = limits.per_minute, limits.per_day
+            if self.limiter.daily is not None:
+                mark = self.limiter.daily.mark()
+                used = Counts.from_json(self.get_json("counts", retries=False)).day
         except ApiError as exc:
-            log.info("request limits not readable (%s); using api.requests_per_minute", exc)
+            log.info("request limits not readable (%s); using the configured limits", exc)
         finally:
-            self.limiter.configure(per_minute)
+            self.limiter.configure(per_minute, per_day=per_day, used_today=used, mark=mark)
+
+    def _refresh_daily_count(self) -> None:
+        """After the day's reset, start the new day from the tenant's count once more."""
+        daily = self.limiter.daily
+        if daily is None or not daily.claim_refresh():
+            return
+        try:
+            mark = daily.mark()
+            used = Counts.from_json(self.get_json("counts", retries=False)).day
+        except ApiError as exc:
+            log.info("the tenant's request count is not readable (%s)", exc)
+            return
+        daily.configure(used_today=used, mark=mark)
 
     def _missing_right(self, method: str, key: str, campaign: str | None) -> str | None:
         """Name the right a 403 points at, from the account's (cached) rights."""

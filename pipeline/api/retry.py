@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from pipeline.api.quota import QuotaExhausted
 from pipeline.config import ApiSettings
 from pipeline.errors import ApiError, Unavailable, Uncertain
 
@@ -36,7 +37,12 @@ class RetryPolicy:
         )
 
     def retryable(self, exc: ApiError, *, idempotent: bool) -> bool:
-        """May this error be retried? Only ``Unavailable`` unless the request is idempotent."""
+        """May this error be retried? Only ``Unavailable`` unless the request is idempotent.
+
+        A spent daily budget is not retried: it lasts until the day's reset, the caller pauses.
+        """
+        if isinstance(exc, QuotaExhausted):
+            return False
         if isinstance(exc, Unavailable):
             return True
         return idempotent and isinstance(exc, Uncertain)

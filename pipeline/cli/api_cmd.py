@@ -18,6 +18,7 @@ from pipeline.api import HeroBaseClient, open_client
 from pipeline.cli.app import app, console, run, settings
 from pipeline.config import Settings
 from pipeline.doctor import DoctorReport, diagnose
+from pipeline.doctor_api import NO_DESCRIPTION, ApiCheckReport
 from pipeline.ingest.deliver.testupload import ProofReport
 
 T = TypeVar("T")
@@ -53,9 +54,21 @@ def doctor(
             "tenant answers and whether leadpipe's lookup can see it.",
         ),
     ] = None,
+    api: Annotated[
+        bool,
+        typer.Option(
+            "--api",
+            help="Compare every route and parameter leadpipe sends with the tenant's own API "
+            "description (/openapi, /types/metadata.json) and print the config lines that fix "
+            "each mismatch. Exit 0 clean, 1 a mismatch, 5 the API cannot be reached.",
+        ),
+    ] = False,
 ) -> None:
     """Check the API account: reachability, rights, limits, and what intake and exports lack."""
     s = settings(ctx)
+    if api:
+        _api_check(s, as_json)
+        return
     if test_upload is not None:
         _test_upload(s, test_upload, as_json)
         return
@@ -99,6 +112,62 @@ def _test_upload(s: Settings, campaign: str, as_json: bool) -> None:
         if proof.unique_id:
             console.print(f"Remove the test lead {escape(proof.unique_id)} in HeroBase when done.")
     raise typer.Exit(0 if proof.ok else 1)
+
+
+def _api_check(s: Settings, as_json: bool) -> None:
+    from pipeline.doctor_api import check_api
+
+    report = with_client(s, lambda client: check_api(s, client))
+    if as_json:
+        _echo_json(report.to_json())
+    else:
+        print_api_report(report)
+    raise typer.Exit(report.exit_code)
+
+
+VERDICTS = {
+    "ok": "[green]✔ ok[/]",
+    "mismatch": "[bold red]✘ mismatch[/]",
+    "note": "[yellow]! note[/]",
+}
+
+
+def print_api_report(report: ApiCheckReport) -> None:
+    """``doctor --api``: what leadpipe sends | what the tenant declares | ok?, then the fixes."""
+    mode = " (embedded sandbox)" if report.embedded else ""
+    console.print(f"[bold]API[/] {escape(report.api_url)}{mode}")
+    if not report.reachable:
+        console.print(f"  {MARKS['fail']} {escape(report.error)}", soft_wrap=True)
+        return
+    for a in report.attempts:
+        mark = MARKS["ok"] if a.served else MARKS["warn"]
+        console.print(f"  {mark} {escape(a.url)}: {escape(a.note)}", soft_wrap=True)
+    if report.described:
+        table = Table(title=f"leadpipe vs the tenant's {report.source} description")
+        table.add_column("what leadpipe sends", overflow="fold")
+        table.add_column("what the tenant declares", overflow="fold")
+        table.add_column("ok?")
+        for row in report.rows:
+            sent = f"[bold]{escape(row.sent)}[/]" if row.operation else escape(row.sent)
+            table.add_row(sent, escape(row.declared), VERDICTS[row.verdict])
+        console.print(table)
+    else:
+        console.print(f"[yellow]{NO_DESCRIPTION}[/]")
+        table = Table(title="probes (one harmless GET each)", title_justify="left")
+        table.add_column("request", overflow="fold")
+        table.add_column("answer", overflow="fold")
+        table.add_column("ok?")
+        for probe in report.probes:
+            table.add_row(escape(probe.request), escape(probe.result), VERDICTS[probe.verdict])
+        console.print(table)
+    if report.fixes:
+        console.print(f"[bold red]{report.mismatches} mismatch(es).[/] To fit this tenant, set:")
+        for line in report.fixes:
+            console.print(f"  {escape(line)}", soft_wrap=True, highlight=False)
+    else:
+        console.print("[green]Everything leadpipe sends is what the tenant declares.[/]")
+    for line in report.advice:
+        console.print(f"  note: {escape(line)}", soft_wrap=True, highlight=False)
 
 
 def print_report(report: DoctorReport) -> None:

@@ -80,6 +80,7 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")] = False,
 ) -> None:
     """Show what the drop-folder service is doing (or last did)."""
+    from pipeline.api.quota import short_time
     from pipeline.outcome import FileOutcome
     from pipeline.service.instance import read_status
 
@@ -103,8 +104,17 @@ def status_cmd(
             f"{escape(', '.join(now.stray))}",
             highlight=False,
         )
-    if now.waiting_for_api:
+    if now.waiting_for_api and now.resume_at:
+        console.print(
+            f"[red]Uploads paused until {short_time(now.resume_at)}:[/] {escape(now.api_problem)}",
+            highlight=False,
+        )
+    elif now.waiting_for_api:
         console.print(f"[red]Waiting for the API:[/] {escape(now.api_problem)}", highlight=False)
+    if found.quota is not None:
+        console.print(
+            f"API requests today: {found.quota.sentence()}", highlight=False, markup=False
+        )
     for problem in found.problems:
         console.print(f"[red]Not healthy:[/] {escape(problem)}", highlight=False)
     for v in found.verified:
@@ -120,6 +130,14 @@ def status_cmd(
             highlight=False,
             markup=False,
         )
+        for item in c.waiting:
+            if item.eta:
+                rows = f"~{item.rows_estimate} rows, " if item.rows_estimate is not None else ""
+                console.print(
+                    f"    {item.name}: waiting ({rows}done by about {short_time(item.eta)})",
+                    highlight=False,
+                    markup=False,
+                )
         for item in c.ignored:
             console.print(
                 f"    {item.name}: ignored: not a regular file", highlight=False, markup=False

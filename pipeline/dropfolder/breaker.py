@@ -1,8 +1,9 @@
 """The circuit breaker of intake: while the API is down, no file is taken.
 
 Opened by an unavailable API (or repeated uncertain outcomes), it lets one probe (or one file)
-through after a cooldown that doubles up to a ceiling; a success closes it. Pure logic over an
-injected clock.
+through after a cooldown that doubles up to a ceiling; a success closes it. A spent daily
+request budget pauses it until a known time instead (:meth:`Breaker.pause_until`: the day's
+reset, docs/dropfolder.md). Pure logic over an injected clock.
 """
 
 from __future__ import annotations
@@ -28,9 +29,24 @@ class Breaker:
         self._cooldown = first
         self._retry_at = 0.0
         self._uncertain_streak = 0
+        #: paused until this time (the day's request budget resets), not for a cooldown
+        self.until: datetime | None = None
+
+    def pause_until(self, reason: str, when: datetime) -> None:
+        """Open until ``when`` (aware): no probe and no file before then."""
+        if not self.open:
+            self.opened_at = self.clock.now()
+        self.open = True
+        self.reason = reason
+        self.until = when
+        self._cooldown = self.first  # a probe failing after the pause starts short again
+        wait = max(0.0, (when - self.clock.now()).total_seconds())
+        self._retry_at = self.clock.monotonic() + wait
 
     def trip(self, reason: str, *, longest: bool = False) -> None:
-        """Open (or keep open, with a longer cooldown)."""
+        """Open (or keep open, with a longer cooldown; a pause until a time stays as it is)."""
+        if self.open and self.until is not None and self.until > self.clock.now():
+            return
         if self.open:
             self._cooldown = min(self._cooldown * 2, self.longest)
         else:
@@ -38,6 +54,7 @@ class Breaker:
             self._cooldown = self.longest if longest else self.first
         self.open = True
         self.reason = reason
+        self.until = None
         self._retry_at = self.clock.monotonic() + self._cooldown
 
     def success(self, uncertain: int = 0) -> None:
@@ -50,6 +67,7 @@ class Breaker:
         self.open = False
         self.reason = ""
         self.opened_at = None
+        self.until = None
         self._cooldown = self.first
 
     def may_try(self) -> bool:

@@ -19,6 +19,9 @@ work to the service's workers and reports its state as an
   interrupted run left go first; campaigns run in parallel, bounded by the number of workers.
 * **Breaker.** When the processor says the API is down (or uncertain outcomes repeat), taking
   stops; files wait in the inbox; a cheap probe (or the next file) closes it again.
+* **Daily budget.** When a file waits because the day's request budget is spent, taking
+  pauses until the budget resets (``Outcome.resume_at``), then resumes by itself; the status
+  shows the budget and each waiting file's likely finish (:mod:`pipeline.dropfolder.eta`).
 
 Nothing here knows about HTTP or spreadsheets: the work is done by an injected ``Processor``
 (``docs/dropfolder.md`` has the whole lifecycle).
@@ -32,14 +35,17 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from pipeline.api.quota import QuotaExhausted, QuotaStatus
 from pipeline.clock import Clock, SystemClock
 from pipeline.dropfolder.breaker import Breaker
 from pipeline.dropfolder.campaigns import CampaignDirectory
 from pipeline.dropfolder.claims import Claims, NotClaimed
+from pipeline.dropfolder.eta import estimate_rows, finish_times
 from pipeline.dropfolder.jobs import Finished, Job, Outcome, Processor
 from pipeline.dropfolder.layout import DropFolder, safe_name, unknown_folder_text
 from pipeline.dropfolder.queues import Queued, Queues, ResumedClaim
@@ -77,12 +83,15 @@ class Intake:
         on_claimed: Callable[[Job, float], None] | None = None,
         recent_size: int = 100,
         timezone: str | None = None,
+        quota: Callable[[], QuotaStatus | None] | None = None,
     ) -> None:
         self.inbox = Path(inbox)
         self.layout = DropFolder(self.inbox)
         self.processor = processor
         self.clock: Clock = clock or SystemClock()
         self.probe = probe
+        #: the account's daily request budget now (None: not kept); read for the status
+        self.quota = quota
         self.on_finished = on_finished
         self.on_claimed = on_claimed
         self.tz = ZoneInfo(timezone) if timezone else None
@@ -352,6 +361,8 @@ class Intake:
             if out.kind is FileOutcome.CHANGED and out.retry_after > 0:
                 # not again before then, unless it changes
                 self.settling.hold_back(placed.final, out.retry_after)
+            elif out.kind is FileOutcome.WAITING and out.resume_at is not None:
+                self.breaker.pause_until(out.message or "the day's budget is spent", out.resume_at)
             elif out.kind is FileOutcome.WAITING:
                 reason = out.message or "the API is not answering"
                 self.breaker.trip(reason, longest=out.not_permitted)
@@ -359,6 +370,8 @@ class Intake:
                 self.breaker.success(out.uncertain)
         if out.kind is FileOutcome.CHANGED:
             log.warning("%s went back to the inbox: %s", job.name, out.message)
+        elif out.kind is FileOutcome.WAITING and out.resume_at is not None:
+            log.warning("paused: %s (%s back in the inbox)", out.message, job.name)
         elif out.kind is FileOutcome.WAITING:
             log.warning("waiting for the API: %s (%s back in the inbox)", out.message, job.name)
         done = Finished(
@@ -447,6 +460,10 @@ class Intake:
         assert self.probe is not None
         try:
             self.probe()
+        except QuotaExhausted as exc:  # still spent (the tenant's count): until its reset
+            with self._cond:
+                self.breaker.pause_until(str(exc), exc.resume_at)
+            return False
         except (Unavailable, Uncertain) as exc:  # any other answer means the API is back
             with self._cond:
                 self.breaker.trip(self.breaker.reason or str(exc))
@@ -475,7 +492,23 @@ class Intake:
 
     # ------------------------------------------------------------------ status
     def status(self) -> IntakeStatus:
-        """The drop folder now, taken in one go under the lock."""
+        """The drop folder now, taken in one go under the lock (the budget's ETAs after it)."""
+        quota = self._read_quota()
+        status = self._status()
+        if quota is None:
+            return status
+        return with_finish_times(status, quota, self._local_now())
+
+    def _read_quota(self) -> QuotaStatus | None:
+        if self.quota is None:
+            return None
+        try:
+            return self.quota()
+        except Exception:  # the status never fails for the budget's figures
+            log.debug("the daily budget is not readable", exc_info=True)
+            return None
+
+    def _status(self) -> IntakeStatus:
         now = self.clock.monotonic()
         with self._cond:
             files: dict[str, dict[str, list[FileInFolder]]] = {}
@@ -529,4 +562,31 @@ class Intake:
                 in_progress=self.queues.in_progress,
                 totals=dict(self.totals),
                 recent=tuple(RecentFile.of(f) for f in self.recent),
+                resume_at=(
+                    self.breaker.until.astimezone(self.tz).isoformat(timespec="seconds")
+                    if self.breaker.open and self.breaker.until is not None
+                    else ""
+                ),
             )
+
+
+def with_finish_times(status: IntakeStatus, quota: QuotaStatus, now: datetime) -> IntakeStatus:
+    """``status`` with the budget, and each waiting file's row estimate and likely finish."""
+    order = [
+        (code, pos, f)
+        for code, c in sorted(status.campaigns.items())
+        for pos, f in enumerate(c.waiting)
+    ]
+    rows = [None if f.preview else estimate_rows(f.name, f.size) for _, _, f in order]
+    times = finish_times(rows, quota, now)
+    done = {
+        (code, pos): replace(
+            f, rows_estimate=n, eta=at.isoformat(timespec="minutes") if at is not None else ""
+        )
+        for (code, pos, f), n, at in zip(order, rows, times, strict=True)
+    }
+    campaigns = {
+        code: replace(c, waiting=tuple(done[(code, pos)] for pos in range(len(c.waiting))))
+        for code, c in status.campaigns.items()
+    }
+    return replace(status, campaigns=campaigns, quota=quota)

@@ -56,6 +56,8 @@ class Outcome:
     not_permitted: bool = False  #: the API refused our credentials/rights (long pause)
     destination: Path | None = None  #: where the original goes (``processed``), if chosen
     retry_after: float = 0.0  #: ``changed``: take the file again no sooner than this (s)
+    #: ``waiting`` for the day's request budget: take no file before this (its reset)
+    resume_at: datetime | None = None
 
 
 Processor = Callable[[Job], Outcome]

@@ -15,10 +15,12 @@ import re
 import shutil
 import threading
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.api import HeroBaseClient
+from pipeline.api.quota import QuotaExhausted
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 from pipeline.dropfolder.identity import open_for_writing
@@ -114,11 +116,21 @@ class IngestProcessor:
             return Outcome(FileOutcome.FAILED, message=exc.reason)
         except NotPermitted as exc:
             return Outcome(FileOutcome.WAITING, message=str(exc), not_permitted=True)
+        except QuotaExhausted as exc:  # e.g. the schema could not be fetched: nothing sent
+            return Outcome(FileOutcome.WAITING, message=str(exc), resume_at=exc.resume_at)
         except (Unavailable, Uncertain) as exc:
             return Outcome(
                 FileOutcome.WAITING, message=f"the API is not answering: {exc}", uncertain=1
             )
         return self._finish(job, result, results)
+
+    def _budget_resets_at(self) -> datetime | None:
+        """When the day's request budget resets, if it is spent (docs/dropfolder.md)."""
+        limiter = getattr(self.client, "limiter", None)
+        quota = limiter.quota() if limiter is not None else None
+        if quota is None or not quota.spent or not quota.resets_at:
+            return None
+        return datetime.fromisoformat(quota.resets_at)
 
     def _finish(self, job: Job, result: IngestResult, results: Path) -> Outcome:
         """Decide from the receipt's outcome; put the results of a file that is done in place."""
@@ -132,6 +144,7 @@ class IngestProcessor:
                 FileOutcome.WAITING,
                 message=result.reason or "the API is not answering",
                 not_permitted=result.not_permitted,
+                resume_at=self._budget_resets_at(),
             )
         receipt, rejects, stamp = result.receipt, result.rejects, result.stamp
         if outcome is FileOutcome.ALREADY and job.resumed:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.api.quota import QuotaStatus
 from pipeline.dropfolder.jobs import Finished
 from pipeline.outcome import FileOutcome
 
@@ -40,9 +41,17 @@ class FileInFolder:
     problem: str = ""  #: why it is not taken yet
     stable_in: float | None = None  #: seconds until it may have settled (arriving files)
     resumed: bool = False  #: a claim an interrupted run left, taken first
+    #: rows estimated from the file's size (docs/dropfolder.md, "Waiting for the daily budget")
+    rows_estimate: int | None = None
+    #: when it is likely done at the day's request budget (ISO 8601, tenant time; "" unknown)
+    eta: str = ""
 
     def to_json(self) -> Json:
         out: Json = {"name": self.name, "preview": self.preview}
+        if self.rows_estimate is not None:
+            out["rows_estimate"] = self.rows_estimate
+        if self.eta:
+            out["eta"] = self.eta
         if self.size is not None:
             out["size"] = self.size
         if self.problem:
@@ -56,6 +65,7 @@ class FileInFolder:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FileInFolder:
         size, stable = data.get("size"), data.get("stable_in")
+        rows = data.get("rows_estimate")
         return cls(
             name=_str(data, "name"),
             preview=bool(data.get("preview")),
@@ -63,6 +73,8 @@ class FileInFolder:
             problem=_str(data, "problem"),
             stable_in=float(stable) if isinstance(stable, int | float) else None,
             resumed=bool(data.get("resumed")),
+            rows_estimate=rows if isinstance(rows, int) and not isinstance(rows, bool) else None,
+            eta=_str(data, "eta"),
         )
 
 
@@ -193,6 +205,10 @@ class IntakeStatus:
     in_progress: int = 0
     totals: Mapping[str, int] = field(default_factory=dict)  #: finished files by outcome
     recent: tuple[RecentFile, ...] = ()  #: newest first
+    #: the account's daily request budget (None: not kept, e.g. the embedded sandbox)
+    quota: QuotaStatus | None = None
+    #: taking files is paused until then (the day's budget resets; ISO 8601, "" not paused)
+    resume_at: str = ""
 
     @property
     def waiting(self) -> int:
@@ -223,6 +239,8 @@ class IntakeStatus:
             "in_progress": self.in_progress,
             "totals": dict(self.totals),
             "recent": [r.to_json() for r in self.recent],
+            "quota": self.quota.to_json() if self.quota is not None else None,
+            "resume_at": self.resume_at,
         }
 
     @classmethod
@@ -230,6 +248,7 @@ class IntakeStatus:
         campaigns = data.get("campaigns")
         totals = data.get("totals")
         retry = data.get("retry_in")
+        quota = data.get("quota")
         return cls(
             inbox=_str(data, "inbox"),
             inbox_ok=bool(data.get("inbox_ok", True)),
@@ -257,4 +276,6 @@ class IntakeStatus:
             recent=tuple(
                 RecentFile.from_json(r) for r in _list(data, "recent") if isinstance(r, dict)
             ),
+            quota=QuotaStatus.from_json(quota) if isinstance(quota, dict) else None,
+            resume_at=_str(data, "resume_at"),
         )

@@ -80,7 +80,7 @@ def read_and_deliver(
     file, table = opened.file, opened.table
     tally = Tally()
     writer = rejects.writer(table.headers)
-    validator = Validator(opened.schema, opened.mapping)
+    validator = Validator(opened.schema, opened.mapping, semantics=opened.semantics)
     chunks = validator.validate_all(table.chunks())
     changed = ""
     try:

@@ -3,10 +3,10 @@
 The import example describes each field as
 ``example <field>, type is <type>, regex used for validation <regex>`` (docs/herobase-api.md).
 A field is required iff it appears in the plain example (without ``showAllDataEntries``).
-Regexes are .NET flavour (the masks and their engines live in :mod:`pipeline.ingest.matching`).
-Every
-regex must match the *whole* value; required means non-empty. Empty optional values are not
-checked against the regex.
+Regexes are .NET flavour; what "a value matches" means is :mod:`pipeline.regexmatch`
+(``[validation] regex_match``: ``search`` or ``whole``), the masks and their engines live in
+:mod:`pipeline.ingest.matching`. Required means non-empty. Empty optional values are not checked
+against the regex.
 
 This is the only module that imports pandera (docs/architecture.md):
 :func:`build_pandera_schema` builds the schema in one place; :func:`failure_cases` and
@@ -33,6 +33,7 @@ from pipeline.clock import Clock, SystemClock
 from pipeline.errors import StateError, Unavailable, Uncertain
 from pipeline.files import atomic_write_text
 from pipeline.ingest.matching import nonempty_mask, pattern_masks
+from pipeline.regexmatch import DEFAULT_SEMANTICS, Semantics
 
 SchemaSource = Literal["live", "snapshot"]
 
@@ -82,9 +83,13 @@ def parse_example(plain: Mapping[str, str], full: Mapping[str, str]) -> list[Fie
     return specs
 
 
-def has_pattern(spec: FieldSpec) -> bool:
-    """Whether the field's regex checks anything (``.*`` and empty do not)."""
-    return spec.regex.strip() not in ("", ".*", "^.*$")
+def has_pattern(spec: FieldSpec, semantics: Semantics = DEFAULT_SEMANTICS) -> bool:
+    """Whether the field's regex can refuse a value under ``semantics``.
+
+    Under ``search``, ``.*`` and the empty regex match every value; under ``whole`` even they
+    refuse some (``.*`` a value with a line break, the empty regex any non-empty value).
+    """
+    return semantics == "whole" or spec.regex not in ("", ".*")
 
 
 Masks = dict[tuple[str, str], np.ndarray]
@@ -117,23 +122,25 @@ def build_pandera_schema(
     fields: Sequence[FieldSpec],
     record: Masks | None = None,
     twin: dict[str, pl.DataFrame] | None = None,
+    semantics: Semantics = DEFAULT_SEMANTICS,
 ) -> Any:
     """The one place a pandera schema is built: a column per field (columns named by field).
 
     Two checks over the frame: ``required`` (every required field non-empty) and ``pattern``
-    (every field with a regex other than ``.*`` matches it as a whole; empty values pass),
+    (every field whose regex can refuse a value, :func:`has_pattern`, matches it under
+    ``semantics``; empty values pass),
     each computing all its columns in one pass. With ``record``, the checks store their masks
     there and tell pandera only whether they passed (see :class:`RowChecks`); ``twin["frame"]``,
     when set, is the validated frame already converted to polars.
     """
     required = [f.name for f in fields if f.required]
-    patterns = {f.name: f.regex for f in fields if has_pattern(f)}
+    patterns = {f.name: f.regex for f in fields if has_pattern(f, semantics)}
 
     def nonempty(frame: pd.DataFrame) -> dict[str, np.ndarray]:
         return {c: nonempty_mask(frame[c]) for c in required if c in frame.columns}
 
     def matching(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        return pattern_masks(frame, patterns, (twin or {}).get("frame"))
+        return pattern_masks(frame, patterns, (twin or {}).get("frame"), semantics)
 
     checks = []
     if required:
@@ -172,10 +179,14 @@ class RowChecks:
     fail.
     """
 
-    def __init__(self, fields: Sequence[FieldSpec]) -> None:
+    def __init__(
+        self, fields: Sequence[FieldSpec], semantics: Semantics = DEFAULT_SEMANTICS
+    ) -> None:
         self._masks: Masks = {}
         self._twin: dict[str, pl.DataFrame] = {}
-        self.schema = build_pandera_schema(fields, record=self._masks, twin=self._twin)
+        self.schema = build_pandera_schema(
+            fields, record=self._masks, twin=self._twin, semantics=semantics
+        )
 
     def failures(
         self, frame: pd.DataFrame, polars_frame: pl.DataFrame | None = None

@@ -1,10 +1,20 @@
-"""Whole-value regex and emptiness masks over text columns (no pandera here).
+r"""Regex and emptiness masks over text columns, with the semantics of :mod:`pipeline.regexmatch`.
 
-The engines, fastest first: polars' Rust regex over all columns in one multi-threaded pass
-(Unicode classes, as .NET), pyarrow's RE2 (ASCII classes: stricter), then Python's ``re`` and
-the ``regex`` package (.NET syntax such as ``(?<name>...)`` and ``\\p{L}``). A value a fast
-engine refuses is re-checked with Python's engine, so an engine difference costs time, never a
-wrong rejection. :mod:`pipeline.ingest.fields` wraps these masks in the campaign's pandera checks.
+The verdict on a value is :meth:`pipeline.regexmatch.Matcher.matches` under the configured
+semantics (``search`` or ``whole``, docs/herobase-api.md). The engines only make it fast:
+
+- polars' Rust regex, all columns in one multi-threaded pass, for patterns written in the
+  syntax both engines read alike (:func:`engine_plan`). Rust's ``$`` is the end of the value
+  only, never before a final ``\n``: stricter, so a value it refuses is checked again in
+  Python. A pattern whose answer depends on class tables the engines do not share (``\D``,
+  ``\W``, ``\b``, ``\P{..}``, a negated class with ``\d``/``\w``/``\p``, some ``\p{..}``) is
+  trusted only for values of ASCII characters; the others are checked in Python.
+- pyarrow's RE2, when Rust refuses such a pattern and it uses no class shorthand (RE2's
+  ``\d``/``\w``/``\s``/``\b`` are ASCII-only).
+- Python (``regex``) for every other pattern, and for every value a fast engine refused.
+
+So a fast engine never decides a value the Python verdict would decide differently.
+:mod:`pipeline.ingest.fields` wraps these masks in the campaign's pandera checks.
 """
 
 from __future__ import annotations
@@ -12,30 +22,23 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Final, Literal
 
 import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import regex as regex_pkg
+
+from pipeline.regexmatch import DEFAULT_SEMANTICS, Matcher, Semantics, try_compile
+
+Plan = Literal["fast", "ascii", "python"]
 
 
-class _Matcher(Protocol):
-    def fullmatch(self, string: str) -> Any: ...
-
-
-def compile_regex(pattern: str) -> _Matcher | None:
-    """Compile a .NET regex: :mod:`re` first, then the ``regex`` package; None if neither."""
-    try:
-        return re.compile(pattern)
-    except re.error:
-        pass
-    try:
-        return regex_pkg.compile(pattern)  # type: ignore[no-any-return]
-    except regex_pkg.error:
-        return None
+def compile_regex(pattern: str, semantics: Semantics = DEFAULT_SEMANTICS) -> Matcher | None:
+    """The field's matcher under ``semantics`` (:mod:`pipeline.regexmatch`); None if the
+    pattern does not compile."""
+    return try_compile(pattern, semantics)
 
 
 def arrow_strings(series: pd.Series) -> pa.ChunkedArray | pa.Array:
@@ -47,82 +50,202 @@ def arrow_strings(series: pd.Series) -> pa.ChunkedArray | pa.Array:
     return pa.array(series.astype("str").array, type=pa.large_string())
 
 
-#: Inside a character class these mean set operations or POSIX classes to Rust's regex engine
-#: but something else to .NET and Python: such patterns skip the fast engine.
-_RUST_DIFFERS = ("&&", "--", "~~", "[:", "-[")
+#: ``\p{..}`` classes whose Rust table is contained in the ``regex`` package's (checked over
+#: every code point): a value Rust accepts, Python accepts too.
+_SHARED_PROPERTIES: Final = frozenset(
+    {"L", "Lu", "Lt", "Lm", "Lo", "N", "Nd", "M", "Mn", "P", "S", "Z", "Zs"}
+)
+#: Escaped punctuation both engines read as the literal character.
+_LITERAL_ESCAPES: Final = frozenset(".^$*+?()[]{}|\\/-#&~ !\"%',:;=@_`")
+_QUANTIFIER: Final = re.compile(r"\{\d+(?:,\d*)?\}")
+_PROPERTY: Final = re.compile(r"\{([A-Za-z_]+)\}")
+_GROUP: Final = re.compile(r"\(\?(?::|<[A-Za-z_]\w*>)")
+_HEX: Final = {"x": re.compile(r"[0-9A-Fa-f]{2}"), "u": re.compile(r"[0-9A-Fa-f]{4}")}
 
 
-def _anchored(pattern: str) -> str:
-    return f"^(?:{pattern})?$"  # whole value; "?" lets an empty value pass in the same scan
+@lru_cache(maxsize=512)
+def engine_plan(pattern: str) -> Plan:
+    """Whether the fast engines read ``pattern`` as .NET and the ``regex`` package do.
+
+    ``fast``: any value; ``ascii``: values of ASCII characters only (the engines' Unicode
+    tables differ); ``python``: none (look-arounds, back-references, inline options, ``\\Z``,
+    nested or subtracted classes, ``{,n}``, ``\\<``: anything outside the shared syntax).
+    """
+    ascii_only = False
+    in_class = negated = first = after_quantifier = False
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        quantifier = False
+        if ch == "\\":
+            if i + 1 >= n:
+                return "python"
+            esc, end = pattern[i + 1], i + 2
+            if esc in "pP":
+                prop = _PROPERTY.match(pattern, end)
+                if prop is None:
+                    return "python"
+                end = prop.end()
+                if esc == "P" or negated or prop.group(1) not in _SHARED_PROPERTIES:
+                    ascii_only = True
+            elif esc in "dw":
+                ascii_only = ascii_only or negated
+            elif esc in "DW" or (esc in "bB" and not in_class):
+                ascii_only = True
+            elif esc in _HEX:
+                if _HEX[esc].match(pattern, end) is None:
+                    return "python"
+                end += 2 if esc == "x" else 4
+            elif not (
+                esc in "sStnrfv" or esc in _LITERAL_ESCAPES or (esc in "Az" and not in_class)
+            ):
+                return "python"
+            i, first = end, False
+            after_quantifier = False
+            continue
+        if in_class:
+            if ch == "[" or (ch == "]" and first) or pattern.startswith(("&&", "--", "~~"), i):
+                return "python"
+            if ch == "]":
+                in_class = negated = False
+            first = False
+        elif ch == "[":
+            in_class, first = True, True
+            negated = pattern.startswith("^", i + 1)
+            i += 1 + negated
+            continue
+        elif ch == "(" and pattern.startswith("(?", i):
+            group = _GROUP.match(pattern, i)
+            if group is None:
+                return "python"
+            i = group.end()
+            continue
+        elif ch == "{":
+            found = _QUANTIFIER.match(pattern, i)
+            if found is None or after_quantifier:
+                return "python"
+            i, after_quantifier = found.end(), True
+            if pattern.startswith("?", i):
+                i += 1  # lazy
+            continue
+        elif ch in "*+?":
+            if after_quantifier:
+                return "python"  # possessive or nested quantifiers: not the same language
+            quantifier = True
+            if pattern.startswith("?", i + 1):
+                i += 1  # lazy
+        after_quantifier = quantifier
+        i += 1
+    if in_class:
+        return "python"
+    return "ascii" if ascii_only else "fast"
 
 
-@lru_cache(maxsize=256)
-def _rust_compiles(pattern: str) -> bool:
-    """Whether polars' Rust regex engine takes ``pattern`` and reads it as .NET would."""
-    if any(token in pattern for token in _RUST_DIFFERS):
-        return False
+def _rust_pattern(pattern: str, semantics: Semantics) -> str:
+    """The pattern as sent to Rust; the empty value always passes in the same scan."""
+    if semantics == "whole":
+        return f"^(?:{pattern})?$"
+    return f"(?:{pattern})|^$"
+
+
+@lru_cache(maxsize=512)
+def rust_compiles(pattern: str, semantics: Semantics) -> bool:
+    """Whether polars' Rust regex engine takes ``pattern`` (as sent under ``semantics``)."""
     try:
-        pl.Series([""]).str.contains(_anchored(pattern))
+        pl.Series([""]).str.contains(_rust_pattern(pattern, semantics))
     except pl.exceptions.PolarsError:
         return False
     return True
 
 
-def pattern_masks(
-    frame: pd.DataFrame, patterns: Mapping[str, str], polars_frame: pl.DataFrame | None = None
-) -> dict[str, np.ndarray]:
-    r"""Per column of ``patterns`` (column -> regex): which values match the regex as a whole.
+def _re2_reads_alike(pattern: str) -> bool:
+    """RE2's class shorthands and word boundaries are ASCII-only: patterns with none."""
+    return engine_plan(pattern) == "fast" and re.search(r"\\[dDwWsSbBpP]", pattern) is None
 
-    Empty and missing values count as matching (``required`` is a check of its own). The fast
-    engine is polars' Rust regex, all columns in one multi-threaded pass (Unicode
-    ``\d``/``\w``/``\s``, as .NET and Python); a pattern it cannot take (look-arounds,
-    backreferences) tries pyarrow's RE2, then Python. Values a fast engine refuses are checked
-    again one by one with Python's engine, so an engine difference costs time, never a wrong
-    rejection. A pattern no engine here compiles checks nothing (the API still validates).
-    ``polars_frame``: the same columns already converted to polars (saves converting again).
+
+def pattern_masks(
+    frame: pd.DataFrame,
+    patterns: Mapping[str, str],
+    polars_frame: pl.DataFrame | None = None,
+    semantics: Semantics = DEFAULT_SEMANTICS,
+) -> dict[str, np.ndarray]:
+    """Per column of ``patterns`` (column -> regex): which values match it under ``semantics``.
+
+    Empty and missing values count as matching (``required`` is a check of its own). A pattern
+    that does not compile checks nothing here (the API still validates). The engines (module
+    docstring) answer only where they agree with :meth:`Matcher.matches`; every other value is
+    checked with it one by one. ``polars_frame``: the same columns already converted to polars.
     """
     out: dict[str, np.ndarray] = {}
-    compiled = {c: compile_regex(rx) for c, rx in patterns.items() if c in frame.columns}
-    fast = [c for c in compiled if compiled[c] is not None and _rust_compiles(patterns[c])]
+    matchers = {c: compile_regex(rx, semantics) for c, rx in patterns.items() if c in frame.columns}
+    plans = {c: engine_plan(patterns[c]) for c, m in matchers.items() if m is not None}
+    fast = [
+        c for c, plan in plans.items() if plan != "python" and rust_compiles(patterns[c], semantics)
+    ]
+    unsure: dict[str, np.ndarray] = {}
     if fast:
         if polars_frame is not None and all(c in polars_frame.columns for c in fast):
             values = polars_frame
         else:
             values = pl.DataFrame([pl.Series(c, arrow_strings(frame[c])) for c in fast])
+        guarded = [c for c in fast if plans[c] == "ascii"]
         hits = values.select(
-            pl.col(c).str.contains(_anchored(patterns[c])).fill_null(True) for c in fast
-        )
+            *(pl.col(c).str.contains(_rust_pattern(patterns[c], semantics)).fill_null(True)
+              for c in fast),
+            *((pl.col(c).str.len_bytes() != pl.col(c).str.len_chars()).fill_null(False)
+              .alias(f"\0{c}") for c in guarded),
+        )  # fmt: skip
         for c in fast:
             out[c] = hits.get_column(c).to_numpy().astype(bool, copy=False)
-    for c, matcher in compiled.items():
+        for c in guarded:  # values with a non-ASCII character: Python decides
+            unsure[c] = hits.get_column(f"\0{c}").to_numpy().astype(bool, copy=False)
+    for c, matcher in matchers.items():
         if matcher is None:
             out[c] = np.ones(len(frame), dtype=bool)
             continue
         if c not in out:
-            out[c] = _re2_mask(arrow_strings(frame[c]), _anchored(patterns[c]))
+            arr = arrow_strings(frame[c])
+            if _re2_reads_alike(patterns[c]):
+                out[c] = _re2_mask(arr, _rust_pattern(patterns[c], semantics))
+            else:
+                out[c] = _empty_mask(arr)
         ok = out[c]
-        recheck = np.flatnonzero(~ok)
+        if not ok.flags.writeable:
+            ok = out[c] = ok.copy()
+        recheck = np.flatnonzero(~ok | unsure[c]) if c in unsure else np.flatnonzero(~ok)
         if len(recheck):
             taken = arrow_strings(frame[c]).take(pa.array(recheck, type=pa.int64()))
-            again = taken.to_pylist()
-            ok[recheck] = [not v or matcher.fullmatch(v) is not None for v in again]
+            ok[recheck] = [not v or matcher.matches(v) for v in taken.to_pylist()]
     return out
 
 
-def _re2_mask(arr: pa.ChunkedArray | pa.Array, anchored: str) -> np.ndarray:
-    """pyarrow's RE2 (ASCII classes: stricter, never looser); if RE2 refuses the pattern,
-    only empty values pass here and the caller checks the rest in Python."""
+def _empty_mask(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Which values are empty or missing (they pass without a look at the pattern)."""
+    empty = pc.fill_null(pc.equal(pc.binary_length(arr), 0), True)
+    return np.asarray(empty.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _re2_mask(arr: pa.ChunkedArray | pa.Array, pattern: str) -> np.ndarray:
+    """pyarrow's RE2 (only for patterns it reads as .NET does, :func:`_re2_reads_alike`); if
+    RE2 refuses the pattern, only empty values pass here and the caller checks the rest."""
     try:
-        hit = pc.match_substring_regex(arr, anchored)
+        hit = pc.match_substring_regex(arr, pattern)
     except pa.ArrowInvalid:
-        hit = pc.equal(pc.utf8_length(arr), 0)
+        return _empty_mask(arr)
     return np.asarray(pc.fill_null(hit, True).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def fullmatch_mask(series: pd.Series, pattern: str) -> np.ndarray:
+def match_mask(
+    series: pd.Series, pattern: str, semantics: Semantics = DEFAULT_SEMANTICS
+) -> np.ndarray:
     """Boolean mask for one column: :func:`pattern_masks` of ``series`` alone."""
     frame = pd.DataFrame({"v": series.astype("str")})
-    return pattern_masks(frame, {"v": pattern})["v"]
+    return pattern_masks(frame, {"v": pattern}, semantics=semantics)["v"]
+
+
+def fullmatch_mask(series: pd.Series, pattern: str) -> np.ndarray:
+    """:func:`match_mask` under the ``whole`` semantics (the whole value must match)."""
+    return match_mask(series, pattern, "whole")
 
 
 def nonempty_mask(series: pd.Series) -> np.ndarray:

@@ -26,6 +26,7 @@ from pipeline.ingest.read.open import open_table
 from pipeline.ingest.read.table import Table
 from pipeline.ingest.schema_cache import SchemaCache
 from pipeline.ledger import FileKey, FileRecord, FileState, Ledger, mark_changed
+from pipeline.regexmatch import DEFAULT_SEMANTICS, Semantics
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class Opened:
     schema: CampaignSchema
     table: Table
     mapping: ColumnMapping
+    #: what "matches its regex" means (``[validation] regex_match``, :mod:`pipeline.regexmatch`)
+    semantics: Semantics = DEFAULT_SEMANTICS
 
     @property
     def header_of(self) -> dict[str, str]:
@@ -125,7 +128,7 @@ def open_file(
         raise
     options = settings.campaign(campaign)
     mapping = map_columns(table.headers, schema.fields, options.columns, path=file.path)
-    return Opened(file, schema, table, mapping)
+    return Opened(file, schema, table, mapping, settings.validation.regex_match)
 
 
 def open_for(

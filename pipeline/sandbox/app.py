@@ -24,7 +24,7 @@ from pipeline.sandbox import handlers as h
 from pipeline.sandbox.faults import AFTER_KINDS, HOLD_KINDS, Fault
 from pipeline.sandbox.profile import NO_BODY
 from pipeline.sandbox.render import error_body, to_html, to_json
-from pipeline.sandbox.routes import KNOWN_PATHS, ROUTES
+from pipeline.sandbox.routes import KNOWN_PATHS, ONE_LEAD, ROUTES, check_params
 from pipeline.sandbox.seed import Account
 from pipeline.sandbox.tenant import Tenant
 
@@ -195,6 +195,8 @@ class SandboxApp:
             req = h.Req(method, rel, query, body, account, now)
             if handler is None:
                 if method == "GET" and low.startswith("/leads/") and low.count("/") == 2:
+                    if tenant.seed.strict_params:
+                        check_params(tenant, *ONE_LEAD, req)
                     reply = x.one_lead(tenant, req, rel.rstrip("/").rsplit("/", 1)[1])
                 elif low in KNOWN_PATHS or (low.startswith("/leads/") and low.count("/") == 2):
                     allowed = ", ".join(m for m, p in ROUTES if p == low) or "GET"
@@ -213,6 +215,8 @@ class SandboxApp:
                             400, "SerializationException", "the request body is not valid JSON"
                         )
                     req.json_body = parsed
+                if tenant.seed.strict_params:  # only declared parameter names (routes.py)
+                    check_params(tenant, method, low, req)
                 reply = handler(tenant, req)
         except h.HttpError as exc:
             payload = error_body(exc.code, exc.message, exc.errors)

@@ -84,7 +84,9 @@ def leads_objects(tenant: Tenant, req: Req) -> Reply:
     """GET /leads: lead objects of a search modified in [from, to), paged."""
     need(req, "Leads", "GET")
     leads, _ = _search_leads(tenant, req)
-    return Reply(tenant.render_leads(_page(req, leads)))
+    # a tenant with Include support sends the leads' data only when asked (seed leads_include)
+    data = not tenant.seed.leads_include or "data" in {v.lower() for v in qlist(req, "include")}
+    return Reply(tenant.render_leads(_page(req, leads), data=data))
 
 
 def leads_csv(tenant: Tenant, req: Req) -> Reply:

@@ -18,6 +18,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import regex
 
 from pipeline.errors import ConfigError, ConfigProblem
+from pipeline.regexmatch import (
+    DEFAULT_SEMANTICS,
+    SEMANTICS,
+    PatternError,
+    Semantics,
+    compile_for,
+    is_semantics,
+)
+from pipeline.sandbox.declared import PARAM_KEYS
 from pipeline.sandbox.profile import Profile, ProfileError
 
 DEMO_SEED_PATH = Path(__file__).with_name("demo_tenant.toml")
@@ -75,8 +84,9 @@ class FieldDef:
     compiled: Any = field(default=None, compare=False, repr=False)
 
     def matches(self, value: str) -> bool:
-        """True when ``value`` matches the field's regex as a whole."""
-        return self.compiled.fullmatch(value) is not None
+        """True when ``value`` matches the field's regex under the tenant's ``regex_match``
+        (:mod:`pipeline.regexmatch`, the client's definition too)."""
+        return bool(self.compiled.matches(value))
 
 
 @dataclass(frozen=True)
@@ -163,6 +173,16 @@ class Seed:
     campaigns: tuple[Campaign, ...]
     searches: tuple[SearchDef, ...]
     profile: Profile = field(default_factory=Profile)
+    #: ``[tenant] regex_match``: ``search`` (.NET ``Regex.IsMatch``) or ``whole``
+    regex_match: Semantics = DEFAULT_SEMANTICS
+    #: ``[tenant] strict_params``: only declared parameter names are accepted (else 400)
+    strict_params: bool = False
+    #: ``[tenant] leads_include``: ``/leads`` declares Include and sends data only when included
+    leads_include: bool = False
+    #: ``[tenant] describe``: serve ``/types/metadata.json`` and ``/openapi``
+    describe: bool = True
+    #: ``[tenant.params]``: declared parameter names by logical key (see ``declared.py``)
+    param_names: dict[str, str] = field(default_factory=dict)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -250,12 +270,24 @@ def _build(data: Mapping[str, Any], source: str) -> Seed:
     per_day = _int("requests_per_day", 100_000)
     demo_leads = _int("demo_leads", 0)
     random_seed = _int("random_seed", 3064)
+    semantics = tenant.get("regex_match", DEFAULT_SEMANTICS)
+    if not is_semantics(semantics):
+        allowed = ", ".join(repr(s) for s in SEMANTICS)
+        p.add("tenant.regex_match", f"must be one of {allowed}, got {semantics!r}")
+        semantics = DEFAULT_SEMANTICS
     profile = Profile()
     try:
         profile = Profile.from_mapping(tenant.get("profile", {}))
     except ProfileError as exc:
         for key, message in exc.problems:
             p.add(f"tenant.profile.{key}" if key != "profile" else "tenant.profile", message)
+    flags: dict[str, bool] = {}
+    for key, default in (("strict_params", False), ("leads_include", False), ("describe", True)):
+        flags[key] = tenant.get(key, default)
+        if not isinstance(flags[key], bool):
+            p.add(f"tenant.{key}", "expected true or false")
+            flags[key] = default
+    param_names = _param_names(tenant.get("params", {}), p)
 
     accounts = []
     for i, a in enumerate(data.get("accounts", []) or []):
@@ -295,7 +327,7 @@ def _build(data: Mapping[str, Any], source: str) -> Seed:
         if project not in names:
             p.add(f"{key}.project", f"unknown project {project!r}")
         fields = tuple(
-            _field(f, f"{key}.fields[{j}]", p) for j, f in enumerate(c.get("fields", []))
+            _field(f, f"{key}.fields[{j}]", p, semantics) for j, f in enumerate(c.get("fields", []))
         )
         uid = str(c.get("unique_id") or f"CAMP{10062 + i}{suffix}")
         campaigns.append(
@@ -342,10 +374,32 @@ def _build(data: Mapping[str, Any], source: str) -> Seed:
         tuple(campaigns),
         tuple(searches),
         profile,
+        regex_match=semantics,
+        strict_params=flags["strict_params"],
+        leads_include=flags["leads_include"],
+        describe=flags["describe"],
+        param_names=param_names,
     )
 
 
-def _field(f: Any, key: str, p: _Problems) -> FieldDef | None:
+def _param_names(raw: Any, p: _Problems) -> dict[str, str]:
+    """``[tenant.params]``: logical key -> the parameter name the tenant declares."""
+    if not isinstance(raw, Mapping):
+        p.add("tenant.params", "expected a table of parameter names")
+        return {}
+    names: dict[str, str] = {}
+    for key, name in raw.items():
+        if key not in PARAM_KEYS:
+            known = ", ".join(sorted(PARAM_KEYS))
+            p.add(f"tenant.params.{key}", f"unknown parameter (known: {known})")
+        elif not isinstance(name, str) or not name.strip():
+            p.add(f"tenant.params.{key}", "expected a parameter name")
+        else:
+            names[str(key)] = name.strip()
+    return names
+
+
+def _field(f: Any, key: str, p: _Problems, semantics: Semantics) -> FieldDef | None:
     if not isinstance(f, Mapping) or not isinstance(f.get("name"), str):
         p.add(key, "a field needs a name")
         return None
@@ -363,8 +417,8 @@ def _field(f: Any, key: str, p: _Problems) -> FieldDef | None:
         else:
             pattern = DEFAULT_REGEX[ftype]
     try:
-        compiled = regex.compile(pattern)
-    except regex.error as exc:
+        compiled = compile_for(pattern, semantics)
+    except PatternError as exc:
         p.add(f"{key}.regex", f"does not compile: {exc}")
         return None
     return FieldDef(

@@ -185,6 +185,7 @@ class Service:
             on_finished=self._finished,
             on_claimed=lambda job, delay: metrics.pickup_seconds.observe(delay),
             timezone=settings.timezone,
+            quota=api.client.limiter.quota if api is not None else None,
         )
         self.exports: ExportScheduler | None = None
         self.export_status: tuple[JobStatus, ...] = ()

@@ -6,11 +6,13 @@ One :class:`Metrics` per service, on its own registry (no global state: tests ca
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from pipeline.api.quota import QuotaStatus
 from pipeline.dropfolder.status import IntakeStatus
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -76,6 +78,27 @@ class Metrics:
         self.inbox_up = Gauge(
             "leadpipe_inbox_reachable", "1 while the inbox folder can be read.", registry=r
         )
+        self.quota_used = Gauge(
+            "leadpipe_api_quota_used_today",
+            "HeroBase requests counted today on the account (every integration's, as last told).",
+            registry=r,
+        )
+        self.quota_left = Gauge(
+            "leadpipe_api_quota_left_today",
+            "HeroBase requests leadpipe may still send today (its budget: the limit less the "
+            "reserve); NaN without a daily limit.",
+            registry=r,
+        )
+        self.quota_limit = Gauge(
+            "leadpipe_api_quota_limit_today",
+            "The day's HeroBase request limit of the account; NaN when none is known.",
+            registry=r,
+        )
+        self.quota_resets = Gauge(
+            "leadpipe_api_quota_resets_at_seconds",
+            "When the day's request count restarts (Unix time).",
+            registry=r,
+        )
         self.files_seen = 0
         self._refresh: Callable[[], IntakeStatus] | None = None
 
@@ -100,6 +123,17 @@ class Metrics:
         """Take the gauges from ``status()`` (the intake's) at every scrape."""
         self._refresh = status
 
+    def _set_quota(self, quota: QuotaStatus | None) -> None:
+        """The daily budget's gauges (NaN for what is not known: no made-up zeros)."""
+        nan = float("nan")
+        left = quota.left if quota is not None else None
+        limit = quota.limit if quota is not None else None
+        resets = quota.resets_at if quota is not None else ""
+        self.quota_used.set(float(quota.used) if quota is not None else nan)
+        self.quota_left.set(float(left) if left is not None else nan)
+        self.quota_limit.set(float(limit) if limit is not None else nan)
+        self.quota_resets.set(datetime.fromisoformat(resets).timestamp() if resets else nan)
+
     def render(self) -> bytes:
         """The exposition text."""
         if self._refresh is not None:
@@ -108,4 +142,5 @@ class Metrics:
             self.in_progress.set(float(now.in_progress))
             self.waiting_for_api.set(1.0 if now.waiting_for_api else 0.0)
             self.inbox_up.set(1.0 if now.inbox_ok else 0.0)
+            self._set_quota(now.quota)
         return generate_latest(self.registry)

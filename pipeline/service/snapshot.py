@@ -3,7 +3,8 @@ health.
 
 :class:`ServiceStatus` is what the status page renders, ``/status.json`` and the status file
 (``<state>/status.json``) carry, and ``leadpipe status`` reads back in another process. The JSON
-keeps the intake's fields at its top level (``inbox``, ``campaigns``, ``recent``, ...), beside
+keeps the intake's fields at its top level (``inbox``, ``campaigns``, ``recent``, ``quota``, ...),
+beside
 ``api``, ``watch``, ``exports``, ``verified``, ``health``, ``at``, ``pid`` and ``running``.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.api.quota import QuotaStatus
 from pipeline.dropfolder.status import IntakeStatus, RecentFile
 from pipeline.export.scheduler import JobStatus
 from pipeline.ingest.deliver.verify import Verification
@@ -95,6 +97,12 @@ class ServiceStatus:
     at: str = ""  #: when this was taken (ISO 8601)
     pid: int | None = None
     running: bool = True
+
+    @property
+    def quota(self) -> QuotaStatus | None:
+        """The account's daily request budget (None: not kept); carried by the intake's
+        status, whose waiting files' finish times it gives."""
+        return self.intake.quota
 
     def with_earlier(self, earlier: Sequence[RecentFile], keep: int = 100) -> ServiceStatus:
         """The recent-files list continued with an earlier run's (it survives restarts)."""

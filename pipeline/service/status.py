@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+from pipeline.api.quota import short_time
 from pipeline.dropfolder.layout import OUTPUT_SUFFIXES, DropFolder, is_ignored
+from pipeline.dropfolder.status import FileInFolder
 from pipeline.errors import ConfigError
 from pipeline.files import readable
 from pipeline.outcome import FileOutcome
@@ -84,13 +86,27 @@ def _counts_text(counts: Mapping[str, int], preview: bool = False) -> str:
     return ", ".join(f"{counts[k]} {w}" for k, w in order if counts.get(k))
 
 
+def _eta_text(f: FileInFolder) -> str:
+    """`` (~40 rows, done by 2026-03-31 00:01)``: a waiting file's estimate, escaped."""
+    if not f.eta:
+        return ""
+    rows = f"~{f.rows_estimate} rows, " if f.rows_estimate is not None else ""
+    return escape(f" ({rows}done by about {short_time(f.eta)})")
+
+
 def render_html(status: ServiceStatus) -> str:
     """The status page for one status (pure; every value escaped)."""
     now = status.intake
     inbox = Path(now.inbox)
     e = escape
     parts: list[str] = []
-    if now.waiting_for_api:
+    if now.waiting_for_api and now.resume_at:
+        api_line = (
+            f'<p class="bad" id="api-state">API: uploads paused until '
+            f"{e(short_time(now.resume_at))} — {e(now.api_problem)}. Files wait in the inbox "
+            "and are taken when the day's budget resets.</p>"
+        )
+    elif now.waiting_for_api:
         api_line = (
             f'<p class="bad" id="api-state">API: waiting for the API — '
             f"{e(now.api_problem)} (next try in {now.retry_in} s). "
@@ -99,6 +115,11 @@ def render_html(status: ServiceStatus) -> str:
     else:
         api_line = f'<p class="ok" id="api-state">API: connected ({e(status.api.url)})</p>'
     parts.append(api_line)
+    if status.quota is not None:
+        cls = "bad" if status.quota.spent else "ok"
+        parts.append(
+            f'<p class="{cls}" id="quota">API requests today: {e(status.quota.sentence())}</p>'
+        )
     if status.api.embedded:
         parts.append(
             '<p id="embedded">Running against the built-in demo sandbox (no API URL '
@@ -147,7 +168,7 @@ def render_html(status: ServiceStatus) -> str:
         label = e(code) + (
             "" if c.known else ' <span class="bad">(not a campaign we can reach)</span>'
         )
-        waiting_names = ", ".join(e(w.name) for w in c.waiting) or "—"
+        waiting_names = ", ".join(e(w.name) + _eta_text(w) for w in c.waiting) or "—"
         settling_names = ", ".join(e(w.name) for w in c.settling) or "—"
         busy = e(c.in_progress or "—")
         parts.append(

@@ -51,7 +51,7 @@ def run(path: Path, options: CampaignSettings = OPTIONS, chunk_rows: int = 100_0
         path, options=options, expected_fields=[f.name for f in SPECS], chunk_rows=chunk_rows
     )
     mapping = map_columns(table.headers, SPECS, options.columns, path=path)
-    validator = Validator(SCHEMA, mapping)
+    validator = Validator(SCHEMA, mapping, semantics="whole")  # regexes written for whole values
     valid, rejected, problems, dups = [], [], [], []
     for chunk in table.chunks():
         res = validator.validate(chunk)

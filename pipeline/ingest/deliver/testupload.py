@@ -92,10 +92,10 @@ def build_test_lead(fields: Sequence[object], stamp: str) -> tuple[dict[str, str
         text_like = ftype.lower() in ("varchar", "text", "string", "unknown", "")
         if not required and not text_like:
             continue
-        matcher = compile_regex(regex) if regex else None
+        matcher = compile_regex(regex, "whole") if regex else None  # whole: passes either way
         options = dropdown_choices(regex) or () if regex else ()
         for value in _values(ftype, stamp, options):
-            if matcher is None or matcher.fullmatch(value):
+            if matcher is None or matcher.matches(value):
                 data[name] = value
                 break
         else:

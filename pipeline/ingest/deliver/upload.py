@@ -9,7 +9,9 @@ retried it); anything ambiguous becomes ``uncertain`` and is resent only after a
 resent: it is left for a person.
 
 The upload stops at once on 401/403 (nothing is marked sent that was not) and pauses on an
-unavailable API ("waiting for the API"); both leave the file resumable from the ledger.
+unavailable API ("waiting for the API") or a spent daily request budget (refused before the
+POST, so the row is cleanly "not sent"; docs/dropfolder.md); all leave the file resumable from
+the ledger.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
+from pipeline.api.quota import QuotaExhausted
 from pipeline.clock import Clock, SystemClock
 from pipeline.crashpoints import crash_point
 from pipeline.errors import (
@@ -84,11 +87,12 @@ class UploadRow:
 #: Why an upload pass stopped sending ("" while it did not): the uploader's own reason code.
 #: What it means for the file is :attr:`UploadReport.outcome`; outside ``deliver/`` the code
 #: appears only as the receipt's ``halt`` (kept in its JSON for compatibility).
-HaltKind = Literal["", "unavailable", "not_permitted", "not_found", "stopped"]
+HaltKind = Literal["", "unavailable", "quota", "not_permitted", "not_found", "stopped"]
 
 #: The file outcome each halt leads to.
 _LEADS_TO: dict[HaltKind, FileOutcome] = {
     "unavailable": FileOutcome.WAITING,  # sent when the API answers again
+    "quota": FileOutcome.WAITING,  # sent after the day's request budget resets
     "not_permitted": FileOutcome.WAITING,  # likewise, after a long pause (password, rights)
     "not_found": FileOutcome.STOPPED,  # a person must act (e.g. the campaign is gone)
     "stopped": FileOutcome.INTERRUPTED,  # leadpipe was asked to stop: resumed at the next run
@@ -107,6 +111,8 @@ class UploadReport:
     blind: int = 0  #: uncertain rows left for a person because the lookup was blind
     blind_reason: str = ""  #: why, in plain words
     errors: list[BaseException] = field(default_factory=list)
+    #: halted for the daily budget: when it resets (the file waits until then)
+    resume_at: datetime | None = None
 
     @property
     def outcome(self) -> FileOutcome | None:
@@ -231,6 +237,11 @@ class Uploader:
             self.report.halt, self.report.reason = kind, reason
             self._halted.set()
 
+    def _halt_for_quota(self, exc: QuotaExhausted) -> None:
+        if not self._halted.is_set():
+            self.report.resume_at = exc.resume_at
+        self._halt("quota", str(exc))
+
     # -- one chunk ----------------------------------------------------------------------------
 
     def deliver(self, rows: Sequence[UploadRow]) -> None:
@@ -348,6 +359,10 @@ class Uploader:
             self.ledger.record_unsent(self.key, [row.row], "not sent: not found")
             self._halt("not_found", str(exc))
             return
+        except QuotaExhausted as exc:  # refused before sending: certainly not sent
+            self.ledger.record_unsent(self.key, [row.row], "not sent: the day's budget is spent")
+            self._halt_for_quota(exc)
+            return
         except Unavailable as exc:
             self.ledger.record_unsent(self.key, [row.row], "not sent: the API is unavailable")
             self._halt("unavailable", f"waiting for the API: {exc}")
@@ -401,6 +416,9 @@ class Uploader:
                 return
             self._can_read = False
             self._leave_uncertain(rows, no_read_right_reason())
+            return
+        except QuotaExhausted as exc:
+            self._halt_for_quota(exc)
             return
         except Unavailable as exc:
             self._halt("unavailable", f"waiting for the API: {exc}")
@@ -522,6 +540,9 @@ class Uploader:
                 self._can_read = bool(account.can("Leads", "GET"))
             except NotPermitted as exc:
                 self._halt("not_permitted", str(exc))
+                return False
+            except QuotaExhausted as exc:
+                self._halt_for_quota(exc)
                 return False
             except ApiError as exc:
                 self._halt("unavailable", f"waiting for the API: {exc}")

@@ -185,7 +185,8 @@ def _rows(
     columns = settings.campaign(campaign).columns
     mapping = map_columns(table.headers, schema.fields, columns, path=original)
     out: dict[int, UploadRow] = {}
-    with Validator(schema, mapping) as validator:
+    semantics = settings.validation.regex_match
+    with Validator(schema, mapping, semantics=semantics) as validator:
         for _chunk, result in validator.validate_all(table.chunks()):
             for r in upload_rows(result.valid, campaign):
                 if r.row in wanted:

@@ -2,11 +2,11 @@
 
 Values are stripped of surrounding whitespace before they are checked and sent (the reject files
 keep what the person typed). The pandera schema (built in :mod:`pipeline.ingest.fields`) checks
-required fields and whole-value regexes lazily; :mod:`pipeline.ingest.validate.excel_damage`
-then recognises values Excel damaged, whose message replaces the regex one. A row identical (in
-every mapped field) to an earlier row of the file is a duplicate: listed in
-``ChunkResult.duplicates``, neither sent nor rejected. Row numbers are the ones the spreadsheet
-shows.
+required fields and regexes (under the configured semantics, :mod:`pipeline.regexmatch`)
+lazily; :mod:`pipeline.ingest.validate.excel_damage` then recognises values Excel damaged,
+whose message replaces the regex one. A row identical (in every mapped field) to an earlier row
+of the file is a duplicate: listed in ``ChunkResult.duplicates``, neither sent nor rejected.
+Row numbers are the ones the spreadsheet shows.
 
 :meth:`Validator.validate_all` pipelines a file's chunks: everything a chunk needs alone (values,
 pandera checks, problems, fingerprints) runs one chunk ahead in a helper thread; only the
@@ -32,6 +32,7 @@ from pipeline.ingest.matching import arrow_strings
 from pipeline.ingest.validate.excel_damage import find_damage
 from pipeline.ingest.validate.seen import SeenRows, row_fingerprints
 from pipeline.prefetch import read_ahead
+from pipeline.regexmatch import DEFAULT_SEMANTICS, Semantics
 
 RULE_DUPLICATE = "duplicate"
 _NONE = np.zeros(0, dtype=np.int64)
@@ -119,11 +120,17 @@ class Validator:
     """
 
     def __init__(
-        self, schema: CampaignSchema, mapping: ColumnMapping, *, tmp_dir: Path | None = None
+        self,
+        schema: CampaignSchema,
+        mapping: ColumnMapping,
+        *,
+        tmp_dir: Path | None = None,
+        semantics: Semantics = DEFAULT_SEMANTICS,
     ) -> None:
         self.schema = schema
         self.mapping = mapping
-        self._checks = RowChecks(schema.fields)
+        self.semantics = semantics
+        self._checks = RowChecks(schema.fields, semantics)
         self._specs = {f.name: f for f in schema.fields}
         self._seen = SeenRows(tmp_dir)
         self.duplicates = 0
@@ -243,7 +250,7 @@ class Validator:
         if len(required) == 0 and len(pattern) == 0 and cells is None:
             return []
         values, typed = stripped[name], arrow_strings(chunk[header])
-        damage = find_damage(self._specs[name], values, pattern, cells)
+        damage = find_damage(self._specs[name], values, pattern, cells, self.semantics)
         at = np.fromiter(damage, dtype=np.int64, count=len(damage))
         groups = [
             (

@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.ingest.fields import FieldSpec
-from pipeline.ingest.matching import compile_regex, fullmatch_mask
+from pipeline.ingest.matching import compile_regex, match_mask
+from pipeline.regexmatch import DEFAULT_SEMANTICS, Semantics
 
 FIX = "Format the column as Text in Excel and re-enter the values, then drop the file again."
 FIX_DATES = FIX.replace("values", "dates")
@@ -38,6 +39,7 @@ def find_damage(
     values: pa.Array | pa.ChunkedArray,
     failing: np.ndarray,
     date_cells: np.ndarray | None = None,
+    semantics: Semantics = DEFAULT_SEMANTICS,
 ) -> dict[int, str]:
     """Position -> message tail, for each value of ``values`` (stripped) Excel damaged.
 
@@ -46,10 +48,10 @@ def find_damage(
     lets scientific notation through), and re-validated with the field's regex in bulk.
     """
     found: dict[int, str] = {}
-    compiled = compile_regex(spec.regex)
+    compiled = compile_regex(spec.regex, semantics)
     bad = values.take(pa.array(failing, type=pa.int64()))
     if spec.type in ("phone", "integer") and (
-        compiled is None or compiled.fullmatch("4.5123E+11") is not None
+        compiled is None or compiled.matches("4.5123E+11")
     ):  # the regex lets scientific notation through: look at every value
         sci = np.flatnonzero(_matches(values, _SCI))
     else:  # scientific notation fails the regex: only failing values can be damaged
@@ -77,7 +79,7 @@ def find_damage(
             padded = pc.binary_join_element_wise(
                 pa.scalar(zeros, pa.large_string()), numbers, pa.scalar("", pa.large_string())
             )
-            ok = fullmatch_mask(pd.Series(padded, dtype="str"), spec.regex)
+            ok = match_mask(pd.Series(padded, dtype="str"), spec.regex, semantics)
             good = padded.filter(pa.array(ok)).to_pylist()
             fixed.update(zip(at[ok].tolist(), good, strict=True))
             at, numbers = at[~ok], numbers.filter(pa.array(~ok))

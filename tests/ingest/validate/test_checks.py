@@ -223,7 +223,7 @@ def test_pipelined_validation_gives_the_same_results_and_stops_cleanly(tmp_path:
             closed.append(True)
 
     def results(pipelined: bool) -> list[tuple[object, ...]]:
-        validator = Validator(SCHEMA, mapping)
+        validator = Validator(SCHEMA, mapping, semantics="whole")
         pairs = (
             validator.validate_all(chunks())
             if pipelined
@@ -242,7 +242,7 @@ def test_pipelined_validation_gives_the_same_results_and_stops_cleanly(tmp_path:
 
     closed.clear()
     before = threading.active_count()
-    gen = Validator(SCHEMA, mapping).validate_all(chunks())
+    gen = Validator(SCHEMA, mapping, semantics="whole").validate_all(chunks())
     next(gen)
     gen.close()  # a stop after the first chunk: the helper ends and the source is closed
     assert closed == [True]
