@@ -1,7 +1,8 @@
 """Injectable clocks (docs/architecture.md, "Practices"): logic never calls ``time`` directly.
 
 ``SystemClock`` is the real one; ``FakeClock`` makes retries, rate limits and schedules testable
-without real sleeping: ``sleep`` advances the fake time instantly.
+without real sleeping: ``sleep`` advances the fake time instantly. :func:`shown_time` is how a
+time is shown to people: in the tenant's zone, with its offset.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 
 class Clock(Protocol):
@@ -78,3 +80,20 @@ class FakeClock:
             delta = (when - self._now).total_seconds()
             self._now = when
             self._mono += max(delta, 0.0)
+
+
+def shown_time(when: datetime | str, timezone: str | None = None) -> str:
+    """A time as people read it, in the tenant's zone with its offset: ``2026-03-31 14:05
+    (UTC+02:00)``. ``when``: aware, or ISO 8601 text (returned as given when it is not)."""
+    if isinstance(when, str):
+        text = when
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            return text or "?"
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if timezone:
+        when = when.astimezone(ZoneInfo(timezone))
+    offset = when.strftime("%z") or "+0000"
+    return f"{when:%Y-%m-%d %H:%M} (UTC{offset[:3]}:{offset[3:]})"

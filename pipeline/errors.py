@@ -22,6 +22,7 @@ Messages are for people: what happened, where, and what to do.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -255,3 +256,108 @@ class Uncertain(ApiError):
     """The request may have been processed (read timeout, reset after send, 5xx, bad 2xx)."""
 
     action: ClassVar[Action] = Action.RETRY_LATER
+
+
+# --------------------------------------------------------------------------- words for people
+
+#: Low-level failures (Python, urllib3, requests class names) in the words a person reads.
+_LOW_LEVEL: tuple[tuple[str, str], ...] = (
+    ("ConnectionRefusedError", "connection refused"),
+    ("NameResolutionError", "the API's address cannot be found"),
+    ("gaierror", "the API's address cannot be found"),
+    ("ConnectTimeoutError", "timed out"),
+    ("ReadTimeoutError", "timed out"),
+    ("ConnectTimeout", "timed out"),
+    ("ReadTimeout", "timed out"),
+    ("TimeoutError", "timed out"),
+    ("timeout", "timed out"),
+    ("ConnectionResetError", "connection reset"),
+    ("ConnectionAbortedError", "connection broken"),
+    ("BrokenPipeError", "connection broken"),
+    ("RemoteDisconnected", "the API closed the connection"),
+    ("SSLCertVerificationError", "the API's certificate could not be checked"),
+    ("SSLError", "the API's certificate could not be checked"),
+    ("NewConnectionError", "no connection"),
+    ("MaxRetryError", "no connection"),
+    ("ProtocolError", "connection broken"),
+    ("ChunkedEncodingError", "connection broken"),
+    ("ConnectionError", "no connection"),
+    ("OSError", "no connection"),
+)
+_WORDS = dict(_LOW_LEVEL)
+#: ``(SomeError: [Errno 111] Connection refused)``, ``(ConnectTimeoutError)`` ...
+_CLASS_TEXT = re.compile(
+    r"\b(?P<name>[A-Za-z_.]*(?:Error|Exception|Timeout|Disconnected|gaierror|timeout)\b"
+    r"|(?:[A-Z][a-z0-9]+){2,}(?=:\s))"
+    r"(?::\s*(?:\[Errno\s*-?\d+\]\s*)?(?P<text>[^)\]'\"]*))?"
+)
+_ERRNO = re.compile(r"\[Errno\s*-?\d+\]\s*")
+#: the ``[GET https://... -> 503]`` an :class:`ApiError` message ends with
+_WHERE = re.compile(r"\s*\[(?:GET|POST|PUT|PATCH|DELETE|HEAD)\s+\S*(?:\s*->\s*(?P<code>\d{3}))?\]")
+
+
+def plain_words(text: str) -> str:
+    """``text`` without exception class names, errno numbers or request lines.
+
+    ``could not connect to the API (ConnectionRefusedError: [Errno 111] Connection refused)
+    [GET http://h/api/x]`` -> ``could not connect to the API (connection refused)``; a
+    request line with a status becomes ``(the API answered 503)``. The one place such text is
+    turned into words for the status page, receipts and the CLI (docs/architecture.md).
+    """
+
+    def word(m: re.Match[str]) -> str:
+        name = m.group("name").rsplit(".", 1)[-1]
+        if name in _WORDS:
+            return _WORDS[name]
+        rest = (m.group("text") or "").strip()
+        return rest.lower() if rest else "an internal error"
+
+    def where(m: re.Match[str]) -> str:
+        code = m.group("code")
+        return f" (the API answered {code})" if code and code not in text[: m.start()] else ""
+
+    out = _WHERE.sub(where, text)
+    out = _CLASS_TEXT.sub(word, out)
+    return _ERRNO.sub("", out).strip()
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it (``__cause__``, ``__context__``, a ``reason`` attribute)."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(seen) < 20:
+        cur = todo.pop(0)
+        if any(cur is s for s in seen):
+            continue
+        seen.append(cur)
+        reason = getattr(cur, "reason", None)
+        nested = [a for a in cur.args if isinstance(a, BaseException)]
+        todo += [e for e in (reason, *nested, cur.__cause__, cur.__context__) if e is not None]
+        todo = [e for e in todo if isinstance(e, BaseException)]
+    return seen
+
+
+def plain_reason(exc: BaseException) -> str:
+    """Why a call to the API failed, for people: never a class name or an errno.
+
+    e.g. ``the API is not answering (connection refused)``, ``the API is not answering (timed
+    out)``, ``the API answered 503``, ``the API refused the user name or password (401)``.
+    """
+    status = exc.status if isinstance(exc, ApiError) else None
+    if status == 401:
+        return "the API refused the user name or password (401)"
+    if status == 403:
+        return "the API refused: the account lacks a right (403)"
+    if status == 429:
+        return "the API asked leadpipe to slow down (429)"
+    if status is not None:
+        return f"the API answered {status}"
+    names = [type(e).__name__ for e in _causes(exc)]
+    for name, words in _LOW_LEVEL:
+        if name in names:
+            if "certificate" in words or "address" in words:
+                return f"the API cannot be reached ({words})"
+            return f"the API is not answering ({words})"
+    if isinstance(exc, LeadpipeError):
+        return plain_words(str(exc))
+    return "the API is not answering"

@@ -16,6 +16,8 @@ stopped        the upload stopped for a reason a person must fix   ``processed/`
 interrupted    leadpipe was asked to stop mid-way                  stays claimed, resumed
 changed        still being written while it was read               back to the inbox
 failed         could not be read or processed at all               ``failed/`` + error text
+cancelled      a person cancelled it: rows sent stay sent, the     ``processed/`` (+ not-sent
+               rest are in a "not sent" file (docs/dropfolder.md)  file in ``rejected/``)
 =============  ==================================================  ==========================
 
 ``processed`` does not mean every row reached HeroBase: rejected, refused, duplicate and
@@ -38,6 +40,7 @@ class FileOutcome(StrEnum):
     INTERRUPTED = "interrupted"
     CHANGED = "changed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def sentence(self) -> str:
@@ -72,6 +75,7 @@ _SENTENCES = {
     FileOutcome.INTERRUPTED: "interrupted (taken up again at the next run)",
     FileOutcome.CHANGED: "still being written: taken again when it stops changing",
     FileOutcome.FAILED: "failed",
+    FileOutcome.CANCELLED: "cancelled (rows not sent are in the not-sent file)",
 }
 _FINAL = frozenset(
     {
@@ -80,5 +84,6 @@ _FINAL = frozenset(
         FileOutcome.ALREADY,
         FileOutcome.STOPPED,
         FileOutcome.FAILED,
+        FileOutcome.CANCELLED,
     }
 )

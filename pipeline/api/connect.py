@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ import requests
 from pipeline.api.client import HeroBaseClient
 from pipeline.api.quota import DailyPolicy
 from pipeline.api.ratelimit import limiter_for
+from pipeline.api.retry import RetryPolicy
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 
@@ -33,6 +35,7 @@ def open_client(
     sandbox_db: Path | None = None,
     session: requests.Session | None = None,
     simulate_every: float | None = None,
+    stop: threading.Event | None = None,
 ) -> Iterator[HeroBaseClient]:
     """Yield a client for ``settings``; an embedded sandbox is started and stopped around it.
 
@@ -42,8 +45,11 @@ def open_client(
     A real tenant's rate limiter records its requests in ``settings.paths.state``, so a restart
     starts with the budget the previous process used (the embedded sandbox's budget ends with
     the process: nothing to record), and so does its daily budget (``[api] requests_per_day``,
-    ``daily_reserve``, ``daily_reset``).
+    ``daily_reserve``, ``daily_reset``). Once ``stop`` is set (a stopping service), the client
+    starts no request and no retry (docs/architecture.md, "Lanes"); the embedded sandbox is
+    stopped only after the client's user has returned, so no request of ours outlives it.
     """
+    retry = RetryPolicy.from_settings(settings.api, stop=stop)
     if not settings.api.embedded:
         # the account's limiter keeps its recent request times in the state folder, so a
         # restarted process does not spend again the budget the previous one used
@@ -58,7 +64,12 @@ def open_client(
             daily=DailyPolicy.from_settings(settings),  # docs/herobase-api.md, "The daily quota"
         )
         client = HeroBaseClient(
-            api, session=session, clock=clock, limiter=limiter, timezone=settings.timezone
+            api,
+            session=session,
+            clock=clock,
+            limiter=limiter,
+            retry=retry,
+            timezone=settings.timezone,
         )
         try:
             yield client
@@ -80,7 +91,9 @@ def open_client(
     try:
         api = replace(settings.api, url=sandbox.url, user=DEMO_USER, password=DEMO_PASSWORD)
         log.info("no API URL configured: using the embedded sandbox at %s", sandbox.url)
-        client = HeroBaseClient(api, session=session, clock=clock, timezone=settings.timezone)
+        client = HeroBaseClient(
+            api, session=session, clock=clock, retry=retry, timezone=settings.timezone
+        )
         try:
             yield client
         finally:

@@ -14,6 +14,13 @@ ceiling (a token bucket would allow a burst of twice its rate across a window bo
   the previous ones already used instead of an empty window; a missing, unreadable or corrupt
   file starts it at a conservative pace instead (see :meth:`RateLimiter.use_state`) until the
   first answer with ``X-Rate-Limit-Remaining``/``-Reset`` gives the server's own count;
+- permits go out in turns (docs/architecture.md, "Lanes"): requests that wait are queued per
+  *lane* (a campaign's uploads) and served round-robin, one lane after the other, so a
+  campaign with one row never waits behind thousands queued by another; *priority* requests
+  (reads a preview, a schema fetch or a lookup needs) are served before any waiting lane,
+  all within the same minute window and daily budget;
+- a request given a ``cancel`` event stops waiting when it is set (raising :class:`Stopping`,
+  nothing sent), so a stopping service starts no new request;
 - beside the minute window, the account's daily budget (:class:`~pipeline.api.quota.DailyBudget`,
   when :func:`limiter_for` is given a ``daily`` policy): ``acquire()`` raises
   :class:`~pipeline.api.quota.QuotaExhausted` instead of letting a request over it go.
@@ -42,11 +49,33 @@ except ImportError:  # pragma: no cover - not POSIX: no grant file, the limiter 
 
 from pipeline.api.quota import DailyBudget, DailyPolicy, QuotaStatus, day_log_path
 from pipeline.clock import Clock, SystemClock
+from pipeline.errors import Unavailable
 from pipeline.files import PRIVATE_FILE_MODE, open_private, private_dir
 
 log = logging.getLogger(__name__)
 
 WINDOW = 60.0
+#: While lanes wait, at most this many priority requests in a row go before one lane's turn
+#: (priority reads cannot starve the uploads, e.g. during a long export).
+PRIORITY_BURST = 8
+#: The lane of requests that name none.
+DEFAULT_LANE = ""
+#: A waiter that is not next re-checks its cancel event at least this often (real seconds).
+_POLL = 0.25
+
+
+class Stopping(Unavailable):
+    """The process is stopping: the request was not sent (and is not retried)."""
+
+
+class _Ticket:
+    """One waiting request: its lane, whether it is a priority one."""
+
+    __slots__ = ("lane", "priority")
+
+    def __init__(self, lane: str, priority: bool) -> None:
+        self.lane = lane
+        self.priority = priority
 
 
 class RateLimiter:
@@ -64,6 +93,10 @@ class RateLimiter:
             raise ValueError("the rate ceiling must be at least 1 request per minute")
         self.clock: Clock = clock or SystemClock()
         self._lock = threading.Lock()
+        self._turn = threading.Condition(self._lock)  # a waiter left the queue: whose turn?
+        self._priority: deque[_Ticket] = deque()
+        self._lanes: dict[str, deque[_Ticket]] = {}  # lanes with waiters, in round-robin order
+        self._priority_run = 0  # priority grants in a row while lanes waited
         self.ceiling = ceiling
         self.target = ceiling
         self.limit = ceiling
@@ -75,6 +108,8 @@ class RateLimiter:
         self._last_change = self.clock.monotonic()
         self._init_state = "pending"  # pending -> running -> done
         self.history: list[float] | None = [] if keep_history else None
+        #: with ``keep_history``: the lane of each grant ("!" + lane for a priority one)
+        self.lane_history: list[str] | None = [] if keep_history else None
         self._store: GrantLog | None = None
         self._state_path: Path | None = None
         # conservative start (no trustworthy record of the last minute): as if the minute
@@ -196,34 +231,113 @@ class RateLimiter:
 
     # -- the hot path -----------------------------------------------------------------------
 
-    def acquire(self) -> float:
-        """Wait until a request may be sent; returns the seconds waited.
+    def acquire(
+        self,
+        lane: str = DEFAULT_LANE,
+        *,
+        priority: bool = False,
+        cancel: threading.Event | None = None,
+    ) -> float:
+        """Wait until a request may be sent and it is this request's turn; returns the wait.
 
-        Raises :class:`~pipeline.api.quota.QuotaExhausted` (at once, nothing sent) when the
-        day's budget is spent.
+        Waiting requests are served in turns: ``priority`` ones first (at most
+        :data:`PRIORITY_BURST` in a row while lanes wait), then one per ``lane``, round-robin,
+        first come first served within a lane. Raises
+        :class:`~pipeline.api.quota.QuotaExhausted` (at once, nothing sent) when the day's
+        budget is spent, and :class:`Stopping` (nothing sent) once ``cancel`` is set.
         """
+        if cancel is not None and cancel.is_set():
+            raise Stopping("leadpipe is stopping: request not sent")
         if self.daily is not None:
             self.daily.take()
+        ticket = _Ticket(lane, priority)
         waited = 0.0
-        while True:
-            with self._lock:
-                now = self.clock.monotonic()
-                wait = self._wait_needed(now)
-                if wait <= 0:
-                    self._grants.append(now)
-                    if self._server_remaining is not None:
-                        self._server_remaining -= 1
-                    if self._cautious_since is not None:
-                        self._cautious_count += 1
-                    if self.history is not None:
-                        self.history.append(now)
-                    store = self._store
-                    break
-            self.clock.sleep(wait)
-            waited += wait
+        granted = False
+        with self._lock:
+            if priority:
+                self._priority.append(ticket)
+            else:
+                self._lanes.setdefault(lane, deque()).append(ticket)
+        try:
+            while True:
+                with self._lock:
+                    if cancel is not None and cancel.is_set():
+                        raise Stopping("leadpipe is stopping: request not sent")
+                    now = self.clock.monotonic()
+                    mine = self._next() is ticket
+                    # everyone sleeps until the window has room; only the next one takes it
+                    wait = self._wait_needed(now)
+                    if mine and wait <= 0:
+                        self._grant(ticket, now)
+                        granted = True
+                        store = self._store
+                        break
+                    if not mine and wait <= 0:
+                        # another request is next: it wakes us when it leaves the queue
+                        self._turn.wait(_POLL if cancel is not None else 1.0)
+                        continue
+                self._sleep(wait, cancel)
+                waited += wait
+        finally:
+            if not granted:
+                with self._lock:
+                    self._leave(ticket)
         if store is not None:
             store.append(self.clock.now().timestamp())
         return waited
+
+    def waiting(self) -> int:
+        """How many requests wait for a permit now."""
+        with self._lock:
+            return len(self._priority) + sum(len(q) for q in self._lanes.values())
+
+    def _sleep(self, seconds: float, cancel: threading.Event | None) -> None:
+        if cancel is not None and isinstance(self.clock, SystemClock):
+            cancel.wait(seconds)  # a stop ends the wait at once
+        else:
+            self.clock.sleep(seconds)
+
+    def _next(self) -> _Ticket | None:
+        """The waiting request whose turn it is (lock held)."""
+        if self._priority and (self._priority_run < PRIORITY_BURST or not self._lanes):
+            return self._priority[0]
+        for queue in self._lanes.values():
+            return queue[0]
+        return self._priority[0] if self._priority else None
+
+    def _grant(self, ticket: _Ticket, now: float) -> None:
+        """Give ``ticket`` the permit (lock held): record it, pass the turn on."""
+        self._grants.append(now)
+        if self._server_remaining is not None:
+            self._server_remaining -= 1
+        if self._cautious_since is not None:
+            self._cautious_count += 1
+        if self.history is not None:
+            self.history.append(now)
+        if self.lane_history is not None:
+            self.lane_history.append(("!" if ticket.priority else "") + ticket.lane)
+        if ticket.priority:
+            self._priority_run = self._priority_run + 1 if self._lanes else 0
+        else:
+            self._priority_run = 0
+        self._leave(ticket, rotate=True)
+
+    def _leave(self, ticket: _Ticket, *, rotate: bool = False) -> None:
+        """Take ``ticket`` out of the queue (lock held); after a grant its lane goes last."""
+        if ticket.priority:
+            with contextlib.suppress(ValueError):
+                self._priority.remove(ticket)
+        else:
+            queue = self._lanes.get(ticket.lane)
+            if queue is not None:
+                with contextlib.suppress(ValueError):
+                    queue.remove(ticket)
+                if not queue:
+                    del self._lanes[ticket.lane]
+                elif rotate:  # served: the lane's next request waits for the other lanes
+                    del self._lanes[ticket.lane]
+                    self._lanes[ticket.lane] = queue
+        self._turn.notify_all()
 
     def _wait_needed(self, now: float) -> float:
         grants = self._grants

@@ -2,13 +2,17 @@
 
 :class:`Requester` sends every request of :class:`~pipeline.api.client.HeroBaseClient`:
 
-1. waits for the account's shared rate limiter (started once from the account's limits);
+1. waits for the account's shared rate limiter (started once from the account's limits) in
+   its lane (docs/architecture.md, "Lanes"): ``POST /leads`` in its campaign's lane, every
+   other request (a preview's or a schema's reads, lookups) as a priority request;
 2. sends with the contract's headers, pre-emptive Basic auth, timeouts, TLS settings and
    no redirects;
 3. maps the answer or the exception to :mod:`pipeline.errors` (naming the missing right of a
    403 from the account's rights);
 4. retries what the policy allows: GETs on ``Unavailable`` and ``Uncertain``, other methods
-   only on ``Unavailable`` (certainly not processed), waiting on the injected clock.
+   only on ``Unavailable`` (certainly not processed), waiting on the injected clock;
+5. once the retry policy's ``stop`` is set, starts no request and no retry: it raises
+   :class:`~pipeline.api.ratelimit.Stopping` (certainly not sent) instead.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from urllib.parse import quote
 import requests
 
 from pipeline.api.models import Account, Counts, Limits
-from pipeline.api.ratelimit import RateLimiter
+from pipeline.api.ratelimit import RateLimiter, Stopping
 from pipeline.api.retry import RetryPolicy
 from pipeline.api.transport import (
     BasicAuth,
@@ -152,6 +156,8 @@ class Requester:
                 if isinstance(exc.__cause__, requests.exceptions.SSLError):
                     raise  # a certificate problem does not go away by retrying
                 ra = exc.retry_after if isinstance(exc, Unavailable) else None
+                if self.retry.stopping:
+                    raise Stopping(f"leadpipe is stopping: {method} not retried") from exc
                 wait = self.retry.delay(done, self.clock.monotonic() - start, ra)
                 if wait is None:
                     raise
@@ -163,7 +169,8 @@ class Requester:
                     done + 1,
                     wait,
                 )
-                self.clock.sleep(wait)
+                if not self.retry.pause(self.clock, wait):
+                    raise Stopping(f"leadpipe is stopping: {method} not retried") from exc
                 done += 1
 
     def _attempt(
@@ -182,7 +189,10 @@ class Requester:
             self._initialise_limiter()
         if key not in ("limits", "counts"):
             self._refresh_daily_count()
-        self.limiter.acquire()
+        upload = method == "POST" and key == "leads"
+        self.limiter.acquire(
+            campaign or "" if upload else "", priority=not upload, cancel=self.retry.stop
+        )
         data = None
         headers = request_headers(accept)
         if json_body is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipeline.cli import (
     api_cmd,  # noqa: F401  (registers commands)
+    cancel_cmd,  # noqa: F401
     config_cmd,  # noqa: F401  (registers commands)
     export_cmd,  # noqa: F401
     ingest_cmd,  # noqa: F401

@@ -1,7 +1,15 @@
-"""The typer application and the helpers every command shares. No logic lives here."""
+"""The typer application and the helpers every command shares. No logic lives here.
+
+Which config file a command reads (:func:`settings`): ``--config``, else ``$LEADPIPE_CONFIG``,
+else ``config/leadpipe.toml`` in the current folder (the repository's own, so ``make run``
+works). Finding none is an error naming where it looked (exit 3), unless the built-in demo is
+asked for explicitly (``--demo`` or ``LEADPIPE_DEMO=1``): a service started from the wrong folder
+must not quietly make inbox and state folders there (README, "Running as a service").
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +20,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from pipeline import __version__
-from pipeline.config import Settings, load_settings
-from pipeline.errors import LeadpipeError, exit_code
+from pipeline.config import CONFIG_ENV, DEFAULT_CONFIG, Settings, find_config, load_settings
+from pipeline.errors import ConfigError, LeadpipeError, exit_code
 
 app = typer.Typer(
     name="leadpipe",
@@ -60,16 +68,49 @@ def main_options(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="Without a config file, run the built-in demo (folders in the current "
+            "folder; also LEADPIPE_DEMO=1).",
+        ),
+    ] = False,
 ) -> None:
     """leadpipe: intake of lead spreadsheets into HeroBase, and scheduled exports."""
-    ctx.obj = {"config": config}
+    ctx.obj = {"config": config, "demo": demo}
+
+
+#: ``LEADPIPE_DEMO`` values that ask for the built-in demo
+DEMO_ENV = "LEADPIPE_DEMO"
+_YES = ("1", "true", "yes", "on")
+
+
+def no_config_found() -> ConfigError:
+    """The error when no config file is found: where leadpipe looked, and what to do."""
+    here = Path.cwd() / DEFAULT_CONFIG
+    return ConfigError(
+        "no configuration file found. leadpipe looked for: --config (not given); "
+        f"${CONFIG_ENV} (not set); {here} (not there). Pass --config "
+        f"/etc/leadpipe/leadpipe.toml, set {CONFIG_ENV}, or run from the folder that holds "
+        f"config/leadpipe.toml. To try the built-in demo without a config, add --demo (or set "
+        f"{DEMO_ENV}=1)."
+    )
+
+
+def load_for_cli(config: Path | None, *, demo: bool) -> Settings:
+    """The settings a command uses; no config file and no explicit demo is an error."""
+    demo = demo or os.environ.get(DEMO_ENV, "").strip().lower() in _YES
+    if find_config(config, os.environ) is None and not demo:
+        raise no_config_found()
+    return load_settings(config)
 
 
 def settings(ctx: typer.Context) -> Settings:
     """Load the settings once per invocation (errors become one clear message)."""
     obj = ctx.find_root().obj or {}
     if "settings" not in obj:
-        obj["settings"] = run(lambda: load_settings(obj.get("config")))
+        obj["settings"] = run(lambda: load_for_cli(obj.get("config"), demo=bool(obj.get("demo"))))
         ctx.find_root().obj = obj
     result: Settings = obj["settings"]
     return result

@@ -32,8 +32,11 @@ def show_config(
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
         return
-    console.print(f"configuration read from [bold]{escape(s.source)}[/]: OK")
+    if s.source == "defaults":  # only with --demo / LEADPIPE_DEMO=1 (pipeline/cli/app.py)
+        console.print("no config file: the built-in demo's defaults (--demo): OK")
+    else:
+        console.print(f"configuration read from [bold]{escape(s.source)}[/]: OK")
     mode = "embedded sandbox (no API URL set)" if s.api.embedded else safe_url(s.api.url)
-    console.print(f"API: {mode}")
+    console.print(f"API: {escape(mode)}", highlight=False)
     for name in ("inbox", "outbox", "state", "schemas"):
-        console.print(f"{name:8} {getattr(s.paths, name)}")
+        console.print(escape(f"{name:8} {getattr(s.paths, name)}"), highlight=False)

@@ -21,11 +21,13 @@ def _say_ready(info: ServiceInfo) -> None:
     if info.embedded:
         console.print(
             "No API URL configured: running against the built-in demo sandbox "
-            f"({info.api_url}). Nothing reaches a real dialer."
+            f"({escape(info.api_url)}). Nothing reaches a real dialer."
         )
-    console.print(f"Drop CSV or XLSX files into a campaign folder under [bold]{info.inbox}[/]:")
+    console.print(
+        f"Drop CSV or XLSX files into a campaign folder under [bold]{escape(str(info.inbox))}[/]:"
+    )
     for folder in info.campaign_folders:
-        console.print(f"  {folder}/", highlight=False)
+        console.print(f"  {escape(str(folder))}/", highlight=False)
     console.print(
         "Results appear beside each file: processed/ (original + receipt), rejected/ (rows to "
         "fix), failed/ (files that could not be read). Drop into <campaign>/preview/ to check a "
@@ -34,10 +36,11 @@ def _say_ready(info: ServiceInfo) -> None:
     )
     if info.exports:
         console.print(
-            f"Exports ({', '.join(info.exports)}) are written to {info.outbox}/.", highlight=False
+            escape(f"Exports ({', '.join(info.exports)}) are written to {info.outbox}/."),
+            highlight=False,
         )
     if info.status_url:
-        console.print(f"Status page: {info.status_url}", highlight=False)
+        console.print(f"Status page: {escape(info.status_url)}", highlight=False)
     if info.polling:
         console.print("Polling mode: the inbox is swept on a timer (no file-system events).")
     console.print("Stop with Ctrl+C.", highlight=False)
@@ -65,10 +68,18 @@ def run_cmd(
     result = run(lambda: run_service(s, once=once, stop=stop, on_ready=_say_ready))
     if once or stop.is_set():
         console.print(f"{result.processed} file(s) processed, {result.failed} failed.")
+    if result.credentials_refused:  # a setting to fix, not "run again" (exit 3, as `leadpipe`)
+        console.print(
+            "[bold red]The API refused the user name or password (401).[/] Fix the credentials "
+            "(LEADPIPE_API_USER and LEADPIPE_API_PASSWORD, e.g. in the service's credentials "
+            f"file), then start leadpipe again. {result.waiting} file(s) wait in the inbox.",
+            highlight=False,
+        )
+        raise typer.Exit(3)
     if result.waiting:
         console.print(
             f"[bold red]{result.waiting} file(s) wait in the inbox: waiting for the API[/] "
-            f"({result.waiting_reason}). Run again when it answers.",
+            f"({escape(result.waiting_reason)}). Run again when it answers.",
             highlight=False,
         )
         raise typer.Exit(5)
@@ -130,11 +141,17 @@ def status_cmd(
             highlight=False,
             markup=False,
         )
+        if c.progress is not None:
+            console.print(
+                f"    {c.progress.name}: {c.progress.sentence()}", highlight=False, markup=False
+            )
         for item in c.waiting:
             if item.eta:
                 rows = f"~{item.rows_estimate} rows, " if item.rows_estimate is not None else ""
+                starts = f"starts about {short_time(item.starts)}, " if item.starts else ""
                 console.print(
-                    f"    {item.name}: waiting ({rows}done by about {short_time(item.eta)})",
+                    f"    {item.name}: waiting ({rows}{starts}done by about "
+                    f"{short_time(item.eta)})",
                     highlight=False,
                     markup=False,
                 )

@@ -3,7 +3,9 @@
 Opened by an unavailable API (or repeated uncertain outcomes), it lets one probe (or one file)
 through after a cooldown that doubles up to a ceiling; a success closes it. A spent daily
 request budget pauses it until a known time instead (:meth:`Breaker.pause_until`: the day's
-reset, docs/dropfolder.md). Pure logic over an injected clock.
+reset, docs/dropfolder.md). Pure logic over an injected clock. Its :attr:`Breaker.reason` is
+shown to people as it is: it is kept in plain words (:func:`pipeline.errors.plain_words`), never
+an exception's class name or errno.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pipeline.clock import Clock
+from pipeline.errors import plain_words
 
 
 class Breaker:
@@ -37,7 +40,7 @@ class Breaker:
         if not self.open:
             self.opened_at = self.clock.now()
         self.open = True
-        self.reason = reason
+        self.reason = plain_words(reason)
         self.until = when
         self._cooldown = self.first  # a probe failing after the pause starts short again
         wait = max(0.0, (when - self.clock.now()).total_seconds())
@@ -53,7 +56,7 @@ class Breaker:
             self.opened_at = self.clock.now()
             self._cooldown = self.longest if longest else self.first
         self.open = True
-        self.reason = reason
+        self.reason = plain_words(reason)
         self.until = None
         self._retry_at = self.clock.monotonic() + self._cooldown
 

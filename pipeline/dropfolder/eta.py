@@ -1,4 +1,5 @@
-"""When the files waiting in the inbox are likely done, at the day's request budget.
+"""When the files waiting in the inbox are likely taken and done: the measured rate, the day's
+request budget, and the queue order.
 
 leadpipe spends one request per lead, and the account's daily budget
 (:class:`~pipeline.api.quota.QuotaStatus`) may not cover every waiting file today: a file then
@@ -8,6 +9,11 @@ size** (no file is opened: the status is taken often, and the inbox may be a slo
 :data:`BYTES_PER_ROW` for its kind [ours]. The estimate counts the waiting files in the order
 shown (campaign by campaign, each queue oldest first) and ignores the rest of a file being
 processed.
+
+:func:`queue_times` adds the queue: a waiting file starts when the files ahead of it in its
+campaign are done (the rest of the file in progress first), at the rate measured on the
+campaign's files (rows per second over the last minute), or at the minute limit before any was
+measured.
 """
 
 from __future__ import annotations
@@ -66,4 +72,34 @@ def finish_times(
             continue
         total += n
         out.append(finish_time(total, quota, now))
+    return out
+
+
+def pace_of(rate: float | None, per_minute: int | None) -> float:
+    """Rows per second: the measured ``rate``, else the minute limit's pace."""
+    return rate if rate and rate > 0 else (per_minute or DEFAULT_PER_MINUTE) / 60.0
+
+
+def queue_times(
+    rows: Sequence[int | None],
+    rate: float | None,
+    per_minute: int | None,
+    start: datetime,
+) -> list[tuple[datetime | None, datetime | None]]:
+    """(likely start, likely finish) of each file of one campaign's queue, in order.
+
+    ``rate``: rows per second measured on the campaign (None: the minute limit's pace). A file
+    whose rows are not known (a preview, no size) is assumed to take no time [ours]; one after
+    a file of unknown length has no start either.
+    """
+    pace = pace_of(rate, per_minute)
+    out: list[tuple[datetime | None, datetime | None]] = []
+    at: datetime | None = start
+    for n in rows:
+        if at is None:
+            out.append((None, None))
+            continue
+        finish = at + timedelta(seconds=(n or 0) / pace)
+        out.append((at, finish if n is not None else None))
+        at = finish
     return out

@@ -36,7 +36,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -44,14 +44,16 @@ from pipeline.api.quota import QuotaExhausted, QuotaStatus
 from pipeline.clock import Clock, SystemClock
 from pipeline.dropfolder.breaker import Breaker
 from pipeline.dropfolder.campaigns import CampaignDirectory
+from pipeline.dropfolder.cancel import CancelRequest, find_requests
 from pipeline.dropfolder.claims import Claims, NotClaimed
-from pipeline.dropfolder.eta import estimate_rows, finish_times
+from pipeline.dropfolder.eta import estimate_rows, finish_times, pace_of, queue_times
 from pipeline.dropfolder.jobs import Finished, Job, Outcome, Processor
 from pipeline.dropfolder.layout import DropFolder, safe_name, unknown_folder_text
+from pipeline.dropfolder.progress import FileRun, ProgressBoard
 from pipeline.dropfolder.queues import Queued, Queues, ResumedClaim
 from pipeline.dropfolder.scan import InboxListing, SeenFile, Settling
 from pipeline.dropfolder.status import CampaignStatus, FileInFolder, IntakeStatus, RecentFile
-from pipeline.errors import LeadpipeError, Unavailable, Uncertain
+from pipeline.errors import LeadpipeError, Unavailable, Uncertain, plain_reason
 from pipeline.files import readable
 from pipeline.outcome import FileOutcome
 
@@ -108,6 +110,11 @@ class Intake:
         self.stray: tuple[str, ...] = ()  #: files dropped at the top of the inbox
         self._taking = True
         self._probing = False
+        #: how far each file in progress is (docs/dropfolder.md, "Progress, rate and finish")
+        self.board = ProgressBoard()
+        self._running: dict[str, Job] = {}  #: campaign -> the job a worker processes
+        #: cancel requests acted on, by the claim folder of their job: removed when it ends
+        self._cancels: dict[Path, CancelRequest] = {}
         self._cond = threading.Condition()  # guards all of the above and the parts' state
 
     @property
@@ -152,6 +159,7 @@ class Intake:
                 self.queues.remove(gone)
             self._promote()
         self._recover()
+        self._apply_cancels(sorted(listing.folders))
 
     def check_settling(self) -> None:
         """Re-check only the files still settling (cheap; called at their deadlines)."""
@@ -293,14 +301,18 @@ class Intake:
             job = item.job if isinstance(item, ResumedClaim) else self._claim(item)
             if job is None:
                 return None
+            job = self._with_progress(campaign, job)
             with self._cond:
                 self.queues.working_on(campaign, job)
+                self._running[campaign] = job
             return self._process(job)
         except Exception as exc:  # one file's trouble never ends a worker
             log.exception("unexpected error while handling a file of %s", campaign)
             return self._fail_unexpected(item, job, exc)
         finally:
             with self._cond:
+                if job is not None and self._running.get(campaign) is job:
+                    del self._running[campaign]
                 self.queues.done(campaign, job)
                 self._probing = False
                 self._cond.notify_all()
@@ -331,6 +343,96 @@ class Intake:
             self.on_claimed(job, max(0.0, delay))
         return job
 
+    def _with_progress(self, campaign: str, job: Job) -> Job:
+        """``job`` with a progress record of its own run, tracked on the board."""
+        mono = self.clock.monotonic()
+        run = FileRun(
+            job.name,
+            f"{job.path.parent.name}@{mono:.3f}",
+            preview=job.preview,
+            started=self._local_now(),
+            mono=mono,
+        )
+        self.board.begin(campaign, run)
+        return replace(job, progress=run)
+
+    # ------------------------------------------------------------------ cancelling
+    def _apply_cancels(self, folders: list[str]) -> None:
+        """Act on the cancel requests (docs/dropfolder.md, "Cancelling a file").
+
+        The file in progress: its signal is set (the upload stops before its next row). A file
+        waiting (queued, or a claim to resume): taken out of its queue and ended now without
+        being read. A file still arriving: the request waits until it has settled. A request
+        naming no file of the folder is removed.
+        """
+        try:
+            requests = find_requests(self.layout, folders)
+        except Exception:  # a request must never break the sweep
+            log.exception("cannot read the cancel requests")
+            return
+        for req in requests:
+            try:
+                self._cancel(req)
+            except Exception:  # one request's trouble never ends the loop
+                log.exception("cannot act on a cancel request for %s", readable(req.name))
+
+    def _cancel(self, req: CancelRequest) -> None:
+        code = self.campaigns.code_for(req.folder) or req.folder
+        waiting: Queued | None = None
+        with self._cond:
+            job = self._running.get(code)
+            if job is not None and req.name in (job.name, job.dropped_as):
+                if not job.cancel.requested:
+                    log.warning("%s: %s is cancelled (%s)", code, readable(job.name), req.text)
+                    job.cancel.request(req.text)
+                    if job.progress is not None:
+                        job.progress.cancelling(req.text)
+                self._cancels[job.path.parent] = req
+                return
+            for item in self.queues.queued_in(code):
+                name = item.job.name if isinstance(item, ResumedClaim) else item.path.name
+                if name == req.name and not (isinstance(item, SeenFile) and item.preview):
+                    self.queues.take_out(code, item)
+                    if isinstance(item, SeenFile):
+                        self.settling.forget(item.path)
+                    waiting = item
+                    break
+            arriving = any(
+                e.campaign == code and e.path.name == req.name and not e.preview
+                for e in self.settling
+            )
+            busy = self.queues.busy().get(code) == req.name  # taken, not yet claimed
+        if waiting is not None:
+            self._cancel_waiting(code, waiting, req)
+        elif not arriving and not busy:
+            log.warning(
+                "cancel request for %s/%s: no such file is waiting or in progress; removed",
+                req.folder,
+                readable(req.name),
+            )
+            req.done()
+
+    def _cancel_waiting(self, campaign: str, item: Queued, req: CancelRequest) -> None:
+        """End a waiting file now as cancelled: the processor does not read it."""
+        if isinstance(item, ResumedClaim):
+            job: Job | None = item.job
+        else:
+            job = self._claim(item)  # into the work folder, as for any file
+        if job is None:
+            return  # changed or gone: looked at again (the request stays)
+        claim = job.path.parent
+        with self._cond:
+            self.queues.claiming(claim)
+        try:
+            job.cancel.request(req.text)
+            log.warning("%s: %s is cancelled before it was read (%s)", campaign, job.name, req.text)
+            self._cancels[claim] = req
+            self._process(job)
+        finally:
+            with self._cond:
+                self.queues.not_claiming(claim)
+                self._cond.notify_all()
+
     def _process(self, job: Job) -> Finished | None:
         started = self.clock.monotonic()
         try:
@@ -349,6 +451,9 @@ class Intake:
         return self._finish(job, outcome, self.clock.monotonic() - started)
 
     def _finish(self, job: Job, out: Outcome, seconds: float) -> Finished | None:
+        run = job.progress
+        if run is not None:
+            self.board.end(job.campaign, run, self.clock.monotonic())
         try:
             placed = self.claims.finish(job, out)
         except OSError as exc:
@@ -357,6 +462,9 @@ class Intake:
             return None
         if placed.final is None:
             return None  # interrupted: stays claimed; resumed at the next start
+        req = self._cancels.pop(job.path.parent, None)
+        if req is not None:
+            req.done()  # the file ended (cancelled, or done before the cancel took)
         with self._cond:
             if out.kind is FileOutcome.CHANGED and out.retry_after > 0:
                 # not again before then, unless it changes
@@ -387,6 +495,12 @@ class Intake:
             message=out.message,
             counts=dict(out.counts),
             seconds=seconds,
+            run=run.run if run is not None else "",
+            run_counts=(
+                dict(run.snapshot(self.clock.monotonic(), self._local_now()).counts)
+                if run is not None
+                else None
+            ),
         )
         self._record(done)
         return done
@@ -466,7 +580,7 @@ class Intake:
             return False
         except (Unavailable, Uncertain) as exc:  # any other answer means the API is back
             with self._cond:
-                self.breaker.trip(self.breaker.reason or str(exc))
+                self.breaker.trip(self.breaker.reason or plain_reason(exc))
             return False
         with self._cond:
             self.breaker.success()
@@ -492,12 +606,12 @@ class Intake:
 
     # ------------------------------------------------------------------ status
     def status(self) -> IntakeStatus:
-        """The drop folder now, taken in one go under the lock (the budget's ETAs after it)."""
+        """The drop folder now, taken in one go under the lock; the waiting files' likely start
+        and finish (at the measured rate and the day's budget) after it."""
         quota = self._read_quota()
         status = self._status()
-        if quota is None:
-            return status
-        return with_finish_times(status, quota, self._local_now())
+        rates = {c: r for c in status.campaigns if (r := self.board.last_rate(c))}
+        return with_finish_times(status, quota, self._local_now(), rates)
 
     def _read_quota(self) -> QuotaStatus | None:
         if self.quota is None:
@@ -546,6 +660,11 @@ class Intake:
                     settling=tuple(files.get(c, {}).get("settling", [])),
                     ignored=tuple(files.get(c, {}).get("ignored", [])),
                     in_progress=busy.get(c),
+                    progress=(
+                        run.snapshot(now, self._local_now())
+                        if c in busy and (run := self.board.get(c)) is not None
+                        else None
+                    ),
                 )
                 for c in names
             }
@@ -570,21 +689,52 @@ class Intake:
             )
 
 
-def with_finish_times(status: IntakeStatus, quota: QuotaStatus, now: datetime) -> IntakeStatus:
-    """``status`` with the budget, and each waiting file's row estimate and likely finish."""
+def with_finish_times(
+    status: IntakeStatus,
+    quota: QuotaStatus | None,
+    now: datetime,
+    rates: dict[str, float] | None = None,
+) -> IntakeStatus:
+    """``status`` with the budget, and each waiting file's row estimate, likely start and finish.
+
+    A waiting file starts when the files ahead of it in its campaign are done: the rest of the
+    file in progress at its measured rate, then each waiting file at the campaign's rate (the
+    one measured, else the minute limit). With a daily budget, no file finishes before the
+    budget allows (:func:`pipeline.dropfolder.eta.finish_times`). See docs/dropfolder.md.
+    """
     order = [
         (code, pos, f)
         for code, c in sorted(status.campaigns.items())
         for pos, f in enumerate(c.waiting)
     ]
     rows = [None if f.preview else estimate_rows(f.name, f.size) for _, _, f in order]
-    times = finish_times(rows, quota, now)
-    done = {
-        (code, pos): replace(
-            f, rows_estimate=n, eta=at.isoformat(timespec="minutes") if at is not None else ""
+    budget = finish_times(rows, quota, now) if quota is not None else [None] * len(rows)
+    per_minute = quota.per_minute if quota is not None else None
+    paced: dict[tuple[str, int], tuple[datetime | None, datetime | None]] = {}
+    for code, c in status.campaigns.items():
+        p = c.progress
+        rate = (p.rate if p is not None else None) or (rates or {}).get(code)
+        ahead = p.eta_seconds if p is not None and not p.preview else None
+        if p is not None and ahead is None and p.rows_left is not None and not p.preview:
+            ahead = p.rows_left / pace_of(rate, per_minute)
+        first = now + timedelta(seconds=ahead or 0.0)
+        mine = [rows[i] for i, (cc, _, _) in enumerate(order) if cc == code]
+        for pos, times in enumerate(queue_times(mine, rate, per_minute, first)):
+            paced[(code, pos)] = times
+    done: dict[tuple[str, int], FileInFolder] = {}
+    for i, (code, pos, f) in enumerate(order):
+        start, finish = paced.get((code, pos), (None, None))
+        capped: datetime | None = budget[i]
+        if finish is not None and capped is not None:
+            finish = max(finish, capped)
+        elif quota is not None and rows[i] is not None:
+            finish = capped  # the budget does not allow it (None) or sets the pace
+        done[(code, pos)] = replace(
+            f,
+            rows_estimate=rows[i],
+            eta=finish.isoformat(timespec="minutes") if finish is not None else "",
+            starts=start.isoformat(timespec="minutes") if start is not None else "",
         )
-        for (code, pos, f), n, at in zip(order, rows, times, strict=True)
-    }
     campaigns = {
         code: replace(c, waiting=tuple(done[(code, pos)] for pos in range(len(c.waiting))))
         for code, c in status.campaigns.items()

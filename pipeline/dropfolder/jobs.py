@@ -12,9 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from pipeline.dropfolder.cancel import CancelSignal
 from pipeline.dropfolder.identity import FileIdentity
 from pipeline.outcome import FileOutcome
+
+if TYPE_CHECKING:
+    from pipeline.dropfolder.progress import FileRun
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,10 @@ class Job:
     identity: FileIdentity | None = None
     #: the name as dropped, when it had to change (not UTF-8, too long; see :func:`safe_name`)
     dropped_as: str = ""
+    #: where the processor reports how far it is (None: nobody asks, e.g. a direct call)
+    progress: FileRun | None = field(default=None, compare=False)
+    #: set when a person asks to cancel the file (docs/dropfolder.md, "Cancelling a file")
+    cancel: CancelSignal = field(default_factory=CancelSignal, compare=False)
 
 
 @dataclass
@@ -79,6 +88,10 @@ class Finished:
     message: str
     counts: dict[str, int]
     seconds: float
+    run: str = ""  #: the run's id (its progress record's), "" when none was kept
+    #: this run's own rows by receipt count key (``counts`` may include an earlier run's):
+    #: ``/metrics`` counts these, less what it counted while the rows went
+    run_counts: dict[str, int] | None = None
 
     @classmethod
     def failed(

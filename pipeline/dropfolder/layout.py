@@ -32,6 +32,10 @@ RESULT_FOLDERS = frozenset({PROCESSED, REJECTED, FAILED})
 OUTPUT_SUFFIXES = (".receipt.txt", ".receipt.json", ".rejects.xlsx", ".rejects.csv", ".error.txt")
 _IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "icon\r"})
 _IGNORED_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".swp")
+#: ``<file>.cancel`` dropped beside a file asks the service to cancel it (docs/dropfolder.md)
+CANCEL_SUFFIX = ".cancel"
+#: Beside the reject files: the rows a cancelled file did not send (same format)
+NOT_SENT_INFIX = ".not-sent"
 #: Excel saves through an extension-less temp file with an 8-hex-digit name.
 _EXCEL_TEMP = re.compile(r"^[0-9A-F]{8}$")
 
@@ -70,6 +74,29 @@ class DropFolder:
     def tmp(self) -> Path:
         """Temporary files of atomic writes into the inbox (never a visible folder)."""
         return self.hidden / "tmp"
+
+    @property
+    def cancels(self) -> Path:
+        """``inbox/.leadpipe/cancel/<campaign folder>/<file>.cancel``: ``leadpipe cancel``'s
+        requests (the service polls them with the ``<file>.cancel`` files ops drop)."""
+        return self.hidden / "cancel"
+
+    @staticmethod
+    def cancel_target(name: str) -> str | None:
+        """The file a ``<file>.cancel`` request names (None: not a cancel request)."""
+        if not name.lower().endswith(CANCEL_SUFFIX) or len(name) <= len(CANCEL_SUFFIX):
+            return None
+        return name[: -len(CANCEL_SUFFIX)]
+
+    @staticmethod
+    def cancel_name(name: str) -> str:
+        """The request's name for a file: ``<file>.cancel``."""
+        return name + CANCEL_SUFFIX
+
+    @staticmethod
+    def not_sent_base(base: str) -> str:
+        """``<base>.not-sent``: a cancelled file's unsent rows, ``.xlsx`` and ``.csv``."""
+        return base + NOT_SENT_INFIX
 
     def claim_dir(self, folder_name: str, seq: str, digest: str, preview: bool) -> Path:
         """The work-folder place of one claim."""
@@ -207,6 +234,7 @@ def is_ignored(name: str) -> bool:
         name.startswith((".", "~$", "~"))
         or low in _IGNORED_NAMES
         or low.endswith(_IGNORED_SUFFIXES)
+        or low.endswith(CANCEL_SUFFIX)  # a cancel request, never input
         or bool(_EXCEL_TEMP.match(name))
     )
 

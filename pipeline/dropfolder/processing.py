@@ -14,15 +14,18 @@ import json
 import re
 import shutil
 import threading
+import time
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from pipeline.api import HeroBaseClient
 from pipeline.api.quota import QuotaExhausted
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
+from pipeline.dropfolder.eta import estimate_rows
 from pipeline.dropfolder.identity import open_for_writing
 from pipeline.dropfolder.jobs import Job, Outcome
 from pipeline.dropfolder.layout import DropFolder
@@ -38,13 +41,15 @@ from pipeline.files import WORK_DIR_NAME, free_name
 from pipeline.ingest.report.place import ReceiptWriter, ResultPlaces
 from pipeline.ingest.report.receipt import Receipt
 from pipeline.ingest.schema_cache import SchemaCache
-from pipeline.ledger import Ledger, mark_changed
+from pipeline.ledger import FileKey, Ledger, RowState, mark_changed
 from pipeline.outcome import FileOutcome
 from pipeline.service.health import Heartbeats
 
 if TYPE_CHECKING:
     from pipeline.ingest.run import IngestResult
 
+#: rows sent are counted from the ledger at most this often (s) while a file uploads
+COUNT_EVERY = 0.5
 #: ``<stamp>_``: the prefix of a result's name
 _STAMP = re.compile(r"^(\d{8}-\d{6})_")
 
@@ -94,17 +99,23 @@ class IngestProcessor:
             dry_run=job.preview,
             expect=job.identity,
         )
+        if job.cancel.requested and not job.resumed:  # cancelled while it waited: not read
+            return self._cancelled_unread(job)
+        report = _Reporter(self, job)
         context = IngestContext(
             self.settings,
             self.client,
             self.ledger,
             clock=self.clock or SystemClock(),
-            stop=self.stop,
-            progress=self._progress if self.beats is not None else None,
+            # a cancel stops the upload like a stop does, for this file only
+            stop=StopOrCancel(self.stop, job.cancel.event),
+            progress=report,
             schemas=self.schemas,
+            cancel=job.cancel,
         )
         try:
             result = ingest_file(request, context)
+            report.final(result.receipt.rejected)
         except FileChanged as exc:
             shutil.rmtree(results, ignore_errors=True)
             return Outcome(FileOutcome.CHANGED, message=exc.reason)
@@ -210,9 +221,41 @@ class IngestProcessor:
             )
         return replace(receipt, file=str(job.folder / job.name), messages=messages)
 
-    def _progress(self, stage: str, done: int, total: int | None) -> None:
-        if self.beats is not None:
-            self.beats.beat()
+    def _cancelled_unread(self, job: Job) -> Outcome:
+        """A file cancelled while it waited: a receipt saying so, 0 sent; nothing recorded."""
+        clock = self.clock or SystemClock()
+        tz = ZoneInfo(self.settings.timezone)
+        now = clock.now().astimezone(tz)
+        stamp = now.strftime("%Y%m%d-%H%M%S")
+        at = now.isoformat(timespec="seconds")
+        receipt = Receipt(
+            file=str(job.folder / job.name),
+            sha256=job.sha256,
+            campaign=job.campaign,
+            outcome=FileOutcome.CANCELLED,
+            started_at=at,
+            finished_at=at,
+            halt="cancelled",
+            halt_reason=f"{job.cancel.text} before it was read",
+            messages=[
+                f"This file was {job.cancel.text}, before it was read: nothing was read or "
+                "sent (0 rows uploaded). To upload it after all, drop it into the campaign "
+                "folder again."
+            ],
+            next_steps=["To upload it after all, drop the file again."],
+        )
+        places = ResultPlaces.in_drop_folder(self.settings.paths.inbox, job.folder, job.preview)
+        original = free_name(places.receipts / DropFolder.result_name(stamp, job.name))
+        placed = self.writer.place(receipt, [], places, original.name)
+        shutil.rmtree(DropFolder.results(job.path.parent), ignore_errors=True)
+        return Outcome(
+            FileOutcome.CANCELLED,
+            message=receipt.halt_reason,
+            receipt=placed.txt,
+            counts=_receipt_counts(placed.receipt),
+            stamp=stamp,
+            destination=original,
+        )
 
     def _unreadable(self, job: Job, exc: FileUnreadable) -> Outcome:
         """A refusal a paused copy also causes is final only once the file is not fresh.
@@ -254,6 +297,107 @@ class IngestProcessor:
                 txt = found.with_name(found.name.removesuffix(".json") + ".txt")
                 if txt.is_file():
                     return txt
+        return None
+
+
+class StopOrCancel(threading.Event):
+    """Set when the service stops or the file is cancelled (what the upload watches)."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        super().__init__()
+        self.events = events
+
+    def is_set(self) -> bool:
+        return super().is_set() or any(e.is_set() for e in self.events)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until any is set (or ``timeout`` s): polled, in short slices."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            super().wait(left)
+        return True
+
+
+class _Reporter:
+    """Ingest's progress callback for one job: heartbeats, and the job's progress record.
+
+    Rows read and rejected come from the pass over the file; rows sent from the ledger's row
+    counts (this run's: less those the file had when it started), at most every
+    :data:`COUNT_EVERY` seconds (docs/dropfolder.md, "Progress, rate and finish").
+    """
+
+    def __init__(self, processor: IngestProcessor, job: Job) -> None:
+        self.beats = processor.beats
+        self.ledger = processor.ledger
+        self.clock: Clock = processor.clock or SystemClock()
+        self.run = job.progress
+        self.key = FileKey(job.sha256, job.campaign)
+        self.preview = job.preview
+        self._last = -COUNT_EVERY
+        self.baseline: dict[str, int] = {}
+        if self.run is not None:
+            self.run.estimate(estimate_total(job.path))
+            if not self.preview:
+                self.baseline = self._counts()
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if self.beats is not None:
+            self.beats.beat()
+        run = self.run
+        if run is None:
+            return
+        if stage in ("reading", "read"):
+            run.reading(done, total=total if stage == "read" else None)
+        elif stage == "rejected":
+            run.rejected(done)
+        elif stage == "uploading":
+            self._sent()
+
+    def _sent(self, force: bool = False) -> None:
+        now = self.clock.monotonic()
+        if self.run is None or self.preview or (not force and now - self._last < COUNT_EVERY):
+            return
+        self._last = now
+        counts = self._counts()
+        mine = {k: max(0, n - self.baseline.get(k, 0)) for k, n in counts.items()}
+        self.run.sent(mine, now)
+
+    def final(self, rejected: int) -> None:
+        """The run ended: its last counts."""
+        if self.run is not None:
+            self.run.rejected(rejected)
+            self._sent(force=True)
+
+    def _counts(self) -> dict[str, int]:
+        c = self.ledger.row_counts(self.key)
+        return {
+            "accepted": c[RowState.ACCEPTED] + c[RowState.MOVED],
+            "refused_by_api": c[RowState.REFUSED],
+            "duplicates": c[RowState.DUPLICATE],
+            "uncertain": c[RowState.UNCERTAIN],
+        }
+
+
+def estimate_total(path: Path) -> int | None:
+    """The data rows of a file before it is read: its lines (CSV), else from its size.
+
+    Cheap (one pass counting line ends, no parsing); quoted line breaks make it an estimate.
+    """
+    try:
+        size = path.stat().st_size
+        if path.suffix.lower() not in (".csv", ".txt"):
+            return estimate_rows(path.name, size)
+        lines, last = 0, b"\n"
+        with path.open("rb") as f:
+            while block := f.read(1 << 20):
+                lines += block.count(b"\n")
+                last = block[-1:]
+        lines += last != b"\n"  # a last line without a line end
+        return max(0, lines - 1)  # the header
+    except OSError:
         return None
 
 

@@ -61,6 +61,20 @@ class Queues:
             self._queues[item.campaign].remove(item)
             item.queued = False
 
+    def take_out(self, campaign: str, item: Queued) -> bool:
+        """Take ``item`` out of its queue (a cancel: it is not read); False: not queued."""
+        q = self._queues.get(campaign, [])
+        if item not in q:
+            return False
+        q.remove(item)
+        if isinstance(item, SeenFile):
+            item.queued = False
+        return True
+
+    def queued_in(self, campaign: str) -> list[Queued]:
+        """The queue of ``campaign``, in order."""
+        return list(self._queues.get(campaign, []))
+
     def pick(self, may_take: Callable[[str], bool]) -> tuple[str, Queued] | None:
         """The oldest head of a queue whose campaign is idle and ``may_take``; marks it busy."""
         ready = [(q[0].order, c) for c, q in self._queues.items() if q and c not in self._busy]

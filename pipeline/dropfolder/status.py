@@ -43,8 +43,11 @@ class FileInFolder:
     resumed: bool = False  #: a claim an interrupted run left, taken first
     #: rows estimated from the file's size (docs/dropfolder.md, "Waiting for the daily budget")
     rows_estimate: int | None = None
-    #: when it is likely done at the day's request budget (ISO 8601, tenant time; "" unknown)
+    #: when it is likely done, at the measured rate and the day's request budget, after the
+    #: files ahead of it in its campaign (ISO 8601; "" unknown; docs/dropfolder.md)
     eta: str = ""
+    #: when it is likely taken: when the files ahead of it in its campaign are done ("" unknown)
+    starts: str = ""
 
     def to_json(self) -> Json:
         out: Json = {"name": self.name, "preview": self.preview}
@@ -52,6 +55,8 @@ class FileInFolder:
             out["rows_estimate"] = self.rows_estimate
         if self.eta:
             out["eta"] = self.eta
+        if self.starts:
+            out["starts"] = self.starts
         if self.size is not None:
             out["size"] = self.size
         if self.problem:
@@ -75,6 +80,113 @@ class FileInFolder:
             resumed=bool(data.get("resumed")),
             rows_estimate=rows if isinstance(rows, int) and not isinstance(rows, bool) else None,
             eta=_str(data, "eta"),
+            starts=_str(data, "starts"),
+        )
+
+
+def _int(data: Mapping[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class FileProgress:
+    """How far the file being processed in a campaign is (docs/dropfolder.md, "Progress").
+
+    ``rows_total`` is an estimate (a cheap count before reading) until the file has been read
+    to the end (``total_exact``). ``rows_sent`` counts rows this run brought to an end at the
+    API (uploaded, refused, duplicate, uncertain); ``rate`` is rows sent per second over the
+    last minute; ``eta`` when the rest is likely sent at that rate.
+    """
+
+    name: str
+    run: str = ""  #: this run of the file (one id per claim and start)
+    preview: bool = False
+    stage: str = ""  #: "starting", "reading", "uploading"
+    rows_read: int = 0  #: data rows read and checked so far
+    rows_rejected: int = 0  #: of those, rows that failed the checks
+    rows_sent: int = 0  #: rows this run brought to an end at the API
+    rows_total: int | None = None  #: data rows of the file (estimate until ``total_exact``)
+    total_exact: bool = False
+    rate: float | None = None  #: rows sent per second over the recent window (None: not yet)
+    eta: str = ""  #: the likely finish, ISO 8601 ("" unknown)
+    eta_seconds: float | None = None  #: seconds left at ``rate`` (None: unknown)
+    started: str = ""  #: when this run began (ISO 8601)
+    cancel: str = ""  #: who cancelled it and when, in words ("" not cancelled)
+    #: this run's rows by receipt count key (accepted, rejected, refused_by_api, duplicates,
+    #: uncertain): what ``/metrics`` counts as the rows go
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def rows_left(self) -> int | None:
+        """Rows still to read or send (None: the total is not known)."""
+        if self.rows_total is None:
+            return None
+        return max(0, self.rows_total - self.rows_sent - self.rows_rejected)
+
+    def sentence(self) -> str:
+        """In words: ``12,345 of ~200,000 rows sent (6%) · 12.5 rows/s · done by about ...``."""
+        total = self.rows_total
+        of = ""
+        if total is not None:
+            mark = "" if self.total_exact else "~"
+            share = f" ({100 * self.rows_sent // total}%)" if total else ""
+            of = f" of {mark}{total:,}"
+        else:
+            share = ""
+        parts = [f"{self.rows_sent:,}{of} rows sent{share}", f"{self.rows_read:,} read"]
+        if self.rows_rejected:
+            parts.append(f"{self.rows_rejected:,} rejected")
+        if self.rate is not None:
+            parts.append(f"{self.rate:,.1f} rows/s")
+        if self.eta:
+            parts.append(f"done by about {self.eta.replace('T', ' ')[:16]}")
+        if self.cancel:
+            parts.append(f"cancelling ({self.cancel})")
+        return " · ".join(parts)
+
+    def to_json(self) -> Json:
+        return {
+            "name": self.name,
+            "run": self.run,
+            "preview": self.preview,
+            "stage": self.stage,
+            "rows_read": self.rows_read,
+            "rows_rejected": self.rows_rejected,
+            "rows_sent": self.rows_sent,
+            "rows_total": self.rows_total,
+            "total_exact": self.total_exact,
+            "rate": self.rate,
+            "eta": self.eta,
+            "eta_seconds": self.eta_seconds,
+            "started": self.started,
+            "cancel": self.cancel,
+            "counts": dict(self.counts),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FileProgress:
+        rate, left, counts = data.get("rate"), data.get("eta_seconds"), data.get("counts")
+        return cls(
+            name=_str(data, "name"),
+            run=_str(data, "run"),
+            preview=bool(data.get("preview")),
+            stage=_str(data, "stage"),
+            rows_read=_int(data, "rows_read") or 0,
+            rows_rejected=_int(data, "rows_rejected") or 0,
+            rows_sent=_int(data, "rows_sent") or 0,
+            rows_total=_int(data, "rows_total"),
+            total_exact=bool(data.get("total_exact")),
+            rate=float(rate) if isinstance(rate, int | float) else None,
+            eta=_str(data, "eta"),
+            eta_seconds=float(left) if isinstance(left, int | float) else None,
+            started=_str(data, "started"),
+            cancel=_str(data, "cancel"),
+            counts=(
+                {str(k): int(v) for k, v in counts.items() if isinstance(v, int)}
+                if isinstance(counts, dict)
+                else {}
+            ),
         )
 
 
@@ -88,9 +200,11 @@ class CampaignStatus:
     settling: tuple[FileInFolder, ...] = ()  #: arriving: not settled yet
     ignored: tuple[FileInFolder, ...] = ()  #: never taken (not a regular file)
     in_progress: str | None = None  #: the file being processed
+    progress: FileProgress | None = None  #: how far it is (None: not known, e.g. starting)
 
     def to_json(self) -> Json:
         return {
+            "progress": self.progress.to_json() if self.progress is not None else None,
             "folder": self.folder,
             "known": self.known,
             "waiting": [f.to_json() for f in self.waiting],
@@ -104,8 +218,9 @@ class CampaignStatus:
         def files(key: str) -> tuple[FileInFolder, ...]:
             return tuple(FileInFolder.from_json(x) for x in _list(data, key) if isinstance(x, dict))
 
-        busy = data.get("in_progress")
+        busy, progress = data.get("in_progress"), data.get("progress")
         return cls(
+            progress=FileProgress.from_json(progress) if isinstance(progress, dict) else None,
             folder=_str(data, "folder"),
             known=bool(data.get("known", True)),
             waiting=files("waiting"),

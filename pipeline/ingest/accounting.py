@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.errors import AccountingError
-from pipeline.ingest.chunks import Tally
+from pipeline.ingest.chunks import NotSent, Tally
 from pipeline.ingest.deliver.delivery import Delivered, Halt
 from pipeline.ingest.opening import Identified, Opened
-from pipeline.ingest.report.receipt import Receipt
+from pipeline.ingest.report.receipt import Receipt, field_rules
 from pipeline.ingest.validate.checks import RowProblem
 from pipeline.ledger import FileRecord
 from pipeline.outcome import FileOutcome
@@ -98,6 +99,7 @@ def account(
         mapping=dict(mapping.field_for),
         unmapped_columns=list(mapping.unmapped),
         schema_drift=opened.schema.drift.describe() if opened.schema.drift else "",
+        field_rules=field_rules(opened.schema.fields),
         messages=blind_note(delivered, file.campaign)
         + _messages(tally, delivered, halt)
         + list(mapping.repeats)
@@ -112,6 +114,62 @@ def account(
         receipt.next_steps = [RESUME_STEP]
     else:  # the ledger may hold rows of the part not read this time (an earlier, longer run)
         check_accounting(receipt)
+    return receipt
+
+
+def cancelled_receipt(
+    opened: Opened, delivered: Delivered, not_sent: NotSent, text: str, *, times: Times
+) -> Receipt:
+    """The receipt of a file a person cancelled (docs/dropfolder.md, "Cancelling a file").
+
+    Rows that reached HeroBase stay there and are counted as usual; every other row is in the
+    not-sent file (``waiting`` counts them), to be dropped again later. The ledger keeps the
+    file waiting, so a re-drop of the same content also sends only the rest.
+    """
+    file, table = opened.file, opened.table
+    sent = delivered.accepted + delivered.refused + delivered.duplicates + delivered.uncertain
+    where = (
+        f"they are in the not-sent file {Path(not_sent.files[0]).name} (in rejected/, same "
+        "format as a reject file); drop it into the campaign folder again to send them"
+        if not_sent.files
+        else "none were left"
+    )
+    receipt = Receipt(
+        file=str(file.path.resolve()),
+        sha256=file.identity.sha256,
+        campaign=file.campaign,
+        rows_read=not_sent.data_rows + not_sent.blank_rows,
+        accepted=delivered.accepted,
+        refused_by_api=delivered.refused,
+        duplicates=delivered.duplicates,
+        uncertain=delivered.uncertain,
+        blank_skipped=not_sent.blank_rows,
+        waiting=not_sent.rows,
+        reject_files=[str(p) for p in not_sent.files],
+        schema_source=opened.schema.source,
+        outcome=FileOutcome.CANCELLED,
+        started_at=times.started_at,
+        finished_at=times.finished_at,
+        source=table.describe(),
+        mapping=dict(opened.mapping.field_for),
+        unmapped_columns=list(opened.mapping.unmapped),
+        messages=[
+            f"This file was {text}. {sent} row(s) had already reached HeroBase: they stay "
+            f"there and are never sent again. {not_sent.rows} row(s) were NOT sent: {where}."
+        ]
+        + blind_note(delivered, file.campaign)
+        + [f"Row {row} is uncertain: {reason}." for row, reason in delivered.uncertain_rows],
+        halt="cancelled",
+        halt_reason=f"{text}; {not_sent.rows} row(s) not sent",
+        duration_s=times.duration_s,
+    )
+    receipt.next_steps = [
+        "To send the rows that were not sent, drop the not-sent file into the campaign "
+        "folder (rows already sent are never sent twice)."
+        if not_sent.rows
+        else "Nothing to do: every row had been sent before the cancel took effect."
+    ]
+    check_accounting(receipt)
     return receipt
 
 

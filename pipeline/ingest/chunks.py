@@ -21,8 +21,20 @@ from pipeline.ingest.opening import Opened
 from pipeline.ingest.report.rejects import RejectWriter
 from pipeline.ingest.rows import add_rejects
 from pipeline.ingest.validate.checks import RowProblem, Validator
+from pipeline.ledger import FileKey, Ledger, RowState
 
-#: progress(stage, done, total): stage is "reading" (total None) or "uploading".
+#: Row states of rows that reached the API (or were handed a lead): never in a not-sent file.
+SENT_STATES = [
+    RowState.ACCEPTED,
+    RowState.MOVED,
+    RowState.REFUSED,
+    RowState.DUPLICATE,
+    RowState.UNCERTAIN,
+]
+
+#: progress(stage, done, total): stage is "reading" (rows read and checked so far, after each
+#: chunk; total None), "rejected" (rows that failed the checks so far), "uploading" (the
+#: uploader's rows of the chunk at hand) or "read" (the file was read to the end: total exact).
 IngestProgress = Callable[[str, int, int | None], None]
 
 #: repeated rows named on the receipt (the rest are counted); problems shown as a sample
@@ -100,12 +112,15 @@ def read_and_deliver(
             add_rejects(writer, chunk, table.headers, result.problems, refusals)
             if progress is not None:
                 progress("reading", tally.data_rows, None)
+                progress("rejected", tally.rejected, None)
             if stop is not None and stop.is_set():
                 # Read no further: on a huge file the rest could outlast the shutdown budget.
                 # The rerun reads the file again; the ledger keeps it from sending twice.
                 tally.interrupted = True
                 break
         if not changed and not tally.interrupted:
+            if progress is not None:  # read to the end: the total is known now
+                progress("read", tally.data_rows, tally.data_rows)
             changed = file.identity.changes(file.path)  # read to the end: still the same file?
         if changed:
             writer.abort()
@@ -127,3 +142,40 @@ def read_and_deliver(
         chunks.close()  # stops the helper thread and releases the file when reading stopped early
         validator.close()  # frees the duplicate index now, not whenever it is collected
     return tally
+
+
+@dataclass(frozen=True)
+class NotSent:
+    """A cancelled file's unsent rows, written in the reject files' format."""
+
+    files: list[Path]  #: ``<base>.not-sent.xlsx`` and ``.csv``; none when every row was sent
+    rows: int  #: rows in them
+    data_rows: int  #: data rows of the whole file
+    blank_rows: int
+
+
+def write_not_sent(
+    opened: Opened, ledger: Ledger, key: FileKey, place: RejectPlace, text: str
+) -> NotSent:
+    """Read the file again; every row the ledger does not hold as sent goes to the not-sent file.
+
+    ``_problems`` of each row is ``not sent: <text>`` (e.g. "cancelled by ... at ..."). Rows
+    that reached the API (uploaded, refused, duplicate) or may have (uncertain) are not in it:
+    dropping the file again can never send a lead twice (docs/dropfolder.md).
+    """
+    sent = {rec.row for rec in ledger.rows(key, SENT_STATES)}
+    table = opened.table
+    writer = place.writer(table.headers)
+    data_rows = rows = 0
+    try:
+        for chunk in table.chunks():
+            data_rows += len(chunk)
+            todo = [int(r) for r in chunk["_row"].tolist() if int(r) not in sent]
+            problems = [RowProblem(r, "", "", "not_sent", f"not sent: {text}") for r in todo]
+            add_rejects(writer, chunk, table.headers, problems, {})
+            rows += len(todo)
+        files = writer.close()  # none when every row was sent
+    except BaseException:
+        writer.abort()
+        raise
+    return NotSent(files, rows, data_rows, int(table.blank_rows))

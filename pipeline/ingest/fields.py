@@ -48,12 +48,16 @@ RULE_PATTERN = "pattern"
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """One campaign field: its name, HeroBase type, .NET regex and whether it is required."""
+    """One campaign field: its name, HeroBase type, .NET regex, whether it is required, and the
+    import example's own example value (the text after ``example``; messages show it to people,
+    docs/herobase-api.md "Campaign fields")."""
 
     name: str
     type: str
     regex: str
     required: bool
+    #: not part of the rule: two specs with the same rule are equal whatever their examples
+    example: str = field(default="", compare=False)
 
 
 def parse_description(name: str, text: str, *, required: bool) -> FieldSpec:
@@ -67,7 +71,11 @@ def parse_description(name: str, text: str, *, required: bool) -> FieldSpec:
     if m is None:
         return FieldSpec(name=name, type="unknown", regex=".*", required=required)
     return FieldSpec(
-        name=name, type=m.group("type").strip(), regex=m.group("regex"), required=required
+        name=name,
+        type=m.group("type").strip(),
+        regex=m.group("regex"),
+        required=required,
+        example=m.group("label").strip(),
     )
 
 
@@ -256,8 +264,12 @@ class CampaignSchema:
 
 
 def specs_hash(fields: Sequence[FieldSpec]) -> str:
-    """SHA-256 of the specs in a canonical JSON form (time-independent)."""
-    blob = json.dumps([asdict(f) for f in fields], sort_keys=True, ensure_ascii=False)
+    """SHA-256 of the specs in a canonical JSON form (time-independent).
+
+    The rules only (name, type, regex, required): a new example value changes no check.
+    """
+    rules = [{k: v for k, v in asdict(f).items() if k != "example"} for f in fields]
+    blob = json.dumps(rules, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

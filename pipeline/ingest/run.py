@@ -27,10 +27,11 @@ from zoneinfo import ZoneInfo
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
+from pipeline.dropfolder.cancel import CancelSignal
 from pipeline.dropfolder.identity import FileIdentity
 from pipeline.dropfolder.layout import DropFolder, safe_name
-from pipeline.ingest.accounting import Times, account, already_receipt
-from pipeline.ingest.chunks import IngestProgress, RejectPlace, read_and_deliver
+from pipeline.ingest.accounting import Times, account, already_receipt, cancelled_receipt
+from pipeline.ingest.chunks import IngestProgress, RejectPlace, read_and_deliver, write_not_sent
 from pipeline.ingest.deliver.delivery import Delivery, PreviewDelivery, UploadDelivery
 from pipeline.ingest.deliver.tenantproof import ProofStore
 from pipeline.ingest.deliver.upload import LeadApi, Uploader
@@ -77,6 +78,9 @@ class IngestContext:
     progress: IngestProgress | None = None
     #: recently fetched live schemas (the service's); None: fetch the schema live
     schemas: SchemaCache | None = None
+    #: set when a person cancels the file: the caller also sets ``stop`` (the upload stops
+    #: before its next row) and the rows not sent go to a not-sent file (docs/dropfolder.md)
+    cancel: CancelSignal | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,26 @@ def ingest_file(request: IngestRequest, context: IngestContext) -> IngestResult:
         progress=context.progress,
     )
     delivered = delivery.result()
+    cancel = context.cancel
+    if (
+        cancel is not None
+        and cancel.requested
+        and not request.dry_run
+        and (tally.interrupted or delivered.pending or delivered.halt is not None)
+    ):
+        for f in tally.reject_files:  # their rows are in the not-sent file
+            f.unlink(missing_ok=True)
+        not_sent = write_not_sent(
+            opened,
+            ledger,
+            FileKey(opened.file.identity.sha256, request.campaign),
+            RejectPlace(request.results, DropFolder.not_sent_base(base), request.tmp),
+            cancel.text,
+        )
+        receipt = cancelled_receipt(opened, delivered, not_sent, cancel.text, times=times())
+        # not done: a re-drop of the same content sends only the rows not sent
+        delivery.leave_waiting(receipt.halt_reason)
+        return IngestResult(receipt, not_sent.files, stamp, base, reason=receipt.halt_reason)
     receipt = account(opened, tally, delivered, dry_run=request.dry_run, times=times())
     reason = ""
     if receipt.outcome is not delivered.complete:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from pipeline.api import HeroBaseClient
 from pipeline.clock import Clock
@@ -29,6 +30,7 @@ from pipeline.export.scheduler import ExportScheduler, JobStatus
 from pipeline.files import PRIVATE_FILE_MODE, atomic_write_text
 from pipeline.ingest.deliver.verify import Verification, Verifier
 from pipeline.outcome import FileOutcome
+from pipeline.service.apiwatch import ApiWatch
 from pipeline.service.health import Heartbeats, WorkerState, assess
 from pipeline.service.instance import STATUS_FILE
 from pipeline.service.metrics import Metrics
@@ -68,6 +70,8 @@ class ServiceResult:
     failed: int
     waiting: int  #: files left in the inbox because the API is down
     waiting_reason: str = ""
+    #: the API's last answer refused the user name or password: a setting to fix (exit 3)
+    credentials_refused: bool = False
 
 
 @dataclass
@@ -77,6 +81,8 @@ class ApiConnection:
     client: HeroBaseClient
     url: str
     embedded: bool
+    #: sees every call of ``client`` (attached to its session where the session is made)
+    watch: ApiWatch = field(default_factory=ApiWatch)
 
 
 def _export_scheduler(
@@ -228,7 +234,13 @@ class Service:
         if done.kind is FileOutcome.PROCESSED and done.rejects:
             outcome = "processed_with_rejects"
         # a preview uploads nothing: its rows are not counted as delivered
-        self.metrics.file_finished(outcome, {} if done.preview else done.counts, done.seconds)
+        self.metrics.file_finished(
+            outcome,
+            {} if done.preview else done.counts,
+            done.seconds,
+            run=done.run,  # rows counted while it was in progress are not counted again
+            run_counts=None if done.preview else done.run_counts,
+        )
         log.info(
             "%s: %s -> %s%s",
             done.campaign,
@@ -239,17 +251,23 @@ class Service:
 
     def status(self, *, running: bool = True) -> ServiceStatus:
         """The service now, for the status page, the status file and ``leadpipe status``."""
+        seen = self.api.watch.seen() if self.api else None
+        tz = ZoneInfo(self.settings.timezone) if self.settings.timezone else None
         return ServiceStatus(
             intake=self.intake.status(),
             api=ApiStatus(
                 url=self.api.url if self.api else "",
                 embedded=bool(self.api and self.api.embedded),
+                problem=seen.problem if seen else "",
+                since=seen.since.astimezone(tz).isoformat(timespec="seconds")
+                if seen and seen.since
+                else "",
             ),
             watch=self.watcher.mode,
             exports=self.export_status,
             verified=tuple(VerifiedFile.of(v) for v in list(self.verified)),
             problems=tuple(self.health()),
-            at=self.clock.now().isoformat(timespec="seconds"),
+            at=self.clock.now().astimezone(tz).isoformat(timespec="seconds"),
             pid=os.getpid(),
             running=running,
         ).with_earlier(self.earlier)  # the recent-files list survives restarts
@@ -348,6 +366,7 @@ class Service:
             failed=now.totals.get(FileOutcome.FAILED, 0),
             waiting=waiting if self.intake.waiting_for_api() else 0,
             waiting_reason=self.intake.breaker.reason,
+            credentials_refused=bool(self.api and self.api.watch.seen().credentials_refused),
         )
 
     def _work(self) -> None:

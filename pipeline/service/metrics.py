@@ -1,10 +1,15 @@
 """Prometheus metrics of ``leadpipe run`` (served at ``/metrics`` by the status page).
 
 One :class:`Metrics` per service, on its own registry (no global state: tests can run several).
+``leadpipe_rows_total`` moves as the rows go: at each scrape, by what each file in progress did
+since the last one; when the file ends, by the rest of its run's counts only, so that no row is
+counted twice (docs/dropfolder.md, "Progress, rate and finish").
 """
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -99,17 +104,88 @@ class Metrics:
             "When the day's request count restarts (Unix time).",
             registry=r,
         )
+        self.file_rows_done = Gauge(
+            "leadpipe_file_rows_done",
+            "Rows of the file in progress done so far (sent or rejected), by campaign.",
+            ["campaign"],
+            registry=r,
+        )
+        self.file_rows_total = Gauge(
+            "leadpipe_file_rows_total",
+            "Data rows of the file in progress (an estimate until it was read), by campaign.",
+            ["campaign"],
+            registry=r,
+        )
+        self.file_rows_rate = Gauge(
+            "leadpipe_file_rows_per_second",
+            "Rows sent per second over the last minute for the file in progress, by campaign.",
+            ["campaign"],
+            registry=r,
+        )
+        self.file_eta = Gauge(
+            "leadpipe_file_eta_seconds",
+            "Seconds until the file in progress is likely done at its rate, by campaign.",
+            ["campaign"],
+            registry=r,
+        )
         self.files_seen = 0
         self._refresh: Callable[[], IntakeStatus] | None = None
+        self._lock = threading.Lock()
+        #: rows counted while their file was in progress, by run and count key
+        self._live: dict[str, dict[str, int]] = {}
+        self._ended: deque[str] = deque(maxlen=1000)  #: runs whose file ended
 
-    def file_finished(self, outcome: str, counts: Mapping[str, int], seconds: float) -> None:
-        """Count one finished file and its rows."""
+    def file_finished(
+        self,
+        outcome: str,
+        counts: Mapping[str, int],
+        seconds: float,
+        *,
+        run: str = "",
+        run_counts: Mapping[str, int] | None = None,
+    ) -> None:
+        """Count one finished file, and its rows not counted while it was in progress.
+
+        ``run_counts``: the run's own rows (``counts`` may include an earlier run's); the
+        receipt's ``counts`` fill in what the run did not report (blank rows).
+        """
         self.files.labels(outcome=outcome).inc()
         self.file_seconds.observe(seconds)
-        for key, label in ROW_OUTCOMES.items():
-            n = int(counts.get(key, 0) or 0)
-            if n:
-                self.rows.labels(outcome=label).inc(n)
+        final = {**counts, **run_counts} if run_counts is not None else dict(counts)
+        with self._lock:
+            counted = self._live.pop(run, {}) if run else {}
+            if run:
+                self._ended.append(run)
+            for key, label in ROW_OUTCOMES.items():
+                n = int(final.get(key, 0) or 0) - counted.get(key, 0)
+                if n > 0:
+                    self.rows.labels(outcome=label).inc(n)
+
+    def _count_live(self, now: IntakeStatus) -> None:
+        """Rows of files in progress since the last scrape; their gauges."""
+        for gauge in (self.file_rows_done, self.file_rows_total, self.file_rows_rate):
+            gauge.clear()
+        self.file_eta.clear()
+        with self._lock:
+            for code, c in now.campaigns.items():
+                p = c.progress
+                if p is None:
+                    continue
+                self.file_rows_done.labels(campaign=code).set(p.rows_sent + p.rows_rejected)
+                if p.rows_total is not None:
+                    self.file_rows_total.labels(campaign=code).set(p.rows_total)
+                if p.rate is not None:
+                    self.file_rows_rate.labels(campaign=code).set(p.rate)
+                if p.eta_seconds is not None:
+                    self.file_eta.labels(campaign=code).set(p.eta_seconds)
+                if p.preview or not p.run or p.run in self._ended:
+                    continue  # a preview sends nothing; an ended run was counted in full
+                counted = self._live.setdefault(p.run, {})
+                for key, label in ROW_OUTCOMES.items():
+                    n = int(p.counts.get(key, 0)) - counted.get(key, 0)
+                    if n > 0:
+                        self.rows.labels(outcome=label).inc(n)
+                        counted[key] = counted.get(key, 0) + n
 
     def api_response(self, response: Any, *args: Any, **kwargs: Any) -> Any:
         """A ``requests`` response hook: counts the call by status and records its latency."""
@@ -143,4 +219,5 @@ class Metrics:
             self.waiting_for_api.set(1.0 if now.waiting_for_api else 0.0)
             self.inbox_up.set(1.0 if now.inbox_ok else 0.0)
             self._set_quota(now.quota)
+            self._count_live(now)
         return generate_latest(self.registry)

@@ -29,6 +29,7 @@ from pipeline.dropfolder.jobs import Processor
 from pipeline.dropfolder.processing import IngestProcessor
 from pipeline.export.scheduler import demo_exports
 from pipeline.ingest.deliver.verify import Verification, Verifier
+from pipeline.service.apiwatch import ApiWatch
 from pipeline.service.health import Heartbeats
 from pipeline.service.instance import InstanceLock
 from pipeline.service.loop import ApiConnection, Service, ServiceInfo, ServiceResult
@@ -36,10 +37,18 @@ from pipeline.service.metrics import Metrics
 
 
 @contextlib.contextmanager
-def _open_api(settings: Settings, metrics: Metrics, clock: Clock | None) -> Iterator[ApiConnection]:
-    """The client (the embedded sandbox when no URL is set), its calls counted in ``metrics``."""
+def _open_api(
+    settings: Settings, metrics: Metrics, clock: Clock | None, stop: threading.Event
+) -> Iterator[ApiConnection]:
+    """The client (the embedded sandbox when no URL is set), its calls counted in ``metrics``.
+
+    Once ``stop`` is set the client starts no request and no retry; the embedded sandbox stops
+    when this context ends, after the service has returned (docs/architecture.md, "Lanes").
+    """
     session = make_session(settings.api)
     session.hooks["response"].append(metrics.api_response)
+    watch = ApiWatch(clock)  # the page turns red at the first failed call
+    watch.attach(session)
     embedded = settings.api.embedded
     if embedded:
         settings.paths.state.mkdir(parents=True, exist_ok=True)
@@ -50,8 +59,9 @@ def _open_api(settings: Settings, metrics: Metrics, clock: Clock | None) -> Iter
             session=session,
             sandbox_db=settings.paths.state / "sandbox.sqlite" if embedded else None,
             simulate_every=settings.sandbox.simulate_every if embedded else None,
+            stop=stop,
         ) as client:
-            yield ApiConnection(client, client.url, embedded)
+            yield ApiConnection(client, client.url, embedded, watch)
     finally:
         session.close()
 
@@ -87,7 +97,7 @@ def run_service(
             ledger: Any = None
             verifier: Verifier | None = None
             if processor is None or campaigns is None:
-                api = stack.enter_context(_open_api(settings, metrics, clock))
+                api = stack.enter_context(_open_api(settings, metrics, clock, stop))
             if processor is None:
                 from pipeline.ledger.sqlite import open_ledger
 

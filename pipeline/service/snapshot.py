@@ -29,6 +29,10 @@ class ApiStatus:
 
     url: str = ""
     embedded: bool = False  #: the built-in demo sandbox (nothing reaches a real dialer)
+    #: the last call got no answer (or a 5xx): why, in words; empty while it answers
+    #: (:mod:`pipeline.service.apiwatch`)
+    problem: str = ""
+    since: str = ""  #: since when it does not answer (ISO 8601, the tenant's zone)
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,12 @@ class ServiceStatus:
         out = self.intake.to_json()
         out.update(
             {
-                "api": {"url": self.api.url, "embedded": self.api.embedded},
+                "api": {
+                    "url": self.api.url,
+                    "embedded": self.api.embedded,
+                    "problem": self.api.problem,
+                    "since": self.api.since,
+                },
                 "watch": self.watch,
                 "exports": [x.to_dict() for x in self.exports],
                 "verified": [v.to_json() for v in self.verified],
@@ -136,7 +145,10 @@ class ServiceStatus:
         return cls(
             intake=IntakeStatus.from_json(data),
             api=ApiStatus(
-                url=str((api or {}).get("url") or ""), embedded=bool((api or {}).get("embedded"))
+                url=str((api or {}).get("url") or ""),
+                embedded=bool((api or {}).get("embedded")),
+                problem=str((api or {}).get("problem") or ""),
+                since=str((api or {}).get("since") or ""),
             ),
             watch=str(data.get("watch") or ""),
             exports=tuple(JobStatus.from_dict(x) for x in exports or [] if isinstance(x, dict)),

@@ -28,9 +28,10 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from pipeline.api.quota import short_time
+from pipeline.clock import shown_time
 from pipeline.dropfolder.layout import OUTPUT_SUFFIXES, DropFolder, is_ignored
 from pipeline.dropfolder.status import FileInFolder
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, plain_words
 from pipeline.files import readable
 from pipeline.outcome import FileOutcome
 from pipeline.service.metrics import CONTENT_TYPE, Metrics
@@ -48,6 +49,8 @@ _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
     "table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;"
     "padding:.3em .6em;text-align:left;vertical-align:top}.ok{color:#176f2c}.bad{color:#b00020}"
+    ".failed{color:#b00020;font-weight:bold}a.fix{background:#ffeb9c;color:#5c3c00;"
+    "font-weight:bold;padding:0 .3em}"
 )
 _STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode("utf-8")).digest()).decode("ascii")
 #: The page has no script, no form and no frame: nothing but its own style sheet may load.
@@ -91,7 +94,8 @@ def _eta_text(f: FileInFolder) -> str:
     if not f.eta:
         return ""
     rows = f"~{f.rows_estimate} rows, " if f.rows_estimate is not None else ""
-    return escape(f" ({rows}done by about {short_time(f.eta)})")
+    starts = f"starts about {short_time(f.starts)}, " if f.starts else ""
+    return escape(f" ({rows}{starts}done by about {short_time(f.eta)})")
 
 
 def render_html(status: ServiceStatus) -> str:
@@ -103,7 +107,7 @@ def render_html(status: ServiceStatus) -> str:
     if now.waiting_for_api and now.resume_at:
         api_line = (
             f'<p class="bad" id="api-state">API: uploads paused until '
-            f"{e(short_time(now.resume_at))} — {e(now.api_problem)}. Files wait in the inbox "
+            f"{e(shown_time(now.resume_at))} — {e(now.api_problem)}. Files wait in the inbox "
             "and are taken when the day's budget resets.</p>"
         )
     elif now.waiting_for_api:
@@ -111,6 +115,12 @@ def render_html(status: ServiceStatus) -> str:
             f'<p class="bad" id="api-state">API: waiting for the API — '
             f"{e(now.api_problem)} (next try in {now.retry_in} s). "
             "Files wait in the inbox and are taken when it answers again.</p>"
+        )
+    elif status.api.problem:  # the last call failed: red at once (pipeline/service/apiwatch.py)
+        since = f" since {shown_time(status.api.since)}" if status.api.since else ""
+        api_line = (
+            f'<p class="bad" id="api-state">API: not working — {e(status.api.problem)}'
+            f"{e(since)}. Files wait in the inbox until it works again.</p>"
         )
     else:
         api_line = f'<p class="ok" id="api-state">API: connected ({e(status.api.url)})</p>'
@@ -171,6 +181,8 @@ def render_html(status: ServiceStatus) -> str:
         waiting_names = ", ".join(e(w.name) + _eta_text(w) for w in c.waiting) or "—"
         settling_names = ", ".join(e(w.name) for w in c.settling) or "—"
         busy = e(c.in_progress or "—")
+        if c.progress is not None:  # rows sent of total, rate, likely finish
+            busy += f'<br><span class="progress">{e(c.progress.sentence())}</span>'
         parts.append(
             f"<tr><td>{label}</td><td>{e(c.folder)}</td><td>{busy}</td>"
             f"<td>{waiting_names}</td><td>{settling_names}</td></tr>"
@@ -187,17 +199,18 @@ def render_html(status: ServiceStatus) -> str:
             links.append(f'<a href="{e(href)}">receipt</a>')
         for p in r.rejects:
             if (href := file_link(p, inbox)) and p.endswith(".xlsx"):
-                links.append(f'<a href="{e(href)}">rows to fix</a>')
+                links.append(f'<a class="fix" href="{e(href)}">rows to fix</a>')
         if href := file_link(r.error, inbox):
             links.append(f'<a href="{e(href)}">why it failed</a>')
         outcome = r.outcome.sentence
         if r.preview and r.outcome is not FileOutcome.PREVIEWED:
             outcome = f"checked (preview): {outcome}"
-        note = f"<br><small>{e(r.message[:300])}</small>" if r.message else ""
+        note = f"<br><small>{e(plain_words(r.message)[:300])}</small>" if r.message else ""
+        outcome_class = ' class="failed"' if r.outcome is FileOutcome.FAILED else ""
         parts.append(
-            f"<tr><td>{e(r.at[:19].replace('T', ' '))}</td>"
+            f"<tr><td>{e(shown_time(r.at))}</td>"
             f"<td>{e(r.campaign)}</td>"
-            f"<td>{e(r.name)}</td><td>{e(outcome)}{note}</td>"
+            f"<td>{e(r.name)}</td><td{outcome_class}>{e(outcome)}{note}</td>"
             f"<td>{e(_counts_text(r.counts, r.preview))}</td>"
             f"<td>{' · '.join(links)}</td></tr>"
         )
@@ -222,7 +235,8 @@ def render_html(status: ServiceStatus) -> str:
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta http-equiv="refresh" content="5"><title>leadpipe status</title>'
         f"<style>{_STYLE}</style></head><body><h1>leadpipe</h1>\n{body}\n"
-        '<p><a href="/status.json">status.json</a> · <a href="/metrics">metrics</a></p>'
+        f'<p id="at">As of {e(shown_time(status.at)) if status.at else "—"} · '
+        '<a href="/status.json">status.json</a> · <a href="/metrics">metrics</a></p>'
         "</body></html>"
     )
 

@@ -115,8 +115,8 @@ def expected_message(row: int, column: str, value: str, kind: str, regex: dict[s
     if field_name == "segment":
         choices = "field segment (SMB, Enterprise)"
         return f"{where}: '{value}' is not one of the choices for {choices}. {FIX}"
-    kind_word = {"phone": "phone", "email": "email"}[field_name]
-    return (
-        f"{where}: '{value}' is not a valid {kind_word} (field {field_name} must match "
-        f"{regex[field_name]}). {FIX}"
-    )
+    # words and an example, never the regex (which stays in the JSON receipt)
+    assert regex[field_name]
+    words = {"phone": "a phone number like +45 12345678", "email": "an email address like "
+             "name@example.com"}[field_name]  # fmt: skip
+    return f"{where}: '{value}' is not {words} (field {field_name}). {FIX}"

@@ -132,6 +132,10 @@ def test_messy_file_exact_counts_rejects_and_no_formula(env: Env) -> None:
     rows = read_reject_csv(csv_path)
     assert [int(r["_row"]) for r in rows] == sorted(exp.bad)
     rx = regexes(env)
+    # the regexes are in the JSON receipt, for whoever needs them, never in the words
+    written = json.loads(Path(receipt.receipt_file).with_suffix(".json").read_text("utf-8"))
+    assert {f: r["regex"] for f, r in written["field_rules"].items()} == rx
+    assert rx["phone"] not in Path(receipt.receipt_file).read_text("utf-8")
     for r in rows:
         row = int(r["_row"])
         want = [messy.expected_message(row, c, v, k, rx) for c, v, k in exp.bad[row]]

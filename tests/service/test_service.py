@@ -192,13 +192,24 @@ def test_leadpipe_status_shows_the_last_run_in_the_terminal(tmp_path: Path) -> N
 
 def test_due_exports_run_with_intake_and_show_on_the_status(tmp_path: Path) -> None:
     from dataclasses import replace
-    from datetime import date, timedelta
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
 
     from pipeline.config import ExportJob
 
-    start = (date.today() - timedelta(days=3)).isoformat()
-    job = ExportJob(name="daily", search="api_import_export", window="previous-day", start=start)
-    settings = replace(make_settings(tmp_path), exports=[job])
+    base = make_settings(tmp_path)
+    # three whole days ago in the tenant's time zone, run at local midnight: three windows are
+    # due at any hour of the day (a 02:00 schedule has not fired yet between 00:00 and 02:00)
+    today = datetime.now(ZoneInfo(base.timezone)).date()
+    start = (today - timedelta(days=3)).isoformat()
+    job = ExportJob(
+        name="daily",
+        search="api_import_export",
+        schedule="0 0 * * *",
+        window="previous-day",
+        start=start,
+    )
+    settings = replace(base, exports=[job])
     result = run_service(settings, once=True, status_page=False)  # embedded demo sandbox
     assert (result.processed, result.failed) == (0, 0)
     files = sorted(p.name for p in (tmp_path / "outbox").rglob("daily_*.csv"))

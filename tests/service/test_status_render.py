@@ -68,7 +68,7 @@ def test_a_previewed_file_says_what_would_be_uploaded() -> None:
         )
     )
     assert (
-        "<td>2026-11-27 18:00:00</td><td>B2B-DK-SPRING</td><td>check.xlsx</td>"
+        "<td>2026-11-27 18:00 (UTC+01:00)</td><td>B2B-DK-SPRING</td><td>check.xlsx</td>"
         "<td>checked (preview): processed</td><td>10 read, 6 would be uploaded, 4 rejected</td>"
     ) in html
 

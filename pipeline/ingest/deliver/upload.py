@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from pipeline.api.quota import QuotaExhausted
+from pipeline.api.ratelimit import Stopping
 from pipeline.clock import Clock, SystemClock
 from pipeline.crashpoints import crash_point
 from pipeline.errors import (
@@ -362,6 +363,10 @@ class Uploader:
         except QuotaExhausted as exc:  # refused before sending: certainly not sent
             self.ledger.record_unsent(self.key, [row.row], "not sent: the day's budget is spent")
             self._halt_for_quota(exc)
+            return
+        except Stopping:  # leadpipe is stopping: refused before sending, certainly not sent
+            self.ledger.record_unsent(self.key, [row.row], "not sent: the upload stopped")
+            self._halt("stopped", "leadpipe was asked to stop; run it again to continue")
             return
         except Unavailable as exc:
             self.ledger.record_unsent(self.key, [row.row], "not sent: the API is unavailable")

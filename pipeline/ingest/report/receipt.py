@@ -9,13 +9,17 @@ owner: :class:`pipeline.ingest.report.place.ReceiptWriter`.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.dropfolder.layout import DropFolder
 from pipeline.files import atomic_write_text
 from pipeline.outcome import FileOutcome
+
+if TYPE_CHECKING:
+    from pipeline.ingest.fields import FieldSpec
 
 
 @dataclass
@@ -58,6 +62,9 @@ class Receipt:
     earlier: dict[str, Any] | None = None
     #: the verification pass's findings (possible duplicates in HeroBase), once it ran
     verification: dict[str, Any] | None = None
+    #: the campaign's rules the rows were checked against: field -> ``{type, regex, example}``
+    #: (the JSON only: the words people read never show a regex, docs/herobase-api.md)
+    field_rules: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -83,6 +90,11 @@ class Receipt:
         said = data.get("outcome") or data.get("status") or ""
         fields["outcome"] = FileOutcome.parse(str(said), FileOutcome.PROCESSED)
         return cls(**fields)
+
+
+def field_rules(fields: Iterable[FieldSpec]) -> dict[str, dict[str, str]]:
+    """:attr:`Receipt.field_rules` from the campaign's field specs."""
+    return {f.name: {"type": f.type, "regex": f.regex, "example": f.example} for f in fields}
 
 
 def _n(count: int, word: str) -> str:

@@ -66,7 +66,9 @@ def test_reject_xlsx_cells_text_highlighted_commented_no_formula(tmp_path: Path)
     by_row = {int(r[6].value): r for r in rows[1:]}
     r10 = by_row[10]  # phone '12ab' and the later API refusal on Navn
     assert r10[1].value == "12ab"
-    assert r10[1].comment.text.startswith("Row 10, column 'Tlf.': '12ab' is not a valid phone")
+    assert r10[1].comment.text.startswith(
+        "Row 10, column 'Tlf.': '12ab' is not a phone number like +45 12345678"
+    )
     assert r10[1].fill.fgColor.rgb.endswith("FFEB9C")
     assert r10[0].comment.text == "Row 10: the API refused the lead."
     assert r10[2].comment is None
