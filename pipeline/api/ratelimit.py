@@ -19,6 +19,11 @@ ceiling (a token bucket would allow a burst of twice its rate across a window bo
   campaign with one row never waits behind thousands queued by another; *priority* requests
   (reads a preview, a schema fetch or a lookup needs) are served before any waiting lane,
   all within the same minute window and daily budget;
+- with ``pace_uploads`` (off by default, not yet used by :func:`limiter_for`), uploads are
+  spaced ``60/limit`` s apart (bursting to at most :data:`UPLOAD_BURST`) and may not take the
+  last :func:`headroom` permits of the window (nor of the server's count), which only priority
+  requests may use, so priority reads need not wait behind uploads at full load; the window
+  never holds more than ``limit`` grants either way;
 - a request given a ``cancel`` event stops waiting when it is set (raising :class:`Stopping`,
   nothing sent), so a stopping service starts no new request;
 - beside the minute window, the account's daily budget (:class:`~pipeline.api.quota.DailyBudget`,
@@ -58,10 +63,23 @@ WINDOW = 60.0
 #: While lanes wait, at most this many priority requests in a row go before one lane's turn
 #: (priority reads cannot starve the uploads, e.g. during a long export).
 PRIORITY_BURST = 8
+#: Uploads (non-priority permits) in a row that may go without the ``60/limit`` spacing.
+UPLOAD_BURST = 2
+#: The share of the minute limit kept for priority requests (at least HEADROOM_MIN permits).
+HEADROOM_SHARE = 0.02
+HEADROOM_MIN = 2
 #: The lane of requests that name none.
 DEFAULT_LANE = ""
 #: A waiter that is not next re-checks its cancel event at least this often (real seconds).
 _POLL = 0.25
+
+
+def headroom(limit: int) -> int:
+    """Permits of a ``limit``-a-minute window that uploads leave to priority requests.
+
+    ``max(2, 2 %)`` of the limit, but never more than half of it (a limit of 1 keeps none).
+    """
+    return min(max(HEADROOM_MIN, math.ceil(limit * HEADROOM_SHARE)), limit // 2)
 
 
 class Stopping(Unavailable):
@@ -88,6 +106,7 @@ class RateLimiter:
         *,
         recover_every: float = 10.0,
         keep_history: bool = False,
+        pace_uploads: bool = False,
     ) -> None:
         if ceiling < 1:
             raise ValueError("the rate ceiling must be at least 1 request per minute")
@@ -102,6 +121,9 @@ class RateLimiter:
         self.limit = ceiling
         self.recover_every = recover_every
         self._grants: deque[float] = deque()
+        #: uploads are spaced and leave the window's headroom to priority requests
+        self.pace_uploads = pace_uploads
+        self._upload_due = -math.inf  # the spacing's next due time (GCRA theoretical arrival)
         self._blocked_until = 0.0
         self._server_remaining: int | None = None
         self._server_reset_at = 0.0
@@ -266,7 +288,7 @@ class RateLimiter:
                     now = self.clock.monotonic()
                     mine = self._next() is ticket
                     # everyone sleeps until the window has room; only the next one takes it
-                    wait = self._wait_needed(now)
+                    wait = self._wait_needed(now, ticket)
                     if mine and wait <= 0:
                         self._grant(ticket, now)
                         granted = True
@@ -308,6 +330,8 @@ class RateLimiter:
     def _grant(self, ticket: _Ticket, now: float) -> None:
         """Give ``ticket`` the permit (lock held): record it, pass the turn on."""
         self._grants.append(now)
+        if self.pace_uploads and not ticket.priority:
+            self._upload_due = max(self._upload_due, now) + WINDOW / self.limit
         if self._server_remaining is not None:
             self._server_remaining -= 1
         if self._cautious_since is not None:
@@ -339,15 +363,24 @@ class RateLimiter:
                     self._lanes[ticket.lane] = queue
         self._turn.notify_all()
 
-    def _wait_needed(self, now: float) -> float:
+    def _wait_needed(self, now: float, ticket: _Ticket) -> float:
+        """How long ``ticket`` must wait before the window has room for it (lock held)."""
         grants = self._grants
         while grants and grants[0] + WINDOW <= now:
             grants.popleft()
         if self._blocked_until > now:
             return self._blocked_until - now
-        if len(grants) >= self.limit:
+        # an upload of a pacing limiter leaves the last ``keep`` permits to priority requests
+        keep = headroom(self.limit) if self.pace_uploads and not ticket.priority else 0
+        allowed = self.limit - keep
+        if len(grants) >= allowed:
             # the grant that must leave the window before one more fits
-            return grants[len(grants) - self.limit] + WINDOW - now
+            return grants[len(grants) - allowed] + WINDOW - now
+        if self.pace_uploads and not ticket.priority:
+            # uploads spaced 60/limit s apart, at most UPLOAD_BURST of them at once
+            due = self._upload_due - (UPLOAD_BURST - 1) * WINDOW / self.limit - now
+            if due > 0:
+                return due
         if self._cautious_since is not None:
             elapsed = now - self._cautious_since
             if elapsed >= WINDOW:
@@ -359,7 +392,7 @@ class RateLimiter:
         if self._server_remaining is not None:
             if self._server_reset_at <= now:
                 self._server_remaining = None
-            elif self._server_remaining <= 0:
+            elif self._server_remaining <= keep:
                 return self._server_reset_at - now
         return 0.0
 

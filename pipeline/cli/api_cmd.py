@@ -143,7 +143,7 @@ def print_api_report(report: ApiCheckReport) -> None:
         mark = MARKS["ok"] if a.served else MARKS["warn"]
         console.print(f"  {mark} {escape(a.url)}: {escape(a.note)}", soft_wrap=True)
     if report.described:
-        table = Table(title=f"leadpipe vs the tenant's {report.source} description")
+        table = Table(title=f"leadpipe vs the tenant's {escape(report.source)} description")
         table.add_column("what leadpipe sends", overflow="fold")
         table.add_column("what the tenant declares", overflow="fold")
         table.add_column("ok?")
@@ -182,7 +182,7 @@ def print_report(report: DoctorReport) -> None:
         rights.add_column("resource")
         rights.add_column("allowed")
         for res, verbs in sorted(acc.resource_rights.items()):
-            rights.add_row(escape(res), ", ".join(verbs) or "-")
+            rights.add_row(escape(res), escape(", ".join(verbs) or "-"))
         rights.add_row("(projects)", escape(", ".join(acc.project_rights) or "-"))
         console.print(rights)
     if report.campaigns is not None:

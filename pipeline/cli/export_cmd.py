@@ -63,7 +63,7 @@ def export_now(
 
     results = run(work)
     if not results:
-        console.print(f"{name}: nothing to export, already up to date")
+        console.print(f"{name}: nothing to export, already up to date", markup=False)
     code = 0
     for r in results:
         if r.status == "failed":
@@ -94,7 +94,8 @@ def list_exports(
         return
     table = Table("job", "state", "exported up to (excl.)", "last success", "next run")
     for r in rows:
-        table.add_row(r.name, r.state, r.watermark or "-", r.last_success or "-", r.next_run or "-")
+        cells = (r.name, r.state, r.watermark or "-", r.last_success or "-", r.next_run or "-")
+        table.add_row(*(escape(c) for c in cells))  # table cells are markup: names as written
     console.print(table)
     for r in rows:
         console.print(f"{r.name}: {r.message}", highlight=False, markup=False)

@@ -105,8 +105,8 @@ def status_cmd(
     else:
         console.print("leadpipe run is not running.", highlight=False)
     if found.at:
-        console.print(f"Last status: {found.at}", highlight=False)
-    console.print(f"Inbox: {now.inbox}", highlight=False)
+        console.print(f"Last status: {found.at}", highlight=False, markup=False)
+    console.print(f"Inbox: {now.inbox}", highlight=False, markup=False)
     if not now.inbox_ok:
         console.print(f"[red]{escape(now.inbox_problem)}[/]", highlight=False)
     if now.stray:

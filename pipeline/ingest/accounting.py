@@ -11,10 +11,12 @@ The receipt is not written here: see :class:`pipeline.ingest.report.place.Receip
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.clock import shown_time
 from pipeline.errors import AccountingError
 from pipeline.ingest.chunks import NotSent, Tally
 from pipeline.ingest.deliver.delivery import Delivered, Halt
@@ -41,6 +43,65 @@ class Times:
     started_at: str
     finished_at: str
     duration_s: float
+
+
+@dataclass(frozen=True)
+class UploadEstimate:
+    """How long uploading ``rows`` rows would take at the account's limits (a dry run).
+
+    One request per lead (docs/herobase-api.md, "The daily quota"): at most ``per_minute``
+    a minute, and at most ``daily_budget`` a day when a daily budget is known. Computed once;
+    the receipt and the CLI show its :meth:`sentence`.
+    """
+
+    rows: int
+    per_minute: int
+    daily_budget: int | None = None  #: the day's usable requests (None: no daily limit known)
+
+    @property
+    def minutes(self) -> float:
+        """Minutes at the minute limit alone."""
+        return self.rows / self.per_minute if self.per_minute > 0 else 0.0
+
+    @property
+    def days(self) -> int | None:
+        """Days the daily budget alone needs (None: no daily budget known)."""
+        if not self.daily_budget:
+            return None
+        return max(1, math.ceil(self.rows / self.daily_budget))
+
+    def sentence(self) -> str:
+        """``Uploading 949,728 rows would take about 26 h 23 min at 600 requests/minute (and
+        10 days at the daily budget of 100,000).``"""
+        rows = f"{self.rows:,} row" + ("" if self.rows == 1 else "s")
+        text = (
+            f"Uploading {rows} would take about {spoken_duration(self.minutes * 60)} at "
+            f"{self.per_minute:,} requests/minute"
+        )
+        days, budget = self.days, self.daily_budget
+        if days is not None and budget is not None:
+            if self.rows <= budget:
+                text += f" (within one day's budget of {budget:,})"
+            else:
+                text += f" (and {days} days at the daily budget of {budget:,})"
+        return text + "."
+
+
+def spoken_duration(seconds: float) -> str:
+    """A duration as people say it: ``less than a minute``, ``7 min``, ``26 h 23 min``."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "less than a minute"
+    hours, rest = divmod(minutes, 60)
+    if not hours:
+        return f"{rest} min"
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
+
+
+def with_estimate(receipt: Receipt, estimate: UploadEstimate) -> Receipt:
+    """``receipt`` with the upload estimate's sentence among its messages."""
+    receipt.messages.append(estimate.sentence())
+    return receipt
 
 
 def outcome_of(tally: Tally, delivered: Delivered) -> tuple[FileOutcome, Halt | None]:
@@ -176,7 +237,9 @@ def cancelled_receipt(
 def already_receipt(file: Identified, known: FileRecord, times: Times) -> Receipt:
     """The receipt of a re-drop: this run's counts (all 0) and the earlier run's, named so."""
     earlier = Receipt.from_json(json.loads(known.receipt_json or "{}"))
-    when = (known.finished_utc or "")[:16].replace("T", " ")
+    # the earlier run's finish in the tenant's zone, with the offset it had then (its receipt
+    # has it so); a record without one is shown in UTC, named so
+    when = shown_time(earlier.finished_at or known.finished_utc or "")
     return Receipt(
         file=str(file.path.resolve()),
         sha256=known.sha256,
@@ -186,6 +249,7 @@ def already_receipt(file: Identified, known: FileRecord, times: Times) -> Receip
         finished_at=times.started_at,
         earlier={
             "finished_utc": known.finished_utc or "",
+            "finished_at": earlier.finished_at,
             "receipt": known.receipt_path or "",
             "rows_read": earlier.rows_read,
             "accepted": earlier.accepted,
@@ -197,7 +261,7 @@ def already_receipt(file: Identified, known: FileRecord, times: Times) -> Receip
         },
         messages=[
             f"This file (the same content) was already processed for campaign {known.campaign} "
-            f"on {when} UTC; nothing was read or sent again now."
+            f"on {when}; nothing was read or sent again now."
         ],
         next_steps=[
             "Nothing to do. To upload rows that were rejected then, fix them in that run's "

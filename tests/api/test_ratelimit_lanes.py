@@ -13,7 +13,13 @@ from collections.abc import Callable
 
 import pytest
 
-from pipeline.api.ratelimit import PRIORITY_BURST, RateLimiter, Stopping
+from pipeline.api.ratelimit import (
+    PRIORITY_BURST,
+    UPLOAD_BURST,
+    RateLimiter,
+    Stopping,
+    headroom,
+)
 from pipeline.clock import FakeClock
 from tests.api.test_ratelimit import max_in_any_window
 
@@ -156,4 +162,21 @@ def test_lanes_keep_the_minute_ceiling_under_many_threads() -> None:
     _join(threads)
     assert limiter.history is not None
     assert len(limiter.history) == 180
+    assert max_in_any_window(limiter.history) <= 20
+
+
+def test_paced_uploads_are_spaced_and_leave_the_headroom_to_priority_reads() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(20, clock, keep_history=True, pace_uploads=True)
+    assert headroom(20) == 2
+    # two uploads at once (UPLOAD_BURST), then one every 60/20 = 3 s
+    waits = [limiter.acquire("A") for _ in range(18)]
+    assert waits[:UPLOAD_BURST] == [0.0] * UPLOAD_BURST
+    assert waits[UPLOAD_BURST:] == pytest.approx([3.0] * (18 - UPLOAD_BURST))
+    # the window holds 18 uploads: the 19th waits for the oldest to leave it ...
+    assert limiter.acquire("A") > 0
+    # ... while priority reads find the 2 permits kept for them at once
+    assert limiter.waiting() == 0
+    assert [limiter.acquire("B", priority=True) for _ in range(2)] == [0.0, 0.0]
+    assert limiter.history is not None
     assert max_in_any_window(limiter.history) <= 20

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -92,24 +92,41 @@ def send_lead(client: HeroBaseClient, run: int, i: int) -> None:
     client.create_lead(CODE, {"name": f"Run {run} lead {i} ApS", "phone": f"+45 {20000000 + i}"})
 
 
-def crash_loop(sb: Sandbox, shared: FakeClock, states: list[Path]) -> Counter[int]:
+def read_example(client: HeroBaseClient, run: int, i: int) -> None:
+    client.import_example(CODE)  # a priority read: not spaced like the uploads
+
+
+def crash_loop(
+    sb: Sandbox,
+    shared: FakeClock,
+    states: list[Path],
+    *,
+    forget: bool = False,
+    work: Callable[[HeroBaseClient, int, int], None] = send_lead,
+) -> Counter[int]:
     """Consecutive runs, run i with state folder ``states[i]``; the sandbox's answer statuses.
 
     Each run is a new client built by ``open_client`` (as ``leadpipe run`` builds it) on a
-    clock of its own, so it has a new limiter, as a new process would.
+    clock of its own, so it has a new limiter, as a new process would. With ``forget``, the
+    grant record is emptied before each run: it exists but holds none of the earlier grants.
     """
     clocks = []  # kept alive: a collected clock's id could be reused for the next one
     for run, state in enumerate(states):
+        if forget:
+            path = grant_log_path(state, sb.url, DEMO_USER)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
         clock = ProcessClock(shared, mono_offset=-900.0 + 1234.5 * run)
         clocks.append(clock)
         with open_client(settings_for(sb, state), clock=clock) as client:
-            send = partial(send_lead, client, run)
+            send = partial(work, client, run)
             with ThreadPoolExecutor(4) as pool:  # 4 threads, like the uploader
                 list(pool.map(send, range(BURST)))
         shared.advance(RESTART_GAP)
     log = sb.requests()
-    leads = [r for r in log if r["method"] == "POST" and r["status"] == 200]
-    assert len(leads) == len(states) * BURST  # every lead made it, 429s or not
+    if work is send_lead:
+        leads = [r for r in log if r["method"] == "POST" and r["status"] == 200]
+        assert len(leads) == len(states) * BURST  # every lead made it, 429s or not
     return Counter(int(r["status"]) for r in log)
 
 
@@ -131,12 +148,34 @@ def test_consecutive_runs_share_the_minute_budget_through_the_state_folder(
     assert len(lines) <= 2 * TENANT_LIMIT + 1
 
 
+def crash_loop_of_reads(
+    sb: Sandbox, shared: FakeClock, state: Path, *, forget: bool
+) -> Counter[int]:
+    """Runs of priority reads, which go at once while the window has room: a minute's budget
+    spent within a second, then a restart ``RESTART_GAP`` later in the same server minute."""
+    path = grant_log_path(state, sb.url, DEMO_USER)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")  # an existing, empty record: the first run starts at full speed
+    return crash_loop(sb, shared, [state] * PROCESSES, forget=forget, work=read_example)
+
+
+def test_a_burst_of_reads_then_restarts_keep_the_budget_through_the_record(
+    tenant: Sandbox, shared: FakeClock, tmp_path: Path
+) -> None:
+    statuses = crash_loop_of_reads(tenant, shared, tmp_path / "state", forget=False)
+    assert statuses[429] == 0, statuses
+    assert sum(statuses.values()) == PROCESSES * TENANT_LIMIT
+
+
 def test_without_the_recorded_budget_the_same_runs_exceed_the_tenant_limit(
     tenant: Sandbox, shared: FakeClock, tmp_path: Path
 ) -> None:
-    """The control: a fresh state folder for every run (nothing recorded) draws 429s."""
-    states = [tmp_path / f"state-{run}" for run in range(PROCESSES)]
-    statuses = crash_loop(tenant, shared, states)
+    """The control of the test above: the record emptied before each restart draws 429s.
+
+    The restart's first request goes before any answer brings the server's count, into the
+    server minute the previous run spent; only the record could have held it back.
+    """
+    statuses = crash_loop_of_reads(tenant, shared, tmp_path / "state", forget=True)
     assert statuses[429] > 0, statuses
 
 

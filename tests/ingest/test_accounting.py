@@ -42,3 +42,25 @@ def test_asked_to_stop_keeps_the_receipts_halt_code() -> None:
         "stopped",
         STOP_REASON,
     )
+
+
+def test_upload_estimate_says_the_time_at_the_minute_limit_and_the_daily_budget() -> None:
+    from pipeline.ingest.accounting import UploadEstimate
+
+    estimate = UploadEstimate(949_728, 600, 100_000)
+    assert estimate.sentence() == (
+        "Uploading 949,728 rows would take about 26 h 23 min at 600 requests/minute "
+        "(and 10 days at the daily budget of 100,000)."
+    )
+    assert UploadEstimate(30, 600).sentence() == (
+        "Uploading 30 rows would take about less than a minute at 600 requests/minute."
+    )
+
+
+def test_verification_is_shown_in_the_tenant_zone_and_kept_in_utc() -> None:
+    from pipeline.ingest.deliver.verify import Verification
+
+    v = Verification("f.csv", "C", checked_at="2026-07-01T12:05:00+00:00", rows_checked=2)
+    v.timezone = "Europe/Copenhagen"
+    assert v.message.startswith("Verification (2026-07-01 14:05 (UTC+02:00)): each of the 2")
+    assert v.checked_at == "2026-07-01T12:05:00+00:00"

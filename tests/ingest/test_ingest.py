@@ -16,6 +16,7 @@ import pytest
 
 from pipeline.api import HeroBaseClient
 from pipeline.cells import is_risky
+from pipeline.clock import shown_time
 from pipeline.config import CampaignSettings, Settings
 from pipeline.dropfolder.identity import FileIdentity
 from pipeline.ingest.chunks import IngestProgress
@@ -193,9 +194,12 @@ def test_same_file_twice_creates_nothing_the_second_time(env: Env) -> None:
     assert second.messages[0].startswith(
         f"This file (the same content) was already processed for campaign {CAMPAIGN} on "
     )
+    # in the tenant's zone with its offset (the JSON keeps the UTC time)
+    assert f"on {shown_time(first.finished_at)};" in second.messages[0]
+    assert " UTC;" not in second.messages[0]
     text = Path(second.receipt_file).read_text("utf-8")
     assert f"0 uploaded now; {first.accepted} uploaded on " in text
-    assert first.receipt_file in text
+    assert Path(first.receipt_file).name in text  # the earlier receipt, named
     on_disk = json.loads(Path(second.receipt_file).with_suffix(".json").read_text("utf-8"))
     assert (on_disk["accepted"], on_disk["earlier"]["accepted"]) == (0, first.accepted)
     assert env.stored() == Counter(d["phone"] for d in exp.valid.values())

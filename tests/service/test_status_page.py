@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import struct
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.config import load_settings
+from pipeline.sandbox import Fault, Sandbox
+from pipeline.service.status import _STYLE
+from tests.dropfolder.test_real_ingest import CODE, env_for, leads_csv, write_config
 from tests.service.conftest import Running, make_settings, service, wait_for
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "examples" / "B2B-DK-SPRING-demo.xlsx"
@@ -28,6 +40,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)"
+)
+#: What people must never read on the page: an exception's class name or an errno.
+LOW_LEVEL = re.compile(r"Errno|[A-Za-z]+(Error|Exception)\b")
 
 
 def get(url: str) -> tuple[int, bytes, str]:
@@ -124,9 +141,7 @@ def test_only_result_files_inside_the_inbox_are_served(running: Running) -> None
     assert "spreadsheetml" in ctype
 
 
-@pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)"
-)
+@needs_chromium
 def test_what_a_person_sees_in_a_browser(running: Running, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -165,3 +180,155 @@ def test_what_a_person_sees_in_a_browser(running: Running, tmp_path: Path) -> No
             assert page.inner_text("body").startswith(f"leadpipe receipt for {DEMO.name}")
         finally:
             browser.close()
+
+
+@contextmanager
+def chromium_page() -> Iterator[Page]:
+    """A page in Debian's headless chromium (driven by playwright); closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
+def screenshot(page: Page, path: Path) -> None:
+    """A full-page PNG at ``path``: it must exist, be a PNG of a real size, and not be tiny."""
+    page.screenshot(path=str(path), full_page=True)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    width, height = struct.unpack(">II", data[16:24])
+    assert width >= 400, (width, height)
+    assert height >= 300, (width, height)
+    assert len(data) > 10_000, f"{path} is only {len(data)} bytes"
+
+
+def words(page: Page, selector: str) -> str:
+    """The rendered text of ``selector``, white space folded."""
+    return " ".join(page.inner_text(selector).split())
+
+
+def css_colour(rule: str) -> str:
+    """The computed form (``rgb(r, g, b)``) of the colour ``_STYLE`` gives ``rule``."""
+    found = re.search(re.escape(rule) + r"\{color:#([0-9a-f]{6})", _STYLE)
+    assert found is not None, rule
+    r, g, b = bytes.fromhex(found.group(1))
+    return f"rgb({r}, {g}, {b})"
+
+
+def _snapshot(svc: Running) -> dict[str, Any]:
+    """``/status.json`` as a program polls it."""
+    assert svc.info.status_url is not None
+    status, body, _ = get(svc.info.status_url + "status.json")
+    assert status == 200
+    data: dict[str, Any] = json.loads(body)
+    return data
+
+
+def _campaign(svc: Running) -> dict[str, Any]:
+    camp: dict[str, Any] = _snapshot(svc)["campaigns"].get(CODE) or {}
+    return camp
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_a_big_file_in_progress_in_a_browser(sandbox: Sandbox, tmp_path: Path) -> None:
+    sandbox.set_rate_limit(per_minute=10**6, per_day=10**8)
+    sandbox.add_fault(Fault("delay", route="POST /leads", delay=0.05, times=0))
+    cfg = write_config(tmp_path, sandbox.url, concurrency=2)
+    settings = load_settings(cfg, env=env_for(cfg))
+    inbox = tmp_path / "inbox" / CODE
+    inbox.mkdir(parents=True)
+    big, _ = leads_csv("BIG", valid=400, invalid=2)
+    later, _ = leads_csv("NEXT", valid=5, invalid=0)
+    with service(settings) as svc:
+        url = svc.info.status_url
+        assert url is not None
+        (inbox / "big.csv").write_bytes(big)
+
+        def sending() -> bool:
+            p = _campaign(svc).get("progress")
+            return isinstance(p, dict) and p["rows_sent"] >= 20 and bool(p["rate"])
+
+        wait_for(sending, 30, "big.csv's progress with a rate")
+        (inbox / "later.csv").write_bytes(later)
+        wait_for(
+            lambda: any(
+                w["name"] == "later.csv" and w.get("starts") and w.get("eta")
+                for w in _campaign(svc).get("waiting", [])
+            ),
+            20,
+            "later.csv's likely start and finish",
+        )
+        with chromium_page() as page:
+            page.goto(url)
+            assert page.title() == "leadpipe status"
+            row = page.locator("#campaigns tr", has_text=CODE)
+            assert row.count() == 1
+            cells = row.locator("td")
+            busy = " ".join(cells.nth(2).inner_text().split())
+            assert busy.startswith("big.csv"), busy
+            progress = row.locator(".progress")
+            assert progress.is_visible()
+            text = " ".join(progress.inner_text().split())
+            sent = re.search(r"([\d,]+) of ~?402 rows sent \((\d+)%\)", text)
+            assert sent is not None, text
+            assert 0 < int(sent.group(1).replace(",", "")) < 402, text
+            assert re.search(r"\d+(\.\d)? rows/s", text), text
+            assert re.search(r"done by about \d{4}-\d\d-\d\d \d\d:\d\d", text), text
+            waiting = " ".join(cells.nth(3).inner_text().split())
+            when = r"(\d{4}-\d\d-\d\d \d\d:\d\d)"  # the estimate is by size: ~rows, not 5
+            likely = re.search(
+                rf"later\.csv \(~\d+ rows, starts about {when}, done by about {when}\)", waiting
+            )
+            assert likely is not None, waiting
+            assert likely.group(1) <= likely.group(2), waiting
+            assert words(page, "#counts").startswith("1 waiting · 0 arriving · 1 in progress")
+            assert page.inner_text("#api-state").startswith("API: connected")
+            screenshot(page, tmp_path / "in-progress.png")
+        sandbox.clear_faults()  # let it finish quickly: the service then stops at once
+        wait_for(lambda: _snapshot(svc)["totals"].get("processed") == 2, 30, "both files")
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_the_api_down_in_a_browser(sandbox: Sandbox, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, sandbox.url)
+    settings = load_settings(cfg, env=env_for(cfg))
+    # one retry, not five with a random back-off: the file gives up and waits within a second
+    settings = replace(settings, api=replace(settings.api, max_retries=1))
+    inbox = tmp_path / "inbox" / CODE
+    inbox.mkdir(parents=True)
+    with service(settings) as svc:
+        url = svc.info.status_url
+        assert url is not None
+        wait_for(lambda: _snapshot(svc)["api"]["problem"] == "", 10, "the API answering")
+        sandbox.stop()  # the API dies; a file arrives and has to wait
+        (inbox / "waits.csv").write_bytes(leads_csv("DOWN", valid=3, invalid=0)[0])
+        wait_for(
+            lambda: (
+                _snapshot(svc)["waiting_for_api"]
+                and any(w["name"] == "waits.csv" for w in _campaign(svc).get("waiting", []))
+            ),
+            25,
+            "waits.csv waiting for the API",
+        )
+        with chromium_page() as page:
+            page.goto(url)
+            state = page.locator("#api-state")
+            assert state.is_visible()
+            assert state.get_attribute("class") == "bad"
+            text = words(page, "#api-state")
+            assert text.startswith("API: "), text
+            assert "not answering" in text, text
+            assert "Files wait in the inbox" in text, text
+            for shown in (page.inner_text("body"), page.content()):  # the words and the DOM
+                assert not LOW_LEVEL.search(shown), LOW_LEVEL.findall(shown)
+            assert state.evaluate("e => getComputedStyle(e).color") == css_colour(".bad")
+            assert css_colour(".bad") != css_colour(".ok")
+            row = page.locator("#campaigns tr", has_text=CODE)
+            assert "waits.csv" in row.locator("td").nth(3).inner_text()
+            screenshot(page, tmp_path / "api-down.png")

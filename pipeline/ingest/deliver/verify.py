@@ -29,6 +29,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pipeline.api import HeroBaseClient
+from pipeline.clock import shown_time
 from pipeline.config import Settings
 from pipeline.dropfolder.layout import DropFolder
 from pipeline.errors import ApiError, InputError
@@ -54,22 +55,24 @@ class Verification:
 
     file: str
     campaign: str
-    checked_at: str = ""
+    checked_at: str = ""  #: ISO 8601, UTC
     rows_checked: int = 0
     duplicates: list[dict[str, Any]] = field(default_factory=list)  #: {"row", "unique_ids"}
     ids_filled: int = 0
     found_uncertain: int = 0
     blind: str = ""  #: why nothing could be verified ("" when it could)
+    #: the tenant's zone (``timezone``): the message shows ``checked_at`` in it, with its offset
+    timezone: str = ""
 
     @property
     def message(self) -> str:
         """The finding in plain words, for the receipt and the status page."""
-        when = self.checked_at[:16].replace("T", " ")
+        when = shown_time(self.checked_at, self.timezone or None)
         if self.blind:
-            return f"Verification ({when} UTC) could not run: {self.blind}."
+            return f"Verification ({when}) could not run: {self.blind}."
         if not self.duplicates:
             return (
-                f"Verification ({when} UTC): each of the {self.rows_checked} uploaded row(s) is "
+                f"Verification ({when}): each of the {self.rows_checked} uploaded row(s) is "
                 "in HeroBase once."
             )
         parts = "; ".join(
@@ -77,7 +80,7 @@ class Verification:
         )
         more = f" (and {len(self.duplicates) - 20} more)" if len(self.duplicates) > 20 else ""
         return (
-            f"Verification ({when} UTC): {len(self.duplicates)} row(s) are in HeroBase more "
+            f"Verification ({when}): {len(self.duplicates)} row(s) are in HeroBase more "
             f"than once, possible duplicates: {parts}{more}. Keep one lead of each and remove "
             "the others in HeroBase."
         )
@@ -115,7 +118,7 @@ def verify_file(
     # temp files in the inbox's hidden work area, not a visible folder beside the receipt
     tmp = DropFolder(inbox).tmp if inbox in receipt_path.resolve().parents else None
     key = FileKey(receipt.sha256, receipt.campaign)
-    result = Verification(str(original), receipt.campaign)
+    result = Verification(str(original), receipt.campaign, timezone=settings.timezone)
     result.checked_at = datetime.now(UTC).isoformat(timespec="seconds")
     records = {r.row: r for r in ledger.rows(key, [RowState.ACCEPTED, RowState.UNCERTAIN])}
     if not records:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
+from pipeline.clock import shown_time
 from pipeline.dropfolder.layout import DropFolder
 from pipeline.files import atomic_write_text
 from pipeline.outcome import FileOutcome
@@ -148,11 +149,12 @@ def render_receipt(r: Receipt) -> str:
     lines.append(f"Status: {r.status}.")
     if r.earlier is not None:
         e = r.earlier
-        when = str(e.get("finished_utc", ""))[:16].replace("T", " ")
-        where = f" ({e['receipt']})" if e.get("receipt") else ""
+        # the earlier run's own local finish time carries the tenant's offset of that day
+        when = shown_time(str(e.get("finished_at") or e.get("finished_utc") or ""))
+        where = f" ({shown_path(r, str(e['receipt']))})" if e.get("receipt") else ""
         then = int(e.get("rejected", 0)) + int(e.get("refused_by_api", 0))
         lines.append(
-            f"{r.accepted} uploaded now; {e.get('accepted', 0)} uploaded on {when} UTC{where}"
+            f"{r.accepted} uploaded now; {e.get('accepted', 0)} uploaded on {when}{where}"
             + (f"; {then} rejected then" if then else "")
             + "."
         )
