@@ -381,7 +381,8 @@ class Intake:
         waiting: Queued | None = None
         with self._cond:
             job = self._running.get(code)
-            if job is not None and req.name in (job.name, job.dropped_as):
+            # a preview uploads nothing: a cancel is for the file dropped to be uploaded
+            if job is not None and not job.preview and req.name in (job.name, job.dropped_as):
                 if not job.cancel.requested:
                     log.warning("%s: %s is cancelled (%s)", code, readable(job.name), req.text)
                     job.cancel.request(req.text)
@@ -391,12 +392,20 @@ class Intake:
                 return
             for item in self.queues.queued_in(code):
                 name = item.job.name if isinstance(item, ResumedClaim) else item.path.name
-                if name == req.name and not (isinstance(item, SeenFile) and item.preview):
-                    self.queues.take_out(code, item)
-                    if isinstance(item, SeenFile):
-                        self.settling.forget(item.path)
-                    waiting = item
-                    break
+                preview = item.job.preview if isinstance(item, ResumedClaim) else item.preview
+                if name != req.name or preview:
+                    continue
+                if isinstance(item, ResumedClaim):
+                    # a claim to resume may hold sent rows: the worker that takes it runs it
+                    # with the cancel set (in its turn, its campaign busy), never this thread
+                    if not item.job.cancel.requested:
+                        item.job.cancel.request(req.text)
+                    self._cancels[item.job.path.parent] = req
+                    return
+                self.queues.take_out(code, item)
+                self.settling.forget(item.path)
+                waiting = item
+                break
             arriving = any(
                 e.campaign == code and e.path.name == req.name and not e.preview
                 for e in self.settling
@@ -426,7 +435,8 @@ class Intake:
         try:
             job.cancel.request(req.text)
             log.warning("%s: %s is cancelled before it was read (%s)", campaign, job.name, req.text)
-            self._cancels[claim] = req
+            with self._cond:
+                self._cancels[claim] = req
             self._process(job)
         finally:
             with self._cond:
@@ -462,9 +472,12 @@ class Intake:
             return None
         if placed.final is None:
             return None  # interrupted: stays claimed; resumed at the next start
-        req = self._cancels.pop(job.path.parent, None)
-        if req is not None:
-            req.done()  # the file ended (cancelled, or done before the cancel took)
+        with self._cond:
+            req = self._cancels.pop(job.path.parent, None)
+        # back in the inbox (waiting, changed): the request stays on disk for the file's next
+        # turn; otherwise the file ended (cancelled, or done before the cancel took)
+        if req is not None and out.kind not in (FileOutcome.WAITING, FileOutcome.CHANGED):
+            req.done()
         with self._cond:
             if out.kind is FileOutcome.CHANGED and out.retry_after > 0:
                 # not again before then, unless it changes
@@ -474,7 +487,8 @@ class Intake:
             elif out.kind is FileOutcome.WAITING:
                 reason = out.message or "the API is not answering"
                 self.breaker.trip(reason, longest=out.not_permitted)
-            elif out.kind is not FileOutcome.FAILED:
+            elif out.kind not in (FileOutcome.FAILED, FileOutcome.CANCELLED, FileOutcome.ALREADY):
+                # a cancelled or already-done file sent nothing: no news about the API
                 self.breaker.success(out.uncertain)
         if out.kind is FileOutcome.CHANGED:
             log.warning("%s went back to the inbox: %s", job.name, out.message)

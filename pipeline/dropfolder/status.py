@@ -381,8 +381,8 @@ class IntakeStatus:
                 if isinstance(campaigns, dict)
                 else {}
             ),
-            queue_depth=int(data.get("queue_depth") or 0),
-            in_progress=int(data.get("in_progress") or 0),
+            queue_depth=_int(data, "queue_depth") or 0,
+            in_progress=_int(data, "in_progress") or 0,
             totals=(
                 {str(k): int(v) for k, v in totals.items() if isinstance(v, int)}
                 if isinstance(totals, dict)

@@ -240,6 +240,7 @@ class Service:
             done.seconds,
             run=done.run,  # rows counted while it was in progress are not counted again
             run_counts=None if done.preview else done.run_counts,
+            ended=done.kind.done,  # a file read again counts its rejected rows then
         )
         log.info(
             "%s: %s -> %s%s",
@@ -360,6 +361,7 @@ class Service:
             FileOutcome.PREVIEWED,
             FileOutcome.ALREADY,
             FileOutcome.STOPPED,
+            FileOutcome.CANCELLED,
         )
         return ServiceResult(
             processed=sum(now.totals.get(kind, 0) for kind in placed),

@@ -31,6 +31,9 @@ ROW_OUTCOMES = {
     "uncertain": "uncertain",
     "blank_skipped": "blank",
 }
+#: Rows found by reading, not by the ledger: a file that goes back to the inbox (waiting,
+#: changed) or stops (interrupted) is read again, so these count only when a file ends for good.
+READ_AGAIN = frozenset({"rejected", "blank_skipped"})
 
 
 class Metrics:
@@ -143,11 +146,13 @@ class Metrics:
         *,
         run: str = "",
         run_counts: Mapping[str, int] | None = None,
+        ended: bool = True,
     ) -> None:
         """Count one finished file, and its rows not counted while it was in progress.
 
         ``run_counts``: the run's own rows (``counts`` may include an earlier run's); the
-        receipt's ``counts`` fill in what the run did not report (blank rows).
+        receipt's ``counts`` fill in what the run did not report (blank rows). ``ended``: False
+        when the file will be read again (its rejected and blank rows count then, once).
         """
         self.files.labels(outcome=outcome).inc()
         self.file_seconds.observe(seconds)
@@ -157,6 +162,8 @@ class Metrics:
             if run:
                 self._ended.append(run)
             for key, label in ROW_OUTCOMES.items():
+                if not ended and key in READ_AGAIN:
+                    continue
                 n = int(final.get(key, 0) or 0) - counted.get(key, 0)
                 if n > 0:
                     self.rows.labels(outcome=label).inc(n)
@@ -182,6 +189,8 @@ class Metrics:
                     continue  # a preview sends nothing; an ended run was counted in full
                 counted = self._live.setdefault(p.run, {})
                 for key, label in ROW_OUTCOMES.items():
+                    if key in READ_AGAIN:
+                        continue  # counted when the file ends for good
                     n = int(p.counts.get(key, 0)) - counted.get(key, 0)
                     if n > 0:
                         self.rows.labels(outcome=label).inc(n)

@@ -442,3 +442,17 @@ def test_files_at_the_top_of_the_inbox_are_shown_not_taken(inbox: Path) -> None:
     assert rec.jobs == []
     assert intake.status().stray == ("leads.xlsx",)
     assert (inbox / "leads.xlsx").exists()
+
+
+def test_a_file_that_sent_nothing_does_not_close_a_pause_for_the_api(inbox: Path) -> None:
+    clock, rec = FakeClock(), Recorder()
+    intake = make(inbox, rec, clock)  # no probe: the next file taken is the try
+    for kind in (FileOutcome.CANCELLED, FileOutcome.ALREADY):
+        intake.breaker.trip("the API is not answering (connection refused)")
+        clock.advance(3600.0)  # the pause's cooldown is over: one file may try
+        rec.outcome = Outcome(kind)
+        (inbox / "ALPHA" / f"{kind.value}.csv").write_text("a\n", encoding="utf-8")
+        settle(intake, clock)
+        assert rec.names()[-1] == f"{kind.value}.csv"
+        # a cancelled or already-done file spoke to no API: no sign that the API is back
+        assert intake.waiting_for_api(), kind
