@@ -163,7 +163,10 @@ class CreatedLead:
 
 @dataclass(frozen=True)
 class Lead:
-    """A lead object (section 9). Times are strings exactly as the API sent them."""
+    """A lead object (docs/herobase-api.md, "Exports").
+
+    Times are strings exactly as the API sent them.
+    """
 
     unique_id: str
     status: str

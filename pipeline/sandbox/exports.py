@@ -1,4 +1,5 @@
-"""The export endpoints: searches, lead objects, CSV, /simpleleads and one lead (section 8).
+"""The export endpoints: searches, lead objects, CSV, /simpleleads and one lead
+(docs/herobase-api.md, "Exports").
 
 Every lookup shows only the leads ``Tenant.visible`` lets through (``commit_delay``).
 """
