@@ -285,9 +285,8 @@ class DailyBudget:
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Follow a daily ``X-Rate-Limit-*`` window (reset later than a minute), if any."""
-        limit = _header_int(headers, "X-Rate-Limit-Limit")
-        remaining = _header_int(headers, "X-Rate-Limit-Remaining")
-        reset = _header_float(headers, "X-Rate-Limit-Reset")
+        seen = RateHeaders.of(headers)
+        limit, remaining, reset = seen.limit, seen.remaining, seen.reset
         if limit is None or remaining is None or reset is None or reset <= MINUTE:
             return
         now = self.clock.now()
@@ -360,7 +359,30 @@ class DailyBudget:
         )
 
 
-def _header_float(headers: Mapping[str, str], name: str) -> float | None:
+@dataclass(frozen=True)
+class RateHeaders:
+    """The ``X-Rate-Limit-*`` headers of one answer (None: absent or not a finite number).
+
+    The minute limiter and the daily budget both read them; ``reset`` tells which window the
+    figures are about (docs/herobase-api.md, "The daily quota").
+    """
+
+    limit: int | None
+    remaining: int | None
+    reset: float | None  #: seconds until the window resets
+
+    @classmethod
+    def of(cls, headers: Mapping[str, str]) -> RateHeaders:
+        limit = _number(headers, "X-Rate-Limit-Limit")
+        remaining = _number(headers, "X-Rate-Limit-Remaining")
+        return cls(
+            limit=None if limit is None else int(limit),
+            remaining=None if remaining is None else int(remaining),
+            reset=_number(headers, "X-Rate-Limit-Reset"),
+        )
+
+
+def _number(headers: Mapping[str, str], name: str) -> float | None:
     value = headers.get(name)
     if value is None:
         return None
@@ -369,11 +391,6 @@ def _header_float(headers: Mapping[str, str], name: str) -> float | None:
     except ValueError:
         return None
     return result if math.isfinite(result) else None
-
-
-def _header_int(headers: Mapping[str, str], name: str) -> int | None:
-    value = _header_float(headers, name)
-    return None if value is None else int(value)
 
 
 # -- the day's requests in the state folder ----------------------------------------------------

@@ -52,7 +52,13 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: no grant file, the limiter works in memory
     fcntl = None  # type: ignore[assignment]
 
-from pipeline.api.quota import DailyBudget, DailyPolicy, QuotaStatus, day_log_path
+from pipeline.api.quota import (
+    DailyBudget,
+    DailyPolicy,
+    QuotaStatus,
+    RateHeaders,
+    day_log_path,
+)
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import Unavailable
 from pipeline.files import PRIVATE_FILE_MODE, open_private, private_dir
@@ -400,9 +406,8 @@ class RateLimiter:
 
     def observe(self, headers: Mapping[str, str], status: int) -> None:
         """Follow ``X-Rate-Limit-*`` headers of an answer; recover after successes."""
-        remaining = _header_int(headers, "X-Rate-Limit-Remaining")
-        reset = _header_float(headers, "X-Rate-Limit-Reset")
-        limit = _header_int(headers, "X-Rate-Limit-Limit")
+        seen = RateHeaders.of(headers)
+        remaining, reset, limit = seen.remaining, seen.reset, seen.limit
         if self.daily is not None:
             self.daily.observe(headers)
         if reset is not None and reset > WINDOW:
@@ -446,22 +451,6 @@ class RateLimiter:
                 pause,
                 self.limit,
             )
-
-
-def _header_float(headers: Mapping[str, str], name: str) -> float | None:
-    value = headers.get(name)
-    if value is None:
-        return None
-    try:
-        result = float(value)
-    except ValueError:
-        return None
-    return result if math.isfinite(result) else None
-
-
-def _header_int(headers: Mapping[str, str], name: str) -> int | None:
-    value = _header_float(headers, name)
-    return None if value is None else int(value)
 
 
 _registry: dict[tuple[str, str, int | None], RateLimiter] = {}
