@@ -7,9 +7,6 @@ are granted in is asserted, not timing, except for the stop's own bound (generou
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -19,12 +16,11 @@ from tests.dropfolder.test_real_ingest import (
     CODE,
     created,
     env_for,
-    leadpipe,
     leads_csv,
     run_once,
+    sigterm_while_uploading,
     write_config,
 )
-from tests.service.conftest import wait_for
 
 OTHER = "B2B-SE-AUTUMN"
 
@@ -42,27 +38,8 @@ def test_sigterm_with_8_uploads_in_flight_exits_0_fast_without_retries_and_rerun
     (inbox / "big.csv").write_bytes(data)
     env = env_for(cfg)
     env["LEADPIPE_LOG_LEVEL"] = "INFO"
-    log = tmp_path / "run.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            leadpipe("run"), env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        wait_for(
-            lambda: sum(1 for r in sandbox.requests() if r["method"] == "POST") >= 24,
-            60,
-            "uploads to be in flight",
-        )
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        try:
-            code = proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    took = time.monotonic() - started
-    text = log.read_text(encoding="utf-8")
+    stopped = sigterm_while_uploading(sandbox, env, tmp_path, posts=24, wait=30)
+    took, code, text = stopped.seconds, stopped.code, stopped.log
     assert code == 0, text
     assert took < 15.0, (took, text)  # the promise is 10 s; the bound leaves room for CI load
     # no request was retried (nothing failed but the stop): no retry line at all

@@ -13,6 +13,7 @@ import threading
 import time
 import zipfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,46 @@ def env_for(cfg: Path) -> dict[str, str]:
 
 def leadpipe(*args: str) -> list[str]:
     return [sys.executable, "-c", "from pipeline.cli import main; main()", *args]
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """How a ``leadpipe run`` ended after a SIGTERM."""
+
+    code: int
+    seconds: float  #: from the signal to the exit
+    log: str  #: what it printed
+
+
+def sigterm_while_uploading(
+    sandbox: Sandbox,
+    env: dict[str, str],
+    cwd: Path,
+    *,
+    posts: int,
+    wait: float,
+) -> Stopped:
+    """Start `leadpipe run`, SIGTERM it once ``posts`` uploads reached the sandbox."""
+    log = cwd / "run.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            leadpipe("run"), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(
+            lambda: sum(1 for r in sandbox.requests() if r["method"] == "POST") >= posts,
+            60,
+            "uploads to be in flight",
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        try:
+            code = proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    return Stopped(code, time.monotonic() - started, log.read_text(encoding="utf-8"))
 
 
 def run_once(env: dict[str, str], cwd: Path, timeout: float) -> None:
@@ -238,27 +279,9 @@ def test_sigterm_while_uploading_exits_0_within_10_s_and_the_rerun_completes(
     data, names = leads_csv("TERM", valid=200, invalid=0)
     (inbox / "big.csv").write_bytes(data)
     env = env_for(cfg)
-    log = tmp_path / "run.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            leadpipe("run"), env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        wait_for(
-            lambda: sum(1 for r in sandbox.requests() if r["method"] == "POST") >= 20,
-            60,
-            "uploads to start",
-        )
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        try:
-            code = proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert time.monotonic() - started < 10.0
-    assert code == 0, log.read_text(encoding="utf-8")
+    stopped = sigterm_while_uploading(sandbox, env, tmp_path, posts=20, wait=15)
+    assert stopped.seconds < 10.0
+    assert stopped.code == 0, stopped.log
     assert len(list((tmp_path / "inbox" / ".leadpipe" / "work").rglob("big.csv"))) == 1
     sandbox.clear_faults()
     run_once(env, tmp_path, 120)
