@@ -19,7 +19,7 @@ ceiling (a token bucket would allow a burst of twice its rate across a window bo
   campaign with one row never waits behind thousands queued by another; *priority* requests
   (reads a preview, a schema fetch or a lookup needs) are served before any waiting lane,
   all within the same minute window and daily budget;
-- with ``pace_uploads`` (off by default, not yet used by :func:`limiter_for`), uploads are
+- with ``pace_uploads`` (what :func:`limiter_for` builds; off for a bare limiter), uploads are
   spaced ``60/limit`` s apart (bursting to at most :data:`UPLOAD_BURST`) and may not take the
   last :func:`headroom` permits of the window (nor of the server's count), which only priority
   requests may use, so priority reads need not wait behind uploads at full load; the window
@@ -276,8 +276,9 @@ class RateLimiter:
         """
         if cancel is not None and cancel.is_set():
             raise Stopping("leadpipe is stopping: request not sent")
-        if self.daily is not None:
-            self.daily.take()
+        daily = self.daily
+        if daily is not None:
+            daily.check()  # spent: refused at once; counted only once granted (a stop may come)
         ticket = _Ticket(lane, priority)
         waited = 0.0
         granted = False
@@ -312,6 +313,10 @@ class RateLimiter:
                     self._leave(ticket)
         if store is not None:
             store.append(self.clock.now().timestamp())
+        if daily is not None:
+            # the last of the day's budget may have gone to another thread meanwhile: refused
+            # then (the minute permit is spent for nothing, the day's count is kept exact)
+            daily.take()
         return waited
 
     def waiting(self) -> int:
@@ -479,7 +484,7 @@ def limiter_for(
     with _registry_lock:
         limiter = _registry.get(key)
         if limiter is None:
-            limiter = _registry[key] = RateLimiter(ceiling, clock)
+            limiter = _registry[key] = RateLimiter(ceiling, clock, pace_uploads=True)
         else:
             limiter.lower_ceiling(ceiling)
     if state_dir is not None:

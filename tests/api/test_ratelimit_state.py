@@ -109,7 +109,13 @@ def crash_loop(
     Each run is a new client built by ``open_client`` (as ``leadpipe run`` builds it) on a
     clock of its own, so it has a new limiter, as a new process would. With ``forget``, the
     grant record is emptied before each run: it exists but holds none of the earlier grants.
+
+    Reads go from 4 threads, like the uploader's. Uploads go from one: they are spaced, so
+    their threads sleep all the time, and on a fake clock a sleep moves time at once, for the
+    requests of other threads already granted but not yet sent too; a request granted at
+    00:59 could then reach the sandbox at 01:05, in a minute the limiter did not give it to.
     """
+    threads = 1 if work is send_lead else 4
     clocks = []  # kept alive: a collected clock's id could be reused for the next one
     for run, state in enumerate(states):
         if forget:
@@ -120,7 +126,7 @@ def crash_loop(
         clocks.append(clock)
         with open_client(settings_for(sb, state), clock=clock) as client:
             send = partial(work, client, run)
-            with ThreadPoolExecutor(4) as pool:  # 4 threads, like the uploader
+            with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(send, range(BURST)))
         shared.advance(RESTART_GAP)
     log = sb.requests()

@@ -6,21 +6,27 @@ are granted in is asserted, not timing, except for the stop's own bound (generou
 
 from __future__ import annotations
 
+import json
 import re
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from pipeline.api.ratelimit import headroom
 from pipeline.sandbox import Fault, Sandbox
 from tests.dropfolder.test_real_ingest import (
     CODE,
     created,
     env_for,
+    leadpipe,
     leads_csv,
     run_once,
     sigterm_while_uploading,
     write_config,
 )
+from tests.service.conftest import wait_for
 
 OTHER = "B2B-SE-AUTUMN"
 
@@ -50,3 +56,58 @@ def test_sigterm_with_8_uploads_in_flight_exits_0_fast_without_retries_and_rerun
     counts = created(sandbox, "STOP")
     assert sorted(counts) == sorted(names)
     assert set(counts.values()) == {1}
+
+
+@pytest.mark.slow
+def test_a_preview_in_another_campaign_is_not_queued_behind_a_full_budget_upload(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """B's preview reads its live schema between A's uploads, not after the ones queued, and
+    is done long before A has spent the minute's budget: A's uploads are spaced over the
+    minute, not sent in a burst that leaves nothing for anyone until the minute is over."""
+    limit = 120  # uploads spaced 0.5 s apart
+    sandbox.set_rate_limit(per_minute=limit, per_day=10**8)
+    cfg = write_config(tmp_path, sandbox.url, requests_per_minute=limit, concurrency=8)
+    inbox = tmp_path / "inbox"
+    (inbox / CODE).mkdir(parents=True)
+    data, _names = leads_csv("FAIR", valid=400, invalid=0)
+    (inbox / CODE / "big.csv").write_bytes(data)
+    preview = inbox / OTHER / "preview"
+    preview.mkdir(parents=True)
+
+    def uploads() -> int:
+        return sum(1 for r in sandbox.requests() if r["method"] == "POST")
+
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            leadpipe("run"), env=env_for(cfg), cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(lambda: uploads() >= 12, 90, "A's upload to go at the minute's pace")
+        before = len(sandbox.requests())
+        (preview / "small.csv").write_text(
+            "company,phone\nAcme AB,+46 70 123 45 67\nBeta AB,+46 70 123 45 68\n,\n",
+            encoding="utf-8",
+        )
+        wait_for(lambda: any(preview.glob("*.receipt.json")), 60, "B's preview receipt")
+        sent_by_then = uploads()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    text = log.read_text(encoding="utf-8")
+    after = sandbox.requests()[before:]
+    mine = [i for i, r in enumerate(after) if OTHER in json.dumps(r.get("query", {}))]
+    assert mine, ("the preview read no live schema", after)
+    a_between = [r for r in after[mine[0] : mine[-1]] if r["method"] == "POST"]
+    # the preview's reads took their turns before A's waiting uploads: at most one of A's
+    # uploads (already granted) between them, where queued behind them they would be 8+
+    assert len(a_between) <= 1, (a_between, text)
+    receipt = json.loads(next(preview.glob("*.receipt.json")).read_text(encoding="utf-8"))
+    assert receipt["outcome"] == "previewed"
+    # done before A's uploads reached the minute's budget; a burst would have spent it at once
+    assert sent_by_then < limit - headroom(limit), (sent_by_then, text)
+    assert not any(r["status"] == 429 for r in sandbox.requests()), text

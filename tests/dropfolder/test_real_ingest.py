@@ -41,14 +41,16 @@ def leads_csv(tag: str, valid: int, invalid: int) -> tuple[bytes, list[str]]:
     return out.getvalue().encode(), names
 
 
-def write_config(root: Path, api_url: str, **intake: object) -> Path:
+def write_config(
+    root: Path, api_url: str, *, requests_per_minute: int = 60000, **intake: object
+) -> Path:
     values = {"settle_seconds": 0.2, "sweep_seconds": 1, "concurrency": 4}
     values.update(intake)
     lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
     cfg = root / "leadpipe.toml"
     cfg.write_text(
         f'[paths]\ninbox = "inbox"\noutbox = "outbox"\nstate = "state"\nschemas = "schemas"\n'
-        f'[api]\nurl = "{api_url}"\nrequests_per_minute = 60000\nread_timeout = 5\n'
+        f'[api]\nurl = "{api_url}"\nrequests_per_minute = {requests_per_minute}\nread_timeout = 5\n'
         f"[intake]\n{lines}\n[status]\nport = 0\n",
         encoding="utf-8",
     )
