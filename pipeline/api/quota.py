@@ -268,15 +268,25 @@ class DailyBudget:
 
     # -- the hot path ----------------------------------------------------------------------
 
+    def check(self) -> None:
+        """QuotaExhausted when the day's budget is spent now; counts nothing (a request that
+        may still wait for its turn, and be stopped, before it is sent)."""
+        with self._lock:
+            self._roll(self.clock.now())
+            self._refuse_if_spent()
+
+    def _refuse_if_spent(self) -> None:
+        budget = budget_of(self._limit()[0], self.policy.reserve)
+        used = self._used()
+        if budget is not None and used >= budget:
+            raise QuotaExhausted(self._spent_sentence(used, budget), resume_at=self._reset_at)
+
     def take(self) -> None:
         """Count one request about to be sent; QuotaExhausted (nothing counted) when spent."""
         now = self.clock.now()
         with self._lock:
             self._roll(now)
-            budget = budget_of(self._limit()[0], self.policy.reserve)
-            used = self._used()
-            if budget is not None and used >= budget:
-                raise QuotaExhausted(self._spent_sentence(used, budget), resume_at=self._reset_at)
+            self._refuse_if_spent()
             self._ours += 1
             self._since_base += 1
             store = self._store

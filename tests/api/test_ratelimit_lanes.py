@@ -7,12 +7,14 @@ first permit after the full window goes out.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
 
 import pytest
 
+from pipeline.api.quota import DailyBudget, DailyPolicy
 from pipeline.api.ratelimit import (
     PRIORITY_BURST,
     UPLOAD_BURST,
@@ -146,6 +148,28 @@ def test_a_stop_ends_every_wait_and_no_permit_goes_out_after_it() -> None:
     assert limiter.waiting() == 0
     with pytest.raises(Stopping):
         limiter.acquire("A", cancel=stop)
+
+
+def test_requests_stopped_while_waiting_take_nothing_from_the_days_budget() -> None:
+    clock, limiter = _full(3)
+    budget = limiter.use_daily(DailyBudget(DailyPolicy(reserve=0.0), FakeClock()))
+    budget.configure(per_day=1000)
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=_quietly_stopped, args=(limiter, lane, stop)) for lane in "AB"
+    ]
+    for t in threads:
+        t.start()
+    _until(lambda: limiter.waiting() == 2, "2 requests to queue")
+    stop.set()
+    clock.gate.set()
+    _join(threads)
+    assert budget.status().used == 0  # neither was sent: the day's count is exact
+
+
+def _quietly_stopped(limiter: RateLimiter, lane: str, stop: threading.Event) -> None:
+    with contextlib.suppress(Stopping):
+        limiter.acquire(lane, cancel=stop)
 
 
 def test_lanes_keep_the_minute_ceiling_under_many_threads() -> None:
