@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pipeline.clock import Clock
+from pipeline.clock import Clock, shown_time
 from pipeline.errors import Unavailable
 from pipeline.files import PRIVATE_FILE_MODE, open_private, private_dir
 
@@ -128,7 +128,7 @@ class QuotaStatus:
 
     def sentence(self) -> str:
         """The budget in plain words (status page, ``leadpipe status``)."""
-        resets = short_time(self.resets_at)
+        resets = shown_time(self.resets_at)
         if self.budget is None:
             return f"{self.used} requests today (no daily limit known); the day resets at {resets}"
         kept = f", {self.reserve:.0%} kept for other integrations" if self.reserve else ""

@@ -625,7 +625,13 @@ class Intake:
         quota = self._read_quota()
         status = self._status()
         rates = {c: r for c in status.campaigns if (r := self.board.last_rate(c))}
-        return with_finish_times(status, quota, self._local_now(), rates)
+        with self._cond:
+            held, until = self.breaker.open, self.breaker.until
+        now = self._local_now()
+        if held and until is None:  # the API is down: when it is back is not known
+            return with_finish_times(status, quota, now, rates, paused=True)
+        start = max(now, until.astimezone(now.tzinfo)) if held and until is not None else now
+        return with_finish_times(status, quota, start, rates)
 
     def _read_quota(self) -> QuotaStatus | None:
         if self.quota is None:
@@ -708,8 +714,14 @@ def with_finish_times(
     quota: QuotaStatus | None,
     now: datetime,
     rates: dict[str, float] | None = None,
+    *,
+    paused: bool = False,
 ) -> IntakeStatus:
     """``status`` with the budget, and each waiting file's row estimate, likely start and finish.
+
+    ``now``: when uploads can go (after a pause until a known time, that time). ``paused``:
+    uploads wait for the API to come back, at a time nobody knows: no start or finish is
+    guessed, only the row estimates.
 
     A waiting file starts when the files ahead of it in its campaign are done: the rest of the
     file in progress at its measured rate, then each waiting file at the campaign's rate (the
@@ -738,6 +750,9 @@ def with_finish_times(
     done: dict[tuple[str, int], FileInFolder] = {}
     for i, (code, pos, f) in enumerate(order):
         start, finish = paced.get((code, pos), (None, None))
+        if paused:
+            done[(code, pos)] = replace(f, rows_estimate=rows[i], eta="", starts="")
+            continue
         capped: datetime | None = budget[i]
         if finish is not None and capped is not None:
             finish = max(finish, capped)

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from pipeline.api.quota import short_time
 from pipeline.clock import shown_time
 from pipeline.dropfolder.layout import OUTPUT_SUFFIXES, DropFolder, is_ignored
 from pipeline.dropfolder.status import FileInFolder
@@ -94,8 +93,8 @@ def _eta_text(f: FileInFolder) -> str:
     if not f.eta:
         return ""
     rows = f"~{f.rows_estimate} rows, " if f.rows_estimate is not None else ""
-    starts = f"starts about {short_time(f.starts)}, " if f.starts else ""
-    return escape(f" ({rows}{starts}done by about {short_time(f.eta)})")
+    starts = f"starts about {shown_time(f.starts)}, " if f.starts else ""
+    return escape(f" ({rows}{starts}done by about {shown_time(f.eta)})")
 
 
 def render_html(status: ServiceStatus) -> str:

@@ -280,7 +280,8 @@ def test_a_big_file_in_progress_in_a_browser(sandbox: Sandbox, tmp_path: Path) -
             assert re.search(r"\d+(\.\d)? rows/s", text), text
             assert re.search(r"done by about \d{4}-\d\d-\d\d \d\d:\d\d", text), text
             waiting = " ".join(cells.nth(3).inner_text().split())
-            when = r"(\d{4}-\d\d-\d\d \d\d:\d\d)"  # the estimate is by size: ~rows, not 5
+            # the estimate is by size (~rows, not 5); times in the tenant's zone with its offset
+            when = r"(\d{4}-\d\d-\d\d \d\d:\d\d) \(UTC[+-]\d\d:\d\d\)"
             likely = re.search(
                 rf"later\.csv \(~\d+ rows, starts about {when}, done by about {when}\)", waiting
             )
