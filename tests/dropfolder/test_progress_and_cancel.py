@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+import signal
+import subprocess
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,18 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.config import load_settings
+from pipeline.crashpoints import CRASH_ENV
 from pipeline.dropfolder.status import CampaignStatus, FileInFolder, FileProgress
 from pipeline.sandbox import Fault, Sandbox
-from tests.dropfolder.test_real_ingest import CODE, created, env_for, leads_csv, write_config
+from tests.dropfolder.test_real_ingest import (
+    CODE,
+    created,
+    env_for,
+    leadpipe,
+    leads_csv,
+    run_once,
+    write_config,
+)
 from tests.service.conftest import Running, service, wait_for
 
 runner = CliRunner()
@@ -196,3 +207,60 @@ def test_leadpipe_cancel_of_a_queued_file_reads_nothing_and_of_an_unknown_file_e
         sandbox.clear_faults()
         wait_for(lambda: svc.snapshot()["totals"]["processed"] == 1, 120, "the first file")
     assert set(created(sandbox, "Q1").values()) == {1}
+
+
+@pytest.mark.slow
+def test_a_cancel_dropped_while_the_file_still_arrives_cancels_it_before_it_is_read(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    settings, inbox = _start(tmp_path, sandbox, settle_seconds=3.0)
+    data, _names = leads_csv("EARLY", valid=20, invalid=0)
+    with service(settings) as svc:
+        (inbox / "early.csv").write_bytes(data)
+        (inbox / "early.csv.cancel").write_bytes(b"")  # before the file has settled
+        wait_for(lambda: svc.snapshot()["totals"].get("cancelled") == 1, 60, "the cancel")
+        receipt = _receipt(inbox, "early.csv")
+        assert receipt["outcome"] == "cancelled"
+        assert receipt["rows_read"] == 0
+        assert not (inbox / "early.csv.cancel").exists()  # the request ended with its file
+    assert not created(sandbox, "EARLY")
+    assert not (inbox / "rejected").exists()  # nothing was read: no not-sent file either
+
+
+@pytest.mark.slow
+def test_killed_while_writing_the_not_sent_file_the_restart_ends_the_cancel_once(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A kill -9 in the middle of a cancel: the claim is resumed with its cancel request, and
+    every row ends up either sent once or in the one not-sent file, never both."""
+    _slow(sandbox)
+    cfg = write_config(tmp_path, sandbox.url, concurrency=2)
+    inbox = tmp_path / "inbox" / CODE
+    inbox.mkdir(parents=True)
+    data, names = leads_csv("KILLC", valid=300, invalid=0)
+    (inbox / "big.csv").write_bytes(data)
+    env = env_for(cfg)
+    env[CRASH_ENV] = "rejects:40"  # the 40th row written to the not-sent file
+    with (tmp_path / "run.log").open("wb") as out:
+        proc = subprocess.Popen(
+            leadpipe("run"), env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(lambda: len(created(sandbox, "KILLC")) >= 20, 60, "uploads")
+        (inbox / "big.csv.cancel").write_bytes(b"")
+        assert proc.wait(60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not list((inbox / "processed").glob("*.receipt.json"))
+    del env[CRASH_ENV]
+    sandbox.clear_faults()
+    run_once(env, tmp_path, 120)
+    receipt = _receipt(inbox, "big.csv")
+    assert receipt["outcome"] == "cancelled"
+    sent = created(sandbox, "KILLC")
+    assert set(sent.values()) == {1}
+    not_sent = _not_sent_names(inbox, "big.csv")
+    assert not set(sent) & set(not_sent)
+    assert sorted([*sent, *not_sent]) == sorted(names)
+    assert not (inbox / "big.csv.cancel").exists()
