@@ -44,6 +44,7 @@ fmt: $(DEV)
 	$(BIN)/ruff check --fix pipeline tests bench
 
 bench: $(DEV)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 sandbox: $(STAMP)
