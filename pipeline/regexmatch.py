@@ -25,8 +25,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
-import regex
-
 Semantics = Literal["search", "whole"]
 #: The allowed values of ``regex_match``, the default first.
 SEMANTICS: Final[tuple[Semantics, ...]] = get_args(Semantics)
@@ -63,6 +61,8 @@ def compile_for(pattern: str, semantics: Semantics = DEFAULT_SEMANTICS) -> Match
     """The matcher of a .NET ``pattern`` under ``semantics``; raises :class:`PatternError`."""
     if semantics not in SEMANTICS:
         raise ValueError(f"regex_match must be one of {', '.join(SEMANTICS)}, not {semantics!r}")
+    import regex  # here: the config reads this module's names, and `leadpipe --help` the config
+
     try:
         compiled = regex.compile(translate(pattern))
     except (regex.error, PatternError) as exc:

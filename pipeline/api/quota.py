@@ -167,14 +167,6 @@ class QuotaStatus:
         )
 
 
-def short_time(iso: str) -> str:
-    """``YYYY-MM-DD HH:MM`` of an ISO 8601 time (as given when it is not one)."""
-    try:
-        return f"{datetime.fromisoformat(iso):%Y-%m-%d %H:%M}"
-    except ValueError:
-        return iso or "?"
-
-
 class DailyBudget:
     """The day's count of one account's requests and the budget it may not exceed.
 

@@ -2,24 +2,28 @@
 
 Each command is one library call through :func:`pipeline.api.open_client` (the embedded
 sandbox when no API URL is configured); rich tables for people, ``--json`` for programs.
+The API client, the doctor and rich's tables are imported inside the commands: ``leadpipe
+--help`` and the other commands do not load them.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from pipeline.api import HeroBaseClient, open_client
-from pipeline.cli.app import app, console, run, settings
-from pipeline.config import Settings
-from pipeline.doctor import DoctorReport, diagnose
-from pipeline.doctor_api import NO_DESCRIPTION, ApiCheckReport
-from pipeline.ingest.deliver.testupload import ProofReport
+from pipeline.cli.app import app, console, escape, run, settings
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from pipeline.api import HeroBaseClient
+    from pipeline.config import Settings
+    from pipeline.doctor import DoctorReport
+    from pipeline.doctor_api import ApiCheckReport
+    from pipeline.ingest.deliver.testupload import ProofReport
 
 T = TypeVar("T")
 
@@ -29,6 +33,7 @@ MARKS = {"ok": "[green]✔[/]", "warn": "[yellow]![/]", "fail": "[bold red]✘[/
 
 def with_client(s: Settings, fn: Callable[[HeroBaseClient], T]) -> T:
     """Run ``fn`` with the client for these settings; library errors become clean exits."""
+    from pipeline.api import open_client
 
     def call() -> T:
         with open_client(s) as client:
@@ -65,6 +70,8 @@ def doctor(
     ] = False,
 ) -> None:
     """Check the API account: reachability, rights, limits, and what intake and exports lack."""
+    from pipeline.doctor import diagnose
+
     s = settings(ctx)
     if api:
         _api_check(s, as_json)
@@ -81,6 +88,7 @@ def doctor(
 
 
 def _test_upload(s: Settings, campaign: str, as_json: bool) -> None:
+    from pipeline.api import open_client
     from pipeline.ingest.deliver.testupload import prove_tenant
 
     def call() -> ProofReport:
@@ -106,11 +114,12 @@ def _test_upload(s: Settings, campaign: str, as_json: bool) -> None:
             }
         )
     else:
-        console.print(f"[bold]Test upload to {escape(campaign)}[/] (one lead, marked as a test)")
+        console().print(f"[bold]Test upload to {escape(campaign)}[/] (one lead, marked as a test)")
         for level, text in proof.lines:
-            console.print(f"  {MARKS[level]} {escape(text)}", soft_wrap=True)
+            console().print(f"  {MARKS[level]} {escape(text)}", soft_wrap=True)
         if proof.unique_id:
-            console.print(f"Remove the test lead {escape(proof.unique_id)} in HeroBase when done.")
+            uid = escape(proof.unique_id)
+            console().print(f"Remove the test lead {uid} in HeroBase when done.")
     raise typer.Exit(0 if proof.ok else 1)
 
 
@@ -134,14 +143,18 @@ VERDICTS = {
 
 def print_api_report(report: ApiCheckReport) -> None:
     """``doctor --api``: what leadpipe sends | what the tenant declares | ok?, then the fixes."""
+    from rich.table import Table
+
+    from pipeline.doctor_api import NO_DESCRIPTION
+
     mode = " (embedded sandbox)" if report.embedded else ""
-    console.print(f"[bold]API[/] {escape(report.api_url)}{mode}")
+    console().print(f"[bold]API[/] {escape(report.api_url)}{mode}")
     if not report.reachable:
-        console.print(f"  {MARKS['fail']} {escape(report.error)}", soft_wrap=True)
+        console().print(f"  {MARKS['fail']} {escape(report.error)}", soft_wrap=True)
         return
     for a in report.attempts:
         mark = MARKS["ok"] if a.served else MARKS["warn"]
-        console.print(f"  {mark} {escape(a.url)}: {escape(a.note)}", soft_wrap=True)
+        console().print(f"  {mark} {escape(a.url)}: {escape(a.note)}", soft_wrap=True)
     if report.described:
         table = Table(title=f"leadpipe vs the tenant's {escape(report.source)} description")
         table.add_column("what leadpipe sends", overflow="fold")
@@ -150,32 +163,34 @@ def print_api_report(report: ApiCheckReport) -> None:
         for row in report.rows:
             sent = f"[bold]{escape(row.sent)}[/]" if row.operation else escape(row.sent)
             table.add_row(sent, escape(row.declared), VERDICTS[row.verdict])
-        console.print(table)
+        console().print(table)
     else:
-        console.print(f"[yellow]{NO_DESCRIPTION}[/]")
+        console().print(f"[yellow]{NO_DESCRIPTION}[/]")
         table = Table(title="probes (one harmless GET each)", title_justify="left")
         table.add_column("request", overflow="fold")
         table.add_column("answer", overflow="fold")
         table.add_column("ok?")
         for probe in report.probes:
             table.add_row(escape(probe.request), escape(probe.result), VERDICTS[probe.verdict])
-        console.print(table)
+        console().print(table)
     if report.fixes:
-        console.print(f"[bold red]{report.mismatches} mismatch(es).[/] To fit this tenant, set:")
+        console().print(f"[bold red]{report.mismatches} mismatch(es).[/] To fit this tenant, set:")
         for line in report.fixes:
-            console.print(f"  {escape(line)}", soft_wrap=True, highlight=False)
+            console().print(f"  {escape(line)}", soft_wrap=True, highlight=False)
     else:
-        console.print("[green]Everything leadpipe sends is what the tenant declares.[/]")
+        console().print("[green]Everything leadpipe sends is what the tenant declares.[/]")
     for line in report.advice:
-        console.print(f"  note: {escape(line)}", soft_wrap=True, highlight=False)
+        console().print(f"  note: {escape(line)}", soft_wrap=True, highlight=False)
 
 
 def print_report(report: DoctorReport) -> None:
     """The doctor's report as tables and plain-words lines."""
+    from rich.table import Table
+
     mode = " (embedded sandbox, demo account)" if report.embedded else ""
-    console.print(f"[bold]API[/] {escape(report.api_url)}{mode}")
+    console().print(f"[bold]API[/] {escape(report.api_url)}{mode}")
     for f in report.connection:
-        console.print(f"  {MARKS[f.level]} {escape(f.text)}", soft_wrap=True)
+        console().print(f"  {MARKS[f.level]} {escape(f.text)}", soft_wrap=True)
     acc = report.account
     if acc is not None:
         rights = Table(title="Rights", title_justify="left")
@@ -184,24 +199,26 @@ def print_report(report: DoctorReport) -> None:
         for res, verbs in sorted(acc.resource_rights.items()):
             rights.add_row(escape(res), escape(", ".join(verbs) or "-"))
         rights.add_row("(projects)", escape(", ".join(acc.project_rights) or "-"))
-        console.print(rights)
+        console().print(rights)
     if report.campaigns is not None:
-        console.print(_campaign_table(report.campaigns))
+        console().print(_campaign_table(report.campaigns))
     if report.searches is not None:
-        console.print(_search_table(report.searches))
+        console().print(_search_table(report.searches))
     for title, items in (("Intake", report.intake), ("Exports", report.exports)):
         if items:
-            console.print(f"[bold]{title}[/]")
+            console().print(f"[bold]{title}[/]")
             for f in items:
-                console.print(f"  {MARKS[f.level]} {escape(f.text)}", soft_wrap=True)
+                console().print(f"  {MARKS[f.level]} {escape(f.text)}", soft_wrap=True)
     if report.ok:
-        console.print("[green]Everything configured can work.[/]")
+        console().print("[green]Everything configured can work.[/]")
     else:
         n = len(report.problems)
-        console.print(f"[bold red]{n} problem(s) stop leadpipe from working as configured.[/]")
+        console().print(f"[bold red]{n} problem(s) stop leadpipe from working as configured.[/]")
 
 
 def _campaign_table(campaigns: list[Any]) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"Reachable campaigns ({len(campaigns)})", title_justify="left")
     # codes are what people type and grep: never shortened (uniqueIds are in --json)
     table.add_column("code", min_width=max((len(c.code) for c in campaigns), default=4))
@@ -216,6 +233,8 @@ def _campaign_table(campaigns: list[Any]) -> Table:
 
 
 def _search_table(searches: list[Any]) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"Searches ({len(searches)})", title_justify="left")
     table.add_column("name")
     table.add_column("description")
@@ -242,7 +261,7 @@ def campaigns(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             ]
         )
         return
-    console.print(_campaign_table(found))
+    console().print(_campaign_table(found))
 
 
 @app.command("searches")
@@ -252,7 +271,7 @@ def searches(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         _echo_json([{"name": s.name, "description": s.description} for s in found])
         return
-    console.print(_search_table(found))
+    console().print(_search_table(found))
 
 
 @app.command("fields")
@@ -262,6 +281,8 @@ def fields(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a campaign's fields (name, type, regex, required), from its import example."""
+    from rich.table import Table
+
     from pipeline.ingest.fields import parse_example
 
     def fetch(client: HeroBaseClient) -> tuple[dict[str, str], dict[str, str]]:
@@ -284,4 +305,4 @@ def fields(
         table.add_row(
             escape(f.name), escape(f.type), "yes" if f.required else "no", escape(f.regex)
         )
-    console.print(table)
+    console().print(table)

@@ -5,6 +5,12 @@ else ``config/leadpipe.toml`` in the current folder (the repository's own, so ``
 works). Finding none is an error naming where it looked (exit 3), unless the built-in demo is
 asked for explicitly (``--demo`` or ``LEADPIPE_DEMO=1``): a service started from the wrong folder
 must not quietly make inbox and state folders there (README, "Running as a service").
+
+Imports are kept for the commands that use them (each ``*_cmd`` module imports its library
+calls inside the command): ``leadpipe --help`` loads typer, the config and the error tree, not
+pandas, polars, requests or the sandbox server. Help is plain text (typer's rich markup mode
+off, which would load rich's markdown, syntax and traceback modules), and rich itself is loaded
+when a command first prints (:func:`console`, :func:`escape`).
 """
 
 from __future__ import annotations
@@ -12,16 +18,17 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from pipeline import __version__
 from pipeline.config import CONFIG_ENV, DEFAULT_CONFIG, Settings, find_config, load_settings
 from pipeline.errors import ConfigError, LeadpipeError, exit_code
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 app = typer.Typer(
     name="leadpipe",
@@ -29,26 +36,47 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich's help panels would cost every --help ~70 ms
 )
 
 
 def _console(stderr: bool = False) -> Console:
     """A console that wraps for a person at a terminal and never for a program: piped output
     keeps each message and path on one line, and tables are not cut to 80 columns."""
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     if stream.isatty():
         return Console(stderr=stderr)
     return Console(stderr=stderr, soft_wrap=True, width=10_000)
 
 
-console = _console()
-err_console = _console(stderr=True)
+@cache
+def console() -> Console:
+    """The console for results (stdout), made when a command first prints."""
+    return _console()
+
+
+@cache
+def err_console() -> Console:
+    """The console for errors (stderr), made when a command first prints one."""
+    return _console(stderr=True)
+
+
+def escape(text: str) -> str:
+    """``text`` as rich markup that prints as written (rich's escape, loaded when used)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
 
 T = TypeVar("T")
 
 
 def _version(value: bool) -> None:
     if value:
+        from pipeline import __version__  # read from the package metadata: only when asked
+
         typer.echo(f"leadpipe {__version__}")
         raise typer.Exit()
 
@@ -119,7 +147,7 @@ def settings(ctx: typer.Context) -> Settings:
 def fail(exc: LeadpipeError) -> NoReturn:
     """Print a library error as a message for people and exit with its code."""
     # the message is text, never markup: "[status]" in it stays as written
-    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    err_console().print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(exit_code(exc))
 
 

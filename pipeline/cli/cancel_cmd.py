@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 
-from pipeline.cli.app import app, console, err_console, settings
-from pipeline.dropfolder.cancel import write_request
-from pipeline.dropfolder.layout import RESULT_FOLDERS, DropFolder, is_ignored
+from pipeline.cli.app import app, console, err_console, escape, settings
+
+if TYPE_CHECKING:  # imported when the command runs: `leadpipe --help` does not load them
+    from pipeline.dropfolder.layout import DropFolder
 
 #: Exit code when no waiting or running file has that name (README, "Commands at a glance").
 EXIT_NO_SUCH_FILE = 4
@@ -24,6 +24,8 @@ EXIT_NO_SUCH_FILE = 4
 
 def candidates(layout: DropFolder, name: str, folder: str | None) -> list[str]:
     """The campaign folders in which a file ``name`` waits, arrives or is being processed."""
+    from pipeline.dropfolder.layout import RESULT_FOLDERS, is_ignored
+
     found: set[str] = set()
     try:
         folders = [
@@ -54,6 +56,9 @@ def cancel(
     ] = None,
 ) -> None:
     """Cancel a file: rows already sent stay sent, the rest go to a not-sent file."""
+    from pipeline.dropfolder.cancel import write_request
+    from pipeline.dropfolder.layout import DropFolder
+
     s = settings(ctx)
     layout = DropFolder(s.paths.inbox)
     path = Path(file)
@@ -66,7 +71,7 @@ def cancel(
     if not where and folder is not None and campaign is None:
         where = candidates(layout, name, None)  # the path's folder was not the inbox's
     if not where:
-        err_console.print(
+        err_console().print(
             f"[bold red]error:[/] no file named '{escape(name)}' is waiting, arriving or being "
             f"processed in {escape(str(layout.inbox))}"
             + (f" (campaign folder {escape(folder)})" if folder else "")
@@ -75,14 +80,14 @@ def cancel(
         )
         raise typer.Exit(EXIT_NO_SUCH_FILE)
     if len(where) > 1:
-        err_console.print(
+        err_console().print(
             f"[bold red]error:[/] '{escape(name)}' is in several campaign folders "
             f"({escape(', '.join(where))}); say which with --campaign FOLDER.",
             highlight=False,
         )
         raise typer.Exit(EXIT_NO_SUCH_FILE)
     request = write_request(layout, where[0], name, datetime.now().astimezone())
-    console.print(
+    console().print(
         f"Asked the service to cancel {where[0]}/{name} (request {request}). Rows already "
         "sent stay sent; the rest go to a not-sent file in rejected/, and the receipt says so "
         "(see `leadpipe status`).",

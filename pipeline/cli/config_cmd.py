@@ -11,11 +11,8 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
-from pipeline.api.transport import safe_url
-from pipeline.cli.app import app, console, run, settings
-from pipeline.export.scheduler import check_jobs
+from pipeline.cli.app import app, console, escape, run, settings
 
 
 @app.command("config")
@@ -24,6 +21,10 @@ def show_config(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")] = False,
 ) -> None:
     """Check the configuration and show the effective settings."""
+    # inside: the API transport (requests) and the scheduler (croniter) only for this command
+    from pipeline.api.transport import safe_url
+    from pipeline.export.scheduler import check_jobs
+
     s = settings(ctx)
     run(lambda: check_jobs(s))  # what an export run would refuse, said now (exit 3)
     data: dict[str, Any] = asdict(s)
@@ -33,10 +34,10 @@ def show_config(
         typer.echo(json.dumps(data, indent=2, default=str))
         return
     if s.source == "defaults":  # only with --demo / LEADPIPE_DEMO=1 (pipeline/cli/app.py)
-        console.print("no config file: the built-in demo's defaults (--demo): OK")
+        console().print("no config file: the built-in demo's defaults (--demo): OK")
     else:
-        console.print(f"configuration read from [bold]{escape(s.source)}[/]: OK")
+        console().print(f"configuration read from [bold]{escape(s.source)}[/]: OK")
     mode = "embedded sandbox (no API URL set)" if s.api.embedded else safe_url(s.api.url)
-    console.print(f"API: {escape(mode)}", highlight=False)
+    console().print(f"API: {escape(mode)}", highlight=False)
     for name in ("inbox", "outbox", "state", "schemas"):
-        console.print(escape(f"{name:8} {getattr(s.paths, name)}"), highlight=False)
+        console().print(escape(f"{name:8} {getattr(s.paths, name)}"), highlight=False)

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import json
 from contextlib import ExitStack
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from pipeline.cli.app import app, console, err_console, fail, run, settings
-from pipeline.clock import SystemClock
-from pipeline.export.scheduler import ExportScheduler, demo_exports
-from pipeline.export.windows import ScheduleError, Window, parse_day
-from pipeline.export.writer import ExportResult
+from pipeline.cli.app import app, console, err_console, escape, fail, run, settings
+
+if TYPE_CHECKING:  # imported when a command runs: `leadpipe --help` does not load them
+    from pipeline.export.windows import Window
+    from pipeline.export.writer import ExportResult
 
 
 @app.command("export")
 def export_now(
     ctx: typer.Context,
     name: Annotated[
-        str, typer.Argument(help="The export job's name (from \\[\\[exports]] in the config).")
+        str, typer.Argument(help="The export job's name (from [[exports]] in the config).")
     ],
     from_: Annotated[
         str | None, typer.Option("--from", help="Re-export from this day (YYYY-MM-DD).")
@@ -35,7 +33,10 @@ def export_now(
 ) -> None:
     """Run one export job now: every window due (catch-up included), or --from/--to."""
     from pipeline.api.connect import open_client
+    from pipeline.clock import SystemClock
     from pipeline.errors import ConfigError, ConfigProblem
+    from pipeline.export.scheduler import ExportScheduler, demo_exports
+    from pipeline.export.windows import ScheduleError, Window, parse_day
 
     s = demo_exports(settings(ctx), SystemClock())
     window: Window | None = None
@@ -63,14 +64,14 @@ def export_now(
 
     results = run(work)
     if not results:
-        console.print(f"{name}: nothing to export, already up to date", markup=False)
+        console().print(f"{name}: nothing to export, already up to date", markup=False)
     code = 0
     for r in results:
         if r.status == "failed":
-            err_console.print(f"[bold red]error:[/] {escape(r.describe())}", highlight=False)
+            err_console().print(f"[bold red]error:[/] {escape(r.describe())}", highlight=False)
             code = code or r.exit_code or 1
         else:
-            console.print(r.describe(), highlight=False, markup=False)
+            console().print(r.describe(), highlight=False, markup=False)
     if code:
         raise typer.Exit(code)
 
@@ -81,6 +82,10 @@ def list_exports(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")] = False,
 ) -> None:
     """List export jobs: state, watermark, last success and next run."""
+    from rich.table import Table
+
+    from pipeline.clock import SystemClock
+    from pipeline.export.scheduler import ExportScheduler, demo_exports
 
     s = demo_exports(settings(ctx), SystemClock())
     rows = run(lambda: ExportScheduler(s, None).status())
@@ -88,7 +93,7 @@ def list_exports(
         typer.echo(json.dumps([r.to_dict() for r in rows], indent=2, ensure_ascii=False))
         return
     if not rows:
-        console.print(
+        console().print(
             "no export jobs configured (add [[exports]] entries to the config)", markup=False
         )
         return
@@ -96,6 +101,6 @@ def list_exports(
     for r in rows:
         cells = (r.name, r.state, r.watermark or "-", r.last_success or "-", r.next_run or "-")
         table.add_row(*(escape(c) for c in cells))  # table cells are markup: names as written
-    console.print(table)
+    console().print(table)
     for r in rows:
-        console.print(f"{r.name}: {r.message}", highlight=False, markup=False)
+        console().print(f"{r.name}: {r.message}", highlight=False, markup=False)

@@ -8,10 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 
-from pipeline.cli.app import app, console, err_console, is_terminal, run, settings
-from pipeline.ingest.report.receipt import Receipt, render_receipt
+from pipeline.cli.app import app, console, err_console, escape, is_terminal, run, settings
 from pipeline.outcome import FileOutcome
 
 if TYPE_CHECKING:
@@ -22,6 +20,7 @@ if TYPE_CHECKING:
     from pipeline.config import Settings
     from pipeline.dropfolder.progress import FileRun
     from pipeline.ingest.accounting import UploadEstimate
+    from pipeline.ingest.report.receipt import Receipt
 
 #: Exit code when the file was read but its upload stopped (API down, 401/403, asked to stop).
 EXIT_UPLOAD_STOPPED = 5
@@ -116,6 +115,7 @@ def ingest(
     from pipeline.clock import SystemClock
     from pipeline.ingest.accounting import with_estimate
     from pipeline.ingest.report.place import ReceiptWriter, ResultPlaces
+    from pipeline.ingest.report.receipt import render_receipt
     from pipeline.ingest.run import IngestContext, IngestRequest, ingest_file
     from pipeline.ledger.sqlite import open_ledger
 
@@ -146,14 +146,14 @@ def ingest(
     if as_json:
         typer.echo(json.dumps(receipt.to_json(), indent=2, ensure_ascii=False))
     else:
-        console.print(render_receipt(receipt), highlight=False, markup=False)
+        console().print(render_receipt(receipt), highlight=False, markup=False)
     if receipt.outcome is FileOutcome.CANCELLED:  # a person's decision: not an error (README)
         reason = receipt.halt_reason or receipt.status
-        err_console.print(f"cancelled: {reason}", highlight=False, markup=False)
+        err_console().print(f"cancelled: {reason}", highlight=False, markup=False)
         return
     if receipt.outcome not in _FINISHED:
         reason = receipt.halt_reason or receipt.status
-        err_console.print(f"[bold red]upload stopped:[/] {escape(reason)}", highlight=False)
+        err_console().print(f"[bold red]upload stopped:[/] {escape(reason)}", highlight=False)
         raise typer.Exit(EXIT_UPLOAD_STOPPED)
 
 
@@ -171,7 +171,7 @@ def _progress_bar(
             TextColumn("{task.description}"),
             BarColumn(bar_width=24),
             TextColumn("{task.fields[line]}", markup=False),
-            console=console,
+            console=console(),
             transient=True,
         )
     )
@@ -211,6 +211,6 @@ def verify(
     if as_json:
         typer.echo(json.dumps({**asdict(result), "message": result.message}, indent=2))
     else:
-        console.print(result.message, highlight=False, markup=False)
+        console().print(result.message, highlight=False, markup=False)
     if result.duplicates or result.blind:
         raise typer.Exit(1)

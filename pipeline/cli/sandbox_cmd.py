@@ -8,10 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from pipeline.cli.app import app, console, run
-from pipeline.sandbox import Sandbox, load_seed
+from pipeline.cli.app import app, console, escape, run
 
 
 @app.command("sandbox")
@@ -31,6 +29,8 @@ def sandbox(
     ] = None,
 ) -> None:
     """Run the HeroBase sandbox until Ctrl-C (or SIGTERM); prints its URL and the demo logins."""
+    from pipeline.sandbox import Sandbox, load_seed  # the server (uvicorn, starlette): only here
+
     tenant = run(lambda: load_seed(seed))
     sb = run(
         lambda: Sandbox(
@@ -40,25 +40,25 @@ def sandbox(
     stopping = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
-        console.print(f"HeroBase sandbox listening on [bold]{escape(sb.url)}[/]", highlight=False)
+        console().print(f"HeroBase sandbox listening on [bold]{escape(sb.url)}[/]", highlight=False)
         for account in tenant.accounts:
             rights = ", ".join(f"{k}: {'/'.join(v)}" for k, v in account.resource_rights.items())
             # demo logins are public; a custom seed's passwords are not printed
             secret = account.password if seed is None else "(password in the seed file)"
-            console.print(
+            console().print(
                 f"  login [bold]{escape(account.username)}[/] / {escape(secret)}  "
                 f"({escape(rights)})",
                 highlight=False,
             )
-        console.print(
+        console().print(
             f"  try {sb.url}/myaccount in a browser; Ctrl-C stops", highlight=False, markup=False
         )
         # short waits: a signal that lands between the check and a long wait is never missed
         while not stopping.wait(0.5):
             pass
-        console.print("stopping the sandbox (SIGTERM)")
+        console().print("stopping the sandbox (SIGTERM)")
     except KeyboardInterrupt:
-        console.print("stopping the sandbox")
+        console().print("stopping the sandbox")
     finally:
         sb.stop()
         signal.signal(signal.SIGTERM, previous)

@@ -9,9 +9,8 @@ import threading
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 
-from pipeline.cli.app import app, console, run, settings
+from pipeline.cli.app import app, console, escape, run, settings
 
 if TYPE_CHECKING:  # the service pulls in pandas, pandera and polars: only when it runs
     from pipeline.service.loop import ServiceInfo
@@ -19,31 +18,31 @@ if TYPE_CHECKING:  # the service pulls in pandas, pandera and polars: only when 
 
 def _say_ready(info: ServiceInfo) -> None:
     if info.embedded:
-        console.print(
+        console().print(
             "No API URL configured: running against the built-in demo sandbox "
             f"({escape(info.api_url)}). Nothing reaches a real dialer."
         )
-    console.print(
+    console().print(
         f"Drop CSV or XLSX files into a campaign folder under [bold]{escape(str(info.inbox))}[/]:"
     )
     for folder in info.campaign_folders:
-        console.print(f"  {escape(str(folder))}/", highlight=False)
-    console.print(
+        console().print(f"  {escape(str(folder))}/", highlight=False)
+    console().print(
         "Results appear beside each file: processed/ (original + receipt), rejected/ (rows to "
         "fix), failed/ (files that could not be read). Drop into <campaign>/preview/ to check a "
         "file without uploading.",
         highlight=False,
     )
     if info.exports:
-        console.print(
+        console().print(
             escape(f"Exports ({', '.join(info.exports)}) are written to {info.outbox}/."),
             highlight=False,
         )
     if info.status_url:
-        console.print(f"Status page: {escape(info.status_url)}", highlight=False)
+        console().print(f"Status page: {escape(info.status_url)}", highlight=False)
     if info.polling:
-        console.print("Polling mode: the inbox is swept on a timer (no file-system events).")
-    console.print("Stop with Ctrl+C.", highlight=False)
+        console().print("Polling mode: the inbox is swept on a timer (no file-system events).")
+    console().print("Stop with Ctrl+C.", highlight=False)
 
 
 @app.command("run")
@@ -67,9 +66,9 @@ def run_cmd(
 
     result = run(lambda: run_service(s, once=once, stop=stop, on_ready=_say_ready))
     if once or stop.is_set():
-        console.print(f"{result.processed} file(s) processed, {result.failed} failed.")
+        console().print(f"{result.processed} file(s) processed, {result.failed} failed.")
     if result.credentials_refused:  # a setting to fix, not "run again" (exit 3, as `leadpipe`)
-        console.print(
+        console().print(
             "[bold red]The API refused the user name or password (401).[/] Fix the credentials "
             "(LEADPIPE_API_USER and LEADPIPE_API_PASSWORD, e.g. in the service's credentials "
             f"file), then start leadpipe again. {result.waiting} file(s) wait in the inbox.",
@@ -77,7 +76,7 @@ def run_cmd(
         )
         raise typer.Exit(3)
     if result.waiting:
-        console.print(
+        console().print(
             f"[bold red]{result.waiting} file(s) wait in the inbox: waiting for the API[/] "
             f"({escape(result.waiting_reason)}). Run again when it answers.",
             highlight=False,
@@ -91,7 +90,7 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")] = False,
 ) -> None:
     """Show what the drop-folder service is doing (or last did)."""
-    from pipeline.api.quota import short_time
+    from pipeline.clock import shown_time
     from pipeline.outcome import FileOutcome
     from pipeline.service.instance import read_status
 
@@ -101,75 +100,75 @@ def status_cmd(
         return
     now = found.intake
     if found.running:
-        console.print(f"leadpipe run is running (pid {found.pid}).", highlight=False)
+        console().print(f"leadpipe run is running (pid {found.pid}).", highlight=False)
     else:
-        console.print("leadpipe run is not running.", highlight=False)
+        console().print("leadpipe run is not running.", highlight=False)
     if found.at:
-        console.print(f"Last status: {found.at}", highlight=False, markup=False)
-    console.print(f"Inbox: {now.inbox}", highlight=False, markup=False)
+        console().print(f"Last status: {found.at}", highlight=False, markup=False)
+    console().print(f"Inbox: {now.inbox}", highlight=False, markup=False)
     if not now.inbox_ok:
-        console.print(f"[red]{escape(now.inbox_problem)}[/]", highlight=False)
+        console().print(f"[red]{escape(now.inbox_problem)}[/]", highlight=False)
     if now.stray:
-        console.print(
+        console().print(
             f"[red]Not taken[/] (at the top of the inbox, in no campaign folder): "
             f"{escape(', '.join(now.stray))}",
             highlight=False,
         )
     if now.waiting_for_api and now.resume_at:
-        console.print(
-            f"[red]Uploads paused until {short_time(now.resume_at)}:[/] {escape(now.api_problem)}",
+        console().print(
+            f"[red]Uploads paused until {shown_time(now.resume_at)}:[/] {escape(now.api_problem)}",
             highlight=False,
         )
     elif now.waiting_for_api:
-        console.print(f"[red]Waiting for the API:[/] {escape(now.api_problem)}", highlight=False)
+        console().print(f"[red]Waiting for the API:[/] {escape(now.api_problem)}", highlight=False)
     if found.quota is not None:
-        console.print(
+        console().print(
             f"API requests today: {found.quota.sentence()}", highlight=False, markup=False
         )
     for problem in found.problems:
-        console.print(f"[red]Not healthy:[/] {escape(problem)}", highlight=False)
+        console().print(f"[red]Not healthy:[/] {escape(problem)}", highlight=False)
     for v in found.verified:
         if v.alarming:
-            console.print(
+            console().print(
                 f"[red]{escape(v.campaign)}/{escape(v.file)}:[/] {escape(v.message)}",
                 highlight=False,
             )
     for code, c in sorted(now.campaigns.items()):
-        console.print(
+        console().print(
             f"  {code}: {len(c.waiting)} waiting, {len(c.settling)} arriving, "
             f"in progress: {c.in_progress or '-'}",
             highlight=False,
             markup=False,
         )
         if c.progress is not None:
-            console.print(
+            console().print(
                 f"    {c.progress.name}: {c.progress.sentence()}", highlight=False, markup=False
             )
         for item in c.waiting:
             if item.eta:
                 rows = f"~{item.rows_estimate} rows, " if item.rows_estimate is not None else ""
-                starts = f"starts about {short_time(item.starts)}, " if item.starts else ""
-                console.print(
+                starts = f"starts about {shown_time(item.starts)}, " if item.starts else ""
+                console().print(
                     f"    {item.name}: waiting ({rows}{starts}done by about "
-                    f"{short_time(item.eta)})",
+                    f"{shown_time(item.eta)})",
                     highlight=False,
                     markup=False,
                 )
         for item in c.ignored:
-            console.print(
+            console().print(
                 f"    {item.name}: ignored: not a regular file", highlight=False, markup=False
             )
     if now.recent:
-        console.print("Recent files:")
+        console().print("Recent files:")
     for r in now.recent[:10]:
         said = f" ({r.message})" if r.message and r.outcome is not FileOutcome.PROCESSED else ""
-        console.print(
+        console().print(
             f"  {r.at}  {r.campaign}  {r.name}: {r.outcome.sentence}{said}",
             highlight=False,
             markup=False,
         )
     for x in found.exports:
-        console.print(
+        console().print(
             f"  export {x.name}: {x.state}, next run {x.next_run or '-'}",
             highlight=False,
             markup=False,

@@ -223,6 +223,14 @@ class Ledger(Protocol):
         """Which of ``fingerprints`` are already accepted for the campaign (any file)."""
         ...
 
+    def has_accepted(self, campaign: str) -> bool:
+        """Whether any row of any file is accepted for the campaign (one cheap query).
+
+        Lets a caller skip computing fingerprints when :meth:`accepted_fingerprints` could
+        only answer "none". The answer is a snapshot: rows may be accepted right after.
+        """
+        ...
+
 
 def mark_changed(ledger: Ledger, key: FileKey, dry_run: bool, reason: str) -> None:
     """Record that this content was a read of a file still being written (if it sent rows).

@@ -4,8 +4,7 @@ The fingerprint is part of the ledger's durable state (it finds data already acc
 campaign, from any file), so its definition never changes: SHA-256 of the campaign code, a
 newline and the canonical JSON (sorted keys, no spaces, UTF-8) of the row's non-empty fields.
 :func:`fingerprints` computes exactly that for many rows, building the JSON text with Arrow
-string kernels; rows with characters JSON escapes (quotes, backslashes, control characters)
-take the one-row path.
+string kernels, the escapes JSON needs (quotes, backslashes, control characters) included.
 """
 
 from __future__ import annotations
@@ -31,22 +30,39 @@ def _large(text: str) -> pa.Scalar:
 
 
 #: Bytes JSON escapes inside a string: control characters, the quote and the backslash.
+#: (``json.dumps(..., ensure_ascii=False)`` leaves everything else as is: DEL, non-ASCII,
+#: U+2028/U+2029; the bytes of a multi-byte UTF-8 character are all >= 0x80.)
 _ESCAPED = np.zeros(256, dtype=bool)
 _ESCAPED[:0x20] = True
 _ESCAPED[[0x22, 0x5C]] = True
 
+_SHORT = {0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r"}
+#: Each escaped byte and its JSON escape, as json.dumps writes it. The backslash comes first,
+#: so the backslashes the later escapes add are not doubled.
+_ESCAPES: list[tuple[int, str]] = [
+    (0x5C, "\\\\"),
+    (0x22, '\\"'),
+    *((b, _SHORT.get(b, f"\\u{b:04x}")) for b in range(0x20)),
+]
 
-def _escaped_rows(values: pa.Array) -> np.ndarray:
-    """Positions of the values holding a byte JSON would escape (one pass over the bytes)."""
+
+def _escape(values: pa.Array) -> pa.Array:
+    """``values`` as the inside of JSON strings: only the escapes they need, one pass each."""
     _validity, offsets_buf, data_buf = values.buffers()
     if data_buf is None or len(values) == 0:
-        return np.zeros(0, dtype=np.int64)
+        return values
     offsets = np.frombuffer(offsets_buf, dtype=np.int64)[
         values.offset : values.offset + len(values) + 1
     ]
     data = np.frombuffer(data_buf, dtype=np.uint8)[offsets[0] : offsets[-1]]
-    hits = np.flatnonzero(_ESCAPED[data]) + offsets[0]
-    return np.unique(np.searchsorted(offsets, hits, side="right") - 1)
+    present = np.flatnonzero(np.bincount(data[_ESCAPED[data]], minlength=256))
+    if len(present) == 0:
+        return values
+    wanted = set(present.tolist())
+    for byte, escape in _ESCAPES:
+        if byte in wanted:
+            values = pc.replace_substring(values, chr(byte), escape)
+    return values
 
 
 def fingerprints(
@@ -56,8 +72,9 @@ def fingerprints(
     empty value is left out of the row's data, as for one row).
 
     Rows are grouped by which fields they fill; each group's JSON texts come from one Arrow
-    join of the keys and values, and are hashed one by one (SHA-256 has no batch form here).
-    ``step`` rows at a time, so the JSON copies stay small.
+    join of the keys and escaped values, and are hashed one by one (SHA-256 has no batch form
+    here; hashing is most of the time left). ``step`` rows at a time, so the JSON copies stay
+    small.
     """
     if not columns:
         return []
@@ -80,32 +97,31 @@ def _fingerprints(campaign: str, columns: Mapping[str, pa.Array | pa.ChunkedArra
     ]
     n = len(values[0])
     filled = np.zeros(n, dtype=np.int64)  # bit j: field j is not empty
-    special: list[np.ndarray] = []
     for j, v in enumerate(values):
         lengths = np.asarray(pc.binary_length(v).to_numpy(zero_copy_only=False))
         filled |= (lengths > 0).astype(np.int64) << j
-        special.append(_escaped_rows(v))
+    values = [_escape(v) for v in values]  # after `filled`: an escape never empties a value
     keys = [json.dumps(k, ensure_ascii=False) for k in names]
     out = [""] * n
     for pattern in np.unique(filled).tolist():
         at = np.flatnonzero(filled == pattern)
         present = [j for j in range(len(names)) if pattern >> j & 1]
+        if not present:  # no field at all
+            digest = hashlib.sha256(f"{campaign}\n{{}}".encode()).hexdigest()
+            for i in at.tolist():
+                out[i] = digest
+            continue
         pieces: list[Any] = [_large(f"{campaign}\n{{")]
         for m, j in enumerate(present):
             pieces.append(_large(f'{"," if m else ""}{keys[j]}:"'))
             pieces.append(values[j].take(pa.array(at)))
             pieces.append(_large('"'))
         pieces.append(_large("}"))
-        if len(pieces) == 2:  # no field at all
-            text = f"{campaign}\n{{}}".encode()
-            digest = hashlib.sha256(text).hexdigest()
-            for i in at.tolist():
-                out[i] = digest
-            continue
         joined = pc.binary_join_element_wise(*pieces, _large(""))
-        for i, b in zip(at.tolist(), joined.cast(pa.large_binary()).to_pylist(), strict=True):
-            out[i] = hashlib.sha256(b).hexdigest()
-    for i in np.unique(np.concatenate(special)).tolist():
-        data = {k: s for k, v in zip(names, values, strict=True) if (s := v[i].as_py())}
-        out[i] = fingerprint(campaign, data)
+        sha256 = hashlib.sha256
+        digests = [sha256(b).hexdigest() for b in joined.cast(pa.large_binary()).to_pylist()]
+        if len(at) == n:  # the usual case: every row fills the same fields
+            return digests
+        for i, digest in zip(at.tolist(), digests, strict=True):
+            out[i] = digest
     return out

@@ -534,6 +534,11 @@ class SqliteLedger:
             found.update(r[0] for r in self._query(q, [campaign, *part]))
         return found
 
+    def has_accepted(self, campaign: str) -> bool:
+        """Whether any row of any file is accepted for the campaign (one index lookup)."""
+        q = "SELECT 1 FROM rows WHERE campaign = ? AND state = 'accepted' LIMIT 1"
+        return bool(self._query(q, (campaign,)))
+
 
 def _attempt(db: sqlite3.Connection, key: FileKey, row: int, outcome: str, detail: str) -> None:
     db.execute(

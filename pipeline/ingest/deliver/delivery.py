@@ -143,12 +143,19 @@ class UploadDelivery:
 
 
 class PreviewDelivery:
-    """Sends nothing, records nothing: counts the rows that would be uploaded."""
+    """Sends nothing, records nothing: counts the rows that would be uploaded.
+
+    Whether the campaign has any accepted row is asked once, when the preview begins: with
+    none, no row can be a known duplicate and no fingerprint is computed. A preview is a
+    snapshot of the ledger at its start; rows another process accepts meanwhile are not
+    counted (the upload itself checks every row again when it claims it).
+    """
 
     def __init__(self, ledger: Ledger, campaign: str, *, skip_duplicates: bool) -> None:
         self.ledger = ledger
         self.campaign = campaign
-        self.skip_duplicates = skip_duplicates
+        #: look rows up only when duplicates are skipped and the ledger holds any to find
+        self.skip_duplicates = skip_duplicates and ledger.has_accepted(campaign)
         self.valid = 0
         self.known = 0  #: valid rows whose data is already accepted for the campaign
 

@@ -1,0 +1,53 @@
+"""Each command imports what it uses: ``leadpipe --help`` loads no data, HTTP or server stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+#: Heavy packages only some commands need (the top-level package name as in ``sys.modules``).
+HEAVY = ("pandas", "polars", "pandera", "pyarrow", "numpy", "requests", "uvicorn", "starlette")
+HEAVY += ("croniter", "prometheus_client", "regex")
+#: Not needed for the top-level help either (rich prints results; the version is read on
+#: ``--version``). A command's help may load ``importlib.metadata``: typer's parameter
+#: coercion (pydantic) does.
+NOT_FOR_HELP = (*HEAVY, "rich", "importlib.metadata")
+
+_PROBE = """
+import contextlib, io, sys
+sys.argv = ["leadpipe", *sys.argv[1:]]
+from pipeline.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    try:
+        main()
+    except SystemExit:
+        pass
+print(out.getvalue().count("Usage:"))
+print(" ".join(sorted(sys.modules)))
+"""
+
+
+def _loaded(*args: str) -> tuple[str, set[str]]:
+    """What ``leadpipe ARGS`` printed (the count of usage lines) and every module it loaded."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, check=True
+    )
+    usage, modules = done.stdout.splitlines()[-2:]
+    return usage, set(modules.split())
+
+
+def _heavy(modules: set[str], heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    return [h for h in heavy if any(m == h or m.startswith(h + ".") for m in modules)]
+
+
+def test_help_imports_no_heavy_package() -> None:
+    usage, modules = _loaded("--help")
+    assert usage == "1"  # the help was printed
+    assert _heavy(modules, NOT_FOR_HELP) == []
+
+
+def test_a_command_help_imports_no_heavy_package() -> None:
+    for command in ("ingest", "doctor", "sandbox", "export", "run"):
+        usage, modules = _loaded(command, "--help")
+        assert usage == "1", command
+        assert _heavy(modules) == [], command
