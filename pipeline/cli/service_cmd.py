@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -54,7 +57,9 @@ def run_cmd(
 ) -> None:
     """Run the drop-folder service: intake, export schedules and the status page."""
     s = settings(ctx)
-    logging.basicConfig(level=logging.INFO, format="leadpipe: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(relativeCreated)d %(threadName)s leadpipe: %(message)s"
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -65,6 +70,7 @@ def run_cmd(
     from pipeline.service.run import run_service
 
     result = run(lambda: run_service(s, once=once, stop=stop, on_ready=_say_ready))
+    code = 0
     if once or stop.is_set():
         console().print(f"{result.processed} file(s) processed, {result.failed} failed.")
     if result.credentials_refused:  # a setting to fix, not "run again" (exit 3, as `leadpipe`)
@@ -74,14 +80,56 @@ def run_cmd(
             f"file), then start leadpipe again. {result.waiting} file(s) wait in the inbox.",
             highlight=False,
         )
-        raise typer.Exit(3)
-    if result.waiting:
+        code = 3
+    elif result.waiting:
         console().print(
             f"[bold red]{result.waiting} file(s) wait in the inbox: waiting for the API[/] "
             f"({escape(result.waiting_reason)}). Run again when it answers.",
             highlight=False,
         )
-        raise typer.Exit(5)
+        code = 5
+    _exit_without_waiting_for_answers(code)
+    if code:
+        raise typer.Exit(code)
+
+
+#: After the service returned, how long requests still in flight may take to be answered.
+ANSWER_GRACE = 1.0
+
+
+def _exit_without_waiting_for_answers(code: int) -> None:
+    """Exit now if requests are still waiting for HeroBase's answer after the service stopped.
+
+    The service stops within its grace (docs/architecture.md, "Lanes"), but a request already
+    sent waits for its answer up to the read timeout, and Python would wait for its thread
+    before exiting. Not waiting is safe: each such row is recorded as sent before the request
+    goes (its answer not yet known), so the next start looks it up and never sends it twice;
+    its file is resumed from its claim.
+    """
+    from pipeline.ingest.deliver.upload import UPLOAD_THREADS
+
+    def holds_exit(t: threading.Thread) -> bool:
+        # non-daemon threads, and the upload pool's (Python joins a pool's threads at exit)
+        return t is not threading.main_thread() and (
+            not t.daemon or t.name.startswith(UPLOAD_THREADS)
+        )
+
+    deadline = time.monotonic() + ANSWER_GRACE
+    for t in threading.enumerate():
+        if holds_exit(t):
+            t.join(max(0.0, deadline - time.monotonic()))
+    left = [t for t in threading.enumerate() if holds_exit(t) and t.is_alive()]
+    if not left:
+        return
+    logging.getLogger(__name__).warning(
+        "%d request(s) still wait for HeroBase's answer: not waited for; their rows are "
+        "looked up on the next start, never sent twice",
+        len(left),
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @app.command("status")

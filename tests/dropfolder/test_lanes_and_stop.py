@@ -10,6 +10,7 @@ import json
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,47 @@ def test_a_preview_in_another_campaign_is_not_queued_behind_a_full_budget_upload
     # done before A's uploads reached the minute's budget; a burst would have spent it at once
     assert sent_by_then < limit - headroom(limit), (sent_by_then, text)
     assert not any(r["status"] == 429 for r in sandbox.requests()), text
+
+
+@pytest.mark.slow
+def test_a_stop_does_not_wait_for_answers_a_hanging_api_holds_and_nothing_is_sent_twice(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Requests sent before the stop hang for 18 s (read timeout 22 s): the process exits
+    without their answers, and the rerun looks those rows up instead of sending them again."""
+    sandbox.set_rate_limit(per_minute=10**6, per_day=10**8)
+    cfg = write_config(tmp_path, sandbox.url, read_timeout=22, concurrency=4)
+    inbox = tmp_path / "inbox" / CODE
+    inbox.mkdir(parents=True)
+    data, names = leads_csv("HANG", valid=300, invalid=0)
+    (inbox / "big.csv").write_bytes(data)
+    sandbox.add_fault(Fault("delay", route="POST /leads", delay=0.05, times=0))
+    env = env_for(cfg)
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            leadpipe("run"), env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(lambda: len(created(sandbox, "HANG")) >= 20, 60, "uploads")
+        sandbox.clear_faults()
+        sandbox.add_fault(Fault("delay", route="POST /leads", delay=18.0, times=0))
+        time.sleep(0.5)  # let requests go out into the hang
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code = proc.wait(40)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text(encoding="utf-8")
+    assert code == 0, text
+    assert took < 14.0, (took, text)  # 8 s grace + 1 s for answers; CI room on top
+    assert "still wait for HeroBase's answer" in text, text
+    # the rerun finds the hung rows' answers unknown: it looks them up (once their answers
+    # are surely in) instead of sending them again
+    sandbox.clear_faults()
+    run_once(env, tmp_path, 180)
+    counts = created(sandbox, "HANG")
+    assert sorted(counts) == sorted(names)
+    assert set(counts.values()) == {1}

@@ -42,7 +42,12 @@ def leads_csv(tag: str, valid: int, invalid: int) -> tuple[bytes, list[str]]:
 
 
 def write_config(
-    root: Path, api_url: str, *, requests_per_minute: int = 60000, **intake: object
+    root: Path,
+    api_url: str,
+    *,
+    requests_per_minute: int = 60000,
+    read_timeout: float = 5,
+    **intake: object,
 ) -> Path:
     values = {"settle_seconds": 0.2, "sweep_seconds": 1, "concurrency": 4}
     values.update(intake)
@@ -50,7 +55,8 @@ def write_config(
     cfg = root / "leadpipe.toml"
     cfg.write_text(
         f'[paths]\ninbox = "inbox"\noutbox = "outbox"\nstate = "state"\nschemas = "schemas"\n'
-        f'[api]\nurl = "{api_url}"\nrequests_per_minute = {requests_per_minute}\nread_timeout = 5\n'
+        f'[api]\nurl = "{api_url}"\nrequests_per_minute = {requests_per_minute}\n'
+        f"read_timeout = {read_timeout}\n"
         f"[intake]\n{lines}\n[status]\nport = 0\n",
         encoding="utf-8",
     )

@@ -139,6 +139,8 @@ class _Sight:
 #: progress(done, total): rows finished so far in this pass.
 Progress = Callable[[int, int], None]
 
+#: The name prefix of the upload threads (a stopping ``leadpipe run`` looks for them).
+UPLOAD_THREADS = "leadpipe-upload"
 _RECONCILE_MARGIN = timedelta(minutes=5)
 #: How far back a lookup reaches for a lead the ledger knows, to prove it sees our leads.
 _ANCHOR_REACH = timedelta(hours=24)
@@ -300,7 +302,7 @@ class Uploader:
         total, done = len(rows), 0
         todo: Iterator[UploadRow] = iter(rows)
         inflight: set[Future[None]] = set()
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="leadpipe-upload") as pool:
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix=UPLOAD_THREADS) as pool:
             exhausted = False
             while True:
                 self._check_stop()
