@@ -138,11 +138,15 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")] = False,
 ) -> None:
     """Show what the drop-folder service is doing (or last did)."""
-    from pipeline.clock import shown_time
+    from functools import partial
+
+    from pipeline.clock import shown_time as shown_in
     from pipeline.outcome import FileOutcome
     from pipeline.service.instance import read_status
 
-    found = read_status(settings(ctx))
+    s = settings(ctx)
+    shown_time = partial(shown_in, timezone=s.timezone)  # every time in the tenant's zone
+    found = read_status(s)
     if as_json:
         typer.echo(json.dumps(found.to_json(), indent=2, default=str))
         return
@@ -152,7 +156,7 @@ def status_cmd(
     else:
         console().print("leadpipe run is not running.", highlight=False)
     if found.at:
-        console().print(f"Last status: {found.at}", highlight=False, markup=False)
+        console().print(f"Last status: {shown_time(found.at)}", highlight=False, markup=False)
     console().print(f"Inbox: {now.inbox}", highlight=False, markup=False)
     if not now.inbox_ok:
         console().print(f"[red]{escape(now.inbox_problem)}[/]", highlight=False)
@@ -211,7 +215,7 @@ def status_cmd(
     for r in now.recent[:10]:
         said = f" ({r.message})" if r.message and r.outcome is not FileOutcome.PROCESSED else ""
         console().print(
-            f"  {r.at}  {r.campaign}  {r.name}: {r.outcome.sentence}{said}",
+            f"  {shown_time(r.at)}  {r.campaign}  {r.name}: {r.outcome.sentence}{said}",
             highlight=False,
             markup=False,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 import time
@@ -188,6 +189,11 @@ def test_leadpipe_status_shows_the_last_run_in_the_terminal(tmp_path: Path) -> N
     assert "  BETA: 0 waiting, 0 arriving, in progress: -" in lines
     recent = [line.split("  ", 2)[-1] for line in lines if line.endswith(": processed")]
     assert recent == ["GAMMA  two.csv: processed", "BETA  one.csv: processed"]
+    # every time in the tenant's zone (Copenhagen by default), with its offset
+    stamps = [line for line in lines if line.startswith(("Last status: ", "  20"))]
+    assert len(stamps) == 3, lines
+    offset = r"\d{4}-\d\d-\d\d \d\d:\d\d \(UTC\+0[12]:00\)"
+    assert all(re.search(offset, line) for line in stamps), stamps
 
 
 def test_due_exports_run_with_intake_and_show_on_the_status(tmp_path: Path) -> None:
