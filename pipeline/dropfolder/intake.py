@@ -301,6 +301,8 @@ class Intake:
             job = item.job if isinstance(item, ResumedClaim) else self._claim(item)
             if job is None:
                 return None
+            if isinstance(item, SeenFile) and not job.preview:
+                self._cancel_if_asked(job.folder.name, job)
             job = self._with_progress(campaign, job)
             with self._cond:
                 self.queues.working_on(campaign, job)
@@ -420,6 +422,26 @@ class Intake:
                 readable(req.name),
             )
             req.done()
+
+    def _cancel_if_asked(self, folder: str, job: Job) -> None:
+        """A file just claimed that a request already names is cancelled before it is read.
+
+        Requests are acted on at each sweep; a file that settled between two sweeps is taken
+        at once, and would otherwise be read (and sent) before the next sweep sees a request
+        dropped with it.
+        """
+        try:
+            requests = find_requests(self.layout, [folder])
+        except Exception:  # a request must never keep a file from its turn
+            log.exception("cannot read the cancel requests")
+            return
+        for req in requests:
+            if req.name in (job.name, job.dropped_as):
+                log.warning("%s: %s is cancelled (%s)", job.campaign, readable(job.name), req.text)
+                job.cancel.request(req.text)
+                with self._cond:
+                    self._cancels[job.path.parent] = req
+                return
 
     def _cancel_waiting(self, campaign: str, item: Queued, req: CancelRequest) -> None:
         """End a waiting file now as cancelled: the processor does not read it."""
