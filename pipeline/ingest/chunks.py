@@ -121,6 +121,7 @@ def read_and_deliver(
         if not changed and not tally.interrupted:
             if progress is not None:  # read to the end: the total is known now
                 progress("read", tally.data_rows, tally.data_rows)
+            writer.end_rows()  # the reject files are completed while the file is hashed again
             changed = file.identity.changes(file.path)  # read to the end: still the same file?
         if changed:
             writer.abort()
