@@ -202,7 +202,7 @@ def cancelled_receipt(
         rows_read=not_sent.data_rows + not_sent.blank_rows,
         accepted=delivered.accepted,
         refused_by_api=delivered.refused,
-        duplicates=delivered.duplicates,
+        duplicates=delivered.duplicates + not_sent.repeats,  # repeats: sent once, if at all
         uncertain=delivered.uncertain,
         blank_skipped=not_sent.blank_rows,
         waiting=not_sent.rows,

@@ -153,6 +153,7 @@ class NotSent:
     rows: int  #: rows in them
     data_rows: int  #: data rows of the whole file
     blank_rows: int
+    repeats: int = 0  #: rows repeating an earlier row of the file: in neither place
 
 
 def write_not_sent(
@@ -160,23 +161,43 @@ def write_not_sent(
 ) -> NotSent:
     """Read the file again; every row the ledger does not hold as sent goes to the not-sent file.
 
-    ``_problems`` of each row is ``not sent: <text>`` (e.g. "cancelled by ... at ..."). Rows
-    that reached the API (uploaded, refused, duplicate) or may have (uncertain) are not in it:
-    dropping the file again can never send a lead twice (docs/dropfolder.md).
+    ``_problems`` of each row is ``not sent: <text>`` (e.g. "cancelled by ... at ..."), after
+    the row's own problems when it failed the checks (what to fix before dropping it again).
+    Rows that reached the API (uploaded, refused, duplicate) or may have (uncertain) are not in
+    it, nor rows that repeat an earlier row of the file (never sent on their own): dropping the
+    file again can never send a lead twice (docs/dropfolder.md).
     """
     sent = {rec.row for rec in ledger.rows(key, SENT_STATES)}
     table = opened.table
     writer = place.writer(table.headers)
-    data_rows = rows = 0
+    validator = Validator(opened.schema, opened.mapping, semantics=opened.semantics)
+    chunks = validator.validate_all(table.chunks())
+    data_rows = rows = repeated = 0
     try:
-        for chunk in table.chunks():
+        for chunk, result in chunks:
             data_rows += len(chunk)
-            todo = [int(r) for r in chunk["_row"].tolist() if int(r) not in sent]
-            problems = [RowProblem(r, "", "", "not_sent", f"not sent: {text}") for r in todo]
+            repeats = {p.row for p in result.duplicates}
+            repeated += len(repeats)
+            found: dict[int, list[RowProblem]] = {}
+            for p in result.problems:
+                found.setdefault(p.row, []).append(p)
+            todo = [
+                r
+                for r in (int(r) for r in chunk["_row"].tolist())
+                if r not in sent and r not in repeats
+            ]
+            problems = [
+                p
+                for r in todo
+                for p in [*found.get(r, []), RowProblem(r, "", "", "not_sent", f"not sent: {text}")]
+            ]
             add_rejects(writer, chunk, table.headers, problems, {})
             rows += len(todo)
         files = writer.close()  # none when every row was sent
     except BaseException:
         writer.abort()
         raise
-    return NotSent(files, rows, data_rows, int(table.blank_rows))
+    finally:
+        chunks.close()
+        validator.close()
+    return NotSent(files, rows, data_rows, int(table.blank_rows), repeated)

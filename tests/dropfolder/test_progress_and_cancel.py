@@ -264,3 +264,33 @@ def test_killed_while_writing_the_not_sent_file_the_restart_ends_the_cancel_once
     assert not set(sent) & set(not_sent)
     assert sorted([*sent, *not_sent]) == sorted(names)
     assert not (inbox / "big.csv.cancel").exists()
+
+
+@pytest.mark.slow
+def test_a_cancelled_files_not_sent_rows_keep_their_own_problems_and_leave_out_repeats(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    _slow(sandbox)
+    settings, inbox = _start(tmp_path, sandbox)
+    data, names = leads_csv("WHY", valid=300, invalid=2)
+    lines = data.decode().splitlines(keepends=True)
+    data = "".join([*lines, lines[-3]]).encode()  # the last valid row once more, at the end
+    with service(settings) as svc:
+        (inbox / "why.csv").write_bytes(data)
+        wait_for(lambda: (p := _progress(svc)) is not None and p["rows_sent"] >= 20, 60, "sending")
+        (inbox / "why.csv.cancel").write_bytes(b"")
+        wait_for(lambda: svc.snapshot()["totals"].get("cancelled") == 1, 60, "the cancel")
+    sent = created(sandbox, "WHY")
+    [found] = list((inbox / "rejected").glob("*_why.csv.not-sent.rejects.csv"))
+    with found.open(encoding="utf-8-sig", newline="") as f:
+        rows = {r["Name"]: r for r in csv.DictReader(f)}
+    assert sorted(n for n in rows if "broken" not in n) == sorted(set(names) - set(sent))
+    broken = [r for n, r in rows.items() if "broken" in n]
+    assert len(broken) == 2
+    for r in broken:  # what to fix first, then why it was not sent
+        first, *_, last = r["_problems"].splitlines()
+        assert first.startswith(f"Row {r['_row']}, column 'Phone': "), r["_problems"]
+        assert last.startswith("not sent: cancelled by a why.csv.cancel file"), r["_problems"]
+    # the repeated row is not sent on its own: it is not in the file (row 304 of the sheet)
+    assert "304" not in {r["_row"] for r in rows.values()}
+    assert set(sent.values()) == {1}
