@@ -56,8 +56,12 @@ class FileIdentity:
             return False
         return (st.st_size, st.st_mtime_ns) == (self.size, self.mtime_ns)
 
-    def changes(self, path: Path) -> str:
-        """What changed since this identity was taken, in plain words ("" when nothing did)."""
+    def changes(self, path: Path, *, content: bool = True) -> str:
+        """What changed since this identity was taken, in plain words ("" when nothing did).
+
+        ``content``: hash the file again when size and time are unchanged (a copy that kept
+        the time); a preview, which sends nothing, leaves that out and reads the file once.
+        """
         try:
             st = os.stat(path)
         except OSError as exc:
@@ -68,7 +72,7 @@ class FileIdentity:
             return "its modification time changed"
         if open_for_writing(path):
             return "another program still has it open for writing"
-        if FileIdentity.of(path).sha256 != self.sha256:
+        if content and FileIdentity.of(path).sha256 != self.sha256:
             return "its content changed (same size)"
         return ""
 

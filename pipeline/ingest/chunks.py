@@ -122,7 +122,8 @@ def read_and_deliver(
             if progress is not None:  # read to the end: the total is known now
                 progress("read", tally.data_rows, tally.data_rows)
             writer.end_rows()  # the reject files are completed while the file is hashed again
-            changed = file.identity.changes(file.path)  # read to the end: still the same file?
+            # read to the end: still the same file? (a preview sends nothing: no second hash)
+            changed = file.identity.changes(file.path, content=delivery.sends)
         if changed:
             writer.abort()
             delivery.changed(f"still being written: {changed}")

@@ -62,6 +62,9 @@ class Delivered:
 class Delivery(Protocol):
     """The delivery step of ingest: takes each chunk's valid rows, then says where they stand."""
 
+    #: whether rows reach HeroBase (an upload) or not (a preview)
+    sends: bool
+
     def deliver(self, valid: pd.DataFrame) -> dict[int, list[RowProblem]]:
         """Take one chunk's valid rows; returns the API's refusals among them, by row."""
         ...
@@ -81,6 +84,8 @@ class Delivery(Protocol):
 
 class UploadDelivery:
     """Sends each valid row exactly once (the ledger records intent before each POST)."""
+
+    sends = True
 
     def __init__(self, uploader: Uploader, header_of: Mapping[str, str]) -> None:
         self.uploader = uploader
@@ -150,6 +155,8 @@ class PreviewDelivery:
     snapshot of the ledger at its start; rows another process accepts meanwhile are not
     counted (the upload itself checks every row again when it claims it).
     """
+
+    sends = False
 
     def __init__(self, ledger: Ledger, campaign: str, *, skip_duplicates: bool) -> None:
         self.ledger = ledger

@@ -368,10 +368,11 @@ class Validator:
     ) -> list[tuple[int, RowProblem]]:
         if hashes is None or len(rows) == 0:
             return []
-        earlier = self._seen.lookup(hashes)
+        word, mask = self._seen.probes(hashes)  # computed once for the lookup and the add
+        earlier = self._seen.lookup(hashes, (word, mask))
         in_chunk = pd.Series(hashes).duplicated().to_numpy()
         new = ~in_chunk & (earlier == 0)
-        self._seen.add(hashes[new], rows[new])
+        self._seen.add(hashes[new], rows[new], (word[new], mask[new]))
         out: list[tuple[int, RowProblem]] = []
         repeat = np.flatnonzero(~new & ~bad)
         if len(repeat):

@@ -54,7 +54,7 @@ class SeenRows:
         """Delete the spilled runs."""
         self._finalizer()
 
-    def _probes(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def probes(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(filter word, its 4-bit mask) per fingerprint: the word from the fingerprint's top
         bits (so sorted fingerprints give sorted words), the bits from a multiplied copy."""
         with np.errstate(over="ignore"):
@@ -67,12 +67,15 @@ class SeenRows:
             mask |= one << ((bit_mix >> np.uint64(pos)) & _SIX_BITS)
         return word, mask
 
-    def lookup(self, hashes: np.ndarray) -> np.ndarray:
-        """The first row number recorded for each fingerprint, else 0."""
+    def lookup(
+        self, hashes: np.ndarray, probes: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """The first row number recorded for each fingerprint, else 0 (``probes``: those of
+        ``hashes``, when the caller has them already)."""
         out = np.zeros(len(hashes), dtype=np.int64)
         if len(hashes) == 0 or not (self._mem or self._disk):
             return out
-        word, mask = self._probes(hashes)
+        word, mask = probes if probes is not None else self.probes(hashes)
         maybe = np.flatnonzero((self._filter[word] & mask) == mask)
         if len(maybe) == 0:
             return out
@@ -86,13 +89,23 @@ class SeenRows:
         out[order] = found
         return out
 
-    def add(self, hashes: np.ndarray, rows: np.ndarray) -> None:
-        """Record fingerprints first seen at ``rows`` (callers add each fingerprint once)."""
+    def add(
+        self,
+        hashes: np.ndarray,
+        rows: np.ndarray,
+        probes: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """Record fingerprints first seen at ``rows`` (callers add each fingerprint once;
+        ``probes``: those of ``hashes``, when the caller has them already)."""
         if len(hashes) == 0:
             return
         order = np.argsort(hashes)
         keys = hashes[order]
-        word, mask = self._probes(keys)  # words in order: OR the masks of each word, write once
+        # words in order: OR the masks of each word, write once
+        if probes is not None:
+            word, mask = probes[0][order], probes[1][order]
+        else:
+            word, mask = self.probes(keys)
         starts = np.flatnonzero(np.concatenate(([True], word[1:] != word[:-1])))
         self._filter[word[starts]] |= np.bitwise_or.reduceat(mask, starts)
         self._mem.append((keys, rows[order].astype(np.int32)))
