@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -93,10 +92,6 @@ def run_cmd(
         raise typer.Exit(code)
 
 
-#: After the service returned, how long requests still in flight may take to be answered.
-ANSWER_GRACE = 1.0
-
-
 def _exit_without_waiting_for_answers(code: int) -> None:
     """Exit now if requests are still waiting for HeroBase's answer after the service stopped.
 
@@ -114,16 +109,13 @@ def _exit_without_waiting_for_answers(code: int) -> None:
             not t.daemon or t.name.startswith(UPLOAD_THREADS)
         )
 
-    deadline = time.monotonic() + ANSWER_GRACE
-    for t in threading.enumerate():
-        if holds_exit(t):
-            t.join(max(0.0, deadline - time.monotonic()))
+    # no further grace: the ledger is closed now, an answer arriving later has nowhere to go
     left = [t for t in threading.enumerate() if holds_exit(t) and t.is_alive()]
     if not left:
         return
     logging.getLogger(__name__).warning(
-        "%d request(s) still wait for HeroBase's answer: not waited for; their rows are "
-        "looked up on the next start, never sent twice",
+        "requests still wait for HeroBase's answer (%d upload thread(s)): not waited for; "
+        "their rows are looked up on the next start, never sent twice",
         len(left),
     )
     logging.shutdown()

@@ -141,6 +141,8 @@ Progress = Callable[[int, int], None]
 
 #: The name prefix of the upload threads (a stopping ``leadpipe run`` looks for them).
 UPLOAD_THREADS = "leadpipe-upload"
+#: How often the sending loop looks at the stop while every thread waits for an answer (s).
+_POLL = 0.25
 _RECONCILE_MARGIN = timedelta(minutes=5)
 #: How far back a lookup reaches for a lead the ledger knows, to prove it sees our leads.
 _ANCHOR_REACH = timedelta(hours=24)
@@ -301,11 +303,13 @@ class Uploader:
     def _send(self, rows: Sequence[UploadRow]) -> None:
         total, done = len(rows), 0
         todo: Iterator[UploadRow] = iter(rows)
-        inflight: set[Future[None]] = set()
+        inflight: dict[Future[None], int] = {}  # -> its row
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix=UPLOAD_THREADS) as pool:
             exhausted = False
             while True:
                 self._check_stop()
+                if self.halted:
+                    done += self._unsend_queued(inflight)
                 if not exhausted and not self.halted and len(inflight) <= 2 * self.concurrency:
                     batch = _take(todo, self.concurrency * 4)
                     exhausted = not batch
@@ -322,11 +326,14 @@ class Uploader:
                         claimed = set(claim.sending)
                         for r in batch:
                             if r.row in claimed:
-                                inflight.add(pool.submit(self._post, r))
+                                inflight[pool.submit(self._post, r)] = r.row
                         continue
                 if not inflight:
                     break
-                finished, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+                # a bounded wait: a stop is seen while every thread waits for an answer
+                finished, _ = wait(inflight, timeout=_POLL, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    del inflight[fut]
                 for fut in finished:
                     exc = fut.exception()
                     if exc is not None:
@@ -337,6 +344,16 @@ class Uploader:
                     self.progress(done, total)
         if self.report.errors:
             raise self.report.errors[0]
+
+    def _unsend_queued(self, inflight: dict[Future[None], int]) -> int:
+        """After a halt: rows queued for a thread but not yet started are not sent; record so
+        now (a stop may not wait for the threads that wait for answers); how many."""
+        dropped = [row for fut, row in list(inflight.items()) if fut.cancel()]
+        for fut in [f for f in inflight if f.cancelled()]:
+            del inflight[fut]
+        if dropped:
+            self.ledger.record_unsent(self.key, dropped, "not sent: the upload stopped")
+        return len(dropped)
 
     def _post(self, row: UploadRow) -> None:
         """One row, in a worker thread: POST, then commit the outcome before moving on."""
