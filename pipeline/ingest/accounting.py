@@ -188,12 +188,20 @@ def cancelled_receipt(
     file waiting, so a re-drop of the same content also sends only the rest.
     """
     file, table = opened.file, opened.table
-    sent = delivered.accepted + delivered.refused + delivered.duplicates + delivered.uncertain
+    sent = delivered.accepted + delivered.duplicates + delivered.uncertain
     where = (
         f"they are in the not-sent file {Path(not_sent.files[0]).name} (in rejected/, same "
         "format as a reject file); drop it into the campaign folder again to send them"
         if not_sent.files
         else "none were left"
+    )
+    refused = (
+        [
+            f"{delivered.refused} row(s) were refused by HeroBase: they are in the not-sent "
+            "file too, with HeroBase's reasons; fix them before dropping it."
+        ]
+        if delivered.refused
+        else []
     )
     receipt = Receipt(
         file=str(file.path.resolve()),
@@ -218,6 +226,7 @@ def cancelled_receipt(
             f"This file was {text}. {sent} row(s) had already reached HeroBase: they stay "
             f"there and are never sent again. {not_sent.rows} row(s) were NOT sent: {where}."
         ]
+        + refused
         + blind_note(delivered, file.campaign)
         + [f"Row {row} is uncertain: {reason}." for row, reason in delivered.uncertain_rows],
         halt="cancelled",
@@ -227,7 +236,7 @@ def cancelled_receipt(
     receipt.next_steps = [
         "To send the rows that were not sent, drop the not-sent file into the campaign "
         "folder (rows already sent are never sent twice)."
-        if not_sent.rows
+        if not_sent.rows or delivered.refused
         else "Nothing to do: every row had been sent before the cancel took effect."
     ]
     check_accounting(receipt)

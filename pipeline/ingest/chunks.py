@@ -19,7 +19,7 @@ from pipeline.errors import FileChanged, InputError
 from pipeline.ingest.deliver.delivery import Delivery
 from pipeline.ingest.opening import Opened
 from pipeline.ingest.report.rejects import RejectWriter
-from pipeline.ingest.rows import add_rejects
+from pipeline.ingest.rows import add_rejects, refusal_problems
 from pipeline.ingest.validate.checks import RowProblem, Validator
 from pipeline.ledger import FileKey, Ledger, RowState
 
@@ -164,11 +164,15 @@ def write_not_sent(
 
     ``_problems`` of each row is ``not sent: <text>`` (e.g. "cancelled by ... at ..."), after
     the row's own problems when it failed the checks (what to fix before dropping it again).
-    Rows that reached the API (uploaded, refused, duplicate) or may have (uncertain) are not in
-    it, nor rows that repeat an earlier row of the file (never sent on their own): dropping the
-    file again can never send a lead twice (docs/dropfolder.md).
+    Rows HeroBase refused are in it too, with its reasons (they are not in HeroBase; the
+    receipt counts them as refused, not as not sent). Rows that reached the API otherwise
+    (uploaded, duplicate) or may have (uncertain) are not, nor rows that repeat an earlier row
+    of the file (never sent on their own): dropping the file again can never send a lead twice
+    (docs/dropfolder.md).
     """
-    sent = {rec.row for rec in ledger.rows(key, SENT_STATES)}
+    refused = {rec.row: rec for rec in ledger.rows(key, [RowState.REFUSED])}
+    sent = {rec.row for rec in ledger.rows(key, SENT_STATES)} - refused.keys()
+    header_of = opened.header_of
     table = opened.table
     writer = place.writer(table.headers)
     validator = Validator(opened.schema, opened.mapping, semantics=opened.semantics)
@@ -190,10 +194,14 @@ def write_not_sent(
             problems = [
                 p
                 for r in todo
-                for p in [*found.get(r, []), RowProblem(r, "", "", "not_sent", f"not sent: {text}")]
+                for p in (
+                    refusal_problems(refused[r], header_of, {})
+                    if r in refused
+                    else [*found.get(r, []), RowProblem(r, "", "", "not_sent", f"not sent: {text}")]
+                )
             ]
             add_rejects(writer, chunk, table.headers, problems, {})
-            rows += len(todo)
+            rows += sum(1 for r in todo if r not in refused)
         files = writer.close()  # none when every row was sent
     except BaseException:
         writer.abort()

@@ -23,7 +23,7 @@ from pipeline.ingest.deliver.upload import UploadRow
 from pipeline.ingest.matching import arrow_strings
 from pipeline.ingest.report.rejects import RejectWriter
 from pipeline.ingest.validate.checks import RowProblem
-from pipeline.ledger import FileKey, Ledger, RowState
+from pipeline.ledger import FileKey, Ledger, RowRecord, RowState
 from pipeline.ledger.fingerprint import fingerprints
 
 
@@ -64,34 +64,37 @@ def api_refusals(
 ) -> dict[int, list[RowProblem]]:
     """API refusals of this chunk's rows, as reject problems on the original columns."""
     wanted = {r.row: r for r in rows}
-    out: dict[int, list[RowProblem]] = {}
-    for rec in ledger.rows(key, [RowState.REFUSED]):
-        if rec.row not in wanted:
-            continue
-        data = wanted[rec.row].data
-        problems = []
-        for d in rec.details:
-            name = d.get("field", "")
-            header = header_of.get(name, name)
-            why = (d.get("message") or d.get("code") or "invalid").rstrip(".")
-            problems.append(
-                RowProblem(
-                    rec.row,
-                    header,
-                    data.get(name, ""),
-                    "api",
-                    f"Row {rec.row}, column '{header}': refused by HeroBase: {why}. "
-                    "Fix the value and drop the file again.",
-                )
+    return {
+        rec.row: refusal_problems(rec, header_of, wanted[rec.row].data)
+        for rec in ledger.rows(key, [RowState.REFUSED])
+        if rec.row in wanted
+    }
+
+
+def refusal_problems(
+    rec: RowRecord, header_of: Mapping[str, str], data: Mapping[str, str]
+) -> list[RowProblem]:
+    """One refused row's reasons, as reject problems on the columns the person sees."""
+    problems = []
+    for d in rec.details:
+        name = d.get("field", "")
+        header = header_of.get(name, name)
+        why = (d.get("message") or d.get("code") or "invalid").rstrip(".")
+        problems.append(
+            RowProblem(
+                rec.row,
+                header,
+                data.get(name, ""),
+                "api",
+                f"Row {rec.row}, column '{header}': refused by HeroBase: {why}. "
+                "Fix the value and drop the file again.",
             )
-        if not problems:
-            why = (rec.reason or "invalid").rstrip(".")
-            text = (
-                f"Row {rec.row}: refused by HeroBase: {why}. Fix the row and drop the file again."
-            )
-            problems.append(RowProblem(rec.row, "", "", "api", text))
-        out[rec.row] = problems
-    return out
+        )
+    if not problems:
+        why = (rec.reason or "invalid").rstrip(".")
+        text = f"Row {rec.row}: refused by HeroBase: {why}. Fix the row and drop the file again."
+        problems.append(RowProblem(rec.row, "", "", "api", text))
+    return problems
 
 
 def add_rejects(

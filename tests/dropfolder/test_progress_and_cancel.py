@@ -294,3 +294,32 @@ def test_a_cancelled_files_not_sent_rows_keep_their_own_problems_and_leave_out_r
     # the repeated row is not sent on its own: it is not in the file (row 304 of the sheet)
     assert "304" not in {r["_row"] for r in rows.values()}
     assert set(sent.values()) == {1}
+
+
+@pytest.mark.slow
+def test_rows_herobase_refused_before_a_cancel_are_in_the_not_sent_file_with_its_reasons(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.add_fault(Fault("status", route="POST /leads", status=400, after=3, times=2))
+    _slow(sandbox)  # added after the refusals, which are matched first
+    settings, inbox = _start(tmp_path, sandbox)
+    data, names = leads_csv("REF", valid=300, invalid=0)
+    with service(settings) as svc:
+        (inbox / "ref.csv").write_bytes(data)
+        wait_for(lambda: (p := _progress(svc)) is not None and p["rows_sent"] >= 20, 60, "sending")
+        (inbox / "ref.csv.cancel").write_bytes(b"")
+        wait_for(lambda: svc.snapshot()["totals"].get("cancelled") == 1, 60, "the cancel")
+    receipt = _receipt(inbox, "ref.csv")
+    assert receipt["refused_by_api"] == 2
+    sent = created(sandbox, "REF")
+    [found] = list((inbox / "rejected").glob("*_ref.csv.not-sent.rejects.csv"))
+    with found.open(encoding="utf-8-sig", newline="") as f:
+        rows = {r["Name"]: r for r in csv.DictReader(f)}
+    refused = [r for r in rows.values() if "refused by HeroBase" in r["_problems"]]
+    assert len(refused) == 2, rows
+    assert all("not sent" not in r["_problems"] for r in refused)
+    # every row is in HeroBase or in the file, never both
+    assert not set(sent) & set(rows)
+    assert sorted([*sent, *rows]) == sorted(names)
+    assert receipt["waiting"] == len(rows) - 2
+    assert any("refused by HeroBase" in m for m in receipt["messages"])
