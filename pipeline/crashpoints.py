@@ -3,9 +3,10 @@
 ``LEADPIPE_CRASH_AT=<name>[:<n>]`` makes the ``n``-th call of :func:`crash_point` with that
 name (the first when ``n`` is left out) send SIGKILL to this process. Without the variable every
 call is a no-op. Points: ``before_post``, ``after_response`` (before the ledger commit),
-``rejects`` (once per reject row, after its chunk's rows went to the reject writer), ``done_recorded`` (a processed file is done in the ledger,
-its reject files and receipt not yet in place), ``export_midstream``, ``export_before_manifest``,
-``export_before_state`` and the objects-CSV writer's points.
+``rejects`` (once per reject row, after its chunk's rows went to the reject writer),
+``done_recorded`` (a processed file is done in the ledger, its reject files and receipt not yet
+in place), ``export_midstream``, ``export_before_manifest``, ``export_before_state`` and the
+objects-CSV writer's points.
 """
 
 from __future__ import annotations
