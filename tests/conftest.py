@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from pipeline.sandbox import Sandbox
+from tests.postgres import ledger_backend, postgres_cluster  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

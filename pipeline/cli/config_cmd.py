@@ -24,12 +24,14 @@ def show_config(
     # inside: the API transport (requests) and the scheduler (croniter) only for this command
     from pipeline.api.transport import safe_url
     from pipeline.export.scheduler import check_jobs
+    from pipeline.ledger import LEDGER_FILE
 
     s = settings(ctx)
     run(lambda: check_jobs(s))  # what an export run would refuse, said now (exit 3)
     data: dict[str, Any] = asdict(s)
     data["api"]["password"] = "***" if s.api.password else ""
     data["api"]["url"] = safe_url(s.api.url)
+    data["state"]["password"] = "***" if s.state.password else ""
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
         return
@@ -41,3 +43,5 @@ def show_config(
     console().print(f"API: {escape(mode)}", highlight=False)
     for name in ("inbox", "outbox", "state", "schemas"):
         console().print(escape(f"{name:8} {getattr(s.paths, name)}"), highlight=False)
+    ledger = s.state.ledger or f"{s.paths.state / LEDGER_FILE} (SQLite)"
+    console().print(escape(f"ledger   {ledger}"), highlight=False)

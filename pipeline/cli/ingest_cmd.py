@@ -117,14 +117,14 @@ def ingest(
     from pipeline.ingest.report.place import ReceiptWriter, ResultPlaces
     from pipeline.ingest.report.receipt import render_receipt
     from pipeline.ingest.run import IngestContext, IngestRequest, ingest_file
-    from pipeline.ledger.sqlite import open_ledger
+    from pipeline.ledger.connect import open_ledger_for
 
     s = settings(ctx)
     clock = SystemClock()
 
     def work() -> Receipt:
         with ExitStack() as stack:
-            ledger = open_ledger(s.paths.state)
+            ledger = open_ledger_for(s)
             stack.callback(ledger.close)
             client = stack.enter_context(open_client(s))
             progress = None
@@ -194,13 +194,13 @@ def verify(
 
     from pipeline.api.connect import open_client
     from pipeline.ingest.deliver.verify import Verification, verify_file
-    from pipeline.ledger.sqlite import open_ledger
+    from pipeline.ledger.connect import open_ledger_for
 
     s = settings(ctx)
 
     def work() -> Verification:
         with ExitStack() as stack:
-            ledger = open_ledger(s.paths.state, create=False)
+            ledger = open_ledger_for(s, create=False)
             stack.callback(ledger.close)
             # the embedded demo tenant the service uploaded to (kept in the state folder)
             db = s.paths.state / "sandbox.sqlite" if s.api.embedded else None

@@ -11,8 +11,9 @@ import pytest
 
 from pipeline.api import HeroBaseClient
 from pipeline.config import ApiSettings, IntakeSettings, Paths, Settings
-from pipeline.ledger.sqlite import SqliteLedger, open_ledger
+from pipeline.ledger import Ledger
 from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER, Sandbox
+from tests.postgres import LedgerBackend
 
 CAMPAIGN = "B2B-DK-SPRING"
 
@@ -68,7 +69,8 @@ def client_for(sb: Sandbox) -> Iterator[Callable[..., HeroBaseClient]]:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[SqliteLedger]:
-    led = open_ledger(tmp_path / "state")
+def ledger(tmp_path: Path, ledger_backend: LedgerBackend) -> Iterator[Ledger]:
+    """A ledger in ``tmp_path / "state"``, on each backend in turn (tests/postgres.py)."""
+    led = ledger_backend.open(tmp_path / "state")
     yield led
     led.close()

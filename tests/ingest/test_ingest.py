@@ -24,12 +24,13 @@ from pipeline.ingest.fields import load_campaign_schema
 from pipeline.ingest.report.place import ReceiptWriter, ResultPlaces
 from pipeline.ingest.report.receipt import Receipt
 from pipeline.ingest.run import IngestContext, IngestRequest, ingest_file
-from pipeline.ledger import FileKey, FileState, RowState
-from pipeline.ledger.sqlite import SqliteLedger, open_ledger
+from pipeline.ledger import FileKey, FileState, Ledger, RowState
+from pipeline.ledger.connect import open_ledger_for
 from pipeline.outcome import FileOutcome
 from pipeline.sandbox import Fault, Sandbox
 from tests.ingest import messy
 from tests.ingest.conftest import CAMPAIGN, make_settings
+from tests.postgres import LedgerBackend
 
 OURS = re.compile(r"\+45 [23]0 \d{6}")  # the demo tenant's own leads look different
 
@@ -39,7 +40,7 @@ class Env:
     sb: Sandbox
     settings: Settings
     client: HeroBaseClient
-    ledger: SqliteLedger
+    ledger: Ledger
     tmp: Path
 
     def ingest(
@@ -81,13 +82,15 @@ class Env:
 
 
 @pytest.fixture
-def env(sb: Sandbox, tmp_path: Path) -> Iterator[Env]:
+def env(sb: Sandbox, tmp_path: Path, ledger_backend: LedgerBackend) -> Iterator[Env]:
     settings = make_settings(tmp_path, sb, concurrency=4)
     settings = replace(
-        settings, campaigns={CAMPAIGN: CampaignSettings(columns=dict(messy.SYNONYMS))}
+        settings,
+        campaigns={CAMPAIGN: CampaignSettings(columns=dict(messy.SYNONYMS))},
+        state=ledger_backend.state(),
     )
     client = HeroBaseClient(settings.api, timezone=settings.timezone)
-    ledger = open_ledger(settings.paths.state)
+    ledger = open_ledger_for(settings)
     e = Env(sb, settings, client, ledger, tmp_path)
     try:
         yield e

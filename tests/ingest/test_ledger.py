@@ -1,4 +1,8 @@
-"""The ledger: states, duplicates across files, crash recovery, fail-safe opening."""
+"""The ledger: states, duplicates across files, crash recovery, fail-safe opening.
+
+Tests taking ``ledger_backend`` run on SQLite and on PostgreSQL (tests/postgres.py); the rest
+are about the SQLite file itself.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from pipeline.errors import StateError
 from pipeline.ledger import FileKey, FileState, RowState
 from pipeline.ledger.fingerprint import fingerprint
 from pipeline.ledger.sqlite import open_ledger
+from tests.postgres import LedgerBackend
 
 T = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 A, B = FileKey("a" * 64, "C1"), FileKey("b" * 64, "C1")
@@ -24,8 +29,8 @@ def _claim(ledger, sha, rows, skip=True):  # type: ignore[no-untyped-def]
     return ledger.claim_for_sending(sha, rows, skip_duplicates=skip, attempt_utc=T, attempt_local=T)
 
 
-def test_row_states_and_counts(tmp_path: Path) -> None:
-    led = open_ledger(tmp_path)
+def test_row_states_and_counts(tmp_path: Path, ledger_backend: LedgerBackend) -> None:
+    led = ledger_backend.open(tmp_path)
     led.begin_file(A, "leads.csv")
     assert led.add_rows(A, [(2, "f2"), (3, "f3"), (4, "f4")]) == 3
     assert led.add_rows(A, [(2, "f2")]) == 0
@@ -46,8 +51,10 @@ def test_row_states_and_counts(tmp_path: Path) -> None:
     led.close()
 
 
-def test_duplicate_from_another_file_is_not_claimed(tmp_path: Path) -> None:
-    led = open_ledger(tmp_path)
+def test_duplicate_from_another_file_is_not_claimed(
+    tmp_path: Path, ledger_backend: LedgerBackend
+) -> None:
+    led = ledger_backend.open(tmp_path)
     led.begin_file(A, "first.csv")
     led.begin_file(B, "second.csv")
     led.add_rows(A, [(2, "same")])
@@ -66,13 +73,15 @@ def test_duplicate_from_another_file_is_not_claimed(tmp_path: Path) -> None:
     led.close()
 
 
-def test_sending_rows_become_uncertain_after_a_crash(tmp_path: Path) -> None:
-    led = open_ledger(tmp_path)
+def test_sending_rows_become_uncertain_after_a_crash(
+    tmp_path: Path, ledger_backend: LedgerBackend
+) -> None:
+    led = ledger_backend.open(tmp_path)
     led.begin_file(A, "f.csv")
     led.add_rows(A, [(2, "x"), (3, "y")])
     _claim(led, A, [2, 3])
     led.close()  # as if the process died here
-    led = open_ledger(tmp_path)
+    led = ledger_backend.open(tmp_path)
     assert led.recover_sending(A) == 2
     rows = led.rows(A)
     assert [r.state for r in rows] == [RowState.UNCERTAIN, RowState.UNCERTAIN]
@@ -80,8 +89,8 @@ def test_sending_rows_become_uncertain_after_a_crash(tmp_path: Path) -> None:
     led.close()
 
 
-def test_finished_file_keeps_its_receipt(tmp_path: Path) -> None:
-    led = open_ledger(tmp_path)
+def test_finished_file_keeps_its_receipt(tmp_path: Path, ledger_backend: LedgerBackend) -> None:
+    led = ledger_backend.open(tmp_path)
     led.begin_file(A, "f.csv")
     led.finish_file(A, FileState.DONE, "/x/receipt.txt", '{"accepted": 3}')
     rec = led.file(A)
@@ -107,8 +116,10 @@ def test_a_ledger_with_the_old_watermarks_table_still_opens(tmp_path: Path) -> N
     again.close()
 
 
-def test_the_same_content_for_two_campaigns_is_two_files(tmp_path: Path) -> None:
-    led = open_ledger(tmp_path)
+def test_the_same_content_for_two_campaigns_is_two_files(
+    tmp_path: Path, ledger_backend: LedgerBackend
+) -> None:
+    led = ledger_backend.open(tmp_path)
     other = FileKey(A.sha256, "C2")
     led.begin_file(A, "leads.csv")
     led.add_rows(A, [(2, "fp-c1")])
@@ -125,8 +136,10 @@ def test_the_same_content_for_two_campaigns_is_two_files(tmp_path: Path) -> None
     led.close()
 
 
-def test_rows_sent_by_a_read_of_a_changing_file_are_handed_over_once(tmp_path: Path) -> None:
-    led = open_ledger(tmp_path)
+def test_rows_sent_by_a_read_of_a_changing_file_are_handed_over_once(
+    tmp_path: Path, ledger_backend: LedgerBackend
+) -> None:
+    led = ledger_backend.open(tmp_path)
     partial, complete = A, B
     led.begin_file(partial, "leads.csv")
     led.add_rows(partial, [(2, "one"), (3, "two"), (4, "three")])
@@ -225,13 +238,13 @@ def test_foreign_database_is_refused(tmp_path: Path) -> None:
         open_ledger(tmp_path)
 
 
-def test_expected_ledger_with_create_false(tmp_path: Path) -> None:
+def test_expected_ledger_with_create_false(tmp_path: Path, ledger_backend: LedgerBackend) -> None:
     with pytest.raises(StateError, match="one was expected"):
-        open_ledger(tmp_path, create=False)
+        ledger_backend.open(tmp_path, create=False)
 
 
-def test_concurrent_outcomes_from_threads(tmp_path: Path) -> None:
-    led = open_ledger(tmp_path)
+def test_concurrent_outcomes_from_threads(tmp_path: Path, ledger_backend: LedgerBackend) -> None:
+    led = ledger_backend.open(tmp_path)
     led.begin_file(A, "f.csv")
     led.add_rows(A, [(r, f"fp{r}") for r in range(2, 402)])
     _claim(led, A, list(range(2, 402)))
@@ -297,8 +310,10 @@ def test_column_fingerprints_equal_the_one_row_definition() -> None:
     assert fingerprints("C", {"name": pa.array(["", None])}) == [fingerprint("C", {})] * 2
 
 
-def test_only_the_same_file_name_takes_over_rows_of_a_changed_read(tmp_path: Path) -> None:
-    led = open_ledger(tmp_path)
+def test_only_the_same_file_name_takes_over_rows_of_a_changed_read(
+    tmp_path: Path, ledger_backend: LedgerBackend
+) -> None:
+    led = ledger_backend.open(tmp_path)
     partial, other, complete = A, B, FileKey("c" * 64, "C1")
     led.begin_file(partial, "leads.csv")
     led.add_rows(partial, [(2, "one")])

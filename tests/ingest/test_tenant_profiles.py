@@ -15,6 +15,7 @@ import io
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,11 @@ from pipeline.ingest.deliver.verify import verify_file
 from pipeline.ingest.report.place import ReceiptWriter, ResultPlaces
 from pipeline.ingest.report.receipt import Receipt
 from pipeline.ingest.run import IngestContext, IngestRequest, ingest_file
-from pipeline.ledger.sqlite import SqliteLedger, open_ledger
+from pipeline.ledger import Ledger
+from pipeline.ledger.connect import open_ledger_for
 from pipeline.sandbox import Fault, Sandbox
 from tests.ingest.conftest import CAMPAIGN, make_settings
+from tests.postgres import LedgerBackend
 
 PROFILES: dict[str, dict[str, Any]] = {
     "demo": {},
@@ -59,13 +62,21 @@ def leads_file(path: Path, tag: str, n: int) -> dict[str, str]:
 class World:
     """A sandbox with a profile, settings, a client and a ledger in one temp folder."""
 
-    def __init__(self, tmp: Path, profile: dict[str, Any], **api: Any) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        profile: dict[str, Any],
+        backend: LedgerBackend | None = None,
+        **api: Any,
+    ) -> None:
         self.sb = Sandbox(port=0, profile=profile).start()
         self.sb.set_rate_limit(per_minute=1_000_000, per_day=10_000_000)
         self.tmp = tmp
         self.settings = make_settings(tmp, self.sb, **api)
+        if backend is not None:
+            self.settings = replace(self.settings, state=backend.state())
         self.client = HeroBaseClient(self.settings.api, timezone=self.settings.timezone)
-        self.ledger: SqliteLedger = open_ledger(self.settings.paths.state)
+        self.ledger: Ledger = open_ledger_for(self.settings)
 
     def ingest(self, path: Path) -> Receipt:
         places = ResultPlaces.for_ingest(path, CAMPAIGN, self.settings, self.tmp / "results")
@@ -94,8 +105,11 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
-    w = World(tmp_path, getattr(request, "param", {}))
+def world(
+    tmp_path: Path, request: pytest.FixtureRequest, ledger_backend: LedgerBackend
+) -> Iterator[World]:
+    """A world per profile, its ledger on each backend in turn (tests/postgres.py)."""
+    w = World(tmp_path, getattr(request, "param", {}), ledger_backend)
     try:
         yield w
     finally:
@@ -106,7 +120,7 @@ def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
 def test_committed_but_answer_lost_per_profile_never_twice_never_lost(
     world: World, request: pytest.FixtureRequest
 ) -> None:
-    name = request.node.callspec.id
+    name = next(k for k, v in PROFILES.items() if v == request.node.callspec.params["world"])
     src = world.tmp / "leads.csv"
     rows = leads_file(src, "PROFILE", 30)
     for after in (5, 17):  # the lead is stored, then the connection is reset

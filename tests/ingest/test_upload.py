@@ -14,9 +14,8 @@ import pytest
 
 from pipeline.api import HeroBaseClient
 from pipeline.ingest.deliver.upload import Uploader, UploadRow, no_read_right_reason
-from pipeline.ledger import FileKey, RowState
+from pipeline.ledger import FileKey, Ledger, RowState
 from pipeline.ledger.fingerprint import fingerprint
-from pipeline.ledger.sqlite import SqliteLedger
 from pipeline.outcome import FileOutcome
 from pipeline.sandbox import RESTRICTED_PASSWORD, RESTRICTED_USER, Fault, Sandbox
 from tests.ingest.conftest import CAMPAIGN
@@ -33,7 +32,7 @@ def rows(n: int, start: int = 0) -> list[UploadRow]:
     return out
 
 
-def uploader(client: HeroBaseClient, ledger: SqliteLedger, **kw: Any) -> Uploader:
+def uploader(client: HeroBaseClient, ledger: Ledger, **kw: Any) -> Uploader:
     ledger.begin_file(FileKey(kw.pop("sha", SHA), CAMPAIGN), kw.pop("name", "leads.csv"))
     kw.setdefault("reconcile_grace", 0.2)
     return Uploader(client, ledger, sha256=kw.pop("sha256", SHA), campaign=CAMPAIGN, **kw)
@@ -48,7 +47,7 @@ def posts(sb: Sandbox) -> int:
     return sum(1 for r in sb.requests() if r["method"] == "POST" and r["path"] == "/leads")
 
 
-def assert_exactly_once(sb: Sandbox, ledger: SqliteLedger, batch: list[UploadRow]) -> None:
+def assert_exactly_once(sb: Sandbox, ledger: Ledger, batch: list[UploadRow]) -> None:
     counts = stored(sb)
     phones = [r.data["phone"] for r in batch]
     assert {p: counts[p] for p in phones} == dict.fromkeys(phones, 1)
@@ -67,7 +66,7 @@ def baseline(sb: Sandbox) -> Counter[str]:
 
 
 def test_happy_path_sends_each_row_once(
-    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: SqliteLedger
+    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: Ledger
 ) -> None:
     batch = rows(40)
     up = uploader(client_for(), ledger, concurrency=4)
@@ -78,7 +77,7 @@ def test_happy_path_sends_each_row_once(
 
 
 def test_429_storm_and_503_retry_after_are_retried_without_duplicates(
-    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: SqliteLedger
+    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: Ledger
 ) -> None:
     sb.add_fault(Fault("status", route="POST /leads", status=429, retry_after=0.05, times=3))
     sb.add_fault(
@@ -94,7 +93,7 @@ def test_429_storm_and_503_retry_after_are_retried_without_duplicates(
 
 
 def test_created_then_failed_rows_are_reconciled_not_duplicated(
-    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: SqliteLedger
+    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: Ledger
 ) -> None:
     sb.add_fault(Fault("status_after", route="POST /leads", status=500, after=3, times=2))
     sb.add_fault(Fault("drop_after", route="POST /leads", after=12, times=1))
@@ -113,7 +112,7 @@ def test_created_then_failed_rows_are_reconciled_not_duplicated(
 
 
 def test_lost_requests_are_looked_up_then_sent_again(
-    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: SqliteLedger
+    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: Ledger
 ) -> None:
     sb.add_fault(Fault("drop_before", route="POST /leads", after=5, times=2))
     sb.add_fault(Fault("html", route="POST /leads", status=502, after=14, times=1))
@@ -126,7 +125,7 @@ def test_lost_requests_are_looked_up_then_sent_again(
 
 
 def test_read_timeout_waits_for_the_slow_request_then_finds_it(
-    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: SqliteLedger
+    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: Ledger
 ) -> None:
     # The server stores the lead after 1.2 s; the client gives up after 0.5 s.
     sb.add_fault(Fault("delay", route="POST /leads", delay=1.2, after=4, times=1))
@@ -138,7 +137,7 @@ def test_read_timeout_waits_for_the_slow_request_then_finds_it(
 
 
 def test_401_mid_file_stops_at_once_and_a_retry_finishes_without_duplicates(
-    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: SqliteLedger
+    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: Ledger
 ) -> None:
     sb.add_fault(Fault("status", route="POST /leads", status=401, after=15, times=0))
     batch = rows(60)
@@ -168,7 +167,7 @@ def _before(sb: Sandbox) -> list[str]:
 
 
 def test_without_leads_get_an_uncertain_row_is_never_resent(
-    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: SqliteLedger
+    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: Ledger
 ) -> None:
     sb.add_fault(Fault("status_after", route="POST /leads", status=500, after=2, times=1))
     batch = rows(6)
@@ -186,7 +185,7 @@ def test_without_leads_get_an_uncertain_row_is_never_resent(
 
 
 def test_unavailable_api_pauses_and_leaves_rows_pending(
-    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: SqliteLedger
+    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: Ledger
 ) -> None:
     sb.add_fault(Fault("status", route="POST /leads", status=503, after=5, times=0))
     batch = rows(20)
@@ -203,7 +202,7 @@ def test_unavailable_api_pauses_and_leaves_rows_pending(
 
 
 def test_duplicates_from_another_file_are_skipped_or_uploaded_by_setting(
-    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: SqliteLedger
+    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: Ledger
 ) -> None:
     client = client_for()
     uploader(client, ledger).deliver(rows(5))
@@ -223,7 +222,7 @@ def test_duplicates_from_another_file_are_skipped_or_uploaded_by_setting(
 
 
 def test_stop_event_sends_nothing_more(
-    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: SqliteLedger
+    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: Ledger
 ) -> None:
     import threading
 
@@ -247,7 +246,7 @@ def test_stop_event_sends_nothing_more(
 
 
 def test_rows_lost_every_time_end_pending_after_a_final_lookup(
-    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: SqliteLedger
+    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: Ledger
 ) -> None:
     sb.add_fault(Fault("drop_before", route="POST /leads", after=2, times=0))
     batch = rows(4)
@@ -263,7 +262,7 @@ def test_rows_lost_every_time_end_pending_after_a_final_lookup(
 
 
 def test_a_lead_with_the_same_data_from_someone_else_is_not_taken_for_ours(
-    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: SqliteLedger
+    sb: Sandbox, client_for: Callable[..., HeroBaseClient], ledger: Ledger
 ) -> None:
     batch = rows(3)
     # a person keyed in row 3's data by hand, just before our POST of it got lost

@@ -11,8 +11,8 @@ import pytest
 from pipeline.ingest.deliver import delivery
 from pipeline.ingest.deliver.delivery import PreviewDelivery
 from pipeline.ingest.rows import valid_fingerprints
-from pipeline.ledger import FileKey
-from pipeline.ledger.sqlite import SqliteLedger, open_ledger
+from pipeline.ledger import FileKey, Ledger
+from tests.postgres import LedgerBackend
 
 T = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 KEY = FileKey("a" * 64, "C1")
@@ -24,7 +24,7 @@ def _valid() -> pd.DataFrame:
     ).astype({"name": "str", "phone": "str"})
 
 
-def _accept(ledger: SqliteLedger, prints: list[str], campaign: str = "C1") -> None:
+def _accept(ledger: Ledger, prints: list[str], campaign: str = "C1") -> None:
     key = FileKey("b" * 64, campaign)
     ledger.begin_file(key, "earlier.csv")
     ledger.add_rows(key, enumerate(prints, start=2))
@@ -36,8 +36,10 @@ def _accept(ledger: SqliteLedger, prints: list[str], campaign: str = "C1") -> No
         ledger.record_accepted(key, row, f"id{row}")
 
 
-def test_has_accepted_is_per_campaign_and_only_accepted(tmp_path: Path) -> None:
-    led = open_ledger(tmp_path)
+def test_has_accepted_is_per_campaign_and_only_accepted(
+    tmp_path: Path, ledger_backend: LedgerBackend
+) -> None:
+    led = ledger_backend.open(tmp_path)
     assert not led.has_accepted("C1")
     led.begin_file(KEY, "leads.csv")
     led.add_rows(KEY, [(2, "f2")])
@@ -48,13 +50,13 @@ def test_has_accepted_is_per_campaign_and_only_accepted(tmp_path: Path) -> None:
 
 
 def test_a_preview_of_a_campaign_with_nothing_accepted_computes_no_fingerprints(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ledger_backend: LedgerBackend
 ) -> None:
     def no_prints(*_args: object) -> list[str]:
         raise AssertionError("fingerprints computed although nothing is accepted")
 
     monkeypatch.setattr(delivery, "valid_fingerprints", no_prints)
-    led = open_ledger(tmp_path)
+    led = ledger_backend.open(tmp_path)
     _accept(led, ["f9"], campaign="OTHER")
     preview = PreviewDelivery(led, "C1", skip_duplicates=True)
     assert preview.deliver(_valid()) == {}
@@ -62,8 +64,10 @@ def test_a_preview_of_a_campaign_with_nothing_accepted_computes_no_fingerprints(
     assert (result.accepted, result.duplicates) == (2, 0)
 
 
-def test_a_preview_counts_the_rows_already_accepted(tmp_path: Path) -> None:
-    led = open_ledger(tmp_path)
+def test_a_preview_counts_the_rows_already_accepted(
+    tmp_path: Path, ledger_backend: LedgerBackend
+) -> None:
+    led = ledger_backend.open(tmp_path)
     valid = _valid()
     _accept(led, valid_fingerprints(valid, "C1")[1:])  # the row with a quote and a line break
     preview = PreviewDelivery(led, "C1", skip_duplicates=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,19 +12,20 @@ import pytest
 from pipeline.config import Paths, Settings
 from pipeline.ingest.report.place import ReceiptWriter, ResultPlaces
 from pipeline.ingest.report.receipt import Receipt
-from pipeline.ledger import FileKey, FileState
-from pipeline.ledger.sqlite import SqliteLedger, open_ledger
+from pipeline.ledger import FileKey, FileState, Ledger
 from pipeline.outcome import FileOutcome
+from tests.postgres import LedgerBackend
 
 KEY = FileKey("cd" * 32, "B2B-DK-SPRING")
 BASE = "20261127-120000_leads.csv"
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> SqliteLedger:
-    led = open_ledger(tmp_path / "state")
+def ledger(tmp_path: Path, ledger_backend: LedgerBackend) -> Iterator[Ledger]:
+    led = ledger_backend.open(tmp_path / "state")
     led.begin_file(KEY, "leads.csv")
-    return led
+    yield led
+    led.close()
 
 
 def staged(tmp_path: Path) -> tuple[Receipt, list[Path], ResultPlaces]:
@@ -47,7 +49,7 @@ def staged(tmp_path: Path) -> tuple[Receipt, list[Path], ResultPlaces]:
 
 
 def test_a_processed_file_is_done_and_its_receipt_names_where_the_files_are(
-    tmp_path: Path, ledger: SqliteLedger
+    tmp_path: Path, ledger: Ledger
 ) -> None:
     receipt, rejects, places = staged(tmp_path)
     placed = ReceiptWriter(ledger).place(receipt, rejects, places, BASE)
@@ -71,7 +73,7 @@ def test_a_processed_file_is_done_and_its_receipt_names_where_the_files_are(
     "outcome", [FileOutcome.PREVIEWED, FileOutcome.ALREADY, FileOutcome.STOPPED]
 )
 def test_only_a_processed_file_is_recorded_as_done(
-    tmp_path: Path, ledger: SqliteLedger, outcome: FileOutcome
+    tmp_path: Path, ledger: Ledger, outcome: FileOutcome
 ) -> None:
     receipt, rejects, places = staged(tmp_path)
     placed = ReceiptWriter(ledger).place(replace(receipt, outcome=outcome), rejects, places, BASE)
@@ -82,7 +84,7 @@ def test_only_a_processed_file_is_recorded_as_done(
 
 
 def test_a_second_pass_names_reject_files_already_in_place_and_drops_lost_ones(
-    tmp_path: Path, ledger: SqliteLedger
+    tmp_path: Path, ledger: Ledger
 ) -> None:
     receipt, rejects, places = staged(tmp_path)
     places.rejects.mkdir(parents=True)
