@@ -20,6 +20,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path, PurePath
 
 from pipeline.files import WORK_DIR_NAME, atomic_move, atomic_write_text, fsync_dir, readable
@@ -38,6 +39,19 @@ CANCEL_SUFFIX = ".cancel"
 NOT_SENT_INFIX = ".not-sent"
 #: Excel saves through an extension-less temp file with an 8-hex-digit name.
 _EXCEL_TEMP = re.compile(r"^[0-9A-F]{8}$")
+
+#: ``<stamp>_``: the local time a result's run started (:meth:`DropFolder.result_name`).
+_STAMP = re.compile(r"^(\d{8}-\d{6})_")
+
+
+class ResultKind(StrEnum):
+    """What a kept file in a campaign's result folders is (docs/retention.md)."""
+
+    ORIGINAL = "original"  #: a processed original (``processed/``, ``preview/``)
+    RECEIPT = "receipt"  #: ``.receipt.txt`` / ``.receipt.json``
+    REJECTS = "rejects"  #: ``.rejects.xlsx`` / ``.rejects.csv`` (not-sent files too)
+    FAILED = "failed"  #: a file in ``failed/`` or an ``.error.txt``
+
 
 #: Lists a folder (``os.scandir``; tests and other file systems may pass their own).
 ScanDir = Callable[[Path], Iterable[os.DirEntry[str]]]
@@ -148,6 +162,54 @@ class DropFolder:
     def result_name(stamp: str, name: str) -> str:
         """``<stamp>_<name>``: the name of a file's results (and of the moved original)."""
         return f"{stamp}_{name}"
+
+    # -- what is kept (docs/retention.md) ---------------------------------------------------------
+
+    def campaign_folders(self) -> list[Path]:
+        """The campaign folders under the inbox (``inbox/<campaign>``), by name."""
+        try:
+            found = [
+                d
+                for d in self.inbox.iterdir()
+                if d.is_dir() and not is_ignored(d.name) and not self.is_ours(d.name)
+            ]
+        except OSError:
+            return []
+        return sorted(found)
+
+    @staticmethod
+    def result_folders(campaign_folder: Path) -> list[Path]:
+        """The folders of a campaign that hold results and kept originals."""
+        return [campaign_folder / n for n in (PROCESSED, REJECTED, FAILED, PREVIEW)]
+
+    @staticmethod
+    def kind_of_result(place: str, name: str) -> ResultKind | None:
+        """What a file in a result folder is (None: not one of leadpipe's results)."""
+        low = name.lower()
+        if is_ignored(name) or low.endswith(CANCEL_SUFFIX):
+            return None
+        if place.lower() == PREVIEW and not _STAMP.match(name):
+            return None  # a file dropped for a preview, not yet checked: input, not a result
+        if low.endswith((".receipt.txt", ".receipt.json")):
+            return ResultKind.RECEIPT
+        if low.endswith((".rejects.xlsx", ".rejects.csv")):
+            return ResultKind.REJECTS
+        if low.endswith(".error.txt") or place.lower() == FAILED:
+            return ResultKind.FAILED
+        if place.lower() in (PROCESSED, PREVIEW):
+            return ResultKind.ORIGINAL
+        return None
+
+    @staticmethod
+    def stamp_of(name: str) -> str | None:
+        """The ``YYYYMMDD-HHMMSS`` stamp a result name starts with (local time), if any."""
+        found = _STAMP.match(name)
+        return found.group(1) if found else None
+
+    @staticmethod
+    def original_beside(receipt_txt: Path) -> Path:
+        """The moved original a ``<base>.receipt.txt`` belongs to: ``<base>`` beside it."""
+        return receipt_txt.with_name(receipt_txt.name.removesuffix(".receipt.txt"))
 
     # -- the moves ------------------------------------------------------------------------------
 

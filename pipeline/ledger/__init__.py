@@ -6,7 +6,9 @@ was already accepted for the campaign). The intent (``sending``) is committed be
 the outcome after it, so the ledger is never ahead of what the API acknowledged.
 
 :class:`Ledger` is the interface the rest of leadpipe uses; :class:`SqliteLedger` implements it
-on SQLite in WAL mode under the state folder (a PostgreSQL backend can follow the same protocol).
+on SQLite in WAL mode under the state folder, :class:`PostgresLedger` (``postgres.py``) in a
+PostgreSQL database (docs/architecture.md, "The ledger on PostgreSQL"); ``connect.py`` opens the
+one ``[state] ledger`` names.
 A file is keyed by the SHA-256 of its content *and* the campaign it was dropped for
 (:class:`FileKey`): the same content dropped for two campaigns is two files, each uploaded to
 its own campaign. Rows are keyed by ``(file key, row number)``.
@@ -14,7 +16,7 @@ its own campaign. Rows are keyed by ``(file key, row number)``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -118,7 +120,7 @@ class Claim:
 
 
 class Ledger(Protocol):
-    """What leadpipe needs of its durable state (SQLite now, PostgreSQL later)."""
+    """What leadpipe needs of its durable state (SQLite or PostgreSQL, same semantics)."""
 
     location: str
 
@@ -229,6 +231,40 @@ class Ledger(Protocol):
         Lets a caller skip computing fingerprints when :meth:`accepted_fingerprints` could
         only answer "none". The answer is a snapshot: rows may be accepted right after.
         """
+        ...
+
+    # -- data kept, and for how long (docs/retention.md) --------------------------------------
+
+    def every_file(self) -> list[FileRecord]:
+        """Every file record, in any state and campaign (oldest first)."""
+        ...
+
+    def files_named(self, name: str) -> list[FileRecord]:
+        """The file records of files dropped under ``name`` (newest first)."""
+        ...
+
+    def rows_with_unique_id(self, unique_id: str) -> list[RowRecord]:
+        """The rows whose lead has this uniqueId (normally one)."""
+        ...
+
+    def scrub_file(self, key: FileKey, receipt_json: str | None) -> None:
+        """Remove the values a file's records may quote, keeping what exactly-once needs.
+
+        Cleared: the file's reason, its rows' reasons and API details, its attempts' details;
+        ``receipt_json`` replaces the stored receipt (the caller's copy without quoted
+        values; None leaves it). Kept: fingerprints, states, uniqueIds, times, counts.
+        """
+        ...
+
+    def scrub_mentions(self, texts: Sequence[str], clean_receipt: Callable[[str], str]) -> int:
+        """Clear every reason, detail and attempt detail that contains one of ``texts``, and
+        replace each stored receipt that contains one by ``clean_receipt(receipt_json)``;
+        returns how many records changed (``leadpipe forget``)."""
+        ...
+
+    def compact(self, *, vacuum: bool = True) -> None:
+        """Make removed values unrecoverable from the storage: old page images and logs
+        rewritten; ``vacuum``: the whole store too (slower; ``leadpipe forget``)."""
         ...
 
 

@@ -6,7 +6,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -538,6 +538,91 @@ class SqliteLedger:
         """Whether any row of any file is accepted for the campaign (one index lookup)."""
         q = "SELECT 1 FROM rows WHERE campaign = ? AND state = 'accepted' LIMIT 1"
         return bool(self._query(q, (campaign,)))
+
+    # -- data kept, and for how long (docs/retention.md) --------------------------------------
+
+    def every_file(self) -> list[FileRecord]:
+        """Every file record, in any state and campaign (oldest first)."""
+        return [self._file(r) for r in self._query("SELECT * FROM files ORDER BY first_seen_utc")]
+
+    def files_named(self, name: str) -> list[FileRecord]:
+        """The file records of files dropped under ``name`` (newest first)."""
+        q = "SELECT * FROM files WHERE name = ? ORDER BY updated_utc DESC"
+        return [self._file(r) for r in self._query(q, (name,))]
+
+    def rows_with_unique_id(self, unique_id: str) -> list[RowRecord]:
+        """The rows whose lead has this uniqueId (normally one)."""
+        q = "SELECT * FROM rows WHERE unique_id = ? ORDER BY attempt_utc"
+        return [self._row(r) for r in self._query(q, (unique_id,))]
+
+    def scrub_file(self, key: FileKey, receipt_json: str | None) -> None:
+        """Remove the values a file's records may quote, keeping what exactly-once needs."""
+        this = (key.sha256, key.campaign)
+        with self._tx() as db:
+            db.execute("PRAGMA secure_delete = ON")  # freed cell space is zeroed, not left
+            db.execute(
+                "UPDATE rows SET reason = '', details = '[]' WHERE file_sha256 = ?"
+                " AND campaign = ? AND (reason != '' OR details != '[]')",
+                this,
+            )
+            db.execute(
+                "UPDATE attempts SET detail = '' WHERE file_sha256 = ? AND campaign = ?"
+                " AND detail != ''",
+                this,
+            )
+            db.execute(
+                "UPDATE files SET reason = '', receipt_json = coalesce(?, receipt_json)"
+                " WHERE sha256 = ? AND campaign = ?",
+                (receipt_json, *this),
+            )
+
+    def scrub_mentions(self, texts: Sequence[str], clean_receipt: Callable[[str], str]) -> int:
+        """Clear every reason and detail containing one of ``texts``; clean stored receipts."""
+        wanted = [t for t in dict.fromkeys(texts) if t]
+        if not wanted:
+            return 0
+        changed = 0
+        with self._tx() as db:
+            db.execute("PRAGMA secure_delete = ON")
+            for text in wanted:
+                esc = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                pat = f"%{esc}%"
+                changed += db.execute(
+                    "UPDATE rows SET reason = '', details = '[]'"
+                    " WHERE reason LIKE ?1 ESCAPE '\\' OR details LIKE ?1 ESCAPE '\\'",
+                    (pat,),
+                ).rowcount
+                changed += db.execute(
+                    "UPDATE attempts SET detail = '' WHERE detail LIKE ? ESCAPE '\\'", (pat,)
+                ).rowcount
+                changed += db.execute(
+                    "UPDATE files SET reason = '' WHERE reason LIKE ? ESCAPE '\\'", (pat,)
+                ).rowcount
+                found = db.execute(
+                    "SELECT sha256, campaign, receipt_json FROM files"
+                    " WHERE receipt_json LIKE ? ESCAPE '\\'",
+                    (pat,),
+                ).fetchall()
+                for sha, campaign, old in found:
+                    db.execute(
+                        "UPDATE files SET receipt_json = ? WHERE sha256 = ? AND campaign = ?",
+                        (clean_receipt(old), sha, campaign),
+                    )
+                    changed += 1
+        return changed
+
+    def compact(self, *, vacuum: bool = True) -> None:
+        """Empty the write-ahead log into the database (old page images gone) and, with
+        ``vacuum``, rewrite the database without free pages."""
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA secure_delete = ON")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                if vacuum:
+                    self._db.execute("VACUUM")
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.DatabaseError as exc:
+                raise StateError(f"the ledger {self.path} cannot be written: {exc}") from exc
 
 
 def _attempt(db: sqlite3.Connection, key: FileKey, row: int, outcome: str, detail: str) -> None:
