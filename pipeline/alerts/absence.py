@@ -1,0 +1,45 @@
+"""Absence: "expect a file for this campaign by HH:MM on these days", as pure functions of
+``now`` (docs/alerts.md, "Absence").
+
+The deadlines are a cron expression in the tenant's time zone (``[[alerts.expect]]``: ``by``
+and ``days``), read as export schedules are: a deadline in a DST gap (spring forward) falls at
+the jump, a repeated time (fall back) counts once, at its first occurrence
+(:mod:`pipeline.export.windows`). A file counts for a deadline when it arrived on the
+deadline's local day or later: one dropped after the deadline clears the alert.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, tzinfo
+
+from pipeline.config import FileExpectation
+from pipeline.export.windows import day_start, iter_runs, local_date, zone
+
+#: How far back the latest deadline is looked for (a weekly expectation fires within a week).
+LOOKBACK = timedelta(days=8)
+
+
+def last_deadline(schedule: str, now: datetime, tz: tzinfo | str) -> datetime | None:
+    """The latest deadline (UTC) at or before ``now``, within :data:`LOOKBACK`; None if none."""
+    last: datetime | None = None
+    for run in iter_runs(schedule, now - LOOKBACK, zone(tz)):
+        if run > now:
+            break
+        last = run
+    return last
+
+
+def missed(
+    expect: FileExpectation, now: datetime, tz: tzinfo | str, arrived: datetime | None
+) -> datetime | None:
+    """The deadline no file came by (UTC), or None: none passed yet, or a file came.
+
+    ``arrived``: when the campaign's latest file arrived (None: none known).
+    """
+    deadline = last_deadline(expect.schedule, now, tz)
+    if deadline is None:
+        return None
+    since = day_start(local_date(deadline, zone(tz)), zone(tz))
+    if arrived is not None and arrived >= since:
+        return None
+    return deadline
