@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import InitVar, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +204,247 @@ class ValidationSettings:
 
 
 @dataclass(frozen=True)
+class AlertTarget:
+    """One ``[[alerts.targets]]``: an Apprise URL, the events it takes and a minimum severity.
+
+    ``url`` is the config file's text, ``${NAME}`` placeholders left in (safe to show); the URL
+    with the environment's values (:meth:`secret_url`) is made at load and never shown
+    (docs/alerts.md, "Targets").
+    """
+
+    url: str
+    name: str = ""
+    events: tuple[str, ...] = ()  #: event names (docs/alerts.md, "Events"); empty: every event
+    min_severity: str = "warning"  #: info, warning or critical
+    expanded: InitVar[str] = ""
+
+    def __post_init__(self, expanded: str) -> None:
+        object.__setattr__(self, "_secret_url", expanded or self.url)
+
+    def secret_url(self) -> str:
+        """The URL with the environment's values in place of ``${NAME}``: only for Apprise."""
+        return str(getattr(self, "_secret_url", self.url))
+
+
+@dataclass(frozen=True)
+class FileExpectation:
+    """One ``[[alerts.expect]]``: a file for ``campaign`` by ``by`` (local time) on ``days``."""
+
+    campaign: str
+    by: str = "10:00"
+    days: str = "mon-fri"  #: the day-of-week field of a cron expression (``*``: every day)
+
+    @property
+    def schedule(self) -> str:
+        """The deadlines as a cron expression in the tenant's time zone."""
+        hours, _, minutes = self.by.strip().partition(":")
+        return f"{int(minutes or 0)} {int(hours or 0)} * * {self.days.strip()}"
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """``[alerts]``: where alerts go and when conditions hold (docs/alerts.md). Off (nothing is
+    loaded or sent) while no target is configured."""
+
+    targets: tuple[AlertTarget, ...] = ()
+    expect: tuple[FileExpectation, ...] = ()
+    reject_rate_percent: float = 20.0
+    api_down_minutes: float = 10.0
+    budget_percent: float = 90.0  #: share of the day's request budget that counts as nearly spent
+    disk_free_percent: float = 10.0
+    export_grace_minutes: float = 60.0  #: a scheduled export file is late this long after its run
+    digest_at: str = "08:00"  #: local time of the daily digest; "" none
+    max_per_hour: int = 20  #: messages per target per hour
+    status_url: str = ""  #: the status page's address in messages ("" from ``[status]``)
+
+    @property
+    def enabled(self) -> bool:
+        """Alerts are on when at least one target is configured."""
+        return bool(self.targets)
+
+
+def _alerts(raw: Any, env: Mapping[str, str], col: _Collector) -> AlertSettings:
+    """``[alerts]`` with its targets (secrets from the environment) and expectations."""
+    from pipeline.alerts.events import EVENT_NAMES, SEVERITY_NAMES
+    from pipeline.alerts.targets import ExpandError, expand, literal_secret
+
+    if raw is None:
+        return AlertSettings()
+    if not isinstance(raw, dict):
+        col.add("alerts", "expected a table [alerts]")
+        return AlertSettings()
+    raw = dict(raw)
+    lists: dict[str, list[Any]] = {}
+    for name in ("targets", "expect"):
+        value = raw.pop(name, None) or []
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            col.add(f"alerts.{name}", f"expected [[alerts.{name}]] entries")
+            value = []
+        lists[name] = value
+    targets: list[AlertTarget] = []
+    for i, table in enumerate(lists["targets"]):
+        key = f"alerts.targets[{i}]"
+        url = table.get("url")
+        expanded = ""
+        if isinstance(url, str) and url.strip():
+            if secret := literal_secret(url):
+                col.add(
+                    f"{key}.url",
+                    f"the URL holds {secret} written into the config file: put it in an "
+                    "environment variable and write ${NAME} in its place, e.g. "
+                    '"mailtos://ops:${LEADPIPE_SMTP_PASSWORD}@smtp.example.com?to=ops@example.com"',
+                )
+            try:
+                expanded = expand(url, env)
+            except ExpandError as exc:
+                col.add(f"{key}.url", str(exc), "environment")
+        else:
+            col.add(f"{key}.url", 'expected an Apprise URL like "mailtos://..." or "json://..."')
+        target = _section(AlertTarget, table, key, col, expanded=expanded)
+        if target is None:
+            continue
+        for event in target.events:
+            if event not in EVENT_NAMES:
+                known = ", ".join(EVENT_NAMES)
+                col.add(f"{key}.events", f"unknown event {event!r} (known: {known})")
+        if target.min_severity not in SEVERITY_NAMES:
+            col.add(f"{key}.min_severity", f"must be one of {', '.join(SEVERITY_NAMES)}")
+        targets.append(target)
+    expect: list[FileExpectation] = []
+    for i, table in enumerate(lists["expect"]):
+        key = f"alerts.expect[{i}]"
+        item = _section(FileExpectation, table, key, col)
+        if item is None:
+            continue
+        if not _is_clock_time(item.by):
+            col.add(f"{key}.by", f'expected a time of day like "09:30", got {item.by!r}')
+            continue
+        from pipeline.export.windows import ScheduleError, check_cron  # croniter: only here
+
+        try:
+            check_cron(item.schedule)
+        except ScheduleError:
+            col.add(
+                f"{key}.days",
+                f'expected cron weekdays like "mon-fri", "1-5" or "*", got {item.days!r}',
+            )
+            continue
+        expect.append(item)
+    alerts: AlertSettings | None = _section(
+        AlertSettings, raw, "alerts", col, targets=tuple(targets), expect=tuple(expect)
+    )
+    if alerts is None:
+        return AlertSettings()
+    if alerts.digest_at and not _is_clock_time(alerts.digest_at):
+        col.add(
+            "alerts.digest_at",
+            f'expected a time of day like "08:00" (or "" for none), got {alerts.digest_at!r}',
+        )
+    for name in ("reject_rate_percent", "budget_percent", "disk_free_percent"):
+        if not 0 <= getattr(alerts, name) <= 100:
+            col.add(f"alerts.{name}", "must be a percentage from 0 to 100")
+    for name in ("api_down_minutes", "export_grace_minutes"):
+        if getattr(alerts, name) < 0:
+            col.add(f"alerts.{name}", "must be 0 or more")
+    if alerts.max_per_hour < 1:
+        col.add("alerts.max_per_hour", "must be at least 1")
+    return alerts
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """``[retention]``: days each kind of kept data stays; 0 keeps it forever
+    (docs/retention.md). Defaults are in the README, "Data kept, and for how long"."""
+
+    originals_days: int = 90  #: originals in ``processed/`` (and ``preview/``)
+    rejects_days: int = 90  #: reject and not-sent files in ``rejected/``
+    receipts_days: int = 365  #: ``.receipt.txt`` / ``.receipt.json``
+    failed_days: int = 30  #: files in ``failed/`` and their ``.error.txt``
+    exports_days: int = 30  #: export files in the outbox (and their manifests)
+    ledger_days: int = 90  #: row values in the ledger (fingerprints, states and ids stay)
+    #: what ``leadpipe forget`` does to an original holding the value: "delete" or "rewrite"
+    forget_originals: str = "delete"
+
+
+#: The ``[retention]`` keys that are periods in days (docs/retention.md).
+RETENTION_DAYS = (
+    "originals_days",
+    "rejects_days",
+    "receipts_days",
+    "failed_days",
+    "exports_days",
+    "ledger_days",
+)
+
+
+def _retention(raw: Any, col: _Collector) -> RetentionSettings:
+    """``[retention]``: whole days, 0 (keep forever) or more."""
+    section: RetentionSettings | None = _section(RetentionSettings, raw, "retention", col)
+    if section is None:
+        return RetentionSettings()
+    for name in RETENTION_DAYS:
+        if getattr(section, name) < 0:
+            col.add(
+                f"retention.{name}",
+                f"must be a number of days, or 0 to keep forever; got {getattr(section, name)}",
+            )
+    if section.forget_originals not in {"delete", "rewrite"}:
+        col.add("retention.forget_originals", "must be 'delete' or 'rewrite'")
+    return section
+
+
+#: Where a password for a PostgreSQL ledger is read (libpq's own PGPASSWORD works too).
+LEDGER_PASSWORD_ENV = "LEADPIPE_LEDGER_PASSWORD"  # noqa: S105  (a variable name)
+
+
+@dataclass(frozen=True)
+class StateSettings:
+    """``[state]``: where the ledger lives (docs/architecture.md, "The ledger on PostgreSQL")."""
+
+    #: "" the SQLite file in the state folder; or "postgresql://user@host:port/db"
+    ledger: str = ""
+    #: from LEADPIPE_LEDGER_PASSWORD only (never the config file); "" lets libpq find one
+    password: str = field(default="", repr=False)
+
+    @property
+    def postgresql(self) -> bool:
+        """True when the ledger is a PostgreSQL database."""
+        return self.ledger.startswith(("postgresql://", "postgres://"))
+
+
+def _state(raw: Any, env: Mapping[str, str], col: _Collector) -> StateSettings:
+    """``[state]``: a PostgreSQL URL without a password (that comes from the environment)."""
+    if isinstance(raw, dict) and "password" in raw:
+        col.add("state.password", f"passwords are read only from {LEDGER_PASSWORD_ENV}")
+        raw = {k: v for k, v in raw.items() if k != "password"}
+    section = _section(StateSettings, raw, "state", col) or StateSettings()
+    url = section.ledger.strip()
+    example = '"postgresql://leadpipe@db.example.com:5432/leadpipe"'
+    if url and not url.startswith(("postgresql://", "postgres://")):
+        # not echoed: a connection string of another shape may hold a password
+        col.add(
+            "state.ledger",
+            f'expected "" (the SQLite file in the state folder) or a URL like {example}',
+        )
+    elif url:
+        from urllib.parse import parse_qs, urlsplit
+
+        try:
+            parts = urlsplit(url)
+            secret = parts.password is not None or "password" in parse_qs(parts.query)
+        except ValueError:
+            col.add("state.ledger", f"expected a URL like {example}")
+            secret = False
+        if secret:
+            col.add(
+                "state.ledger",
+                "the URL holds a password: remove it and set it in the environment "
+                f"({LEDGER_PASSWORD_ENV}, or libpq's PGPASSWORD or ~/.pgpass)",
+            )
+    return replace(section, ledger=url, password=env.get(LEDGER_PASSWORD_ENV, ""))
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything leadpipe needs, loaded once and passed down."""
 
@@ -213,6 +454,9 @@ class Settings:
     status: StatusSettings = field(default_factory=StatusSettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     validation: ValidationSettings = field(default_factory=ValidationSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    state: StateSettings = field(default_factory=StateSettings)
     campaigns: dict[str, CampaignSettings] = field(default_factory=dict)
     exports: list[ExportJob] = field(default_factory=list)
     timezone: str = "Europe/Copenhagen"
@@ -339,7 +583,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     col = _Collector(source)
 
     known_top = {"paths", "api", "intake", "status", "sandbox", "campaigns", "exports", "timezone"}
-    known_top.add("validation")
+    known_top.update({"validation", "alerts", "retention", "state"})
     for k in raw:
         if k not in known_top:
             col.add(k, f"unknown section (known: {', '.join(sorted(known_top))})")
@@ -482,6 +726,10 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         except Exception:
             col.add("timezone", f"unknown time zone {tz!r}")
 
+    alerts = _alerts(raw.get("alerts"), env, col)
+    retention = _retention(raw.get("retention"), col)
+    state = _state(raw.get("state"), env, col)
+
     if col.problems:
         raise ConfigError(col.problems)
     return Settings(
@@ -491,6 +739,9 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         status=status,
         sandbox=sandbox,
         validation=validation,
+        alerts=alerts,
+        retention=retention,
+        state=state,
         campaigns=campaigns,
         exports=exports,
         timezone=tz,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pipeline.cli import (
+    alerts_cmd,  # noqa: F401
     api_cmd,  # noqa: F401  (registers commands)
     cancel_cmd,  # noqa: F401
     config_cmd,  # noqa: F401  (registers commands)
     export_cmd,  # noqa: F401
     ingest_cmd,  # noqa: F401
+    retention_cmd,  # noqa: F401
     sandbox_cmd,  # noqa: F401
     service_cmd,  # noqa: F401
+    trace_cmd,  # noqa: F401
 )
 from pipeline.cli.app import app
 

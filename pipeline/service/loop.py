@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from pipeline.api import HeroBaseClient
@@ -37,6 +38,9 @@ from pipeline.service.metrics import Metrics
 from pipeline.service.snapshot import ApiStatus, ServiceStatus, VerifiedFile
 from pipeline.service.status import StatusServer
 
+if TYPE_CHECKING:
+    from pipeline.alerts.monitor import Alerting
+
 log = logging.getLogger("leadpipe.service")
 
 #: Exit within 10 s of a stop: workers get this long to record their in-flight rows.
@@ -45,6 +49,8 @@ STOP_GRACE = 8.0
 LOOP = "leadpipe-loop"
 #: Events come in bursts (our own renames too): sweep at most this often on their account.
 HINT_GAP = 0.2
+#: How often ``[retention]`` is applied (docs/retention.md, "The daily purge").
+RETENTION_EVERY = timedelta(days=1)
 
 
 @dataclass
@@ -161,8 +167,16 @@ class Service:
         inbox: Path,
         beats: Heartbeats | None = None,
         verifier: Verifier | None = None,
+        alerting: Alerting | None = None,
+        retention: Callable[[datetime], object] | None = None,
     ) -> None:
         self.settings = settings
+        #: applies ``[retention]`` at ``now`` (docs/retention.md); None: not wired
+        self.retention = retention
+        self._retention_thread: threading.Thread | None = None
+        self._next_retention: datetime | None = None
+        #: alerts and the digest (docs/alerts.md); None: no target configured
+        self.alerting = alerting
         self.beats = beats or Heartbeats(clock)
         #: checks HeroBase for a done file's leads some minutes later (None: not wired)
         self.verifier = verifier
@@ -228,6 +242,8 @@ class Service:
         ):
             self._verify_due.append((self.clock.monotonic() + delay, done.final))
         self._count_finished(done)
+        if self.alerting is not None:
+            self.alerting.finished(done)
 
     def _count_finished(self, done: Finished) -> None:
         outcome: str = done.kind.value
@@ -268,6 +284,7 @@ class Service:
             exports=self.export_status,
             verified=tuple(VerifiedFile.of(v) for v in list(self.verified)),
             problems=tuple(self.health()),
+            alerts=self.alerting.active() if self.alerting is not None else (),
             at=self.clock.now().astimezone(tz).isoformat(timespec="seconds"),
             pid=os.getpid(),
             running=running,
@@ -310,6 +327,8 @@ class Service:
                     allowed_hosts=self.settings.status.allowed_hosts,
                 ).start()
                 self.metrics.follow(self.intake.status)
+            if self.alerting is not None:  # before the first status file: it tells a crash
+                self.alerting.start(server.url if server is not None else "")
             self.watcher.start()
             self.intake.sweep()  # start-up: files already there, claims to resume
             self.watcher.ensure(self.inbox / f for f in self.intake.folders)
@@ -346,9 +365,13 @@ class Service:
                 log.warning("a file was still being read at the stop; it is resumed next time")
             if self._export_thread is not None:
                 self._export_thread.join(max(0.1, deadline - self.clock.monotonic()))
+            if self._retention_thread is not None:
+                self._retention_thread.join(max(0.1, deadline - self.clock.monotonic()))
             self.watcher.stop()
             if server is not None:
                 server.stop()
+            if self.alerting is not None:  # a target that hangs never holds the stop
+                self.alerting.stop(min(1.0, max(0.1, deadline - self.clock.monotonic())))
             self.status_file.write(self.status(running=False), force=True)
         if self.fatal is not None:
             raise self.fatal
@@ -405,7 +428,11 @@ class Service:
                     deadline = self.intake.next_deadline()
                 self._tick_exports()
                 self._tick_verify()
-                self.status_file.write(self.status())
+                self._tick_retention()
+                now_status = self.status()
+                self.status_file.write(now_status)
+                if self.alerting is not None:
+                    self.alerting.evaluate(now_status)
                 if self.once and self._once_done():
                     return
                 soon = now + (HINT_GAP if self.hint.is_set() else 0.5)  # a hint: debouncing
@@ -485,6 +512,30 @@ class Service:
 
         self._verify_thread = threading.Thread(target=run, name="leadpipe-verify", daemon=True)
         self._verify_thread.start()
+
+    def _tick_retention(self) -> None:
+        """Apply ``[retention]`` at start-up and then once a day, in a thread: a purge never
+        holds up intake, and its errors are logged (docs/retention.md, "The daily purge")."""
+        apply = self.retention
+        if apply is None:
+            return
+        if self._retention_thread is not None and self._retention_thread.is_alive():
+            return
+        now = self.clock.now()
+        if self._next_retention is not None and now < self._next_retention:
+            return
+        self._next_retention = now + RETENTION_EVERY
+
+        def run() -> None:
+            try:
+                apply(self.clock.now())
+            except Exception:  # a purge never stops the service; tried again tomorrow
+                log.exception("retention: the daily purge failed")
+
+        self._retention_thread = threading.Thread(
+            target=run, name="leadpipe-retention", daemon=True
+        )
+        self._retention_thread.start()
 
     def _exports_busy(self) -> bool:
         return self._export_thread is not None and self._export_thread.is_alive()

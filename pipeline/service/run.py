@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,22 +93,29 @@ def run_service(
     try:
         metrics = Metrics()
         beats = Heartbeats(clock)
+        alerting = None
+        if settings.alerts.enabled:  # Apprise is loaded only then (docs/alerts.md)
+            from pipeline.alerts.monitor import open_alerting
+
+            alerting = open_alerting(settings, clock=clock)
         with contextlib.ExitStack() as stack:
             api: ApiConnection | None = None
             ledger: Any = None
             verifier: Verifier | None = None
+            retention: Callable[[datetime], object] | None = None
             if processor is None or campaigns is None:
                 api = stack.enter_context(_open_api(settings, metrics, clock, stop))
             if processor is None:
-                from pipeline.ledger.sqlite import open_ledger
+                from pipeline.ledger.connect import open_ledger_for
 
                 assert api is not None
-                ledger = open_ledger(state_dir)
+                ledger = open_ledger_for(settings)
                 stack.callback(ledger.close)
                 processor = IngestProcessor(
                     settings, api.client, ledger, stop=stop, clock=clock, beats=beats
                 )
                 verifier = _verifier(settings, api.client, ledger)
+                retention = _retention(settings, ledger)
             if campaigns is None:
                 assert api is not None
                 client = api.client
@@ -131,9 +139,22 @@ def run_service(
                 inbox=inbox,
                 beats=beats,
                 verifier=verifier,
+                alerting=alerting,
+                retention=retention,
             ).run()
     finally:
         lock.release()
+
+
+def _retention(settings: Settings, ledger: Any) -> Callable[[datetime], object]:
+    """``[retention]`` applied at ``now`` with the service's ledger (docs/retention.md)."""
+
+    def apply(now: datetime) -> object:
+        from pipeline.retention.purge import purge_quietly
+
+        return purge_quietly(settings, ledger, now)
+
+    return apply
 
 
 def _verifier(settings: Settings, client: Any, ledger: Any) -> Verifier:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.alerts.events import ActiveCondition
 from pipeline.api.quota import QuotaStatus
 from pipeline.dropfolder.status import IntakeStatus, RecentFile
 from pipeline.export.scheduler import JobStatus
@@ -98,6 +99,7 @@ class ServiceStatus:
     exports: tuple[JobStatus, ...] = ()
     verified: tuple[VerifiedFile, ...] = ()
     problems: tuple[str, ...] = ()  #: what keeps the service from its work (empty: healthy)
+    alerts: tuple[ActiveCondition, ...] = ()  #: alert conditions that hold (docs/alerts.md)
     at: str = ""  #: when this was taken (ISO 8601)
     pid: int | None = None
     running: bool = True
@@ -127,6 +129,7 @@ class ServiceStatus:
                 "exports": [x.to_dict() for x in self.exports],
                 "verified": [v.to_json() for v in self.verified],
                 "health": {"problems": list(self.problems)},
+                "alerts": [a.to_json() for a in self.alerts],
                 "at": self.at,
                 "pid": self.pid,
                 "running": self.running,
@@ -140,6 +143,7 @@ class ServiceStatus:
         health = data.get("health") if isinstance(data.get("health"), dict) else {}
         exports = data.get("exports") if isinstance(data.get("exports"), list) else []
         verified = data.get("verified") if isinstance(data.get("verified"), list) else []
+        alerts = data.get("alerts") if isinstance(data.get("alerts"), list) else []
         problems = health.get("problems") if isinstance(health, dict) else None
         pid = data.get("pid")
         return cls(
@@ -156,6 +160,11 @@ class ServiceStatus:
                 VerifiedFile.from_json(v) for v in verified or [] if isinstance(v, dict)
             ),
             problems=tuple(str(p) for p in problems) if isinstance(problems, list) else (),
+            alerts=tuple(
+                a
+                for a in (ActiveCondition.from_json(x) for x in alerts or [] if isinstance(x, dict))
+                if a is not None
+            ),
             at=str(data.get("at") or ""),
             pid=pid if isinstance(pid, int) else None,
             running=bool(data.get("running", False)),

@@ -150,6 +150,12 @@ def render_html(status: ServiceStatus) -> str:
             parts.append(f'<p class="bad verified">{e(v.campaign)}/{e(v.file)}: {e(v.message)}</p>')
     for problem in status.problems:
         parts.append(f'<p class="bad health">Not healthy: {e(problem)}</p>')
+    if status.alerts:  # the alert conditions that hold (docs/alerts.md)
+        items = "".join(
+            f"<li>{e(a.severity.value)}: {e(a.title)} (since {e(shown_time(a.since))})</li>"
+            for a in status.alerts
+        )
+        parts.append(f'<h2>Alerts</h2><ul class="bad" id="alerts">{items}</ul>')
     ignored = [
         f"{e(code)}/{e(item.name)}"
         for code, c in sorted(now.campaigns.items())
