@@ -25,7 +25,7 @@ from pipeline.alerts.conditions import ConditionStore, StateFile
 from pipeline.alerts.digest import DigestBook
 from pipeline.alerts.events import ActiveCondition, Alert, Event, Severity
 from pipeline.alerts.notifier import Notifier, Send
-from pipeline.alerts.targets import Target
+from pipeline.alerts.targets import AppriseSender, Target
 from pipeline.clock import Clock, shown_time
 from pipeline.config import Settings
 from pipeline.dropfolder.jobs import Finished
@@ -517,6 +517,21 @@ def targets_of(settings: Settings) -> list[Target]:
     return [Target.of(t) for t in settings.alerts.targets]
 
 
+def checked_sender(settings: Settings) -> AppriseSender:
+    """The Apprise sender of the configured targets; a URL Apprise does not understand is a
+    config error naming the target (``leadpipe run`` and ``leadpipe config`` both ask)."""
+    targets = targets_of(settings)
+    sender = AppriseSender(targets)
+    problems = [
+        ConfigProblem(f"alerts.targets[{i}].url", settings.source, why)
+        for i, t in enumerate(targets)
+        if (why := sender.check(t))
+    ]
+    if problems:
+        raise ConfigError(problems)
+    return sender
+
+
 def open_alerting(
     settings: Settings,
     *,
@@ -532,17 +547,7 @@ def open_alerting(
         return None
     targets = targets_of(settings)
     if send is None:
-        from pipeline.alerts.targets import AppriseSender
-
-        sender = AppriseSender(targets)
-        problems = [
-            ConfigProblem(f"alerts.targets[{i}].url", settings.source, why)
-            for i, t in enumerate(targets)
-            if (why := sender.check(t))
-        ]
-        if problems:
-            raise ConfigError(problems)
-        send = sender.send
+        send = checked_sender(settings).send
     notifier = Notifier(
         targets,
         send,

@@ -28,6 +28,10 @@ def show_config(
 
     s = settings(ctx)
     run(lambda: check_jobs(s))  # what an export run would refuse, said now (exit 3)
+    if s.alerts.enabled:  # an alert target URL Apprise cannot use, said now (exit 3)
+        from pipeline.alerts.monitor import checked_sender
+
+        run(lambda: checked_sender(s))
     data: dict[str, Any] = asdict(s)
     data["api"]["password"] = "***" if s.api.password else ""
     data["api"]["url"] = safe_url(s.api.url)

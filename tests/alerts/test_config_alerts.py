@@ -126,3 +126,17 @@ def test_expand_redact_and_literal_secret() -> None:
     assert redact("workflows://prod.example.com:443/abc/sig") == "workflows://prod.example.com:443"
     assert redact("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnl/#ops") == "slack://***"
     assert redact("${X}") == "(not a URL)"
+
+
+def test_leadpipe_config_refuses_a_target_url_apprise_cannot_use(tmp_path: Path) -> None:
+    path = cfg(
+        tmp_path,
+        '[paths]\nstate = "state"\n[[alerts.targets]]\nname = "typo"\n'
+        'url = "mailtoo://ops.example.com"\n'
+        '[[alerts.targets]]\nname = "hook"\nurl = "json://127.0.0.1:9/hook"\n',
+    )
+    result = runner.invoke(app, ["--config", str(path), "config"], env={})
+    assert result.exit_code == 3, result.output
+    assert "alerts.targets[0].url" in result.output
+    assert "Apprise does not understand the URL of target typo" in result.output
+    assert "alerts.targets[1]" not in result.output  # the good one is not named
