@@ -27,6 +27,8 @@ log = logging.getLogger("leadpipe.alerts")
 #: The alerts' folder under the state folder.
 ALERTS_DIR = "alerts"
 CONDITIONS_FILE = "conditions.json"
+#: The notifier's deliveries not yet made (kept across a restart).
+UNDELIVERED_FILE = "undelivered.json"
 #: One-off keys are remembered this long (a file dropped again after that alerts again).
 SENT_KEEP = timedelta(days=30)
 

@@ -110,6 +110,33 @@ class Alert:
     resolved: bool = False
     link: str = ""  #: the status page
 
+    def to_json(self) -> dict[str, Any]:
+        """The alert as JSON (the notifier keeps undelivered ones across a restart)."""
+        return {
+            "kind": self.kind.value,
+            "key": self.key,
+            "title": self.title,
+            "body": self.body,
+            "severity": self.severity.value,
+            "campaign": self.campaign,
+            "resolved": self.resolved,
+            "link": self.link,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Alert:
+        """The alert :meth:`to_json` wrote (ValueError/KeyError when it is not one)."""
+        return cls(
+            Event(data["kind"]),
+            str(data["key"]),
+            str(data["title"]),
+            str(data["body"]),
+            Severity(data["severity"]),
+            str(data.get("campaign", "")),
+            bool(data.get("resolved", False)),
+            str(data.get("link", "")),
+        )
+
     def text(self) -> str:
         """The body as sent: the message, then where to look."""
         link = f"\n\nStatus page: {self.link}" if self.link else ""

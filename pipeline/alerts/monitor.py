@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from pipeline.alerts.absence import last_deadline, missed
-from pipeline.alerts.conditions import ConditionStore, StateFile
+from pipeline.alerts.conditions import UNDELIVERED_FILE, ConditionStore, StateFile
 from pipeline.alerts.digest import DigestBook
 from pipeline.alerts.events import ActiveCondition, Alert, Event, Severity
 from pipeline.alerts.notifier import Notifier, Send
@@ -555,6 +555,7 @@ def open_alerting(
         max_per_hour=settings.alerts.max_per_hour,
         attempts=attempts,
         backoff=backoff,
+        store=StateFile(settings.paths.state, UNDELIVERED_FILE),
     )
     return Alerting(settings, notifier, clock=clock)
 

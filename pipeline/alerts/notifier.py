@@ -7,6 +7,10 @@ that doubles up to a ceiling, a few times, and then given up with a line in the 
 takes at most ``max_per_hour`` messages an hour; what the cap holds back is counted and said
 in the next message that goes (docs/alerts.md, "Storm control"). No exception ends the thread,
 and a target that hangs delays only the notifier, never intake or exports.
+
+With a ``store`` (a file in the state folder), every delivery not yet made is kept there until
+it succeeds or is given up: a stop (or a crash) while a target is down does not lose the
+alert; the next start delivers it.
 """
 
 from __future__ import annotations
@@ -19,9 +23,13 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from pipeline.alerts.events import Alert
 from pipeline.alerts.targets import DeliveryFailed, Target
+
+if TYPE_CHECKING:
+    from pipeline.alerts.conditions import StateFile
 from pipeline.clock import Clock
 
 log = logging.getLogger("leadpipe.alerts")
@@ -64,6 +72,7 @@ class Notifier:
         backoff: float = 30.0,
         backoff_cap: float = 900.0,
         queue_size: int = 500,
+        store: StateFile | None = None,
     ) -> None:
         self.targets = list(targets)
         self.send = send
@@ -83,8 +92,11 @@ class Notifier:
         self.results: deque[Result] = deque(maxlen=200)
         self._idle = threading.Event()
         self._idle.set()
+        self._store = store
+        self._undelivered: dict[str, dict[str, Any]] = {}  # -> target, alert, attempt
 
     def start(self) -> Notifier:
+        self._resume()
         self._thread = threading.Thread(target=self._run, name="leadpipe-alerts", daemon=True)
         self._thread.start()
         return self
@@ -147,7 +159,9 @@ class Notifier:
                 return
             for target in self.targets:
                 if target.wants(alert):
-                    heapq.heappush(self._pending, (now, next(self._seq), Delivery(target, alert)))
+                    item = Delivery(target, alert)
+                    heapq.heappush(self._pending, (now, next(self._seq), item))
+                    self._keep(item)
 
     def _deliver_due(self) -> None:
         while self._pending and self._pending[0][0] <= self.clock.monotonic():
@@ -173,6 +187,7 @@ class Notifier:
                 self.max_per_hour,
                 alert.title,
             )
+            self._drop(item)
             return
         held = self._held.pop(label, 0)
         sent = alert
@@ -208,9 +223,48 @@ class Notifier:
                     alert.title,
                     reason,
                 )
+                self._drop(item)
             return
+        self._drop(item)
         self._sent.setdefault(label, deque()).append(self.clock.monotonic())
         self.results.append(Result(label, alert.key, alert.resolved, True))
+
+    # -- deliveries kept across a restart ----------------------------------------------------
+
+    @staticmethod
+    def _id(item: Delivery) -> str:
+        return f"{item.target.label}\n{item.alert.key}\n{item.alert.resolved}"
+
+    def _keep(self, item: Delivery) -> None:
+        if self._store is None:
+            return
+        entry = {"target": item.target.label, "alert": item.alert.to_json()}
+        self._undelivered[self._id(item)] = entry
+        self._store.write({"undelivered": list(self._undelivered.values())})
+
+    def _drop(self, item: Delivery) -> None:
+        if self._store is None or self._undelivered.pop(self._id(item), None) is None:
+            return
+        self._store.write({"undelivered": list(self._undelivered.values())})
+
+    def _resume(self) -> None:
+        """Queue what an earlier run did not deliver (its targets still configured)."""
+        if self._store is None:
+            return
+        by_label = {t.label: t for t in self.targets}
+        now = self.clock.monotonic()
+        for entry in self._store.read().get("undelivered", []):
+            try:
+                target = by_label[entry["target"]]
+                alert = Alert.from_json(entry["alert"])
+            except (KeyError, TypeError, ValueError):
+                continue  # a target no longer configured, or an entry not understood
+            item = Delivery(target, alert)
+            self._undelivered[self._id(item)] = entry
+            heapq.heappush(self._pending, (now, next(self._seq), item))
+        if self._pending:
+            self._idle.clear()
+            log.info("%d alert(s) an earlier run did not deliver are sent now", len(self._pending))
 
     def _allowed(self, label: str) -> bool:
         sent = self._sent.setdefault(label, deque())

@@ -8,7 +8,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.alerts.conditions import ConditionStore, read_conditions
+from pipeline.alerts.conditions import (
+    UNDELIVERED_FILE,
+    ConditionStore,
+    StateFile,
+    read_conditions,
+)
 from pipeline.alerts.events import Alert, Event, Severity
 from pipeline.alerts.notifier import Notifier
 from pipeline.alerts.targets import DeliveryFailed, Target
@@ -119,5 +124,41 @@ def test_hourly_cap_per_target_says_what_it_held_back() -> None:
         n.submit(alert("later"))
         wait(lambda: len(got) == 4)
         assert "2 earlier alert(s) to this target were held back" in got[-1].body
+    finally:
+        n.stop()
+
+
+def test_an_alert_a_down_target_did_not_take_is_delivered_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    store = StateFile(tmp_path, UNDELIVERED_FILE)
+
+    def down(t: Target, a: Alert) -> None:
+        raise DeliveryFailed("connection refused")
+
+    n = Notifier([target("mail"), target("hook")], down, clock=clock, store=store).start()
+    try:
+        n.submit(alert("api_down"))
+        wait(lambda: len(n.results) == 2)  # both failed; retries wait
+    finally:
+        n.stop()  # the service stops while the targets are down
+    got: list[tuple[str, str]] = []
+    # after the restart "hook" is gone from the config: its delivery is not attempted
+    n = Notifier(
+        [target("mail")], lambda t, a: got.append((t.label, a.key)), clock=clock, store=store
+    ).start()
+    try:
+        wait(n.idle)
+        assert got == [("mail", "api_down")]
+    finally:
+        n.stop()
+    # delivered: nothing is kept for a third start
+    n = Notifier(
+        [target("mail")], lambda t, a: got.append((t.label, a.key)), clock=clock, store=store
+    ).start()
+    try:
+        wait(n.idle)
+        assert got == [("mail", "api_down")]
     finally:
         n.stop()
