@@ -45,22 +45,29 @@ def _not_found(what: str) -> None:
     raise typer.Exit(EXIT_NOT_FOUND)
 
 
-def _show_lead(o: LeadOrigin) -> None:
+def _when(text: str, timezone: str) -> str:
+    """A recorded time in the tenant's zone with its offset ("-" when there is none)."""
+    from pipeline.clock import shown_time
+
+    return shown_time(text, timezone) if text else "-"
+
+
+def _show_lead(o: LeadOrigin, tz: str) -> None:
     _print(f"lead {o.unique_id}")
     _print(f"  file      {o.file} (SHA-256 {o.sha256[:16]}...), row {o.row}")
     _print(f"  campaign  {o.campaign}")
-    _print(f"  claimed   {o.claimed_at or '-'}")
-    _print(f"  uploaded  {o.uploaded_at or '-'} by {o.account}")
+    _print(f"  claimed   {_when(o.claimed_at, tz)}")
+    _print(f"  uploaded  {_when(o.uploaded_at, tz)} by {o.account}")
     _print(f"  outcome   {o.outcome} (file: {o.file_outcome or '-'})")
     _print(f"  receipt   {o.receipt or '-'}")
     kept = "kept" if o.original_kept else "no longer kept"
     _print(f"  original  {o.original or '-'} ({kept})")
 
 
-def _show_file(t: FileTrace) -> None:
+def _show_file(t: FileTrace, tz: str) -> None:
     _print(f"file {t.file} for campaign {t.campaign}: {t.state}")
     _print(f"  SHA-256   {t.sha256}")
-    _print(f"  first seen {t.first_seen_utc}; finished {t.finished_at or '-'}")
+    _print(f"  first seen {_when(t.first_seen_utc, tz)}; finished {_when(t.finished_at, tz)}")
     _print(f"  receipt   {t.receipt or '-'}")
     kept = "kept" if t.original_kept else "no longer kept"
     _print(f"  original  {t.original or '-'} ({kept})")
@@ -122,13 +129,13 @@ def trace(
             if as_json:
                 typer.echo(json.dumps([o.to_json() for o in leads], indent=2))
             for o in [] if as_json else leads:
-                _show_lead(o)
+                _show_lead(o, s.timezone)
             return
     files = with_ledger(s, lambda ledger: trace_file(ledger, what))
     if as_json:
         typer.echo(json.dumps([t.to_json() for t in files], indent=2, ensure_ascii=False))
     else:
         for t in files:
-            _show_file(t)
+            _show_file(t, s.timezone)
     if not files:
         _not_found(f"the ledger knows no lead and no file {what!r}")
