@@ -9,6 +9,7 @@ from pipeline.cli import (
     config_cmd,  # noqa: F401  (registers commands)
     export_cmd,  # noqa: F401
     ingest_cmd,  # noqa: F401
+    ledger_cmd,  # noqa: F401
     retention_cmd,  # noqa: F401
     sandbox_cmd,  # noqa: F401
     service_cmd,  # noqa: F401

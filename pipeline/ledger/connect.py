@@ -29,8 +29,17 @@ def open_ledger_for(settings: Settings, *, create: bool = True) -> Ledger:
     """
     state_dir = settings.paths.state
     if not settings.state.postgresql:
+        from pipeline.ledger.migrate import migrated_ledgers
         from pipeline.ledger.sqlite import open_ledger
 
+        moved = migrated_ledgers(state_dir)
+        if moved and not (state_dir / LEDGER_FILE).exists():
+            raise StateError(
+                f"the ledger of the state folder {state_dir} was moved to PostgreSQL "
+                f"(`leadpipe ledger migrate`; {POSTGRES_MARKER} names the database, "
+                f"{moved[-1].name} is the old file), but [state] ledger is empty: the leads it "
+                "records as sent would be sent again. Set [state] ledger to that database."
+            )
         return open_ledger(state_dir, create=create)
     try:
         import psycopg  # noqa: F401  (only to say what is missing)
@@ -48,8 +57,9 @@ def open_ledger_for(settings: Settings, *, create: bool = True) -> Ledger:
         raise StateError(
             f"the state folder {state_dir} holds a SQLite ledger ({', '.join(sqlite)}), but "
             "[state] ledger names a PostgreSQL database: the leads that ledger records as sent "
-            "would be sent again. Moving its records to PostgreSQL is not supported yet; leave "
-            "[state] ledger empty, or move those files away only if you accept that."
+            "would be sent again. Move its records into that database first with `leadpipe "
+            'ledger migrate --to URL` (README, "Moving to PostgreSQL"), or leave [state] '
+            "ledger empty."
         )
     refused = ""
     if marker.exists():
