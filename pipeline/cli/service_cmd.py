@@ -165,6 +165,12 @@ def status_cmd(
         )
     elif now.waiting_for_api:
         console().print(f"[red]Waiting for the API:[/] {escape(now.api_problem)}", highlight=False)
+    for cond in found.alerts:  # what holds now (leadpipe alerts says more)
+        console().print(
+            f"[red]Alert[/] ({escape(cond.severity.value)}, since {shown_time(cond.since)}): "
+            f"{escape(cond.title)}",
+            highlight=False,
+        )
     if found.quota is not None:
         console().print(
             f"API requests today: {found.quota.sentence()}", highlight=False, markup=False

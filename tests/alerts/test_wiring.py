@@ -76,3 +76,28 @@ def test_status_page_lists_conditions_escaped_and_the_status_file_keeps_them() -
     back = ServiceStatus.from_json(json.loads(json.dumps(status.to_json())))
     assert back.alerts == (cond,)
     assert "Alerts" not in render_html(ServiceStatus(intake=IntakeStatus(inbox="/in")))
+
+
+def test_leadpipe_status_names_the_conditions_that_hold(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.service.instance import STATUS_FILE
+
+    cond = ActiveCondition(
+        Event.API_DOWN,
+        "api_down",
+        "HeroBase [down] since 02:00",
+        Severity.CRITICAL,
+        "2026-03-30T02:00:00+02:00",
+    )
+    state = tmp_path / "state"
+    state.mkdir()
+    status = ServiceStatus(intake=IntakeStatus(inbox=str(tmp_path / "inbox")), alerts=(cond,))
+    (state / STATUS_FILE).write_text(json.dumps(status.to_json()), encoding="utf-8")
+    cfg = tmp_path / "leadpipe.toml"
+    cfg.write_text(f'[paths]\nstate = "{state}"\n', encoding="utf-8")
+    result = CliRunner().invoke(app, ["--config", str(cfg), "status"], env={})
+    assert result.exit_code == 0, result.output
+    line = "Alert (critical, since 2026-03-30 02:00 (UTC+02:00)): HeroBase [down] since 02:00"
+    assert line in result.output  # the title as written: no markup eaten
