@@ -56,9 +56,7 @@ def run_cmd(
 ) -> None:
     """Run the drop-folder service: intake, export schedules and the status page."""
     s = settings(ctx)
-    logging.basicConfig(
-        level=logging.INFO, format="%(relativeCreated)d %(threadName)s leadpipe: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="leadpipe: %(message)s")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
