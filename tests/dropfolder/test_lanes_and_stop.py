@@ -52,6 +52,10 @@ def test_sigterm_with_8_uploads_in_flight_exits_0_fast_without_retries_and_rerun
     assert took < 15.0, (took, text)  # the promise is 10 s; the bound leaves room for CI load
     # no request was retried (nothing failed but the stop): no retry line at all
     assert not re.search(r"; retry \d+ in", text), text
+    # log lines as people read them: "leadpipe: <message>", no timings or thread names
+    logged = [line for line in text.splitlines() if "leadpipe: " in line]
+    assert logged, text
+    assert all(line.startswith("leadpipe: ") for line in logged), logged
     assert len(list((tmp_path / "inbox" / ".leadpipe" / "work").rglob("big.csv"))) == 1
     sandbox.clear_faults()
     run_once(env, tmp_path, 180)
