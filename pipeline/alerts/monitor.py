@@ -267,8 +267,11 @@ class Monitor:
         return f
 
     def _api(self, status: ServiceStatus, now: datetime, f: _Facts) -> None:
-        if not status.api.url:
-            return  # no API wired (tests with a stand-in processor): nothing to judge
+        if not status.api.url or not status.api.checked:
+            # no API wired (tests with a stand-in processor), or no call has ended since the
+            # start: whether it answers is not known, so nothing is raised or cleared (a
+            # restart while it is down must not say "resolved")
+            return
         from pipeline.api.transport import safe_url
 
         f.known.update({Event.API_DOWN, Event.BREAKER_OPEN})

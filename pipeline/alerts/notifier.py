@@ -215,6 +215,8 @@ class Notifier:
                 due = self.clock.monotonic() + wait
                 nxt = replace(item, attempt=item.attempt + 1)
                 heapq.heappush(self._pending, (due, next(self._seq), nxt))
+            elif self._stop.is_set():  # kept in the store: the next start sends it
+                log.warning("could not send an alert to %s (%s) before the stop", label, reason)
             else:
                 log.error(
                     "gave up sending an alert to %s after %d attempt(s): %s (%s)",
@@ -253,7 +255,8 @@ class Notifier:
             return
         by_label = {t.label: t for t in self.targets}
         now = self.clock.monotonic()
-        for entry in self._store.read().get("undelivered", []):
+        entries = self._store.read().get("undelivered", [])
+        for entry in entries if isinstance(entries, list) else []:
             try:
                 target = by_label[entry["target"]]
                 alert = Alert.from_json(entry["alert"])

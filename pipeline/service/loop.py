@@ -279,6 +279,7 @@ class Service:
                 since=seen.since.astimezone(tz).isoformat(timespec="seconds")
                 if seen and seen.since
                 else "",
+                checked=bool(seen and (seen.problem or seen.status is not None)),
             ),
             watch=self.watcher.mode,
             exports=self.export_status,

@@ -34,6 +34,9 @@ class ApiStatus:
     #: (:mod:`pipeline.service.apiwatch`)
     problem: str = ""
     since: str = ""  #: since when it does not answer (ISO 8601, the tenant's zone)
+    #: a call has ended since the service started (answered or not): until then whether the
+    #: API answers is not known
+    checked: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ class ServiceStatus:
                     "embedded": self.api.embedded,
                     "problem": self.api.problem,
                     "since": self.api.since,
+                    "checked": self.api.checked,
                 },
                 "watch": self.watch,
                 "exports": [x.to_dict() for x in self.exports],
@@ -153,6 +157,7 @@ class ServiceStatus:
                 embedded=bool((api or {}).get("embedded")),
                 problem=str((api or {}).get("problem") or ""),
                 since=str((api or {}).get("since") or ""),
+                checked=bool((api or {}).get("checked")),
             ),
             watch=str(data.get("watch") or ""),
             exports=tuple(JobStatus.from_dict(x) for x in exports or [] if isinstance(x, dict)),

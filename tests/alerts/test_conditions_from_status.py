@@ -37,7 +37,7 @@ def quota(used: int) -> QuotaStatus:
 def base(tmp_path: Path) -> ServiceStatus:
     return ServiceStatus(
         intake=IntakeStatus(inbox=str(tmp_path / "inbox"), quota=quota(10)),
-        api=ApiStatus(url="http://127.0.0.1:9/api"),
+        api=ApiStatus(url="http://127.0.0.1:9/api", checked=True),
         exports=(job(),),
     )
 
@@ -136,7 +136,8 @@ def test_api_down_waits_for_its_minutes(tmp_path: Path) -> None:
     sent = Sent()
     mon = Monitor(settings, sent, clock=clock)
     down = replace(
-        base(tmp_path), api=ApiStatus(url="http://x/api", problem="timeout", since=NOW.isoformat())
+        base(tmp_path),
+        api=ApiStatus(url="http://x/api", problem="timeout", since=NOW.isoformat(), checked=True),
     )
     mon.evaluate(down, force=True)
     clock.advance(599)
@@ -146,6 +147,28 @@ def test_api_down_waits_for_its_minutes(tmp_path: Path) -> None:
     mon.evaluate(down, force=True)
     assert [a.kind for a in sent] == [Event.API_DOWN]
     assert sent[0].severity.value == "critical"
+
+
+def test_a_restart_while_the_api_is_down_says_nothing_until_a_call_has_ended(
+    tmp_path: Path,
+) -> None:
+    settings, clock = setup(tmp_path, api_down_minutes=10)
+    sent = Sent()
+    down = replace(
+        base(tmp_path),
+        api=ApiStatus(url="http://x/api", problem="timeout", since=NOW.isoformat(), checked=True),
+    )
+    mon = Monitor(settings, sent, clock=clock)
+    clock.advance(600)
+    mon.evaluate(down, force=True)
+    assert [(a.kind, a.resolved) for a in sent] == [(Event.API_DOWN, False)]
+    # a restart: the new process has made no call yet; the API's state is not known
+    mon = Monitor(settings, sent, clock=clock)
+    fresh = replace(base(tmp_path), api=ApiStatus(url="http://x/api"))
+    mon.evaluate(fresh, force=True)
+    assert len(sent) == 1  # no false "RESOLVED"
+    mon.evaluate(replace(fresh, api=ApiStatus(url="http://x/api", checked=True)), force=True)
+    assert [(a.kind, a.resolved) for a in sent][1:] == [(Event.API_DOWN, True)]
 
 
 def test_disk_low_and_back(tmp_path: Path) -> None:

@@ -162,3 +162,36 @@ def test_an_alert_a_down_target_did_not_take_is_delivered_after_a_restart(
         assert got == [("mail", "api_down")]
     finally:
         n.stop()
+
+
+def test_an_alert_that_fails_at_the_stop_is_kept_and_a_damaged_store_starts_empty(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    store = StateFile(tmp_path, UNDELIVERED_FILE)
+    gate = threading.Event()
+
+    def down(t: Target, a: Alert) -> None:
+        gate.wait(5)  # the stop comes while this first attempt is on its way
+        raise DeliveryFailed("connection refused")
+
+    n = Notifier([target("mail")], down, clock=clock, store=store).start()
+    n.submit(alert("disk_low", Event.DISK_LOW))
+    time.sleep(0.1)
+    stopping = threading.Thread(target=n.stop, kwargs={"timeout": 5.0})
+    stopping.start()
+    time.sleep(0.1)
+    gate.set()
+    stopping.join(10)
+    keys = [e["alert"]["key"] for e in store.read()["undelivered"]]
+    assert keys == ["disk_low"]
+    store.write({"undelivered": 7})  # damaged: not a list
+    got: list[str] = []
+    n = Notifier([target("mail")], lambda t, a: got.append(a.key), clock=clock, store=store)
+    n.start()  # starts, with nothing to resume
+    try:
+        n.submit(alert("api_down"))
+        wait(n.idle)
+        assert got == ["api_down"]
+    finally:
+        n.stop()
