@@ -617,12 +617,30 @@ class SqliteLedger:
         with self._lock:
             try:
                 self._db.execute("PRAGMA secure_delete = ON")
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._checkpoint()
                 if vacuum:
                     self._db.execute("VACUUM")
-                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    self._checkpoint()
             except sqlite3.DatabaseError as exc:
                 raise StateError(f"the ledger {self.path} cannot be written: {exc}") from exc
+
+    def _checkpoint(self, wait_ms: int = 3000) -> None:
+        """Empty the write-ahead log; another process reading the ledger holds old page images
+        in it: wait a little (SQLite waits for readers up to the busy timeout), then say so
+        rather than report the values gone (lock held)."""
+        before = self._db.execute("PRAGMA busy_timeout").fetchone()[0]
+        self._db.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
+        try:
+            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {int(before)}")
+        if not busy or not busy[0]:
+            return
+        raise StateError(
+            f"the ledger's log {self.path}-wal still holds removed values: another process "
+            "(leadpipe run, a leadpipe command) is reading the ledger. Stop it and run the "
+            "command again."
+        )
 
 
 def _attempt(db: sqlite3.Connection, key: FileKey, row: int, outcome: str, detail: str) -> None:

@@ -77,9 +77,39 @@ def mentions(text: str, needle: Needle) -> set[str]:
 
 def _replace(text: str, spellings: set[str], *, as_json: bool) -> str:
     for s in sorted(spellings, key=len, reverse=True):
-        shown = json.dumps(s, ensure_ascii=False)[1:-1] if as_json else s
-        text = re.sub(re.escape(shown), REMOVED, text, flags=re.IGNORECASE)
+        # JSON text may hold the value as written or with non-ASCII letters escaped
+        forms = {json.dumps(s, ensure_ascii=False)[1:-1], json.dumps(s)[1:-1]} if as_json else {s}
+        for shown in forms:
+            text = re.sub(re.escape(shown), REMOVED, text, flags=re.IGNORECASE)
     return text
+
+
+def _ledger_mentions(ledger: Ledger, needle: Needle) -> set[str]:
+    """The value's spellings in the ledger's own texts: file and row reasons, HeroBase's
+    refusal details and stored receipts, read back and searched as text (a spelling no kept
+    file has any more is found too), each also in the form JSON stores it (non-ASCII letters
+    escaped), so the ledger's search finds the stored text."""
+    found: set[str] = set()
+    for record in ledger.every_file():
+        texts = [record.reason]
+        if record.receipt_json:
+            texts.append(_readable_json(record.receipt_json))
+        for row in ledger.rows(record.key):
+            texts.append(row.reason)
+            if row.details:
+                texts.append(json.dumps(row.details, ensure_ascii=False))
+        for text in texts:
+            if text:
+                found |= mentions(text, needle)
+    return found | {json.dumps(s)[1:-1] for s in found}
+
+
+def _readable_json(text: str) -> str:
+    """A JSON text with its escapes undone (as people would read its values)."""
+    try:
+        return json.dumps(json.loads(text), ensure_ascii=False)
+    except ValueError:
+        return text
 
 
 def _is_text(f: KeptFile) -> bool:
@@ -139,6 +169,7 @@ def forget(
             )
         changes.append(Change(str(f.path), f.kind.value, "edited", 0))
     records = 0
+    spellings |= _ledger_mentions(ledger, needle)
     if not dry_run:
         records = ledger.scrub_mentions(
             sorted(spellings), lambda old: _replace(old, spellings, as_json=True)

@@ -76,3 +76,28 @@ def test_a_preview_counts_the_rows_already_accepted(
     assert (result.accepted, result.duplicates) == (1, 1)
     # duplicates uploaded anyway: nothing is looked up
     assert PreviewDelivery(led, "C1", skip_duplicates=False).skip_duplicates is False
+
+
+def test_compact_says_so_when_another_reader_keeps_the_log(tmp_path: Path) -> None:
+    import sqlite3
+
+    import pytest
+
+    from pipeline.errors import StateError
+    from pipeline.ledger.sqlite import open_ledger
+
+    ledger = open_ledger(tmp_path)
+    try:
+        key = FileKey("b" * 64, "C")
+        ledger.begin_file(key, "x.csv")
+        reader = sqlite3.connect(tmp_path / "ledger.sqlite")
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM files").fetchone()  # a read snapshot stays open
+        ledger.add_rows(key, [(2, "fp2")])
+        with pytest.raises(StateError, match="another process"):
+            ledger.compact(vacuum=False)
+        reader.rollback()
+        reader.close()
+        ledger.compact(vacuum=False)  # nobody reads now: done
+    finally:
+        ledger.close()

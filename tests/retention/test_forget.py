@@ -147,3 +147,42 @@ def test_forget_deletes_originals_by_default_and_dry_run_changes_nothing(
 
 def actions_of(report: object) -> set[str]:
     return {c.action for c in report.changes}  # type: ignore[attr-defined]
+
+
+def test_forget_finds_the_ledgers_own_spellings_escaped_or_in_another_case(
+    tmp_path: Path,
+) -> None:
+    """HeroBase's refusal texts quote values in the ledger only (no kept file holds them any
+    more), stored as JSON with non-ASCII letters escaped, or spelled another way."""
+    from pipeline.config import Paths, Settings
+    from pipeline.ledger.sqlite import open_ledger
+
+    settings = Settings(paths=Paths(tmp_path / "in", tmp_path / "out", tmp_path / "st", tmp_path))
+    ledger = open_ledger(settings.paths.state)
+    try:
+        key = FileKey("a" * 64, CAMPAIGN)
+        ledger.begin_file(key, "x.csv")
+        ledger.add_rows(key, [(2, "fp2"), (3, "fp3"), (4, "fp4")])
+        now = datetime.now(UTC)
+        ledger.claim_for_sending(
+            key, [2, 3, 4], skip_duplicates=True, attempt_utc=now, attempt_local=now
+        )
+        said = "does not match the field's pattern"
+        ledger.record_refused(
+            key, 2, "invalid", [{"field": "Email", "message": f"'søren@firma.dk' {said}"}]
+        )
+        ledger.record_refused(
+            key, 3, "invalid", [{"field": "Phone", "message": f"'004520000001' {said}"}]
+        )
+        ledger.record_refused(
+            key, 4, "invalid", [{"field": "Phone", "message": f"'+4599999999' {said}"}]
+        )
+        forget(settings, ledger, "Søren@Firma.DK")
+        forget(settings, ledger, "+45 20 00 00 01")
+        details = {r.row: json.dumps(r.details) for r in ledger.rows(key)}
+    finally:
+        ledger.close()
+    data = (settings.paths.state / "ledger.sqlite").read_bytes()
+    for gone in (b"s\\u00f8ren", "søren".encode(), b"004520000001"):
+        assert gone not in data
+    assert "+4599999999" in details[4]  # someone else's value stays
