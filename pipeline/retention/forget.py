@@ -22,6 +22,7 @@ from typing import Any
 
 from pipeline.config import Settings
 from pipeline.dropfolder.layout import DropFolder
+from pipeline.errors import StateError
 from pipeline.files import atomic_write_text
 from pipeline.ingest.read.grid import rewrite_without
 from pipeline.ledger import Ledger
@@ -126,6 +127,16 @@ def forget(
             f"{value!r} is too short to name one person (at least {MIN_LENGTH} characters): "
             "give the whole phone number or e-mail address"
         )
+    if not dry_run:
+        from pipeline.service.instance import service_running
+
+        pid = service_running(settings.paths.state)
+        if pid is not None:
+            raise StateError(
+                f"leadpipe run (pid {pid}) is using the state folder {settings.paths.state}: "
+                "forget rewrites files it may be moving and compacts the ledger it writes. "
+                "Stop it (e.g. `systemctl stop leadpipe`), run forget, then start it again."
+            )
     layout = DropFolder(settings.paths.inbox)
     kept = list_kept(settings)
     found, unreadable = find_rows(kept, needle, settings)

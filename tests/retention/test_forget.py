@@ -186,3 +186,23 @@ def test_forget_finds_the_ledgers_own_spellings_escaped_or_in_another_case(
     for gone in (b"s\\u00f8ren", "søren".encode(), b"004520000001"):
         assert gone not in data
     assert "+4599999999" in details[4]  # someone else's value stays
+
+
+def test_forget_refuses_while_leadpipe_run_holds_the_state_folder(tmp_path: Path) -> None:
+    import pytest
+
+    from pipeline.config import Paths, Settings
+    from pipeline.errors import StateError
+    from pipeline.ledger.sqlite import open_ledger
+    from pipeline.service.instance import InstanceLock
+
+    settings = Settings(paths=Paths(tmp_path / "in", tmp_path / "out", tmp_path / "st", tmp_path))
+    ledger = open_ledger(settings.paths.state)
+    lock = InstanceLock(settings.paths.state).acquire()  # as `leadpipe run` holds it
+    try:
+        with pytest.raises(StateError, match="Stop it"):
+            forget(settings, ledger, "someone@example.com")
+        forget(settings, ledger, "someone@example.com", dry_run=True)  # a look is fine
+    finally:
+        lock.release()
+        ledger.close()
