@@ -372,6 +372,7 @@ class Monitor:
 
     def _absence(self, status: ServiceStatus, now: datetime, f: _Facts) -> None:
         if not self.alerts.expect:
+            f.known.add(Event.FILE_MISSING)  # expectations removed: what they raised clears
             return
         for code, c in status.intake.campaigns.items():
             if c.waiting or c.settling or c.in_progress:
@@ -425,11 +426,15 @@ class Monitor:
                 judged = False  # a folder that is away says nothing about its disk
                 continue
             free = usage.free * 100.0 / usage.total if usage.total else 100.0
-            if free < self.alerts.disk_free_percent:
+            key = f"{Event.DISK_LOW.value}:{folder}"
+            # once raised, it clears only with a margin above the threshold: a disk hovering
+            # around it (big temporary files coming and going) does not alert on and off
+            margin = DISK_MARGIN if self.store.is_active(key) else 0.0
+            if free < self.alerts.disk_free_percent + margin:
                 f.holding.append(
                     self._alert(
                         Event.DISK_LOW,
-                        f"{Event.DISK_LOW.value}:{folder}",
+                        key,
                         f"Disk nearly full at {folder}",
                         f"Only {free:.1f}% ({usage.free // 2**20} MB) is free on the disk of "
                         f"{folder} (alert below {self.alerts.disk_free_percent:g}%). Free "
@@ -518,6 +523,10 @@ class Alerting:
 def targets_of(settings: Settings) -> list[Target]:
     """The configured targets, as the notifier uses them."""
     return [Target.of(t) for t in settings.alerts.targets]
+
+
+#: Percentage points above the threshold the free space must reach before disk_low clears.
+DISK_MARGIN = 1.0
 
 
 def checked_sender(settings: Settings) -> AppriseSender:

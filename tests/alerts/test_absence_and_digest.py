@@ -159,3 +159,21 @@ def test_digest_at_its_local_time_nothing_happened_then_figures(tmp_path: Path) 
     # the one-off reject-rate alert went too (40% > 20%)
     assert any(a.kind is Event.REJECT_RATE for a in sent)
     assert replace(digest, body="").title.startswith("Daily digest 2026-10-26")
+
+
+def test_a_missing_file_alert_clears_when_its_expectation_is_removed(tmp_path: Path) -> None:
+    for d in ("inbox", "outbox", "state"):
+        (tmp_path / d).mkdir()
+    clock = FakeClock(utc(2026, 3, 27, 7, 0))
+    sent = Sent()
+    mon = Monitor(settings(tmp_path, digest_at=""), sent, clock=clock)
+    mon.evaluate(status(tmp_path), force=True)
+    clock.set(utc(2026, 3, 27, 8, 0))  # the deadline passed: raised
+    mon.evaluate(status(tmp_path), force=True)
+    assert [(a.kind, a.resolved) for a in sent] == [(Event.FILE_MISSING, False)]
+    # the expectation is taken out of the config; the service restarts
+    quiet = replace(settings(tmp_path, digest_at=""), alerts=replace(mon.alerts, expect=()))
+    mon = Monitor(quiet, sent, clock=clock)
+    mon.evaluate(status(tmp_path), force=True)
+    assert [(a.kind, a.resolved) for a in sent[1:]] == [(Event.FILE_MISSING, True)]
+    assert mon.store.active() == []

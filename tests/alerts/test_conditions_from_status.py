@@ -182,3 +182,21 @@ def test_disk_low_and_back(tmp_path: Path) -> None:
     mon.alerts = replace(mon.alerts, disk_free_percent=0)
     mon.evaluate(base(tmp_path), force=True)
     assert [(a.kind, a.resolved) for a in sent] == [(Event.DISK_LOW, False), (Event.DISK_LOW, True)]
+
+
+def test_disk_low_clears_only_with_a_margin_above_its_threshold(tmp_path: Path) -> None:
+    import shutil
+
+    usage = shutil.disk_usage(tmp_path)
+    free = usage.free * 100.0 / usage.total
+    settings, clock = setup(tmp_path, disk_free_percent=free + 0.4)
+    sent = Sent()
+    mon = Monitor(settings, sent, clock=clock)
+    mon.evaluate(base(tmp_path), force=True)
+    assert [(a.kind, a.resolved) for a in sent] == [(Event.DISK_LOW, False)]
+    mon.alerts = replace(mon.alerts, disk_free_percent=free - 0.4)  # just above it now
+    mon.evaluate(base(tmp_path), force=True)
+    assert len(sent) == 1  # hovering around the threshold: no "resolved", no second alert
+    mon.alerts = replace(mon.alerts, disk_free_percent=free - 1.6)  # clearly above it
+    mon.evaluate(base(tmp_path), force=True)
+    assert [(a.kind, a.resolved) for a in sent[1:]] == [(Event.DISK_LOW, True)]
