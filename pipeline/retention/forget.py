@@ -192,7 +192,7 @@ def forget(
         tuple(changes),
         records,
         tuple(unreadable),
-        _notes(layout),
+        _notes(layout, settings.paths.state),
     )
 
 
@@ -213,7 +213,7 @@ def _amend_manifest(manifest: Path, data: Path, gone: int) -> None:
     atomic_write_text(manifest, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
 
 
-def _notes(layout: DropFolder) -> tuple[str, ...]:
+def _notes(layout: DropFolder, state: Path) -> tuple[str, ...]:
     notes = [
         "Leads already in HeroBase are not changed: remove them there (leadpipe never "
         "calls the API to forget).",
@@ -222,5 +222,12 @@ def _notes(layout: DropFolder) -> tuple[str, ...]:
         notes.append(
             f"Files being processed now ({layout.work}) were not searched: run forget again "
             "once they are done."
+        )
+    # copies of an older ledger (before a move to PostgreSQL, before an upgrade) hold every
+    # value they held then: leadpipe does not change them, a person deletes them
+    for old in sorted([*state.glob("ledger.sqlite.migrated-*"), *state.glob("ledger.v1-backup*")]):
+        notes.append(
+            f"{old} is a copy of an earlier ledger and may still hold the value: delete it "
+            "once it is no longer needed."
         )
     return tuple(notes)

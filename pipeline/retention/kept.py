@@ -126,12 +126,18 @@ def _exports(outbox: Path) -> list[KeptFile]:
     return found
 
 
+#: Ledger records whose quoted values age: files that are over, and files that wait (a
+#: cancelled file, rows left unsent) since their last change: their values must not outlive
+#: the period however long the rest waits; states, fingerprints and uniqueIds stay.
+AGEING_STATES = (FileState.DONE, FileState.FAILED, FileState.CHANGED, FileState.WAITING)
+
+
 def ledger_files(ledger: Ledger) -> list[LedgerFile]:
-    """The ledger's records of files that are over (done, failed or changed)."""
+    """The ledger's records whose values age (:data:`AGEING_STATES`)."""
     out: list[LedgerFile] = []
     for f in ledger.every_file():
-        if f.state not in (FileState.DONE, FileState.FAILED, FileState.CHANGED):
-            continue  # in progress or waiting: its rows are still at work
+        if f.state not in AGEING_STATES:
+            continue  # being processed now: its rows are at work
         out.append(LedgerFile(f.key, f.name, f.state, finished_at(f), is_scrubbed(f)))
     return out
 

@@ -120,8 +120,8 @@ def apply_purge(plan: PurgePlan, ledger: Ledger) -> PurgeReport:
     records = {r.key: r for r in plan.ledger}
     for r in plan.ledger:
         record = ledger.file(r.key)
-        if record is None:
-            continue
+        if record is None or record.state is not r.state:
+            continue  # dropped again since the plan (being processed now): not this time
         ledger.scrub_file(r.key, scrubbed_receipt(record.receipt_json, plan.now))
     if records:
         ledger.compact(vacuum=False)

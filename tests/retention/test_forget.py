@@ -206,3 +206,19 @@ def test_forget_refuses_while_leadpipe_run_holds_the_state_folder(tmp_path: Path
     finally:
         lock.release()
         ledger.close()
+
+
+def test_forget_names_old_ledger_copies_it_does_not_change(tmp_path: Path) -> None:
+    from pipeline.config import Paths, Settings
+    from pipeline.ledger.sqlite import open_ledger
+
+    settings = Settings(paths=Paths(tmp_path / "in", tmp_path / "out", tmp_path / "st", tmp_path))
+    ledger = open_ledger(settings.paths.state)
+    old = settings.paths.state / "ledger.sqlite.migrated-20260301T100000Z"
+    old.write_bytes(b"an earlier ledger")
+    try:
+        report = forget(settings, ledger, "someone@example.com")
+    finally:
+        ledger.close()
+    assert any(str(old) in n and "delete it" in n for n in report.notes)
+    assert old.read_bytes() == b"an earlier ledger"

@@ -179,3 +179,37 @@ def test_unstamped_preview_files_and_zero_days_are_never_purged(
         assert plan_purge(env.settings, env.ledger, T0 + 10_000 * DAY).empty
         assert all(f.path.name != "waiting.csv" for f in list_kept(env.settings))
         assert a.original.is_file()
+
+
+def test_a_waiting_files_values_age_too_and_a_file_taken_again_meanwhile_is_left(
+    tmp_path: Path,
+) -> None:
+    """A cancelled file (or one with rows left unsent) waits for good: its quoted values must
+    not outlive the period; a file that is taken again between plan and purge is left."""
+    from pipeline.config import Paths, Settings
+    from pipeline.ledger.sqlite import open_ledger
+    from pipeline.retention.purge import apply_purge
+
+    settings = Settings(paths=Paths(tmp_path / "in", tmp_path / "out", tmp_path / "st", tmp_path))
+    ledger = open_ledger(settings.paths.state)
+    try:
+        waiting, again = FileKey("d" * 64, "C"), FileKey("e" * 64, "C")
+        for key, name in ((waiting, "w.csv"), (again, "a.csv")):
+            ledger.begin_file(key, name)
+            ledger.add_rows(key, [(2, "fp")])
+            ledger.claim_for_sending(
+                key, [2], skip_duplicates=True, attempt_utc=T0, attempt_local=T0
+            )
+            ledger.record_refused(key, 2, "invalid", [{"field": "Phone", "message": BAD}])
+            ledger.set_file_state(key, FileState.WAITING, f"cancelled; {BAD}")
+        now = datetime.now(UTC) + 91 * DAY
+        plan = plan_purge(settings, ledger, now)
+        assert sorted(r.name for r in plan.ledger) == ["a.csv", "w.csv"]
+        ledger.set_file_state(again, FileState.PROCESSING)  # dropped again meanwhile
+        apply_purge(plan, ledger)
+        assert BAD not in json.dumps(ledger.rows(waiting)[0].details)
+        assert ledger.file(waiting).reason == ""  # type: ignore[union-attr]
+        assert ledger.rows(waiting)[0].state is RowState.REFUSED  # states stay
+        assert BAD in json.dumps(ledger.rows(again)[0].details)  # at work: not touched
+    finally:
+        ledger.close()
