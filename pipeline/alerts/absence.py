@@ -15,18 +15,28 @@ from datetime import datetime, timedelta, tzinfo
 from pipeline.config import FileExpectation
 from pipeline.export.windows import day_start, iter_runs, local_date, zone
 
-#: How far back the latest deadline is looked for (a weekly expectation fires within a week).
-LOOKBACK = timedelta(days=8)
+#: How far back the latest deadline is looked for, widening step by step: a frequent
+#: schedule is found in the first hour (cheap), a monthly or yearly one further back.
+LOOKBACK = (
+    timedelta(hours=1),
+    timedelta(days=1),
+    timedelta(days=8),
+    timedelta(days=32),
+    timedelta(days=367),
+)
 
 
 def last_deadline(schedule: str, now: datetime, tz: tzinfo | str) -> datetime | None:
-    """The latest deadline (UTC) at or before ``now``, within :data:`LOOKBACK`; None if none."""
-    last: datetime | None = None
-    for run in iter_runs(schedule, now - LOOKBACK, zone(tz)):
-        if run > now:
-            break
-        last = run
-    return last
+    """The latest deadline (UTC) at or before ``now``, within a year; None if none."""
+    for back in LOOKBACK:
+        last: datetime | None = None
+        for run in iter_runs(schedule, now - back, zone(tz)):
+            if run > now:
+                break
+            last = run
+        if last is not None:
+            return last
+    return None
 
 
 def missed(

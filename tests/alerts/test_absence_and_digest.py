@@ -177,3 +177,11 @@ def test_a_missing_file_alert_clears_when_its_expectation_is_removed(tmp_path: P
     mon.evaluate(status(tmp_path), force=True)
     assert [(a.kind, a.resolved) for a in sent[1:]] == [(Event.FILE_MISSING, True)]
     assert mon.store.active() == []
+
+
+def test_the_last_deadline_of_a_monthly_schedule_is_found_weeks_later() -> None:
+    from pipeline.alerts.absence import last_deadline
+
+    now = utc(2026, 2, 20, 12, 0)  # 19 days after the 1st
+    assert last_deadline("0 6 1 * *", now, "Europe/Copenhagen") == utc(2026, 2, 1, 5, 0)
+    assert last_deadline("*/5 * * * *", now, "Europe/Copenhagen") == utc(2026, 2, 20, 12, 0)
