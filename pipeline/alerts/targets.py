@@ -34,6 +34,22 @@ _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SECRET_KEYS = frozenset(
     {"pass", "password", "passwd", "secret", "token", "apikey", "api_key", "key", "pw"}
 )
+#: Apprise schemes whose host and path are themselves the credential (a webhook's signed
+#: path, a bot token): such a URL must name the environment (``${NAME}``) somewhere in it.
+TOKEN_SCHEMES = frozenset(
+    {
+        "slack",
+        "discord",
+        "workflows",
+        "workflow",
+        "msteams",
+        "tgram",
+        "pbul",
+        "pover",
+        "gchat",
+        "teams",
+    }
+)
 #: How long one attempt to reach a target may take (connect, then each read): short, so a
 #: dead mail server never holds the notifier long (docs/alerts.md, "Storm control").
 CONNECT_TIMEOUT = 4.0
@@ -82,9 +98,22 @@ def literal_secret(template: str) -> str:
         if colon and password and not _PLACEHOLDER.fullmatch(password):
             return "a password"
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key.lower() in SECRET_KEYS and value and not _PLACEHOLDER.fullmatch(value):
+        if value and not _PLACEHOLDER.fullmatch(value) and _secret_key(key):
             return f"a secret in {key}="
+    if parts.scheme.lower() in TOKEN_SCHEMES and not _PLACEHOLDER.search(template):
+        return f"a token in a {parts.scheme}:// URL (its host and path are the token)"
     return ""
+
+
+def _secret_key(key: str) -> bool:
+    """A query key whose value is secret: a known name, a word that says so, or an Apprise
+    header or payload argument (``+Authorization=``, ``-apikey=``), which carry credentials."""
+    low = key.lower()
+    return (
+        low in SECRET_KEYS
+        or key[:1] in "+-"
+        or any(word in low for word in ("token", "secret", "pass", "key", "sig", "auth"))
+    )
 
 
 def redact(url: str) -> str:

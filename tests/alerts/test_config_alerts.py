@@ -126,6 +126,19 @@ def test_expand_redact_and_literal_secret() -> None:
     assert redact("workflows://prod.example.com:443/abc/sig") == "workflows://prod.example.com:443"
     assert redact("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnl/#ops") == "slack://***"
     assert redact("${X}") == "(not a URL)"
+    # credentials in header arguments, signatures, tokens, or a token scheme's path
+    for written in (
+        "json://h/x?+Authorization=Bearer%20abc",
+        "json://h/x?-apikey=abc",
+        "json://h/x?signature=abc",
+        "json://h/x?access_token=abc",
+        "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnl/#ops",
+        "workflows://prod.example.com:443/wf/SIG",
+    ):
+        assert literal_secret(written), written
+    assert literal_secret("json://h/x?+Authorization=${AUTH}") == ""
+    assert literal_secret("slack://${SLACK_TOKENS}/#ops") == ""
+    assert literal_secret("json://127.0.0.1:9/hook?format=text") == ""
 
 
 def test_leadpipe_config_refuses_a_target_url_apprise_cannot_use(tmp_path: Path) -> None:
