@@ -99,6 +99,7 @@ class Monitor:
         self.watching_since = _parse(raw.get("since")) or clock.now()
         self._save_arrivals()
         self._next = 0.0
+        self._first_seen: dict[str, float] = {}  # settling conditions: first seen (monotonic)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -251,10 +252,28 @@ class Monitor:
         self._next = now_mono + EVERY
         try:
             facts = self._facts(status)
+            facts.holding = self._held_long_enough(facts.holding, now_mono)
             self._send(self.store.reconcile(facts.holding, lambda c: c.kind in facts.known))
             self._digest(status)
         except Exception:
             log.exception("could not evaluate alert conditions; trying again shortly")
+
+    def _held_long_enough(self, holding: list[Alert], now: float) -> list[Alert]:
+        """Conditions that come and go by themselves (a breaker that closes at the next probe,
+        a share's hiccup) are raised only once they have held for :data:`SETTLE_SECONDS`; one
+        raised already stays. Elsewhere a condition is raised at once."""
+        seen = {a.key for a in holding}
+        for key in list(self._first_seen):
+            if key not in seen:
+                del self._first_seen[key]  # it went away: the next time starts afresh
+        out = []
+        for a in holding:
+            if a.kind in SETTLING and not self.store.is_active(a.key):
+                first = self._first_seen.setdefault(a.key, now)
+                if now - first < SETTLE_SECONDS:
+                    continue
+            out.append(a)
+        return out
 
     def _facts(self, status: ServiceStatus) -> _Facts:
         f = _Facts()
@@ -525,6 +544,10 @@ def targets_of(settings: Settings) -> list[Target]:
     return [Target.of(t) for t in settings.alerts.targets]
 
 
+#: Conditions raised only once they have held this long (seconds): they often clear by
+#: themselves within a minute, and an alert and its "resolved" for each would be noise.
+SETTLE_SECONDS = 120.0
+SETTLING = frozenset({Event.BREAKER_OPEN, Event.INBOX_UNREACHABLE})
 #: Percentage points above the threshold the free space must reach before disk_low clears.
 DISK_MARGIN = 1.0
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.alerts.events import Alert, Event
-from pipeline.alerts.monitor import Monitor
+from pipeline.alerts.monitor import SETTLE_SECONDS, SETTLING, Monitor
 from pipeline.api.quota import QuotaStatus
 from pipeline.clock import FakeClock
 from pipeline.config import AlertSettings, ExportJob, Paths, Settings
@@ -107,6 +107,10 @@ def test_condition_fires_once_survives_restart_resolves_once(
     mon.evaluate(base(tmp_path), force=True)
     assert sent == []
     bad = make(base(tmp_path))
+    if kind in SETTLING:  # raised once it has held a while (it often clears by itself)
+        mon.evaluate(bad, force=True)
+        assert sent == []
+        clock.advance(SETTLE_SECONDS)
     for _ in range(3):
         mon.evaluate(bad, force=True)
     (raised,) = sent
@@ -200,3 +204,18 @@ def test_disk_low_clears_only_with_a_margin_above_its_threshold(tmp_path: Path) 
     mon.alerts = replace(mon.alerts, disk_free_percent=free - 1.6)  # clearly above it
     mon.evaluate(base(tmp_path), force=True)
     assert [(a.kind, a.resolved) for a in sent[1:]] == [(Event.DISK_LOW, True)]
+
+
+def test_a_breaker_that_closes_within_its_settle_time_sends_nothing(tmp_path: Path) -> None:
+    settings, clock = setup(tmp_path)
+    sent = Sent()
+    mon = Monitor(settings, sent, clock=clock)
+    ok = base(tmp_path)
+    held = replace(
+        ok, intake=replace(ok.intake, waiting_for_api=True, api_problem="the API answered 503")
+    )
+    for _ in range(3):  # open at one probe, closed at the next: no alert, no "resolved"
+        mon.evaluate(held, force=True)
+        clock.advance(60)
+        mon.evaluate(ok, force=True)
+    assert sent == []
