@@ -228,7 +228,8 @@ class Notifier:
                 self._drop(item)
             return
         self._drop(item)
-        self._sent.setdefault(label, deque()).append(self.clock.monotonic())
+        self._sent.setdefault(label, deque()).append(self.clock.now().timestamp())
+        self._save()
         self.results.append(Result(label, alert.key, alert.resolved, True))
 
     # -- deliveries kept across a restart ----------------------------------------------------
@@ -242,12 +243,20 @@ class Notifier:
             return
         entry = {"target": item.target.label, "alert": item.alert.to_json()}
         self._undelivered[self._id(item)] = entry
-        self._store.write({"undelivered": list(self._undelivered.values())})
+        self._save()
 
     def _drop(self, item: Delivery) -> None:
         if self._store is None or self._undelivered.pop(self._id(item), None) is None:
             return
-        self._store.write({"undelivered": list(self._undelivered.values())})
+        self._save()
+
+    def _save(self) -> None:
+        """The deliveries not made yet, and each target's sends of the last hour (the cap
+        holds across a restart, even a crash loop)."""
+        if self._store is None:
+            return
+        sent = {label: list(times) for label, times in self._sent.items() if times}
+        self._store.write({"undelivered": list(self._undelivered.values()), "sent": sent})
 
     def _resume(self) -> None:
         """Queue what an earlier run did not deliver (its targets still configured)."""
@@ -255,7 +264,14 @@ class Notifier:
             return
         by_label = {t.label: t for t in self.targets}
         now = self.clock.monotonic()
-        entries = self._store.read().get("undelivered", [])
+        saved = self._store.read()
+        sent = saved.get("sent")
+        wall = self.clock.now().timestamp()
+        for label, times in (sent if isinstance(sent, dict) else {}).items():
+            if label in by_label and isinstance(times, list):
+                recent = [float(t) for t in times if isinstance(t, int | float)]
+                self._sent[label] = deque(t for t in sorted(recent) if wall - t < HOUR)
+        entries = saved.get("undelivered", [])
         for entry in entries if isinstance(entries, list) else []:
             try:
                 target = by_label[entry["target"]]
@@ -271,7 +287,7 @@ class Notifier:
 
     def _allowed(self, label: str) -> bool:
         sent = self._sent.setdefault(label, deque())
-        now = self.clock.monotonic()
+        now = self.clock.now().timestamp()
         while sent and now - sent[0] >= HOUR:
             sent.popleft()
         return len(sent) < self.max_per_hour

@@ -195,3 +195,37 @@ def test_an_alert_that_fails_at_the_stop_is_kept_and_a_damaged_store_starts_empt
         assert got == ["api_down"]
     finally:
         n.stop()
+
+
+def test_the_hourly_cap_holds_across_a_restart(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = StateFile(tmp_path, UNDELIVERED_FILE)
+    got: list[str] = []
+
+    def start() -> Notifier:
+        return Notifier(
+            [target("mail")],
+            lambda t, a: got.append(a.key),
+            clock=clock,
+            max_per_hour=2,
+            store=store,
+        ).start()
+
+    n = start()
+    try:
+        for key in ("a", "b"):
+            n.submit(alert(key))
+        wait(n.idle)
+    finally:
+        n.stop()
+    n = start()  # a restart (a crash loop would do the same) within the hour
+    try:
+        n.submit(alert("c"))
+        wait(n.idle)
+        assert got == ["a", "b"]  # held back: two went this hour already
+        clock.advance(3600)
+        n.submit(alert("d"))
+        wait(n.idle)
+        assert got == ["a", "b", "d"]
+    finally:
+        n.stop()
