@@ -319,6 +319,13 @@ def _alerts(raw: Any, env: Mapping[str, str], col: _Collector) -> AlertSettings:
         if not _is_clock_time(item.by):
             col.add(f"{key}.by", f'expected a time of day like "09:30", got {item.by!r}')
             continue
+        if item.by.strip() in ("00:00", "0:00"):
+            col.add(
+                f"{key}.by",
+                'a file "by 00:00" would have to come before its day begins; give a time of '
+                'that day (e.g. "23:59" for "by the end of the day")',
+            )
+            continue
         from pipeline.export.windows import ScheduleError, check_cron  # croniter: only here
 
         try:

@@ -156,19 +156,20 @@ class DigestBook:
         with self._lock:
             return digest_due(self.at, self.clock.now(), self.tz, self.last)
 
-    def render(self) -> tuple[str, str]:
-        """The digest's title and body for the figures so far."""
+    def take(self, day: date) -> tuple[str, str]:
+        """The digest for ``day`` (title, body), and counting starts afresh, in one step: a
+        file finishing meanwhile is counted in this digest or the next, never in neither."""
         with self._lock:
-            return render(self.campaigns, self.exports, self.since, self.clock.now(), self.timezone)
+            out = render(self.campaigns, self.exports, self.since, self.clock.now(), self.timezone)
+            self._reset(day)
+            return out
 
-    def sent(self, day: date) -> None:
-        """The digest for ``day`` went out: start counting afresh."""
-        with self._lock:
-            self.last = day
-            self.since = self.clock.now()
-            self.campaigns = {}
-            self.exports = {}
-            self._save()
+    def _reset(self, day: date) -> None:
+        self.last = day
+        self.since = self.clock.now()
+        self.campaigns = {}
+        self.exports = {}
+        self._save()
 
     def _save(self) -> None:
         self.file.write(

@@ -474,11 +474,10 @@ class Monitor:
         day = self.digest.due()
         if day is None:
             return
-        title, body = self.digest.render()
+        title, body = self.digest.take(day)
         self._send(
             [Alert(Event.DIGEST, f"digest:{day}", title, body, Severity.INFO, link=self.link)]
         )
-        self.digest.sent(day)
 
 
 def _with_link(alert: Alert, link: str) -> Alert:

@@ -96,6 +96,9 @@ by = "9h"
 campaign = "B"
 by = "09:00"
 days = "weekdays-ish"
+[[alerts.expect]]
+campaign = "C"
+by = "00:00"
 """
     result = runner.invoke(app, ["--config", str(cfg(tmp_path, text)), "config"], env={})
     assert result.exit_code == 3
@@ -107,8 +110,10 @@ days = "weekdays-ish"
         "alerts.targets[0].min_severity",
         "alerts.expect[0].by",
         "alerts.expect[1].days",
+        "alerts.expect[2].by",
     ):
         assert key in out, key
+    assert "would have to come before its day begins" in out
 
 
 def test_no_targets_means_alerts_off() -> None:
