@@ -19,7 +19,7 @@ from pipeline.regexmatch import DEFAULT_SEMANTICS, SEMANTICS, Semantics, is_sema
 CONFIG_ENV = "LEADPIPE_CONFIG"
 DEFAULT_CONFIG = Path("config/leadpipe.toml")
 
-#: The [ours] paths of the contract (docs/herobase-api.md), overridable under ``[api.endpoints]``.
+#: The [ours] paths of the contract (docs/api-contract.md), overridable under ``[api.endpoints]``.
 DEFAULT_ENDPOINTS: dict[str, str] = {
     "myaccount": "/myaccount",
     "limits": "/myaccount/request/limits",
@@ -38,7 +38,7 @@ DEFAULT_ENDPOINTS: dict[str, str] = {
 }
 
 #: Wire names of the query (and body) parameters the client sends, by leadpipe's logical name;
-#: overridable under ``[api.params]`` (docs/herobase-api.md, "Parameter names").
+#: overridable under ``[api.params]`` (docs/api-contract.md, "Parameter names").
 DEFAULT_PARAMS: dict[str, str] = {
     "example_campaign_code": "campaignCode",
     "example_show_all": "showAllDataEntries",
@@ -92,7 +92,7 @@ class ApiSettings:
     max_retries: int = 5
     retry_total_seconds: float = 120.0
     requests_per_minute: int = 600
-    #: the day's request limit; 0 = the tenant's own (docs/herobase-api.md, "The daily quota")
+    #: the day's request limit; 0 = the tenant's own (docs/api-contract.md, "The daily quota")
     requests_per_day: int = 0
     #: share of the day's limit left to other integrations on the account (0 <= r < 1)
     daily_reserve: float = 0.1
@@ -199,7 +199,7 @@ class ValidationSettings:
     """How a value is checked against its field's regex (``[validation]``)."""
 
     #: ``search`` (.NET ``Regex.IsMatch``: a match anywhere, anchored where the pattern says) or
-    #: ``whole`` (the whole value must match); docs/herobase-api.md, "Campaign fields"
+    #: ``whole`` (the whole value must match); docs/api-contract.md, "Campaign fields"
     regex_match: Semantics = DEFAULT_SEMANTICS
 
 

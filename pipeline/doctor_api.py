@@ -6,7 +6,7 @@ sends (:data:`pipeline.api.client.SENT_OPERATIONS`, under the configured ``[api.
 ``[api.params]``) with it; each mismatch carries the config line that fixes it. A tenant that
 serves no description gets harmless probes instead (one GET per read-only endpoint, one row at
 most). The result is an :class:`ApiCheckReport`; its exit code is 0 clean, 1 a mismatch,
-5 the API cannot be reached (docs/herobase-api.md, "The tenant's description").
+5 the API cannot be reached (docs/api-contract.md, "The tenant's description").
 """
 
 from __future__ import annotations

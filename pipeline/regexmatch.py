@@ -1,6 +1,6 @@
 r"""What "a value matches its field's regex" means: one definition for the client and the sandbox.
 
-HeroBase is .NET and its regexes are .NET flavour (docs/herobase-api.md, "Campaign fields").
+HeroBase is .NET and its regexes are .NET flavour (docs/api-contract.md, "Campaign fields").
 Two semantics, chosen by ``[validation] regex_match`` (client) and ``[tenant] regex_match``
 (sandbox seed):
 

@@ -1,4 +1,4 @@
-"""``HeroBaseClient``: typed methods for every endpoint of the contract (docs/herobase-api.md).
+"""``HeroBaseClient``: typed methods for every endpoint of the contract (docs/api-contract.md).
 
 Every request goes through one path (:class:`~pipeline.api.requester.Requester`): the shared
 rate limiter, the contract's headers and pre-emptive Basic auth, no redirects, then error

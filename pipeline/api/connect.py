@@ -61,7 +61,7 @@ def open_client(
             api.requests_per_minute,
             clock,
             state_dir=settings.paths.state,
-            daily=DailyPolicy.from_settings(settings),  # docs/herobase-api.md, "The daily quota"
+            daily=DailyPolicy.from_settings(settings),  # docs/api-contract.md, "The daily quota"
         )
         client = HeroBaseClient(
             api,

@@ -4,7 +4,7 @@ A ServiceStack host describes its operations at ``<api>/types/metadata.json`` (r
 routes with verbs, request properties) and, with the OpenAPI feature, at ``<api>/openapi``
 (Swagger 2.0; OpenAPI 3 is read too). :func:`fetch_description` tries both (ServiceStack's own
 first), tolerates either missing or answering a page or garbage, and returns an
-:class:`ApiDescription` (or none) with what each attempt found (docs/herobase-api.md,
+:class:`ApiDescription` (or none) with what each attempt found (docs/api-contract.md,
 "The tenant's description").
 
 Routes are compared by shape: literal segments case-insensitively, any ``{variable}`` matches

@@ -1,4 +1,4 @@
-"""Typed records for what HeroBase answers (docs/herobase-api.md).
+"""Typed records for what HeroBase answers (docs/api-contract.md).
 
 Parsing is tolerant of key case (ServiceStack binds case-insensitively) and keeps the raw object
 where callers may need more than the typed fields.
@@ -163,7 +163,7 @@ class CreatedLead:
 
 @dataclass(frozen=True)
 class Lead:
-    """A lead object (docs/herobase-api.md, "Exports").
+    """A lead object (docs/api-contract.md, "Exports").
 
     Times are strings exactly as the API sent them.
     """

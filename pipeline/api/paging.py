@@ -1,4 +1,4 @@
-"""``skip``/``take`` paging with the guards the API needs (docs/herobase-api.md).
+"""``skip``/``take`` paging with the guards the API needs (docs/api-contract.md).
 
 - Stops on a short page (there is no total count).
 - Consecutive pages **overlap** (``take // 10``, at most 100 items): if leads leave the result

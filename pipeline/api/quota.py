@@ -1,7 +1,7 @@
 """The account's daily request budget: the day's limit, minus a share kept for others.
 
 HeroBase counts an account's requests per day as well as per minute, for every integration on
-the account together (docs/herobase-api.md, "The daily quota"). leadpipe spends one request per
+the account together (docs/api-contract.md, "The daily quota"). leadpipe spends one request per
 lead, so a big file could use up the tenant's day. :class:`DailyBudget` keeps the day's count
 and refuses a request (:class:`QuotaExhausted`, before anything is sent) once the usable budget
 is spent:
@@ -42,7 +42,7 @@ from pipeline.files import PRIVATE_FILE_MODE, open_private, private_dir
 log = logging.getLogger(__name__)
 
 #: A header window that resets later than this is the daily one (a minute window resets within
-#: a minute) [ours: docs/herobase-api.md, "The daily quota"].
+#: a minute) [ours: docs/api-contract.md, "The daily quota"].
 MINUTE = 60.0
 
 Json = dict[str, Any]
@@ -366,7 +366,7 @@ class RateHeaders:
     """The ``X-Rate-Limit-*`` headers of one answer (None: absent or not a finite number).
 
     The minute limiter and the daily budget both read them; ``reset`` tells which window the
-    figures are about (docs/herobase-api.md, "The daily quota").
+    figures are about (docs/api-contract.md, "The daily quota").
     """
 
     limit: int | None

@@ -47,7 +47,7 @@ log = logging.getLogger("pipeline.api.client")
 
 T = TypeVar("T")
 
-#: The resource right each endpoint needs (docs/herobase-api.md), to name it when a 403 comes back.
+#: The resource right each endpoint needs (docs/api-contract.md), to name it when a 403 comes back.
 RIGHTS: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "myaccount"): ("Account", "GET"),
     ("GET", "limits"): ("Account", "GET"),

@@ -101,7 +101,7 @@ def make_session(settings: ApiSettings) -> requests.Session:
 
 
 def request_headers(accept: str = "application/json") -> dict[str, str]:
-    """The headers every request carries (docs/herobase-api.md, "Transport, rights, limits")."""
+    """The headers every request carries (docs/api-contract.md, "Transport, rights, limits")."""
     return {
         "Accept": accept,
         FAIR_USE_HEADER: FAIR_USE_VALUE,

@@ -76,7 +76,7 @@ class _Bar:
 
 def _upload_estimate(client: HeroBaseClient, settings: Settings, rows: int) -> UploadEstimate:
     """How long ``rows`` rows would take at the account's limits: the rate limiter's minute
-    limit and the daily budget, if one is known (docs/herobase-api.md, "The daily quota")."""
+    limit and the daily budget, if one is known (docs/api-contract.md, "The daily quota")."""
     from pipeline.api.quota import DailyPolicy, budget_of
     from pipeline.errors import ApiError
     from pipeline.ingest.accounting import UploadEstimate

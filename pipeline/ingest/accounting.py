@@ -49,7 +49,7 @@ class Times:
 class UploadEstimate:
     """How long uploading ``rows`` rows would take at the account's limits (a dry run).
 
-    One request per lead (docs/herobase-api.md, "The daily quota"): at most ``per_minute``
+    One request per lead (docs/api-contract.md, "The daily quota"): at most ``per_minute``
     a minute, and at most ``daily_budget`` a day when a daily budget is known. Computed once;
     the receipt and the CLI show its :meth:`sentence`.
     """

@@ -1,7 +1,7 @@
 """Campaign schema: import example -> :class:`FieldSpec` list -> pandera schema; snapshots.
 
 The import example describes each field as
-``example <field>, type is <type>, regex used for validation <regex>`` (docs/herobase-api.md).
+``example <field>, type is <type>, regex used for validation <regex>`` (docs/api-contract.md).
 A field is required iff it appears in the plain example (without ``showAllDataEntries``).
 Regexes are .NET flavour; what "a value matches" means is :mod:`pipeline.regexmatch`
 (``[validation] regex_match``: ``search`` or ``whole``), the masks and their engines live in
@@ -50,7 +50,7 @@ RULE_PATTERN = "pattern"
 class FieldSpec:
     """One campaign field: its name, HeroBase type, .NET regex, whether it is required, and the
     import example's own example value (the text after ``example``; messages show it to people,
-    docs/herobase-api.md "Campaign fields")."""
+    docs/api-contract.md "Campaign fields")."""
 
     name: str
     type: str

@@ -1,7 +1,7 @@
 r"""Regex and emptiness masks over text columns, with the semantics of :mod:`pipeline.regexmatch`.
 
 The verdict on a value is :meth:`pipeline.regexmatch.Matcher.matches` under the configured
-semantics (``search`` or ``whole``, docs/herobase-api.md). The engines only make it fast:
+semantics (``search`` or ``whole``, docs/api-contract.md). The engines only make it fast:
 
 - polars' Rust regex, all columns in one multi-threaded pass, for patterns written in the
   syntax both engines read alike (:func:`engine_plan`). Rust's ``$`` is the end of the value

@@ -1,7 +1,7 @@
 """The HeroBase sandbox: a local stand-in for the HeroBase lead API.
 
 The contract it serves, and its tenant profiles, are described in this repository's
-docs/herobase-api.md.
+docs/api-contract.md.
 
 It is the embedded default (``leadpipe run`` without credentials), the test fixture every HTTP
 test talks to on 127.0.0.1, and a demo to click through (``leadpipe sandbox``)::

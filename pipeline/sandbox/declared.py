@@ -4,7 +4,7 @@ This is the table the sandbox's own API description (``/types/metadata.json``, `
 is generated from, and what strict mode (seed ``[tenant] strict_params``) accepts. Each
 parameter has a logical key (the same keys as leadpipe's ``[api.params]``, so a seed's
 ``[tenant.params]`` reads like the config that fits it), the name declared by default, and the
-name the sandbox's handler reads it under (this repository's docs/herobase-api.md,
+name the sandbox's handler reads it under (this repository's docs/api-contract.md,
 "Parameter names").
 """
 

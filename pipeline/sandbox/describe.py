@@ -3,7 +3,7 @@
 Served like a ServiceStack host serves it: ``GET /types/metadata.json`` (operations with request
 type, routes and request properties) and ``GET /openapi`` (Swagger 2.0). The parameter names
 are the ones the seed declares (``[tenant.params]``), so ``leadpipe doctor --api`` can compare
-leadpipe's configuration with them (docs/herobase-api.md, "The tenant's description").
+leadpipe's configuration with them (docs/api-contract.md, "The tenant's description").
 A seed with ``[tenant] describe = false`` serves neither (404), like a tenant without them.
 """
 

@@ -1,5 +1,5 @@
 """The export endpoints: searches, lead objects, CSV, /simpleleads and one lead
-(docs/herobase-api.md, "Exports").
+(docs/api-contract.md, "Exports").
 
 Every lookup shows only the leads ``Tenant.visible`` lets through (``commit_delay``).
 """

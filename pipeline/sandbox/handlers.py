@@ -1,4 +1,4 @@
-"""Request helpers and the account, campaign and import endpoints (docs/herobase-api.md).
+"""Request helpers and the account, campaign and import endpoints (docs/api-contract.md).
 
 Each handler takes the :class:`Tenant` and a :class:`Req` and returns a :class:`Reply` or raises
 :class:`HttpError`; the ASGI plumbing (auth, rate limits, faults, rendering) lives in ``app.py``.

@@ -1,6 +1,6 @@
 """Per-account rate limits: fixed one-minute windows plus a daily cap.
 
-As described under "Transport, rights, limits" in docs/herobase-api.md.
+As described under "Transport, rights, limits" in docs/api-contract.md.
 
 Windows follow the injected clock: a minute window is the wall-clock minute, the day is the
 tenant-local calendar day.

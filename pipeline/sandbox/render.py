@@ -22,7 +22,7 @@ def to_json(payload: Any) -> bytes:
 
 
 def error_body(code: str, message: str, errors: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
-    """The ServiceStack error body (docs/herobase-api.md: "Transport, rights, limits")."""
+    """The ServiceStack error body (docs/api-contract.md: "Transport, rights, limits")."""
     return {"responseStatus": {"errorCode": code, "message": message, "errors": list(errors)}}
 
 

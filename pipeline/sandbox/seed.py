@@ -35,7 +35,7 @@ DEMO_PASSWORD = "demo-password"  # noqa: S105  (public demo login)
 RESTRICTED_USER = "restricted@demo.example"
 RESTRICTED_PASSWORD = "restricted-password"  # noqa: S105
 
-#: The contract's phone regex (docs/herobase-api.md).
+#: The contract's phone regex (docs/api-contract.md).
 PHONE_REGEX = r"^\s*((\+|00)?[\s\-\(\)]*)?(\d[\s\-\(\)]*){5,25}\s*$"
 
 #: Default regex per field type; ``dropdown`` is built from its options.

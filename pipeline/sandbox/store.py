@@ -86,7 +86,7 @@ class Lead:
         return self.status in OPEN_STATUSES
 
     def render(self, uploader: dict[str, str] | None, *, data: bool = True) -> dict[str, Any]:
-        """The lead object (docs/herobase-api.md, "Exports").
+        """The lead object (docs/api-contract.md, "Exports").
 
         ``uploader`` is the ``uploadedByUser`` object (None leaves the key out; the tenant's
         profile builds it); ``data=False`` leaves out the lead's ``data`` fields.

@@ -1,5 +1,5 @@
 """A two-line comment in a ``.*`` field, over real HTTP: the client's validation and the
-sandbox's import give the same verdict under each ``regex_match`` (docs/herobase-api.md).
+sandbox's import give the same verdict under each ``regex_match`` (docs/api-contract.md).
 """
 
 from __future__ import annotations

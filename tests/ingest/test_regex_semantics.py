@@ -1,4 +1,4 @@
-"""One regex semantics for the client and the sandbox (docs/herobase-api.md, "Campaign fields").
+"""One regex semantics for the client and the sandbox (docs/api-contract.md, "Campaign fields").
 
 The client's verdict (the fast engines through :func:`pattern_masks` and the whole
 :class:`Validator`) must equal the sandbox's (:meth:`FieldDef.matches`, as its import handler

@@ -1,4 +1,4 @@
-"""The import example and POST /leads (docs/herobase-api.md)."""
+"""The import example and POST /leads (docs/api-contract.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Transport, auth, rights and rendering (docs/herobase-api.md), over real HTTP."""
+"""Transport, auth, rights and rendering (docs/api-contract.md), over real HTTP."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ The proof also records how the tenant marks "uploaded by this account" (learned 
 account created, never assumed) and the shape of the ``POST /leads`` answer.
 
 A proof belongs to one tenant and login (``TenantProof.tenant``): pointing leadpipe at another
-API or account starts without one. See ``docs/herobase-api.md``, "Reconciliation".
+API or account starts without one. See ``docs/api-contract.md``, "Reconciliation".
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ class Receipt:
     #: the verification pass's findings (possible duplicates in HeroBase), once it ran
     verification: dict[str, Any] | None = None
     #: the campaign's rules the rows were checked against: field -> ``{type, regex, example}``
-    #: (the JSON only: the words people read never show a regex, docs/herobase-api.md)
+    #: (the JSON only: the words people read never show a regex, docs/api-contract.md)
     field_rules: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property

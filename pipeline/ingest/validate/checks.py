@@ -85,7 +85,7 @@ _FIX_ROW = "Fix the row and drop the file again."
 
 #: What a field of each HeroBase type holds, in words, and a value of that type shown when the
 #: import example's own example value does not pass the field's regex (the sandbox, like some
-#: tenants, puts the field's name there). Messages never show the regex (docs/herobase-api.md,
+#: tenants, puts the field's name there). Messages never show the regex (docs/api-contract.md,
 #: "Campaign fields"); the JSON receipt does (``field_rules``).
 KIND_WORDS: dict[str, tuple[str, str]] = {
     "phone": ("a phone number", "+45 12345678"),
