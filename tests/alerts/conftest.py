@@ -4,7 +4,6 @@ alerts to both."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER
+from tests.dropfolder.test_real_ingest import env_for as service_env
 
 #: The SMTP password: it must appear in no message, log line, status or state file.
 CANARY = "canary-Smtp-Pw-4711"
@@ -142,11 +141,5 @@ def write_config(root: Path, api_url: str, mail_port: int, hook_url: str, **aler
 
 
 def env_for(cfg: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADPIPE_")}
-    env.update(
-        LEADPIPE_CONFIG=str(cfg),
-        LEADPIPE_API_USER=DEMO_USER,
-        LEADPIPE_API_PASSWORD=DEMO_PASSWORD,
-        LEADPIPE_SMTP_PASSWORD=CANARY,
-    )
-    return env
+    """The service's environment (as the drop-folder tests build it) with the SMTP password."""
+    return {**service_env(cfg), "LEADPIPE_SMTP_PASSWORD": CANARY}

@@ -22,10 +22,10 @@ from tests.dropfolder.test_real_ingest import (
     CODE,
     created,
     env_for,
-    leadpipe,
     leads_csv,
     run_once,
     sigterm_while_uploading,
+    start_run,
     write_config,
 )
 from tests.service.conftest import wait_for
@@ -84,11 +84,7 @@ def test_a_preview_in_another_campaign_is_not_queued_behind_a_full_budget_upload
     def uploads() -> int:
         return sum(1 for r in sandbox.requests() if r["method"] == "POST")
 
-    log = tmp_path / "run.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            leadpipe("run"), env=env_for(cfg), cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
-        )
+    proc, log = start_run(env_for(cfg), tmp_path)
     try:
         wait_for(lambda: uploads() >= 12, 90, "A's upload to go at the minute's pace")
         before = len(sandbox.requests())
@@ -133,11 +129,7 @@ def test_a_stop_does_not_wait_for_answers_a_hanging_api_holds_and_nothing_is_sen
     (inbox / "big.csv").write_bytes(data)
     sandbox.add_fault(Fault("delay", route="POST /leads", delay=0.05, times=0))
     env = env_for(cfg)
-    log = tmp_path / "run.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            leadpipe("run"), env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
-        )
+    proc, log = start_run(env, tmp_path)
     try:
         wait_for(lambda: len(created(sandbox, "HANG")) >= 20, 60, "uploads")
         sandbox.clear_faults()

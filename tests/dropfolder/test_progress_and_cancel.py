@@ -10,7 +10,6 @@ import csv
 import json
 import re
 import signal
-import subprocess
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,9 @@ from tests.dropfolder.test_real_ingest import (
     CODE,
     created,
     env_for,
-    leadpipe,
     leads_csv,
     run_once,
+    start_run,
     write_config,
 )
 from tests.service.conftest import Running, service, wait_for
@@ -241,10 +240,7 @@ def test_killed_while_writing_the_not_sent_file_the_restart_ends_the_cancel_once
     (inbox / "big.csv").write_bytes(data)
     env = env_for(cfg)
     env[CRASH_ENV] = "rejects:40"  # the 40th row written to the not-sent file
-    with (tmp_path / "run.log").open("wb") as out:
-        proc = subprocess.Popen(
-            leadpipe("run"), env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
-        )
+    proc, _log = start_run(env, tmp_path)
     try:
         wait_for(lambda: len(created(sandbox, "KILLC")) >= 20, 60, "uploads")
         (inbox / "big.csv.cancel").write_bytes(b"")

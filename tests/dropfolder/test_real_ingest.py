@@ -77,6 +77,16 @@ def leadpipe(*args: str) -> list[str]:
     return [sys.executable, "-c", "from pipeline.cli import main; main()", *args]
 
 
+def start_run(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """`leadpipe run` as a child process, its output in ``cwd/run.log`` (returned too)."""
+    log = cwd / "run.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            leadpipe("run"), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT
+        )
+    return proc, log
+
+
 @dataclass(frozen=True)
 class Stopped:
     """How a ``leadpipe run`` ended after a SIGTERM."""
@@ -95,11 +105,7 @@ def sigterm_while_uploading(
     wait: float,
 ) -> Stopped:
     """Start `leadpipe run`, SIGTERM it once ``posts`` uploads reached the sandbox."""
-    log = cwd / "run.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            leadpipe("run"), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT
-        )
+    proc, log = start_run(env, cwd)
     try:
         wait_for(
             lambda: sum(1 for r in sandbox.requests() if r["method"] == "POST") >= posts,
