@@ -21,8 +21,8 @@ from pipeline.errors import AccountingError
 from pipeline.ingest.chunks import NotSent, Tally
 from pipeline.ingest.deliver.delivery import Delivered, Halt
 from pipeline.ingest.opening import Identified, Opened
+from pipeline.ingest.problems import RowProblem
 from pipeline.ingest.report.receipt import Receipt, field_rules
-from pipeline.ingest.validate.checks import RowProblem
 from pipeline.ledger import FileRecord
 from pipeline.outcome import FileOutcome
 

@@ -18,9 +18,10 @@ from pathlib import Path
 from pipeline.errors import FileChanged, InputError
 from pipeline.ingest.deliver.delivery import Delivery
 from pipeline.ingest.opening import Opened
+from pipeline.ingest.problems import RowProblem
 from pipeline.ingest.report.rejects import RejectWriter
 from pipeline.ingest.rows import add_rejects, refusal_problems
-from pipeline.ingest.validate.checks import RowProblem, Validator
+from pipeline.ingest.validate.checks import Validator
 from pipeline.ledger import FileKey, Ledger, RowState
 
 #: Row states of rows that reached the API (or were handed a lead): never in a not-sent file.

@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 from pipeline.crashpoints import CRASH_ENV, crash_point
 from pipeline.ingest.deliver.upload import UploadRow
 from pipeline.ingest.matching import arrow_strings
+from pipeline.ingest.problems import RowProblem
 from pipeline.ingest.report.rejects import RejectWriter
-from pipeline.ingest.validate.checks import RowProblem
 from pipeline.ledger import FileKey, Ledger, RowRecord, RowState
 from pipeline.ledger.fingerprint import fingerprints
 

@@ -10,9 +10,10 @@ import pandas as pd
 from pipeline.config import CampaignSettings
 from pipeline.ingest.fields import CampaignSchema, parse_example
 from pipeline.ingest.map import ColumnMapping, map_columns
+from pipeline.ingest.problems import RowProblem
 from pipeline.ingest.read.open import open_table
 from pipeline.ingest.read.table import Table
-from pipeline.ingest.validate.checks import RowProblem, Validator
+from pipeline.ingest.validate.checks import Validator
 
 PHONE_RE = r"^\s*((\+|00)?[\s\-\(\)]*)?(\d[\s\-\(\)]*){5,25}\s*$"
 FULL = {

@@ -16,8 +16,8 @@ from typing import Protocol
 import pandas as pd
 
 from pipeline.ingest.deliver.upload import Uploader
+from pipeline.ingest.problems import RowProblem
 from pipeline.ingest.rows import api_refusals, upload_rows, valid_fingerprints
-from pipeline.ingest.validate.checks import RowProblem
 from pipeline.ledger import FileKey, FileState, Ledger, RowState, mark_changed
 from pipeline.outcome import FileOutcome
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,7 @@ from pipeline.ingest.fields import (
 )
 from pipeline.ingest.map import ColumnMapping
 from pipeline.ingest.matching import arrow_strings
+from pipeline.ingest.problems import RowProblem
 from pipeline.ingest.validate.excel_damage import find_damage
 from pipeline.ingest.validate.seen import SeenRows, row_fingerprints
 from pipeline.prefetch import read_ahead
@@ -137,19 +138,6 @@ def rule_in_words(spec: FieldSpec, semantics: Semantics = DEFAULT_SEMANTICS) -> 
     return f"does not have the form the campaign asks for in field {spec.name}" + (
         f", like {example}" if example else ""
     )
-
-
-class RowProblem(NamedTuple):
-    """One problem: the sheet's row number, the header the person sees, the value, the rule.
-
-    A named tuple: a big file with many mistakes makes tens of thousands of them.
-    """
-
-    row: int
-    column: str
-    value: str
-    rule: str
-    message: str
 
 
 @dataclass

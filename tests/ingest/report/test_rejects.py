@@ -11,9 +11,9 @@ import openpyxl
 import pytest
 
 from pipeline.cells import is_risky
+from pipeline.ingest.problems import RowProblem
 from pipeline.ingest.report.receipt import Receipt, render_receipt, write_receipt
 from pipeline.ingest.report.rejects import RejectWriter
-from pipeline.ingest.validate.checks import RowProblem
 from pipeline.outcome import FileOutcome
 from tests.ingest.stage_helpers import run
 from tests.ingest.validate.test_checks import (

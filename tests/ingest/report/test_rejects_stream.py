@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import csv
 import random
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import openpyxl
+import psutil
 import pytest
 import xlsxwriter
 
 from pipeline.cells import is_risky
-from pipeline.ingest.report import rejects
-from pipeline.ingest.report.rejects import RejectWriter
-from pipeline.ingest.validate.checks import RowProblem
+from pipeline.ingest.problems import RowProblem
+from pipeline.ingest.report import rejects, sink
+from pipeline.ingest.report.rejects import RejectWriter, WriterKind
 
 HEADERS = ["Navn", "Tlf.", "Noter"]
 
@@ -34,10 +38,14 @@ def batches(
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
-def writer(tmp_path: Path, name: str) -> RejectWriter:
+def writer(tmp_path: Path, name: str, kind: WriterKind = "process") -> RejectWriter:
     out = tmp_path / name
     return RejectWriter(
-        out / "r.rejects.xlsx", out / "r.rejects.csv", HEADERS, tmp_dir=tmp_path / f"spool-{name}"
+        out / "r.rejects.xlsx",
+        out / "r.rejects.csv",
+        HEADERS,
+        tmp_dir=tmp_path / f"spool-{name}",
+        writer=kind,
     )
 
 
@@ -126,8 +134,8 @@ def test_an_error_of_the_writer_thread_surfaces_at_close_and_no_file_is_left(
         if len(calls) == 2:
             raise OSError("disk full")
 
-    monkeypatch.setattr(rejects._Sink, "write", failing)
-    w = writer(tmp_path, "e")
+    monkeypatch.setattr(sink.Sink, "write", failing)
+    w = writer(tmp_path, "e", "thread")
     for b in batches(2, 300, 20):  # more batches than the queue holds: never blocks
         w.add_many(b)
     with pytest.raises(OSError, match="disk full"):
@@ -153,13 +161,15 @@ def test_a_spool_error_in_the_writer_thread_surfaces_too(
     assert [p for p in (tmp_path / "s").rglob("*") if p.is_file()] == []
 
 
+@pytest.mark.parametrize("kind", ["process", "thread"])
 def test_abort_stops_the_thread_and_leaves_no_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: WriterKind
 ) -> None:
     rows_tmp = tmp_path / "xlsxwriter"  # where xlsxwriter keeps each sheet's rows meanwhile
     rows_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(rows_tmp))
-    w = writer(tmp_path, "a")
+    monkeypatch.setenv("TMPDIR", str(rows_tmp))  # the same for the child process
+    w = writer(tmp_path, "a", kind)
     for b in batches(2, 500, 25):
         w.add_many(b)
     w.abort()
@@ -231,7 +241,7 @@ def test_cells_read_back_as_xlsxwriter_writes_them(tmp_path: Path) -> None:
     ws = wb.add_worksheet()
     for i, r in enumerate(rows):
         for c, v in enumerate(r):
-            ws.write_string(i, c, rejects._cell(v))
+            ws.write_string(i, c, sink._cell(v))
     wb.close()
     want = [list(r) for r in openpyxl.load_workbook(ref).active.iter_rows(values_only=True)]
     got = [list(r[:3]) for r in openpyxl.load_workbook(xlsx).active.iter_rows(values_only=True)]
@@ -250,10 +260,10 @@ def test_cells_read_back_as_xlsxwriter_writes_them(tmp_path: Path) -> None:
 
 def test_a_cut_cell_fits_excels_limit() -> None:
     for text in ["x" * 40_000, "😀" * 20_000, "a" + "😀" * 16_400]:
-        cut = rejects._cell(text)
-        assert len(cut.encode("utf-16-le")) // 2 <= rejects.MAX_CELL
+        cut = sink._cell(text)
+        assert len(cut.encode("utf-16-le")) // 2 <= sink.MAX_CELL
         assert cut.endswith(" ... (cut by leadpipe)")
-    assert rejects._cell("short") == "short"
+    assert sink._cell("short") == "short"
 
 
 def test_the_risky_scan_of_a_column_agrees_with_is_risky() -> None:
@@ -264,7 +274,7 @@ def test_the_risky_scan_of_a_column_agrees_with_is_risky() -> None:
             "".join(rng.choices(alphabet, k=rng.randint(0, 6))) for _ in range(rng.randint(1, 4))
         ]
         want = [i for i, v in enumerate(col) if is_risky(v)]
-        assert rejects._risky_cells(col, *rejects._joined(col)) == want, col
+        assert sink._risky_cells(col, *sink._joined(col)) == want, col
 
 
 def test_a_big_batch_reaches_the_thread_in_bounded_pieces(
@@ -272,14 +282,14 @@ def test_a_big_batch_reaches_the_thread_in_bounded_pieces(
 ) -> None:
     monkeypatch.setattr(rejects, "BATCH_ROWS", 7)
     sizes: list[int] = []
-    write = rejects._Sink.write
+    write = sink.Sink.write
 
-    def counting(self: rejects._Sink, batch: list[rejects.Reject]) -> None:
+    def counting(self: sink.Sink, batch: list[rejects.Reject]) -> None:
         sizes.append(len(batch))
         write(self, batch)
 
-    monkeypatch.setattr(rejects._Sink, "write", counting)
-    w = writer(tmp_path, "b")
+    monkeypatch.setattr(sink.Sink, "write", counting)
+    w = writer(tmp_path, "b", "thread")
     (rows,) = batches(2, 52, 50)  # one chunk's 50 rows, e.g. a cancelled file's not-sent rows
     w.add_many(rows)
     _, csv_path = w.close()
@@ -319,3 +329,121 @@ def test_a_row_after_end_rows_is_still_written(tmp_path: Path, late_row: int) ->
     assert [int(r[3]) for r in rows] == sorted({*range(2, 100), late_row})
     assert any(r[0] == "late" for r in rows) == (late_row == 150)  # row 50 keeps its cells
     assert len(sheet_dump(xlsx)) == len(rows) + 1
+
+
+# ---------------------------------------------------------------- the writer's child process
+
+
+def writer_children() -> list[psutil.Process]:
+    return [
+        p
+        for p in psutil.Process().children()
+        if "pipeline.ingest.report.sink_process" in " ".join(p.cmdline())
+    ]
+
+
+def files_in(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+
+
+def test_the_child_process_and_the_thread_write_the_same_files(tmp_path: Path) -> None:
+    made = {}
+    for kind in ("process", "thread"):
+        w = writer(tmp_path, kind, kind)  # type: ignore[arg-type]
+        for part in batches(2, 300, 40):
+            w.add_many(part)
+        if kind == "process":
+            assert len(writer_children()) == 1  # the files are written over there
+        made[kind] = w.close()
+        assert w.sheets == 1
+    assert not writer_children()
+    assert sheet_dump(made["process"][0]) == sheet_dump(made["thread"][0])
+    assert read_csv(made["process"][1]) == read_csv(made["thread"][1])
+
+
+def test_a_killed_writer_process_fails_the_close_plainly_and_leaves_no_file(
+    tmp_path: Path,
+) -> None:
+    w = writer(tmp_path, "k")
+    w.add_many(batches(2, 50, 50)[0])
+    deadline = time.monotonic() + 30
+    while not files_in(tmp_path / "k") and time.monotonic() < deadline:
+        time.sleep(0.02)  # until the child has its files open (and so has said it is ready)
+    time.sleep(0.2)
+    (child,) = writer_children()
+    child.kill()  # not reaped here: the writer is the one to see how it ended
+    while child.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for part in batches(50, 400, 50):  # the stream goes on: nothing blocks on the dead child
+        w.add_many(part)
+    with pytest.raises(OSError, match="reject writer's process ended with exit code -9"):
+        w.close()
+    assert not reject_threads()
+    assert files_in(tmp_path / "k") == []
+
+
+def test_the_writer_process_removes_its_files_when_leadpipe_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the process writing: its child sees the end of its input and cleans up."""
+    script = f"""
+import sys, time
+from pathlib import Path
+from pipeline.ingest.problems import RowProblem
+from pipeline.ingest.report.rejects import RejectWriter
+out = Path({str(tmp_path / "out")!r})
+w = RejectWriter(out / "r.rejects.xlsx", out / "r.rejects.csv", ["A"], tmp_dir=out / "spool")
+w.add_many([(r, ["=x"], [RowProblem(r, "A", "=x", "pattern", "bad")]) for r in range(2, 500)])
+w.end_rows()
+print("written", flush=True)
+time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "written"
+        deadline = time.monotonic() + 30
+        children: list[psutil.Process] = []
+        while not children and time.monotonic() < deadline:
+            children = [
+                p
+                for p in psutil.Process(proc.pid).children()
+                if "sink_process" in " ".join(p.cmdline())
+            ]
+        (child,) = children
+        while not files_in(tmp_path / "out" / ".leadpipe") and time.monotonic() < deadline:
+            time.sleep(0.02)  # the child has its files open
+        proc.kill()
+        proc.wait(10)
+        child.wait(30)  # it ends by itself
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert [p for p in files_in(tmp_path / "out") if "spool" not in p.parts] == []
+
+
+def test_without_a_child_process_the_files_are_written_in_this_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    w = writer(tmp_path, "n")
+    for part in batches(2, 100, 25):
+        w.add_many(part)
+    _, csv_path = w.close()
+    assert len(read_csv(csv_path)) == 99
+    assert "writing the reject files in this process instead" in caplog.text
+
+
+def test_an_error_opening_the_files_in_the_child_is_raised_as_it_was(tmp_path: Path) -> None:
+    (tmp_path / "blocked").write_text("a file where the folder should be", encoding="utf-8")
+    w = RejectWriter(
+        tmp_path / "blocked" / "r.rejects.xlsx",
+        tmp_path / "blocked" / "r.rejects.csv",
+        HEADERS,
+        tmp_dir=tmp_path / "spool",
+    )
+    for part in batches(2, 100, 25):
+        w.add_many(part)
+    with pytest.raises((FileExistsError, NotADirectoryError)):
+        w.close()
+    assert not writer_children()
