@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -96,3 +99,39 @@ def test_config_refuses_a_schedule_an_export_run_would_refuse(tmp_path: Path) ->
     assert result.exit_code == 3, result.output
     assert "exports.nightly.schedule" in result.output
     assert "is not a cron expression" in result.output
+
+
+def _console(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The ``leadpipe`` console script's entry point, as a child process."""
+    code = "import sys; from pipeline.cli import console; sys.argv[0] = 'leadpipe'; console()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+def test_the_console_script_ends_with_the_commands_code_and_all_of_its_output(
+    tmp_path: Path,
+) -> None:
+    """It leaves without tearing the interpreter down: nothing of the output may be lost."""
+    bad = _console("--config", str(tmp_path / "missing.toml"), "status", cwd=tmp_path)
+    assert bad.returncode == 3
+    assert "file not found" in bad.stderr
+    (tmp_path / "leadpipe.toml").write_text("", encoding="utf-8")
+    rows = "".join(f"Navn {i},+45 1234 56{i:02d},n{i}@example.com\n" for i in range(300))
+    (tmp_path / "leads.csv").write_text("name,phone,email\n" + rows, encoding="utf-8")
+    done = _console(
+        "--config",
+        str(tmp_path / "leadpipe.toml"),
+        "ingest",
+        str(tmp_path / "leads.csv"),
+        "--campaign",
+        "B2B-DK-SPRING",
+        "--dry-run",
+        "--json",
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    receipt = json.loads(done.stdout[done.stdout.index("{") :])  # the whole JSON arrived
+    assert receipt["rows_read"] == 300
