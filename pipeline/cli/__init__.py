@@ -38,7 +38,7 @@ def console() -> None:
     a data command, freeing every module and object takes about a quarter of a second, which
     a person waits for and nothing needs. Exit handlers still run and output is flushed first.
     While a thread that is not a daemon still runs, the ordinary exit (which waits for it) is
-    kept.
+    kept, and so it is under a profiler or a coverage tracer (they report at exit).
     """
     try:
         main()
@@ -46,6 +46,8 @@ def console() -> None:
         code = done.code
     else:  # (typer always exits with SystemExit)
         code = 0
+    if sys.getprofile() or sys.gettrace():  # a profiler or coverage writes its report at exit
+        sys.exit(code)
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not _MAIN):
         sys.exit(code)
     if isinstance(code, str):  # what sys.exit(message) does

@@ -241,4 +241,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stderr.flush()
+    os._exit(code)  # the files are closed: no interpreter teardown for the parent to wait for
