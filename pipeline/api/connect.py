@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 
@@ -23,8 +24,32 @@ from pipeline.api.ratelimit import limiter_for
 from pipeline.api.retry import RetryPolicy
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
+from pipeline.errors import StateError
+
+if TYPE_CHECKING:  # psycopg is loaded only for a PostgreSQL ledger
+    from pipeline.api.shared_budget import SharedBudget
 
 log = logging.getLogger(__name__)
+
+
+def shared_budget_for(settings: Settings) -> SharedBudget | None:
+    """The account's request budget every node shares, for a PostgreSQL ledger (else None).
+
+    docs/cluster.md, "Shared request budget": the counters live in the ledger's database, so
+    the nodes that share a ledger share the account's minute and day. Nothing is connected
+    here (the first request does); psycopg is imported only for such a ledger.
+    """
+    if not settings.state.postgresql or settings.api.embedded:
+        return None
+    try:
+        from pipeline.api.shared_budget import SharedBudget
+    except ImportError as exc:
+        raise StateError(
+            "[state] ledger is a PostgreSQL database, but psycopg is not installed: "
+            "pip install 'leadpipe[postgresql]' (psycopg[binary,pool])."
+        ) from exc
+    api = settings.api
+    return SharedBudget(settings.state.ledger, settings.state.password, api.url, api.user)
 
 
 @contextlib.contextmanager
@@ -45,9 +70,11 @@ def open_client(
     A real tenant's rate limiter records its requests in ``settings.paths.state``, so a restart
     starts with the budget the previous process used (the embedded sandbox's budget ends with
     the process: nothing to record), and so does its daily budget (``[api] requests_per_day``,
-    ``daily_reserve``, ``daily_reset``). Once ``stop`` is set (a stopping service), the client
-    starts no request and no retry (docs/architecture.md, "Lanes"); the embedded sandbox is
-    stopped only after the client's user has returned, so no request of ours outlives it.
+    ``daily_reserve``, ``daily_reset``). With a PostgreSQL ledger the account's minute and day
+    budget is shared there by every node (:func:`shared_budget_for`). Once ``stop`` is set (a
+    stopping service), the client starts no request and no retry (docs/architecture.md,
+    "Lanes"); the embedded sandbox is stopped only after the client's user has returned, so no
+    request of ours outlives it.
     """
     retry = RetryPolicy.from_settings(settings.api, stop=stop)
     if not settings.api.embedded:
@@ -62,6 +89,7 @@ def open_client(
             clock,
             state_dir=settings.paths.state,
             daily=DailyPolicy.from_settings(settings),  # docs/api-contract.md, "The daily quota"
+            shared=shared_budget_for(settings),
         )
         client = HeroBaseClient(
             api,

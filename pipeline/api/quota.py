@@ -15,7 +15,11 @@ is spent:
   of the day; our requests are kept in the state folder (:class:`DayLog`), so a restart starts
   with the day's count;
 - the **reset**: ``[api] daily_reset`` (default midnight) in the tenant's time zone, unless a
-  daily header window says when it resets.
+  daily header window says when it resets;
+- **shared** (:attr:`DailyBudget.shared`, with a PostgreSQL ledger): the day's count is the
+  account's over every node, kept in PostgreSQL (:mod:`pipeline.api.shared_budget`,
+  docs/cluster.md, "Shared request budget"); each permit the limiter takes there tells this
+  budget the account's count, and the tenant's count is shared there too.
 
 All times come from the injected clock.
 """
@@ -32,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from pipeline.clock import Clock, shown_time
@@ -57,6 +61,16 @@ class QuotaExhausted(Unavailable):
     def __init__(self, message: str, *, resume_at: datetime) -> None:
         self.resume_at = resume_at
         super().__init__(message)
+
+
+class SharedDay(Protocol):
+    """The day's counter every node shares (:class:`pipeline.api.shared_budget.SharedBudget`)."""
+
+    def day_used(self, day_end: datetime) -> int | None:
+        """Our requests of the day over every node (None: unknown now)."""
+
+    def set_others(self, day_end: datetime, others: int) -> None:
+        """The tenant's count held ``others`` requests beyond ours."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +202,8 @@ class DailyBudget:
         self._refresh_due = False  # a new day began: read the tenant's count again
         self._store: DayLog | None = None
         self.per_minute: int | None = None
+        #: the day's counter shared by every node (None: this process counts alone)
+        self.shared: SharedDay | None = None
 
     def __repr__(self) -> str:
         return f"DailyBudget(used={self.status().used}, budget={self.status().budget})"
@@ -219,9 +235,29 @@ class DailyBudget:
             )
 
     def mark(self) -> int:
-        """Our requests so far today (pass to :meth:`configure` with the tenant's count)."""
+        """Our requests so far today (pass to :meth:`configure` with the tenant's count).
+
+        Shared: every node's requests of the day (this process's own when the database does
+        not answer: the tenant's count then looks larger, the safe side).
+        """
+        shared = self.shared
+        if shared is not None:
+            used = shared.day_used(self.shared_day()[0])
+            if used is not None:
+                return used
         with self._lock:
             return self._ours
+
+    def shared_day(self) -> tuple[datetime, int | None]:
+        """The day of the shared counter (the instant it ends) and the day's usable budget.
+
+        The day as the policy defines it (``daily_reset`` in the tenant's time zone), the same
+        on every node whatever headers each saw.
+        """
+        now = self.clock.now()
+        end = next_reset(now, self.tz, self.policy.reset)
+        with self._lock:
+            return end, budget_of(self._limit()[0], self.policy.reserve)
 
     def configure(
         self,
@@ -250,6 +286,13 @@ class DailyBudget:
                 store = None
         if store is not None:
             store.base(used_today or 0, base_at)
+        shared = self.shared
+        if shared is not None and used_today is not None and used_today >= 0:
+            # the tenant counted every node's requests up to ``mark`` and the one that asked;
+            # the rest of its count is other integrations' (docs/cluster.md, "Shared request
+            # budget")
+            ours = 0 if mark is None else mark + 1
+            shared.set_others(self.shared_day()[0], used_today - ours)
 
     def claim_refresh(self) -> bool:
         """True once after a new day began: the caller reads the tenant's count again."""
@@ -273,17 +316,35 @@ class DailyBudget:
         if budget is not None and used >= budget:
             raise QuotaExhausted(self._spent_sentence(used, budget), resume_at=self._reset_at)
 
-    def take(self) -> None:
-        """Count one request about to be sent; QuotaExhausted (nothing counted) when spent."""
+    def take(self, shared_used: int | None = None) -> None:
+        """Count one request about to be sent; QuotaExhausted (nothing counted) when spent.
+
+        ``shared_used``: the shared budget granted it, and the account's count of the day is
+        that (every node's requests and the tenant's others): counted, never refused here.
+        """
         now = self.clock.now()
         with self._lock:
             self._roll(now)
-            self._refuse_if_spent()
+            if shared_used is None:
+                self._refuse_if_spent()
             self._ours += 1
             self._since_base += 1
+            if shared_used is not None:
+                self._base, self._since_base = shared_used, 0
             store = self._store
         if store is not None:
             store.append(now)
+
+    def spent(self, used: int, resume_at: datetime) -> QuotaExhausted:
+        """The shared day is spent at ``used`` requests: the error to raise (nothing sent)."""
+        with self._lock:
+            self._roll(self.clock.now())
+            self._base, self._since_base = max(used, self._used()), 0
+            budget = budget_of(self._limit()[0], self.policy.reserve)
+            if self._reset_at > resume_at:
+                resume_at = self._reset_at
+            sentence = self._spent_sentence(used, budget if budget is not None else used)
+        return QuotaExhausted(sentence, resume_at=resume_at)
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Follow a daily ``X-Rate-Limit-*`` window (reset later than a minute), if any."""

@@ -28,7 +28,15 @@ ceiling (a token bucket would allow a burst of twice its rate across a window bo
   nothing sent), so a stopping service starts no new request;
 - beside the minute window, the account's daily budget (:class:`~pipeline.api.quota.DailyBudget`,
   when :func:`limiter_for` is given a ``daily`` policy): ``acquire()`` raises
-  :class:`~pipeline.api.quota.QuotaExhausted` instead of letting a request over it go.
+  :class:`~pipeline.api.quota.QuotaExhausted` instead of letting a request over it go;
+- with a shared budget (:func:`limiter_for` ``shared``: a PostgreSQL ledger, docs/cluster.md,
+  "Shared request budget"), the request whose turn it is, once this process's window, pacing
+  and daily budget let it go, also takes a permit from the account's counters in PostgreSQL
+  (:class:`~pipeline.api.shared_budget.SharedBudget`), priority reads included (the account
+  counts every request), uploads leaving the same headroom there. The shared minute spent:
+  every request waits for the database's next window (one sleep, no polling); the shared day
+  spent: :class:`~pipeline.api.quota.QuotaExhausted`; the database unreachable:
+  :class:`BudgetUnreachable` (nothing sent, safe to retry).
 
 All waiting goes through the injected clock, so tests with a FakeClock never sleep.
 """
@@ -46,6 +54,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 try:
     import fcntl
@@ -55,6 +64,7 @@ except ImportError:  # pragma: no cover - not POSIX: no grant file, the limiter 
 from pipeline.api.quota import (
     DailyBudget,
     DailyPolicy,
+    QuotaExhausted,
     QuotaStatus,
     RateHeaders,
     day_log_path,
@@ -62,6 +72,9 @@ from pipeline.api.quota import (
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import Unavailable
 from pipeline.files import PRIVATE_FILE_MODE, open_private, private_dir
+
+if TYPE_CHECKING:  # psycopg is loaded only for a PostgreSQL ledger
+    from pipeline.api.shared_budget import Permit, SharedBudget
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +103,14 @@ def headroom(limit: int) -> int:
 
 class Stopping(Unavailable):
     """The process is stopping: the request was not sent (and is not retried)."""
+
+
+class BudgetUnreachable(Unavailable):
+    """The shared request budget (PostgreSQL) did not answer: the request was not sent.
+
+    Retried like any request HeroBase did not process (docs/cluster.md, "Shared request
+    budget"): nothing goes out without a permit.
+    """
 
 
 class _Ticket:
@@ -147,6 +168,11 @@ class RateLimiter:
         self._cautious_count = 0
         #: the account's daily budget (None: only the minute window is kept)
         self.daily: DailyBudget | None = None
+        #: the account's budget shared with other nodes (None: this process counts alone)
+        self.shared: SharedBudget | None = None
+        self._claiming: _Ticket | None = None  # the request taking a shared permit now
+        # the shared window is spent until then (monotonic): [uploads, priority requests]
+        self._shared_blocked = [0.0, 0.0]
 
     def __repr__(self) -> str:
         return f"RateLimiter(limit={self.limit}/min, ceiling={self.ceiling}/min)"
@@ -192,7 +218,19 @@ class RateLimiter:
             if self.daily is None:
                 self.daily = budget
                 self.daily.per_minute = self.limit
+                if self.shared is not None:
+                    self.daily.shared = self.shared
             return self.daily
+
+    def use_shared(self, shared: SharedBudget) -> bool:
+        """Take permits from ``shared`` too (the first one given stays); False if one was."""
+        with self._lock:
+            if self.shared is not None:
+                return False
+            self.shared = shared
+            if self.daily is not None:
+                self.daily.shared = shared
+            return True
 
     def quota(self) -> QuotaStatus | None:
         """The day's budget now (None: no daily budget is kept)."""
@@ -272,7 +310,9 @@ class RateLimiter:
         :data:`PRIORITY_BURST` in a row while lanes wait), then one per ``lane``, round-robin,
         first come first served within a lane. Raises
         :class:`~pipeline.api.quota.QuotaExhausted` (at once, nothing sent) when the day's
-        budget is spent, and :class:`Stopping` (nothing sent) once ``cancel`` is set.
+        budget is spent, :class:`Stopping` (nothing sent) once ``cancel`` is set, and
+        :class:`BudgetUnreachable` (nothing sent) when the shared budget's database does not
+        answer.
         """
         if cancel is not None and cancel.is_set():
             raise Stopping("leadpipe is stopping: request not sent")
@@ -287,24 +327,37 @@ class RateLimiter:
                 self._priority.append(ticket)
             else:
                 self._lanes.setdefault(lane, deque()).append(ticket)
+        permit: Permit | None = None
         try:
             while True:
                 with self._lock:
                     if cancel is not None and cancel.is_set():
                         raise Stopping("leadpipe is stopping: request not sent")
                     now = self.clock.monotonic()
-                    mine = self._next() is ticket
+                    # one request at a time takes a shared permit: the others wait their turn
+                    mine = self._next() is ticket and self._claiming is None
                     # everyone sleeps until the window has room; only the next one takes it
                     wait = self._wait_needed(now, ticket)
-                    if mine and wait <= 0:
+                    shared = self.shared
+                    if mine and wait <= 0 and shared is None:
                         self._grant(ticket, now)
                         granted = True
                         store = self._store
                         break
-                    if not mine and wait <= 0:
+                    if mine and wait <= 0:
+                        self._claiming = ticket
+                        per_minute = self._shared_cap(ticket)
+                    elif wait <= 0:
                         # another request is next: it wakes us when it leaves the queue
                         self._turn.wait(_POLL if cancel is not None else 1.0)
                         continue
+                if shared is not None and wait <= 0:
+                    permit = self._take_shared(shared, ticket, per_minute)
+                    if permit.granted:
+                        granted = True
+                        store = self._store
+                        break
+                    continue  # the shared window's end is now everyone's wait
                 self._sleep(wait, cancel)
                 waited += wait
         finally:
@@ -315,9 +368,59 @@ class RateLimiter:
             store.append(self.clock.now().timestamp())
         if daily is not None:
             # the last of the day's budget may have gone to another thread meanwhile: refused
-            # then (the minute permit is spent for nothing, the day's count is kept exact)
-            daily.take()
+            # then (the minute permit is spent for nothing, the day's count is kept exact);
+            # with a shared permit the database counted the day already, for every node
+            daily.take(permit.day_used if permit is not None else None)
         return waited
+
+    def _shared_cap(self, ticket: _Ticket) -> int:
+        """The account's requests a minute ``ticket`` may take a shared permit within (lock
+        held): uploads of a pacing limiter leave the headroom to priority requests there too."""
+        keep = headroom(self.limit) if self.pace_uploads and not ticket.priority else 0
+        return self.limit - keep
+
+    def _take_shared(self, shared: SharedBudget, ticket: _Ticket, per_minute: int) -> Permit:
+        """Take ``ticket``'s permit from the shared budget (outside the lock; ``ticket`` is
+        the one claiming). Granted: recorded as a grant here too. The shared minute spent: every
+        request of its kind waits for the next window. Raises QuotaExhausted (the shared day
+        spent) or BudgetUnreachable (the database did not answer); nothing is sent then."""
+        daily = self.daily
+        permit: Permit | None = None
+        try:
+            day_end, day_cap = daily.shared_day() if daily is not None else (None, None)
+            try:
+                permit = shared.take(per_minute, day_end=day_end, day_cap=day_cap)
+            except Exception as exc:  # never a dead thread: no permit, nothing sent
+                log.exception("the shared request budget failed")
+                permit = _no_permit(f"{type(exc).__name__}")
+        finally:
+            with self._lock:
+                self._claiming = None
+                now = self.clock.monotonic()
+                if permit is not None and permit.granted:
+                    self._grant(ticket, now)  # passes the turn on
+                else:
+                    self._turn.notify_all()
+                if permit and not (permit.granted or permit.unavailable or permit.day_spent):
+                    # the shared minute is spent: wait for its end (by the database's clock)
+                    until = now + permit.wait
+                    self._shared_blocked[int(ticket.priority)] = until
+                    if ticket.priority:  # a priority request's cap is the higher one
+                        self._shared_blocked[0] = max(self._shared_blocked[0], until)
+        if permit.day_spent:
+            used = permit.day_used if permit.day_used is not None else day_cap or 0
+            if daily is not None and day_end is not None:
+                raise daily.spent(used, day_end)
+            raise QuotaExhausted(  # pragma: no cover - a day cap comes with a daily budget
+                "the day's HeroBase request budget is spent", resume_at=self.clock.now()
+            )
+        if permit.unavailable:
+            raise BudgetUnreachable(
+                f"the shared request budget cannot be reached ({permit.unavailable}): request "
+                "not sent",
+                retry_after=permit.wait or None,
+            )
+        return permit
 
     def waiting(self) -> int:
         """How many requests wait for a permit now."""
@@ -381,6 +484,9 @@ class RateLimiter:
             grants.popleft()
         if self._blocked_until > now:
             return self._blocked_until - now
+        shared_blocked = self._shared_blocked[int(ticket.priority)]
+        if shared_blocked > now:  # the shared window is spent: its end, for every node
+            return shared_blocked - now
         # an upload of a pacing limiter leaves the last ``keep`` permits to priority requests
         keep = headroom(self.limit) if self.pace_uploads and not ticket.priority else 0
         allowed = self.limit - keep
@@ -470,6 +576,7 @@ def limiter_for(
     *,
     state_dir: Path | None = None,
     daily: DailyPolicy | None = None,
+    shared: SharedBudget | None = None,
 ) -> RateLimiter:
     """The process-wide limiter of account ``(url, user)``.
 
@@ -477,7 +584,9 @@ def limiter_for(
     gets its own, so fake time never leaks between tests. With ``state_dir`` the limiter keeps
     its grants in that folder (:func:`grant_log_path`) and starts from the ones recorded there.
     With ``daily`` it keeps the account's daily budget too (its requests of the day in
-    ``state_dir``, :func:`~pipeline.api.quota.day_log_path`).
+    ``state_dir``, :func:`~pipeline.api.quota.day_log_path`). With ``shared`` every request
+    also takes a permit from the account's budget every node shares (docs/cluster.md, "Shared
+    request budget"); the limiter's first one stays (another given later is closed).
     """
     clock_key = None if isinstance(clock, SystemClock) else id(clock)
     key = (url.rstrip("/").lower(), user.lower(), clock_key)
@@ -493,6 +602,8 @@ def limiter_for(
         budget = limiter.use_daily(DailyBudget(daily, clock))
         if state_dir is not None:
             budget.use_state(day_log_path(state_dir, url, user))
+    if shared is not None and not limiter.use_shared(shared):
+        shared.close()
     return limiter
 
 
@@ -790,3 +901,10 @@ def _create_exclusive(path: Path, content: bytes) -> bool:
 def _close_quietly(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)
+
+
+def _no_permit(why: str) -> Permit:
+    """No permit: the shared budget failed in an unexpected way (treated as unreachable)."""
+    from pipeline.api.shared_budget import Permit
+
+    return Permit(False, wait=1.0, unavailable=why)
