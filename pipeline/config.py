@@ -451,6 +451,87 @@ def _state(raw: Any, env: Mapping[str, str], col: _Collector) -> StateSettings:
     return replace(section, ledger=url, password=env.get(LEDGER_PASSWORD_ENV, ""))
 
 
+#: Where a node's name is read when ``[cluster] node`` is empty (docs/cluster.md, "Nodes").
+NODE_ENV = "LEADPIPE_NODE"
+#: Folder under ``[paths] state`` holding each node's own state (docs/cluster.md, "Nodes").
+NODES_DIR = "nodes"
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """``[cluster]``: several ``leadpipe run`` nodes on one drop folder (docs/cluster.md).
+
+    Used only with a PostgreSQL ledger; with SQLite nothing here changes anything.
+    """
+
+    #: this node's name ("" = $LEADPIPE_NODE, else the host name); names its state folder
+    node: str = ""
+    #: how often the node renews its registry row and its leases (s)
+    heartbeat_seconds: float = 5.0
+    #: how long a lease holds without renewal (s); must exceed heartbeat + the API timeouts
+    lease_seconds: float = 60.0
+    #: the shared state folder (``[paths] state`` as configured); None: not clustered
+    shared_state: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """True when this process is a node of a cluster (a PostgreSQL ledger)."""
+        return self.shared_state is not None
+
+
+def node_name(configured: str, env: Mapping[str, str]) -> str:
+    """The node's name: ``$LEADPIPE_NODE``, else ``[cluster] node``, else the host name.
+
+    The environment wins so that every node can run from ONE shared config file. The host
+    name is made a safe folder name (letters, digits, ``.``, ``_``, ``-``).
+    """
+    import re
+    import socket
+
+    name = (env.get(NODE_ENV) or "").strip() or configured.strip()
+    if name:
+        return name
+    host = socket.gethostname() or "node"
+    return re.sub(r"[^A-Za-z0-9._-]", "-", host)[:64].strip(".") or "node"
+
+
+def _cluster(
+    raw: Any, env: Mapping[str, str], api: ApiSettings, col: _Collector, *, used: bool
+) -> ClusterSettings:
+    """``[cluster]``: the node's name and the heartbeat and lease times, checked together
+    (``used``: a PostgreSQL ledger; otherwise only the keys and types are checked)."""
+    import re
+
+    if isinstance(raw, dict) and "shared_state" in raw:
+        col.add("cluster.shared_state", "not a setting (the shared folder is [paths] state)")
+        raw = {k: v for k, v in raw.items() if k != "shared_state"}
+    section = _section(ClusterSettings, raw, "cluster", col) or ClusterSettings()
+    if not used:
+        return section
+    name = node_name(section.node, env)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        src = "environment" if env.get(NODE_ENV) else None
+        col.add(
+            "cluster.node",
+            f"a node name is 1-64 letters, digits, '.', '_' or '-' (it names a folder), "
+            f"got {name!r}",
+            src,
+        )
+    if section.heartbeat_seconds <= 0:
+        col.add("cluster.heartbeat_seconds", "must be more than 0")
+    # a request already sent when the lease is lost may still be answered (docs/cluster.md,
+    # "Leases and fencing"): the lease outlives a heartbeat plus a whole request
+    least = section.heartbeat_seconds + api.connect_timeout + api.read_timeout
+    if section.lease_seconds <= least:
+        col.add(
+            "cluster.lease_seconds",
+            f"must be more than heartbeat_seconds + api.connect_timeout + api.read_timeout "
+            f"({section.heartbeat_seconds:g} + {api.connect_timeout:g} + {api.read_timeout:g} "
+            f"= {least:g} s), got {section.lease_seconds:g}",
+        )
+    return replace(section, node=name, shared_state=None)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything leadpipe needs, loaded once and passed down."""
@@ -464,6 +545,7 @@ class Settings:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     state: StateSettings = field(default_factory=StateSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     campaigns: dict[str, CampaignSettings] = field(default_factory=dict)
     exports: list[ExportJob] = field(default_factory=list)
     timezone: str = "Europe/Copenhagen"
@@ -590,7 +672,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     col = _Collector(source)
 
     known_top = {"paths", "api", "intake", "status", "sandbox", "campaigns", "exports", "timezone"}
-    known_top.update({"validation", "alerts", "retention", "state"})
+    known_top.update({"validation", "alerts", "retention", "state", "cluster"})
     for k in raw:
         if k not in known_top:
             col.add(k, f"unknown section (known: {', '.join(sorted(known_top))})")
@@ -736,6 +818,10 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     alerts = _alerts(raw.get("alerts"), env, col)
     retention = _retention(raw.get("retention"), col)
     state = _state(raw.get("state"), env, col)
+    cluster = _cluster(raw.get("cluster"), env, api, col, used=state.postgresql)
+    if state.postgresql:  # a node of a cluster: its own state folder (docs/cluster.md, "Nodes")
+        cluster = replace(cluster, shared_state=paths.state)
+        paths = replace(paths, state=paths.state / NODES_DIR / cluster.node)
 
     if col.problems:
         raise ConfigError(col.problems)
@@ -749,6 +835,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         alerts=alerts,
         retention=retention,
         state=state,
+        cluster=cluster,
         campaigns=campaigns,
         exports=exports,
         timezone=tz,

@@ -141,10 +141,11 @@ def status_cmd(
         typer.echo(json.dumps(found.to_json(), indent=2, default=str))
         return
     now = found.intake
+    node = f" as node {found.node}" if found.node else ""
     if found.running:
-        console().print(f"leadpipe run is running (pid {found.pid}).", highlight=False)
+        console().print(f"leadpipe run is running{node} (pid {found.pid}).", highlight=False)
     else:
-        console().print("leadpipe run is not running.", highlight=False)
+        console().print(f"leadpipe run is not running{node}.", highlight=False)
     if found.at:
         console().print(f"Last status: {shown_time(found.at)}", highlight=False, markup=False)
     console().print(f"Inbox: {now.inbox}", highlight=False, markup=False)
@@ -221,3 +222,9 @@ def status_cmd(
             highlight=False,
             markup=False,
         )
+    if found.node:  # a node of a cluster (docs/cluster.md, "What to monitor")
+        console().print(f"Cluster nodes (this is {found.node}):", highlight=False, markup=False)
+        if found.nodes_problem:
+            console().print(f"[red]{escape(found.nodes_problem)}[/]", highlight=False)
+        for n in found.nodes:
+            console().print(f"  {n.sentence()}", highlight=False, markup=False)

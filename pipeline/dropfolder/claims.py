@@ -7,7 +7,10 @@
 
 A claim is an atomic rename on the inbox's volume, with a record of the file as claimed (size,
 mtime, SHA-256, the name it was dropped as) written first. Claims an interrupted run left are
-found again by :meth:`Claims.interrupted` and resumed (``docs/dropfolder.md``). The moves
+found again by :meth:`Claims.interrupted` and resumed (``docs/dropfolder.md``). In a cluster
+each claim also has a lease (:class:`~pipeline.dropfolder.jobs.ClaimLeases`), taken before the
+claim folder is made; a claim is resumed only by the node that takes its lease, so never one
+another live node works on (docs/cluster.md, "How nodes share the drop folder"). The moves
 themselves belong to :class:`pipeline.dropfolder.layout.DropFolder`; this module decides which.
 """
 
@@ -24,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pipeline.dropfolder.identity import FileIdentity
-from pipeline.dropfolder.jobs import Job, Outcome
+from pipeline.dropfolder.jobs import ClaimLeases, Job, LeaseHold, Outcome
 from pipeline.dropfolder.layout import CLAIM_RECORD, DropFolder, error_text, parse_claim, safe_name
 from pipeline.dropfolder.scan import SeenFile
 from pipeline.errors import FileUnreadable
@@ -57,9 +60,16 @@ class Claims:
     ``local_now`` is the current local time (claim names and result stamps).
     """
 
-    def __init__(self, layout: DropFolder, local_now: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        layout: DropFolder,
+        local_now: Callable[[], datetime],
+        leases: ClaimLeases | None = None,
+    ) -> None:
         self.layout = layout
         self.local_now = local_now
+        #: a cluster's leases on claims (None: one node; every claim is ours)
+        self.leases = leases
         self._seq = itertools.count()
 
     def stamp(self) -> str:
@@ -101,10 +111,21 @@ class Claims:
                 "dropped_as": dropped_as,
             }
         )
+        lease: LeaseHold | None = None
+        if self.leases is not None:
+            # before the folder exists: no other node can take it as an interrupted claim
+            lease = self.leases.take(claim)
+            if lease is None:
+                raise NotClaimed(
+                    "waits: another node is working on the same file, or the cluster's "
+                    "database is not answering (tried again)"
+                )
         try:
             target = self.layout.claim(e.path, claim, name, record + "\n")
         except OSError as exc:
             DropFolder.unclaim(claim)
+            if self.leases is not None:
+                self.leases.release(claim)
             if isinstance(exc, FileNotFoundError):
                 raise NotClaimed() from None  # renamed just now: the next sweep sees its name
             log.warning("could not claim %s: %s", e.path, exc)
@@ -119,6 +140,7 @@ class Claims:
             sha256=identity.sha256,
             identity=identity,
             dropped_as=dropped_as,
+            lease=lease,
         )
 
     def finish(self, job: Job, out: Outcome) -> Placed:
@@ -154,7 +176,11 @@ class Claims:
     def interrupted(
         self, handled: Callable[[Path], bool], code_for: Callable[[str], str | None]
     ) -> list[Job]:
-        """Every claim left in the work folder that is not ``handled`` already, as a job."""
+        """Every claim left in the work folder that is not ``handled`` already, as a job.
+
+        In a cluster, only the claims whose lease this node takes (none held, or expired: its
+        node died or could not renew it), each job with its lease.
+        """
         try:
             campaign_dirs = [d for d in self.layout.work.iterdir() if d.is_dir()]
         except OSError:
@@ -164,11 +190,19 @@ class Claims:
             for claim in sorted(cdir.iterdir()):
                 if not claim.is_dir() or handled(claim):
                     continue
-                files = [f for f in claim.iterdir() if f.is_file() and f.name != CLAIM_RECORD]
+                lease: LeaseHold | None = None
+                if self.leases is not None and (lease := self.leases.take(claim)) is None:
+                    continue  # another live node works on it
+                try:
+                    files = [f for f in claim.iterdir() if f.is_file() and f.name != CLAIM_RECORD]
+                except OSError:
+                    files = []  # gone meanwhile (its node finished it)
                 if not files:
                     with contextlib.suppress(OSError):
                         (claim / CLAIM_RECORD).unlink(missing_ok=True)
                         claim.rmdir()  # the move out finished before an interruption
+                    if self.leases is not None:
+                        self.leases.release(claim)
                     continue
                 stamp, sha, preview = parse_claim(claim.name)
                 identity, dropped_as = _claimed_as(claim)
@@ -183,6 +217,7 @@ class Claims:
                     resumed=True,
                     identity=identity,
                     dropped_as=dropped_as,
+                    lease=lease,
                 )
                 log.info("resuming %s for %s (interrupted earlier)", job.name, job.campaign)
                 jobs.append(job)

@@ -47,7 +47,7 @@ from pipeline.dropfolder.campaigns import CampaignDirectory
 from pipeline.dropfolder.cancel import CancelRequest, find_requests
 from pipeline.dropfolder.claims import Claims, NotClaimed
 from pipeline.dropfolder.eta import estimate_rows, finish_times, pace_of, queue_times
-from pipeline.dropfolder.jobs import Finished, Job, Outcome, Processor
+from pipeline.dropfolder.jobs import ClaimLeases, Finished, Job, Outcome, Processor
 from pipeline.dropfolder.layout import DropFolder, safe_name, unknown_folder_text
 from pipeline.dropfolder.progress import FileRun, ProgressBoard
 from pipeline.dropfolder.queues import Queued, Queues, ResumedClaim
@@ -86,6 +86,7 @@ class Intake:
         recent_size: int = 100,
         timezone: str | None = None,
         quota: Callable[[], QuotaStatus | None] | None = None,
+        leases: ClaimLeases | None = None,
     ) -> None:
         self.inbox = Path(inbox)
         self.layout = DropFolder(self.inbox)
@@ -101,7 +102,9 @@ class Intake:
         self.settling = Settling(settle_seconds, self.clock, trust_ctime=trust_ctime)
         self.campaigns = CampaignDirectory(campaigns, self.clock)
         self.queues = Queues()
-        self.claims = Claims(self.layout, self._local_now)
+        #: a cluster's leases on claims (docs/cluster.md); None: one node
+        self.leases = leases
+        self.claims = Claims(self.layout, self._local_now, leases)
         self.recent: deque[Finished] = deque(maxlen=recent_size)
         self.totals: dict[str, int] = {o.value: 0 for o in FileOutcome}
         self.inbox_ok = True
@@ -486,12 +489,21 @@ class Intake:
         run = job.progress
         if run is not None:
             self.board.end(job.campaign, run, self.clock.monotonic())
+        if (
+            job.lease is not None
+            and out.kind is not FileOutcome.INTERRUPTED
+            and not job.lease.check()
+        ):  # another node took the claim over: it is that node's to place (docs/cluster.md)
+            log.warning("%s: the claim's lease is lost; left to the node that holds it", job.name)
+            out = Outcome(FileOutcome.INTERRUPTED, message="the claim's lease was lost")
         try:
             placed = self.claims.finish(job, out)
         except OSError as exc:
             # The inbox (a share?) went away mid-move: the claim stays and is resumed later.
             log.warning("could not finish %s (%s); it will be resumed", job.name, exc)
+            self._let_go(job, placed=False)
             return None
+        self._let_go(job, placed=placed.final is not None)
         if placed.final is None:
             return None  # interrupted: stays claimed; resumed at the next start
         with self._cond:
@@ -573,9 +585,12 @@ class Intake:
             except OSError as failure:
                 log.warning("could not move %s to failed/: %s", readable(path.name), failure)
         if final is None:
+            if job is not None:
+                self._let_go(job, placed=False)
             return None
         if job is not None:
             DropFolder.release(job.path.parent)
+            self._let_go(job, placed=True)
         done = Finished.failed(
             campaign,
             name,
@@ -588,6 +603,19 @@ class Intake:
         )
         self._record(done)
         return done
+
+    def _let_go(self, job: Job, *, placed: bool) -> None:
+        """In a cluster: release the claim's lease once its file is placed; else (it stays
+        claimed) stop renewing it, so it expires and any node resumes it (docs/cluster.md)."""
+        if self.leases is None or job.lease is None:
+            return
+        try:
+            if placed:
+                self.leases.release(job.path.parent)
+            else:
+                self.leases.drop(job.path.parent)
+        except Exception:  # a lease left behind expires by itself
+            log.exception("cannot let go of the lease of %s", job.name)
 
     def drain(self) -> int:
         """Process everything that can be taken now, in this thread. Returns files finished."""

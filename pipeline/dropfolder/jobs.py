@@ -8,11 +8,12 @@ the status page, ``/metrics`` and ``leadpipe status`` read (through
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pipeline.dropfolder.cancel import CancelSignal
 from pipeline.dropfolder.identity import FileIdentity
@@ -20,6 +21,45 @@ from pipeline.outcome import FileOutcome
 
 if TYPE_CHECKING:
     from pipeline.dropfolder.progress import FileRun
+
+
+class LeaseHold(Protocol):
+    """A claim's lease held by this node of a cluster (docs/cluster.md, "Leases and fencing").
+
+    ``lost`` is set once the node may no longer start requests for the file (another node took
+    the lease over, or it could not be renewed in time); :meth:`check` asks again (before each
+    batch of sends and before the file is placed).
+    """
+
+    lost: threading.Event
+
+    def fenced(self) -> bool:
+        """Lost, or not renewed for too long (a local look, no database): send nothing more."""
+        ...
+
+    def check(self) -> bool:
+        """Still held with its token and fresh enough to start requests (asks the database)."""
+        ...
+
+
+class ClaimLeases(Protocol):
+    """What the intake asks of a cluster: a lease per claim folder (docs/cluster.md).
+
+    Without one (SQLite, one node) every claim in the work folder is this node's own.
+    """
+
+    def take(self, claim: Path) -> LeaseHold | None:
+        """Take the lease of ``claim`` (a claim folder, made or not yet): None when another
+        live node holds it (or the same file's content), or the database cannot say."""
+        ...
+
+    def release(self, claim: Path) -> None:
+        """The claim's file reached its place: give the lease up."""
+        ...
+
+    def drop(self, claim: Path) -> None:
+        """The claim stays (interrupted): stop renewing; the lease expires by itself."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -42,6 +82,8 @@ class Job:
     progress: FileRun | None = field(default=None, compare=False)
     #: set when a person asks to cancel the file (docs/dropfolder.md, "Cancelling a file")
     cancel: CancelSignal = field(default_factory=CancelSignal, compare=False)
+    #: this node's lease on the claim, in a cluster (None: one node, the claim is ours)
+    lease: LeaseHold | None = field(default=None, compare=False)
 
 
 @dataclass

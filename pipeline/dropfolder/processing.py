@@ -18,16 +18,17 @@ import time
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
 from pipeline.api import HeroBaseClient
 from pipeline.api.quota import QuotaExhausted
+from pipeline.api.ratelimit import Stopping
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 from pipeline.dropfolder.eta import estimate_rows
 from pipeline.dropfolder.identity import open_for_writing
-from pipeline.dropfolder.jobs import Job, Outcome
+from pipeline.dropfolder.jobs import Job, LeaseHold, Outcome
 from pipeline.dropfolder.layout import DropFolder
 from pipeline.errors import (
     FileChanged,
@@ -41,7 +42,7 @@ from pipeline.files import WORK_DIR_NAME, free_name
 from pipeline.ingest.report.place import ReceiptWriter, ResultPlaces
 from pipeline.ingest.report.receipt import Receipt
 from pipeline.ingest.schema_cache import SchemaCache
-from pipeline.ledger import FileKey, Ledger, RowState, mark_changed
+from pipeline.ledger import Claim, FileKey, Ledger, RowState, mark_changed
 from pipeline.outcome import FileOutcome
 from pipeline.service.health import Heartbeats
 
@@ -101,14 +102,25 @@ class IngestProcessor:
         )
         if job.cancel.requested and not job.resumed:  # cancelled while it waited: not read
             return self._cancelled_unread(job)
+        if job.lease is not None and not job.lease.check():
+            # lost while it waited in the queue: reading it would turn rows the node that holds
+            # it now is sending into "uncertain" (docs/cluster.md, "Leases and fencing")
+            return Outcome(FileOutcome.INTERRUPTED, message="the claim's lease was lost")
         report = _Reporter(self, job)
+        stops: list[threading.Event] = [self.stop, job.cancel.event]
+        ledger, client = self.ledger, self.client
+        if job.lease is not None:  # a cluster: sends only under the claim's lease
+            stops.append(LeaseFence(job.lease))
+            ledger = cast(Ledger, FencedLedger(self.ledger, job.lease))
+            client = cast(HeroBaseClient, FencedClient(self.client, job.lease))
         context = IngestContext(
             self.settings,
-            self.client,
-            self.ledger,
+            client,
+            ledger,
             clock=self.clock or SystemClock(),
-            # a cancel stops the upload like a stop does, for this file only
-            stop=StopOrCancel(self.stop, job.cancel.event),
+            # a cancel stops the upload like a stop does, for this file only; so does the
+            # loss of the claim's lease (docs/cluster.md, "Leases and fencing")
+            stop=StopOrCancel(*stops),
             progress=report,
             schemas=self.schemas,
             cancel=job.cancel,
@@ -147,6 +159,9 @@ class IngestProcessor:
         """Decide from the receipt's outcome; put the results of a file that is done in place."""
         outcome = result.outcome
         stopping = self.stop.is_set() and outcome in (FileOutcome.WAITING, FileOutcome.STOPPED)
+        if job.lease is not None and (job.lease.lost.is_set() or not job.lease.check()):
+            # another node took the claim over (or may by now): it is that node's to place
+            return Outcome(FileOutcome.INTERRUPTED, message="the claim's lease was lost")
         if outcome is FileOutcome.INTERRUPTED or stopping:
             return Outcome(FileOutcome.INTERRUPTED, message=result.reason)  # stays claimed
         if outcome is FileOutcome.WAITING:
@@ -319,6 +334,77 @@ class StopOrCancel(threading.Event):
                 return False
             super().wait(left)
         return True
+
+
+class LeaseFence(threading.Event):
+    """Set once the claim's lease is lost or too old to send under (a local look, polled by
+    the upload like a stop; docs/cluster.md, "Leases and fencing")."""
+
+    def __init__(self, lease: LeaseHold) -> None:
+        super().__init__()
+        self.lease = lease
+
+    def is_set(self) -> bool:
+        return self.lease.fenced()
+
+
+class FencedLedger:
+    """The ledger, with the claim's lease checked before each batch of sends.
+
+    :meth:`Ledger.claim_for_sending` records the intent before any POST of a batch: refused
+    here when the lease is not this node's any more (or cannot be vouched for), so no row goes
+    ``sending`` without it. Every other call goes to the ledger unchanged.
+    """
+
+    def __init__(self, ledger: Ledger, lease: LeaseHold) -> None:
+        self._ledger = ledger
+        self._lease = lease
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    def claim_for_sending(self, key: FileKey, rows: Any, **kwargs: Any) -> Claim:
+        if not self._lease.check():
+            return Claim([], {})  # nothing flipped: the rows stay pending; the upload halts
+        return self._ledger.claim_for_sending(key, rows, **kwargs)
+
+    def record_unsent(self, key: FileKey, rows: Any, reason: str = "") -> None:
+        """Rows this node flipped to ``sending`` and did not send: back to pending, unless
+        the lease is lost. Then they are the new holder's, which found them ``sending`` and
+        made them ``uncertain`` (and may be sending them now): not touched."""
+        if self._lease.fenced():
+            return
+        self._ledger.record_unsent(key, rows, reason)
+
+
+class FencedClient:
+    """The API client, with the claim's lease looked at right before each upload.
+
+    Rows of a batch wait in the upload's threads for their turn; a node paused (or cut off)
+    past its lease must not POST them when it wakes up: the lease's own age says so, no
+    database needed (:meth:`LeaseHold.fenced`), here and once more in the service's HTTP
+    session right before the request is sent (:mod:`pipeline.service.fencing`). Refused as
+    :class:`Stopping` (certainly not sent). Every other call goes to the client unchanged.
+    """
+
+    def __init__(self, client: HeroBaseClient, lease: LeaseHold) -> None:
+        self._client = client
+        self._lease = lease
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def create_lead(self, code: str, data: Any) -> Any:
+        from pipeline.service.fencing import LeaseLost, sending_under
+
+        if self._lease.fenced():
+            raise Stopping("not sent: this node no longer holds the file's lease")
+        try:
+            # and again right before the bytes go out, after the rate limiter's wait
+            with sending_under(self._lease):
+                return self._client.create_lead(code, data)
+        except LeaseLost as exc:
+            raise Stopping(str(exc)) from exc
 
 
 class _Reporter:

@@ -9,6 +9,13 @@ Never two runs of one job at once: an in-process lock plus an OS file lock on
 ``<state>/exports/<job>.lock`` (so a second process, e.g. ``leadpipe export`` next to
 ``leadpipe run``, cannot run it either).
 
+In a cluster (several ``leadpipe run`` nodes, docs/cluster.md, "Exports"), a run of a job also
+holds the job's lease (another node running it: :class:`JobBusy`, looked at again soon), each
+window is written under its own lease, and each window written is recorded in the database: a
+window recorded there, or whose file and manifest are already in the outbox, is not written
+again, and the watermark follows the windows recorded (so ``since-last`` windows agree across
+nodes). The coordination is :class:`SharedExports`; without one, a job is this process's alone.
+
 Failures stay inside their job: API down (``Unavailable``/``Uncertain``) retries with
 exponential backoff; a missing search or right, or a bad job setting, is a clear error in the
 status and the log, retried at a slow pace; other jobs run on regardless.
@@ -16,12 +23,14 @@ status and the log, retried at a slow pace; other jobs run on regardless.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import ExportJob, Settings
@@ -55,6 +64,7 @@ from pipeline.export.writer import (
     apply_retention,
     destination,
     export_window,
+    manifest_path,
 )
 
 log = logging.getLogger("leadpipe.export")
@@ -115,6 +125,37 @@ class JobStatus:
         )
 
 
+class SharedExports(Protocol):
+    """What the scheduler asks of a cluster (docs/cluster.md, "Exports").
+
+    Database trouble is raised as :class:`JobBusy`: the job is looked at again soon.
+    """
+
+    def job(self, name: str) -> AbstractContextManager[Callable[[], bool]]:
+        """Hold the job's lease while in the block (yields a check "still this node's?");
+        JobBusy when another node runs the job."""
+        ...
+
+    def window(
+        self, name: str, window: Window
+    ) -> AbstractContextManager[Callable[[], bool] | None]:
+        """Hold the window's lease while in the block: yields a check "still this node's?"
+        (asked before the file is renamed into place), or None: another node has it."""
+        ...
+
+    def written_until(self, name: str) -> date | None:
+        """The end (exclusive) of the latest window recorded as written for the job."""
+        ...
+
+    def written(self, name: str, window: Window) -> bool:
+        """True when the window is recorded as written (by any node)."""
+        ...
+
+    def record(self, name: str, window: Window, path: Path, rows: int | None) -> None:
+        """Record the window as written (idempotent)."""
+        ...
+
+
 def job_rule(job: ExportJob, source: str) -> tuple[WindowRule, date | None]:
     """The job's window rule and start day; ConfigError naming the setting that is wrong."""
     key = f"exports.{job.name}"
@@ -158,8 +199,11 @@ class ExportScheduler:
         clock: Clock | None = None,
         jobs: Sequence[ExportJob] | None = None,
         page_size: int = 1000,
+        shared: SharedExports | None = None,
     ) -> None:
         self.settings = settings
+        #: a cluster's coordination of exports (None: this process's jobs are its own)
+        self.shared = shared
         self.client = client
         self.clock = clock or SystemClock()
         self.jobs = {j.name: j for j in (settings.exports if jobs is None else jobs)}
@@ -282,11 +326,24 @@ class ExportScheduler:
                 for w in self.planned(name, now, force=force)
             ]
         results: list[ExportResult] = []
-        with self.store.lock(name):
+        held = self.shared.job(name) if self.shared is not None else contextlib.nullcontext(_always)
+        with self.store.lock(name), held as ours:
             self._running.add(name)
             try:
+                self._follow_shared(name)
                 for window in self.planned(name, now, force=force):
-                    result = self._export(job, window, now)
+                    if not ours():  # stalled past the job's lease: another node has it now
+                        raise JobBusy(f"export {name!r}: the job's lease was lost to another node")
+                    if self._written_elsewhere(job, window):
+                        continue
+                    with self._window(name, window) as mine:
+                        if mine is None:  # another node writes it: look again soon
+                            self._soon[name] = now + timedelta(seconds=BUSY_RETRY)
+                            break
+                        result = self._export(job, window, now, still_mine=mine)
+                        if result.status == "written" and self.shared is not None:
+                            assert result.path is not None
+                            self.shared.record(name, window, result.path, result.rows)
                     results.append(result)
                     state = self.store.load(name)
                     if result.status != "written":
@@ -305,7 +362,66 @@ class ExportScheduler:
                 self._running.discard(name)
         return results
 
-    def _export(self, job: ExportJob, window: Window, now: datetime) -> ExportResult:
+    def _window(
+        self, name: str, window: Window
+    ) -> AbstractContextManager[Callable[[], bool] | None]:
+        if self.shared is None:
+            return contextlib.nullcontext(_always)
+        return self.shared.window(name, window)
+
+    def _follow_shared(self, name: str) -> None:
+        """In a cluster: move the watermark up to the windows other nodes wrote."""
+        if self.shared is None:
+            return
+        end = self.shared.written_until(name)
+        before = self._single_node_watermark(name)
+        if before is not None and (end is None or before > end):
+            end = before
+        state = self.store.load(name)
+        if end is not None and (state.watermark_date is None or end > state.watermark_date):
+            log.info("export %s: windows up to %s were written by the cluster", name, end)
+            state.watermark = end.isoformat()
+            self.store.save(state)
+
+    def _single_node_watermark(self, name: str) -> date | None:
+        """The watermark the job had before this install became a cluster (the shared state
+        folder's ``exports/<job>.json``), so windows long deleted by ``keep_days`` are not
+        exported again (docs/cluster.md, "Exports")."""
+        shared = self.settings.cluster.shared_state
+        if shared is None or shared / "exports" == self.store.root:
+            return None
+        try:
+            return StateStore(shared / "exports").load(name).watermark_date
+        except (StateError, ValueError) as exc:
+            log.warning("export %s: the single-node state is not readable: %s", name, exc)
+            return None
+
+    def _written_elsewhere(self, job: ExportJob, window: Window) -> bool:
+        """In a cluster: the window is recorded as written, or its file and manifest are in the
+        outbox already (then recorded now): not written again, the watermark moves past it."""
+        if self.shared is None:
+            return False
+        dest = self._dest(job, window)
+        done = self.shared.written(job.name, window)
+        if not done and dest.is_file() and manifest_path(dest).is_file():
+            self.shared.record(job.name, window, dest, None)
+            done = True
+        if done:
+            log.info("export %s: %s was written already; not again", job.name, window)
+            state = self.store.load(job.name)
+            if state.watermark_date is None or window.end > state.watermark_date:
+                state.watermark = window.end.isoformat()
+                self.store.save(state)
+        return done
+
+    def _export(
+        self,
+        job: ExportJob,
+        window: Window,
+        now: datetime,
+        *,
+        still_mine: Callable[[], bool] | None = None,
+    ) -> ExportResult:
         if self.client is None:
             raise StateError("this export scheduler has no API client (status/dry-run only)")
         try:
@@ -317,7 +433,10 @@ class ExportScheduler:
                 timezone=self.settings.timezone,
                 now=self.clock.now(),
                 page_size=self.page_size,
+                still_mine=still_mine,
             )
+        except JobBusy:
+            raise  # the window's lease was lost: another node writes it (looked at again soon)
         except (LeadpipeError, OSError) as exc:
             kind, message = self._explain(job, exc)
             return ExportResult(
@@ -460,6 +579,10 @@ class ExportScheduler:
         if state.watermark is None:
             return "never run", "no export written yet"
         return "ok", f"exported up to {state.watermark} (exclusive)"
+
+
+def _always() -> bool:
+    return True
 
 
 DEMO_EXPORT_DAYS = 7

@@ -20,7 +20,7 @@ import contextlib
 import csv
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ from pipeline.export.objects_csv import (
     objects_encoding,
     write_objects_csv,
 )
+from pipeline.export.state import JobBusy
 from pipeline.export.windows import Window, day_start, zone
 from pipeline.files import WORK_DIR_NAME, atomic_path, atomic_write_text
 from pipeline.prefetch import prefetched
@@ -165,10 +166,14 @@ def export_window(
     now: datetime,
     page_size: int = 1000,
     dry_run: bool = False,
+    still_mine: Callable[[], bool] | None = None,
 ) -> ExportResult:
     """Export ``window`` of ``job`` into the outbox, atomically, with its manifest.
 
-    API errors propagate (pipeline.errors); the outbox is then untouched.
+    API errors propagate (pipeline.errors); the outbox is then untouched. ``still_mine`` (a
+    cluster: the window's lease, docs/cluster.md "Exports") is asked right before the file and
+    before its manifest are renamed into place: False raises :class:`JobBusy` and leaves the
+    outbox to the node that holds the window now.
     """
     dest = destination(job, window, outbox)
     if dry_run:
@@ -194,6 +199,7 @@ def export_window(
             )
             crash_point("export_midstream")
             sha, rows, size = hash_and_count(tmp, file_encoding, _sniff(tmp, job.culture))
+            _keep_or_leave(still_mine, job, window)
     else:
         file_encoding = objects_encoding(job.encoding)
         delimiter = csv_delimiter(job.culture)
@@ -212,6 +218,7 @@ def export_window(
             )
             ident = FileIdentity.of(tmp)
             sha, size = ident.sha256, ident.size
+            _keep_or_leave(still_mine, job, window)
         params["columns"] = header
     crash_point("export_before_manifest")
     tz = zone(timezone)
@@ -234,6 +241,7 @@ def export_window(
         "written_at": now.isoformat(),
         "leadpipe_version": __version__,
     }
+    _keep_or_leave(still_mine, job, window)
     atomic_write_text(
         manifest_path(dest),
         json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
@@ -249,6 +257,15 @@ def export_window(
         bytes=size,
         manifest=manifest,
     )
+
+
+def _keep_or_leave(still_mine: Callable[[], bool] | None, job: ExportJob, window: Window) -> None:
+    """Raise :class:`JobBusy` when the window is no longer this node's to write."""
+    if still_mine is not None and not still_mine():
+        raise JobBusy(
+            f"export {job.name!r}: the lease of window {window} was lost (another node writes "
+            "it); this node's copy is dropped"
+        )
 
 
 def manifest_path(dest: Path) -> Path:

@@ -51,9 +51,13 @@ def open_ledger_for(settings: Settings, *, create: bool = True) -> Ledger:
         ) from exc
     from pipeline.ledger.postgres import open_postgres_ledger
 
-    marker = state_dir / POSTGRES_MARKER
-    sqlite = [n for n in (LEDGER_FILE, MARKER_FILE) if (state_dir / n).exists()]
-    if sqlite and not marker.exists():
+    # a node of a cluster keeps its state in its own folder under the shared one, which is
+    # where an install's ledger files were before (docs/cluster.md, "Nodes")
+    shared = settings.cluster.shared_state
+    folders = [state_dir] + ([shared] if shared is not None and shared != state_dir else [])
+    markers = [f / POSTGRES_MARKER for f in folders if (f / POSTGRES_MARKER).exists()]
+    sqlite = [n for f in folders for n in (LEDGER_FILE, MARKER_FILE) if (f / n).exists()]
+    if sqlite and not markers:
         raise StateError(
             f"the state folder {state_dir} holds a SQLite ledger ({', '.join(sqlite)}), but "
             "[state] ledger names a PostgreSQL database: the leads that ledger records as sent "
@@ -62,8 +66,8 @@ def open_ledger_for(settings: Settings, *, create: bool = True) -> Ledger:
             "ledger empty."
         )
     refused = ""
-    if marker.exists():
-        refused = f"{marker} says this state folder used one there"
+    if markers:
+        refused = f"{markers[0]} says this state folder used one there"
     ledger = open_postgres_ledger(
         settings.state.ledger, settings.state.password, create=create, fresh_refused=refused
     )

@@ -49,7 +49,8 @@ class InstanceLock:
             raise StateError(
                 f"another `leadpipe run` (pid {holder}) is already running on the state folder "
                 f"{self.path.parent}. Stop it first (e.g. `systemctl stop leadpipe`), or give this "
-                "one its own state folder in the config."
+                "one its own state folder in the config (in a cluster: its own node name, "
+                "LEADPIPE_NODE; docs/cluster.md)."
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -93,4 +94,19 @@ def read_status(settings: Settings) -> ServiceStatus:
         found = ServiceStatus(intake=IntakeStatus(inbox=str(settings.paths.inbox)))
     if not found.intake.inbox:
         found = replace(found, intake=replace(found.intake, inbox=str(settings.paths.inbox)))
+    if settings.cluster.enabled:
+        found = _with_nodes(settings, found)
     return replace(found, running=pid is not None, pid=pid)
+
+
+def _with_nodes(settings: Settings, found: ServiceStatus) -> ServiceStatus:
+    """The cluster's nodes as the database has them now (docs/cluster.md, "What to monitor");
+    when it does not answer, those of the status file, with the reason."""
+    try:
+        from pipeline.cluster.status import current_nodes
+
+        nodes = tuple(current_nodes(settings))
+    except (StateError, ImportError) as exc:
+        why = f"the nodes as last written by this node; the cluster's database: {exc}"
+        return replace(found, node=settings.cluster.node, nodes_problem=why)
+    return replace(found, node=settings.cluster.node, nodes=nodes, nodes_problem="")

@@ -40,6 +40,7 @@ from pipeline.service.status import StatusServer
 
 if TYPE_CHECKING:
     from pipeline.alerts.monitor import Alerting
+    from pipeline.cluster.node import ClusterNode
 
 log = logging.getLogger("leadpipe.service")
 
@@ -92,12 +93,18 @@ class ApiConnection:
 
 
 def _export_scheduler(
-    settings: Settings, client: HeroBaseClient, clock: Clock
+    settings: Settings, client: HeroBaseClient, clock: Clock, cluster: ClusterNode | None = None
 ) -> ExportScheduler | None:
-    """The export scheduler, when export jobs are configured."""
+    """The export scheduler, when export jobs are configured (shared by the cluster's nodes
+    when this is one: docs/cluster.md, "Exports")."""
     if not settings.exports:
         return None
-    return ExportScheduler(settings, client, clock=clock)
+    shared = None
+    if cluster is not None:
+        from pipeline.cluster.exports import ClusterExports
+
+        shared = ClusterExports(cluster)
+    return ExportScheduler(settings, client, clock=clock, shared=shared)
 
 
 class _StatusFile:
@@ -169,8 +176,16 @@ class Service:
         verifier: Verifier | None = None,
         alerting: Alerting | None = None,
         retention: Callable[[datetime], object] | None = None,
+        cluster: ClusterNode | None = None,
     ) -> None:
         self.settings = settings
+        #: this node of a cluster (docs/cluster.md); None: the only node (SQLite)
+        self.cluster = cluster
+        leases = None
+        if cluster is not None:
+            from pipeline.cluster.claims import ClaimLeases
+
+            leases = ClaimLeases(cluster)
         #: applies ``[retention]`` at ``now`` (docs/retention.md); None: not wired
         self.retention = retention
         self._retention_thread: threading.Thread | None = None
@@ -206,6 +221,7 @@ class Service:
             on_claimed=lambda job, delay: metrics.pickup_seconds.observe(delay),
             timezone=settings.timezone,
             quota=api.client.limiter.quota if api is not None else None,
+            leases=leases,
         )
         self.exports: ExportScheduler | None = None
         self.export_status: tuple[JobStatus, ...] = ()
@@ -289,6 +305,8 @@ class Service:
             at=self.clock.now().astimezone(tz).isoformat(timespec="seconds"),
             pid=os.getpid(),
             running=running,
+            node=self.cluster.name if self.cluster is not None else "",
+            nodes=self.cluster.nodes() if self.cluster is not None else (),
         ).with_earlier(self.earlier)  # the recent-files list survives restarts
 
     def health(self) -> list[str]:
@@ -301,12 +319,27 @@ class Service:
             for t in self.workers
         ]
         s = self.settings.intake
-        return assess(
+        found = assess(
             states,
             self.beats.quiet_for(LOOP),
             loop_limit=max(60.0, 3 * s.sweep_seconds),
             stuck_after=s.stuck_seconds,
         )
+        return found + self._cluster_health()
+
+    def _cluster_health(self) -> list[str]:
+        """In a cluster: a heartbeat that has not reached the database (docs/cluster.md)."""
+        node = self.cluster
+        if node is None or node.last_beat is None:
+            return []
+        quiet = node.monotonic() - node.last_beat
+        if quiet < 2 * node.heartbeat_seconds + node.db.timeout:
+            return []
+        return [
+            f"this node ({node.name}) has not reached the cluster's database for {quiet:.0f} s: "
+            "it sends nothing for files whose lease it cannot renew, and after "
+            f"{node.lease_seconds:g} s other nodes take them over"
+        ]
 
     def run(self) -> ServiceResult:
         s = self.settings.intake
@@ -317,7 +350,9 @@ class Service:
             if self.api is not None and self.api.embedded:
                 self._prepare_demo_folders()
             if self.api is not None:
-                self.exports = _export_scheduler(self.settings, self.api.client, self.clock)
+                self.exports = _export_scheduler(
+                    self.settings, self.api.client, self.clock, self.cluster
+                )
             if self.status_page:
                 server = StatusServer(
                     self.settings.status.host,

@@ -1,7 +1,8 @@
 """``leadpipe run``: the drop-folder intake, the export schedules and the status page.
 
 :func:`run_service` is the one library call behind ``leadpipe run``. It holds an OS lock on
-the state folder (one instance per state folder), sweeps the inbox at start-up and every
+the state folder (one instance per state folder; in a cluster, per node: each node has its own
+state folder, docs/cluster.md), sweeps the inbox at start-up and every
 ``intake.sweep_seconds`` (file-system events only wake it early), processes files with
 ``campaign_parallelism`` workers, runs due exports, and serves the status page. Setting
 ``stop`` (the CLI does on SIGTERM/SIGINT) stops taking files; in-flight uploads halt after the
@@ -50,6 +51,10 @@ def _open_api(
     session.hooks["response"].append(metrics.api_response)
     watch = ApiWatch(clock)  # the page turns red at the first failed call
     watch.attach(session)
+    if settings.cluster.enabled:  # no upload leaves without its file's lease (docs/cluster.md)
+        from pipeline.service import fencing
+
+        fencing.attach(session)
     embedded = settings.api.embedded
     if embedded:
         settings.paths.state.mkdir(parents=True, exist_ok=True)
@@ -89,8 +94,13 @@ def run_service(
     settings = demo_exports(settings, clock)
     state_dir = settings.paths.state
     inbox = settings.paths.inbox
-    lock = InstanceLock(state_dir).acquire()
+    lock = InstanceLock(state_dir).acquire()  # in a cluster: the node's own state folder
+    cluster = None
     try:
+        if settings.cluster.enabled:  # a node of a cluster (docs/cluster.md)
+            from pipeline.cluster.node import open_node
+
+            cluster = open_node(settings)
         metrics = Metrics()
         beats = Heartbeats(clock)
         alerting = None
@@ -141,8 +151,11 @@ def run_service(
                 verifier=verifier,
                 alerting=alerting,
                 retention=retention,
+                cluster=cluster,
             ).run()
     finally:
+        if cluster is not None:
+            cluster.stop()
         lock.release()
 
 

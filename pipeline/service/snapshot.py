@@ -17,6 +17,7 @@ from typing import Any
 
 from pipeline.alerts.events import ActiveCondition
 from pipeline.api.quota import QuotaStatus
+from pipeline.cluster.records import NodeStatus
 from pipeline.dropfolder.status import IntakeStatus, RecentFile
 from pipeline.export.scheduler import JobStatus
 from pipeline.ingest.deliver.verify import Verification
@@ -106,6 +107,12 @@ class ServiceStatus:
     at: str = ""  #: when this was taken (ISO 8601)
     pid: int | None = None
     running: bool = True
+    #: this node's name, in a cluster (docs/cluster.md); "" for one node (SQLite)
+    node: str = ""
+    #: every node of the cluster: alive or not, last seen, what it holds
+    nodes: tuple[NodeStatus, ...] = ()
+    #: why the nodes shown may be out of date (the cluster's database did not answer)
+    nodes_problem: str = ""
 
     @property
     def quota(self) -> QuotaStatus | None:
@@ -139,6 +146,12 @@ class ServiceStatus:
                 "running": self.running,
             }
         )
+        if self.node:
+            out["cluster"] = {
+                "node": self.node,
+                "nodes": [n.to_json() for n in self.nodes],
+                "problem": self.nodes_problem,
+            }
         return out
 
     @classmethod
@@ -150,6 +163,8 @@ class ServiceStatus:
         alerts = data.get("alerts") if isinstance(data.get("alerts"), list) else []
         problems = health.get("problems") if isinstance(health, dict) else None
         pid = data.get("pid")
+        cluster = data.get("cluster") if isinstance(data.get("cluster"), dict) else {}
+        nodes = (cluster or {}).get("nodes")
         return cls(
             intake=IntakeStatus.from_json(data),
             api=ApiStatus(
@@ -173,4 +188,9 @@ class ServiceStatus:
             at=str(data.get("at") or ""),
             pid=pid if isinstance(pid, int) else None,
             running=bool(data.get("running", False)),
+            node=str((cluster or {}).get("node") or ""),
+            nodes=tuple(NodeStatus.from_json(n) for n in nodes or [] if isinstance(n, dict))
+            if isinstance(nodes, list)
+            else (),
+            nodes_problem=str((cluster or {}).get("problem") or ""),
         )

@@ -234,6 +234,8 @@ def render_html(status: ServiceStatus) -> str:
     if not status.exports:
         parts.append('<tr><td colspan="4">No exports configured.</td></tr>')
     parts.append("</table>")
+    if status.node:
+        parts.append(_nodes_html(status))
 
     body = "\n".join(parts)
     return (
@@ -244,6 +246,32 @@ def render_html(status: ServiceStatus) -> str:
         '<a href="/status.json">status.json</a> · <a href="/metrics">metrics</a></p>'
         "</body></html>"
     )
+
+
+def _nodes_html(status: ServiceStatus) -> str:
+    """The cluster's nodes (docs/cluster.md, "What to monitor"): alive or not, last seen, what
+    each holds."""
+    e = escape
+    rows = [
+        f'<h2>Nodes</h2><p id="node">This is node <b>{e(status.node)}</b>.</p>',
+        '<table id="nodes"><tr><th>Node</th><th>State</th><th>Host</th><th>Last seen</th>'
+        "<th>Holds</th></tr>",
+    ]
+    if status.nodes_problem:
+        rows.insert(1, f'<p class="bad" id="nodes-problem">{e(status.nodes_problem)}</p>')
+    for n in status.nodes:
+        cls = "ok" if n.alive else "bad"
+        this = " (this node)" if n.this else ""
+        seen = f"{e(shown_time(n.last_seen))} ({n.seen_ago:.0f} s ago)" if n.last_seen else "—"
+        rows.append(
+            f'<tr class="node"><td>{e(n.name)}{this}</td><td class="{cls}">{e(n.state)}</td>'
+            f"<td>{e(n.host)}{f' pid {n.pid}' if n.pid is not None else ''}</td>"
+            f"<td>{seen}</td><td>{e(n.holds_text())}</td></tr>"
+        )
+    if not status.nodes:
+        rows.append('<tr><td colspan="5">No node registered yet.</td></tr>')
+    rows.append("</table>")
+    return "\n".join(rows)
 
 
 class StatusServer:

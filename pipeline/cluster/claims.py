@@ -1,0 +1,49 @@
+"""Leases on drop-folder claims (docs/cluster.md, "How nodes share the drop folder").
+
+The resource of a claim is ``claim:<campaign folder>/<claim folder>`` (the claim folder's name
+is unique: claim time, sequence, content hash). Its key is the campaign folder and the content
+hash: two claims of the same content for one campaign (the same file dropped twice) are never
+worked on by two nodes at once, since each run of a file first turns the rows its last run
+left ``sending`` into ``uncertain``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.cluster.leases import Hold
+from pipeline.cluster.node import ClusterNode
+from pipeline.dropfolder.layout import parse_claim
+
+
+def claim_resource(claim: Path) -> str:
+    """The lease resource of a claim folder."""
+    return f"claim:{claim.parent.name}/{claim.name}"
+
+
+def claim_key(claim: Path) -> str:
+    """The exclusivity key of a claim: its campaign folder and content hash (and preview)."""
+    _, digest, preview = parse_claim(claim.name)
+    if not digest:
+        return ""
+    return f"file:{claim.parent.name}:{digest}" + (":preview" if preview else "")
+
+
+class ClaimLeases:
+    """:class:`pipeline.dropfolder.jobs.ClaimLeases` over a :class:`ClusterNode`."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self.node = node
+
+    def take(self, claim: Path) -> Hold | None:
+        return self.node.acquire(claim_resource(claim), claim_key(claim))
+
+    def release(self, claim: Path) -> None:
+        hold = self.node.held(claim_resource(claim))
+        if hold is not None:
+            self.node.release(hold)
+
+    def drop(self, claim: Path) -> None:
+        hold = self.node.held(claim_resource(claim))
+        if hold is not None:
+            self.node.drop(hold)
