@@ -63,6 +63,21 @@ class QuotaExhausted(Unavailable):
         super().__init__(message)
 
 
+class DayMark(int):
+    """Our requests of the day when the tenant's count was asked for (:meth:`DailyBudget.mark`).
+
+    ``shared``: the figure is every node's, from the shared counter; False when it is this
+    process's own (no shared budget, or the database did not answer).
+    """
+
+    shared: bool
+
+    def __new__(cls, count: int, *, shared: bool = False) -> DayMark:
+        mark = super().__new__(cls, count)
+        mark.shared = shared
+        return mark
+
+
 class SharedDay(Protocol):
     """The day's counter every node shares (:class:`pipeline.api.shared_budget.SharedBudget`)."""
 
@@ -199,6 +214,11 @@ class DailyBudget:
         self._ours = 0  # our requests in this day window
         self._base: int | None = None  # the tenant's count of the day, when last told
         self._since_base = 0  # our requests after that count
+        # the account's count of a daily header window (every integration's), when last told,
+        # and our requests since: kept apart from ``_base``, which a shared permit overwrites
+        self._header_used: int | None = None
+        self._since_header = 0
+        self._shared_total: int | None = None  # the shared day's count, as of our last permit
         self._refresh_due = False  # a new day began: read the tenant's count again
         self._store: DayLog | None = None
         self.per_minute: int | None = None
@@ -234,19 +254,21 @@ class DailyBudget:
                 loaded.ours,
             )
 
-    def mark(self) -> int:
+    def mark(self) -> DayMark:
         """Our requests so far today (pass to :meth:`configure` with the tenant's count).
 
-        Shared: every node's requests of the day (this process's own when the database does
-        not answer: the tenant's count then looks larger, the safe side).
+        Shared: every node's requests of the day (``shared`` set). When the database does not
+        answer, this process's own (``shared`` not set): the tenant's count then looks larger
+        for this process, the safe side, and :meth:`configure` does not share that figure
+        (docs/cluster.md, "Shared request budget").
         """
         shared = self.shared
         if shared is not None:
             used = shared.day_used(self.shared_day()[0])
             if used is not None:
-                return used
+                return DayMark(used, shared=True)
         with self._lock:
-            return self._ours
+            return DayMark(self._ours)
 
     def shared_day(self) -> tuple[datetime, int | None]:
         """The day of the shared counter (the instant it ends) and the day's usable budget.
@@ -287,12 +309,14 @@ class DailyBudget:
         if store is not None:
             store.base(used_today or 0, base_at)
         shared = self.shared
-        if shared is not None and used_today is not None and used_today >= 0:
+        from_shared = isinstance(mark, DayMark) and mark.shared
+        if shared is not None and used_today is not None and used_today >= 0 and from_shared:
             # the tenant counted every node's requests up to ``mark`` and the one that asked;
             # the rest of its count is other integrations' (docs/cluster.md, "Shared request
-            # budget")
-            ours = 0 if mark is None else mark + 1
-            shared.set_others(self.shared_day()[0], used_today - ours)
+            # budget"). A mark of this process alone (the database did not answer) would put
+            # the other nodes' requests among the others, for the rest of the day: not shared.
+            assert mark is not None
+            shared.set_others(self.shared_day()[0], used_today - (mark + 1))
 
     def claim_refresh(self) -> bool:
         """True once after a new day began: the caller reads the tenant's count again."""
@@ -320,17 +344,22 @@ class DailyBudget:
         """Count one request about to be sent; QuotaExhausted (nothing counted) when spent.
 
         ``shared_used``: the shared budget granted it, and the account's count of the day is
-        that (every node's requests and the tenant's others): counted, never refused here.
+        that (every node's requests and the tenant's others, this request included). The day's
+        count is then the larger of it and what a daily header window said (HeroBase's count of
+        every integration, docs/api-contract.md, "The daily quota"), and a spent day is still
+        refused: the shared permit is wasted then, the safe side.
         """
         now = self.clock.now()
         with self._lock:
             self._roll(now)
-            if shared_used is None:
-                self._refuse_if_spent()
+            if shared_used is not None:
+                self._shared_total = max(shared_used, self._shared_total or 0)
+                before = max(shared_used - 1, self._header_count() or 0)
+                self._base, self._since_base = before, 0
+            self._refuse_if_spent()
             self._ours += 1
             self._since_base += 1
-            if shared_used is not None:
-                self._base, self._since_base = shared_used, 0
+            self._since_header += 1
             store = self._store
         if store is not None:
             store.append(now)
@@ -347,7 +376,11 @@ class DailyBudget:
         return QuotaExhausted(sentence, resume_at=resume_at)
 
     def observe(self, headers: Mapping[str, str]) -> None:
-        """Follow a daily ``X-Rate-Limit-*`` window (reset later than a minute), if any."""
+        """Follow a daily ``X-Rate-Limit-*`` window (reset later than a minute), if any.
+
+        Shared: what the window counts beyond the shared day's count is other integrations'
+        requests, shared with every node (never lowering the figure kept there).
+        """
         seen = RateHeaders.of(headers)
         limit, remaining, reset = seen.limit, seen.remaining, seen.reset
         if limit is None or remaining is None or reset is None or reset <= MINUTE:
@@ -362,11 +395,31 @@ class DailyBudget:
                 self._ours = 0  # a window of the tenant's that began after ours ended
             self._header_limit = limit
             self._base, self._since_base = max(0, limit - remaining), 0
+            self._header_used, self._since_header = max(0, limit - remaining), 0
             if moved:
                 self._reset_at = reset_at
             store = self._store
+            known = self._shared_total
         if store is not None:
             store.base(max(0, limit - remaining), now, reset_at=reset_at if moved else None)
+        if self.shared is not None and (known is None or limit - remaining > known):
+            self._share_others(max(0, limit - remaining))
+
+    def _share_others(self, header_used: int) -> None:
+        """The daily header window counted ``header_used`` requests of the account: what it
+        holds beyond every node's requests of the shared day is others' (docs/cluster.md,
+        "Shared request budget"). Asked only when the window says more than the shared count
+        we know (else the figure kept there is at least as large); never raises."""
+        shared = self.shared
+        if shared is None:
+            return
+        try:
+            day_end = self.shared_day()[0]
+            used = shared.day_used(day_end)
+            if used is not None and header_used > used:
+                shared.set_others(day_end, header_used - used)
+        except Exception:  # the answer was received: sharing the count never fails a request
+            log.exception("the tenant's daily count could not be shared")
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -397,6 +450,13 @@ class DailyBudget:
             return self.policy.per_day, "config"
         return tenant, source
 
+    def _header_count(self) -> int | None:
+        """The account's count of the day as the last daily header window said, plus our
+        requests since (None: no daily header window seen this day)."""
+        if self._header_used is None:
+            return None
+        return self._header_used + self._since_header
+
     def _used(self) -> int:
         if self._base is None:
             return self._ours
@@ -407,6 +467,7 @@ class DailyBudget:
             return
         self._reset_at = next_reset(now, self.tz, self.policy.reset)
         self._ours, self._base, self._since_base = 0, None, 0
+        self._header_used, self._since_header, self._shared_total = None, 0, None
         self._refresh_due = True
         if self._store is not None:
             self._store.start(self._reset_at)

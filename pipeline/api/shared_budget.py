@@ -52,7 +52,8 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pipeline.errors import ConfigError, ConfigProblem
+from pipeline.ledger.postgres import _conninfo as ledger_conninfo
+from pipeline.ledger.postgres import _why, safe_location
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ class SharedBudget:
         self.account = account_key(api_url, api_user)
         self.window = window
         self.guard = guard
-        self.location = _location(ledger_url)
+        self.location = safe_location(ledger_url)
         self._conninfo = _conninfo(ledger_url, password)
         self._backoff_range = backoff
         self._backoff = backoff[0]
@@ -352,43 +353,21 @@ class SharedBudget:
         self._backoff = self._backoff_range[0]
 
 
-def _why(exc: psycopg.Error) -> str:
-    """The first line of the server's or libpq's message (no connection string in it)."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _location(url: str) -> str:
-    """Where the database is, for messages: host, port and database name (never a password)."""
-    try:
-        parts = conninfo_to_dict(url)
-    except psycopg.Error:
-        return "the configured PostgreSQL database"
-    host = parts.get("host") or "localhost"
-    port = f":{parts['port']}" if parts.get("port") else ""
-    return f"postgresql://{host}{port}/{parts.get('dbname') or ''}"
-
-
 def _conninfo(url: str, password: str) -> str:
-    """The ledger's URL with the password from the environment and short timeouts: a database
-    that does not answer within :data:`TIMEOUT` seconds is down (nothing is sent meanwhile)."""
-    try:
-        given = conninfo_to_dict(url)
-    except psycopg.Error as exc:
-        problem = f"not a connection URL libpq accepts ({_why(exc)})"
-        raise ConfigError([ConfigProblem("state.ledger", "config", problem)]) from exc
+    """The ledger's connection string (:func:`pipeline.ledger.postgres._conninfo`: the password
+    from the environment, its session settings) with short timeouts: a database that does not
+    answer within :data:`TIMEOUT` seconds is down (nothing is sent meanwhile)."""
+    ledger = ledger_conninfo(url, password)  # ConfigError for a URL libpq does not accept
     ms = TIMEOUT * 1000
-    ours = f"-c synchronous_commit=on -c statement_timeout={ms} -c lock_timeout={ms}"
-    extra: dict[str, Any] = {
-        "options": f"{given.get('options') or ''} {ours}".strip(),
-        "application_name": "leadpipe-budget",
-        "connect_timeout": TIMEOUT,
-        "keepalives": 1,
-        "keepalives_idle": TIMEOUT,
-        "keepalives_interval": 1,
-        "keepalives_count": 3,
-        "tcp_user_timeout": ms,
-    }
-    if password:
-        extra["password"] = password
-    return make_conninfo(url, **extra)
+    ours = f"-c statement_timeout={ms} -c lock_timeout={ms}"
+    return make_conninfo(
+        ledger,
+        options=f"{conninfo_to_dict(ledger).get('options') or ''} {ours}".strip(),
+        application_name="leadpipe-budget",
+        connect_timeout=TIMEOUT,
+        keepalives=1,
+        keepalives_idle=TIMEOUT,
+        keepalives_interval=1,
+        keepalives_count=3,
+        tcp_user_timeout=ms,
+    )

@@ -31,7 +31,10 @@ def export_now(
         bool, typer.Option("--dry-run", help="Show which files would be written; write nothing.")
     ] = False,
 ) -> None:
-    """Run one export job now: every window due (catch-up included), or --from/--to."""
+    """Run one export job now: every window due (catch-up included), or --from/--to.
+
+    In a cluster only --from/--to: the nodes' scheduler catches jobs up (docs/cluster.md,
+    "Exports")."""
     from pipeline.api.connect import open_client
     from pipeline.clock import SystemClock
     from pipeline.errors import ConfigError, ConfigProblem
@@ -55,6 +58,24 @@ def export_now(
             window = Window(parse_day(from_, "--from"), parse_day(to, "--to"))
         except ScheduleError as exc:
             fail(ConfigError([ConfigProblem("--from/--to", "command line", str(exc))]))
+
+    if window is None and s.cluster.enabled:
+        # a catch-up here would start from this node's own watermark, past the cluster's record
+        # and its leases (docs/cluster.md, "Exports"): the nodes' schedulers do that
+        fail(
+            ConfigError(
+                [
+                    ConfigProblem(
+                        "--from/--to",
+                        "command line",
+                        "in a cluster, `leadpipe export` catches nothing up: the `leadpipe run` "
+                        "nodes' scheduler catches every job up, once across the nodes; to "
+                        "write one window again name it with --from/--to (YYYY-MM-DD, --to "
+                        "exclusive)",
+                    )
+                ]
+            )
+        )
 
     def work() -> list[ExportResult]:
         with ExitStack() as stack:

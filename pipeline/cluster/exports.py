@@ -2,9 +2,12 @@
 
 A run of a job holds the lease ``export:<job>`` (so one node at a time catches a job up, in
 order); each window is written under ``export:<job>:<from>_<to>`` and then recorded in
-``cluster_exports``. A node that dies mid-export stops renewing its leases: after
-``lease_seconds`` another node takes the job, finds the window not recorded and writes it (the
-writer renames a complete file into place, so a half-written one is never seen).
+``cluster_exports``. The watermark a job had before the install became a cluster is recorded
+there too, as a marker row of no length (``window_from = window_to`` = the watermark, no file),
+so every node's :meth:`ClusterExports.written_until` starts from it. A node that dies
+mid-export stops renewing its leases: after ``lease_seconds`` another node takes the job, finds
+the window not recorded and writes it (the writer renames a complete file into place, so a
+half-written one is never seen).
 """
 
 from __future__ import annotations
@@ -63,6 +66,17 @@ class ClusterExports:
         end = rows[0]["end"] if rows else None
         return end if isinstance(end, date) else None
 
+    def adopt(self, name: str, watermark: date) -> None:
+        """Record the single-node watermark as a marker row (no window is ever that short)."""
+        self._query(
+            "INSERT INTO cluster_exports (job, window_from, window_to, file, rows, written, node)"
+            " VALUES (%s, %s, %s, '', NULL, now(), %s) ON CONFLICT DO NOTHING",
+            name,
+            watermark,
+            watermark,
+            self.node.name,
+        )
+
     def written(self, name: str, window: Window) -> bool:
         rows = self._query(
             "SELECT 1 FROM cluster_exports WHERE job = %s AND window_from = %s AND window_to = %s",
@@ -92,10 +106,11 @@ class ClusterExports:
 
 
 def written_windows(node: ClusterNode, name: str) -> list[tuple[date, date, str, str]]:
-    """``(from, to, node, file)`` of every window of ``name`` recorded (tests, diagnostics)."""
+    """``(from, to, node, file)`` of every window of ``name`` recorded (tests, diagnostics;
+    not the marker of an adopted watermark)."""
     rows = node.db.query(
         "SELECT window_from, window_to, node, file FROM cluster_exports WHERE job = %s"
-        " ORDER BY window_from",
+        " AND window_from < window_to ORDER BY window_from",
         (name,),
     )
     return [(r["window_from"], r["window_to"], r["node"], r["file"]) for r in rows]

@@ -144,7 +144,13 @@ class SharedExports(Protocol):
         ...
 
     def written_until(self, name: str) -> date | None:
-        """The end (exclusive) of the latest window recorded as written for the job."""
+        """The end (exclusive) of the latest window recorded as written for the job, or the
+        watermark adopted for it (:meth:`adopt`), whichever is later."""
+        ...
+
+    def adopt(self, name: str, watermark: date) -> None:
+        """Record that the job was exported up to ``watermark`` (exclusive) before the install
+        became a cluster: every node's :meth:`written_until` is at least that (idempotent)."""
         ...
 
     def written(self, name: str, window: Window) -> bool:
@@ -340,6 +346,8 @@ class ExportScheduler:
                         if mine is None:  # another node writes it: look again soon
                             self._soon[name] = now + timedelta(seconds=BUSY_RETRY)
                             break
+                        if self._written_meanwhile(name, window):
+                            continue  # written, recorded and released since the first look
                         result = self._export(job, window, now, still_mine=mine)
                         if result.status == "written" and self.shared is not None:
                             assert result.path is not None
@@ -370,12 +378,18 @@ class ExportScheduler:
         return self.shared.window(name, window)
 
     def _follow_shared(self, name: str) -> None:
-        """In a cluster: move the watermark up to the windows other nodes wrote."""
+        """In a cluster: move the watermark up to the windows other nodes wrote (the database's
+        record first), and record the single-node watermark this node has, if later."""
         if self.shared is None:
             return
         end = self.shared.written_until(name)
         before = self._single_node_watermark(name)
         if before is not None and (end is None or before > end):
+            # in the database, so a node on another machine (its own [paths] state) follows it
+            # too and does not export again windows `keep_days` removed (docs/cluster.md,
+            # "Exports")
+            log.info("export %s: the single-node watermark %s is the cluster's now", name, before)
+            self.shared.adopt(name, before)
             end = before
         state = self.store.load(name)
         if end is not None and (state.watermark_date is None or end > state.watermark_date):
@@ -384,9 +398,9 @@ class ExportScheduler:
             self.store.save(state)
 
     def _single_node_watermark(self, name: str) -> date | None:
-        """The watermark the job had before this install became a cluster (the shared state
-        folder's ``exports/<job>.json``), so windows long deleted by ``keep_days`` are not
-        exported again (docs/cluster.md, "Exports")."""
+        """The watermark the job had before this install became a cluster (``exports/<job>.json``
+        in the configured ``[paths] state``, on the former single node's disk), so windows long
+        deleted by ``keep_days`` are not exported again (docs/cluster.md, "Exports")."""
         shared = self.settings.cluster.shared_state
         if shared is None or shared / "exports" == self.store.root:
             return None
@@ -395,6 +409,19 @@ class ExportScheduler:
         except (StateError, ValueError) as exc:
             log.warning("export %s: the single-node state is not readable: %s", name, exc)
             return None
+
+    def _written_meanwhile(self, name: str, window: Window) -> bool:
+        """In a cluster, the window's lease held: True when another node wrote and recorded the
+        window (and let its lease go) between the first look and this lease (docs/cluster.md,
+        "Exports"); the watermark then passes it."""
+        if self.shared is None or not self.shared.written(name, window):
+            return False
+        log.info("export %s: %s was written by another node meanwhile; not again", name, window)
+        state = self.store.load(name)
+        if state.watermark_date is None or window.end > state.watermark_date:
+            state.watermark = window.end.isoformat()
+            self.store.save(state)
+        return True
 
     def _written_elsewhere(self, job: ExportJob, window: Window) -> bool:
         """In a cluster: the window is recorded as written, or its file and manifest are in the

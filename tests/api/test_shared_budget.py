@@ -318,6 +318,71 @@ class TcpProxy:
                     s.shutdown(socket.SHUT_RDWR)
 
 
+def test_herobases_daily_header_count_is_kept_and_shared_with_every_node(db_url: str) -> None:
+    """A daily X-Rate-Limit-* window counts every integration on the account: a shared permit
+    does not hide it (docs/api-contract.md, "The daily quota"), and the other nodes learn it."""
+    clock = SystemClock()
+    a = day_limiter(db_url, clock, per_day=1000, reserve=0.0)
+    b = day_limiter(db_url, clock, per_day=1000, reserve=0.0)
+    for _ in range(3):
+        a.acquire()
+    spent_day = {
+        "X-Rate-Limit-Limit": "1000",
+        "X-Rate-Limit-Remaining": "0",
+        "X-Rate-Limit-Reset": "36000",
+    }
+    a.observe(spent_day, 200)
+    with pytest.raises(QuotaExhausted):
+        a.acquire()  # the shared counter says 4, HeroBase said 1000: refused
+    quota = a.quota()
+    assert quota is not None
+    assert quota.used >= 1000
+    assert quota.spent
+    # b never saw the headers: the others of the account reached it through the database
+    with pytest.raises(QuotaExhausted):
+        b.acquire()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        others = conn.execute("SELECT others FROM leadpipe_budget_day").fetchall()
+    assert others == [(1000 - 3,)]
+
+
+def test_a_mark_the_database_did_not_give_is_not_shared_as_others(
+    postgres_cluster: Cluster, db_url: str
+) -> None:
+    """A database blip while asking the tenant's count: that node's figure holds the other
+    nodes' requests, so it is not shared as "others" (it would stay all day)."""
+    proxy = TcpProxy(postgres_cluster.port)
+    db = db_url.rsplit("/", 1)[1]
+    via_proxy = f"postgresql://leadpipe@127.0.0.1:{proxy.port}/{db}"
+    clock = SystemClock()
+    b = day_limiter(db_url, clock, per_day=10, reserve=0.0)
+    for _ in range(5):
+        b.acquire()
+    c = RateLimiter(6000, clock)
+    daily = c.use_daily(DailyBudget(DailyPolicy(per_day=10, reserve=0.0), clock))
+    c.use_shared(SharedBudget(via_proxy, "", API, USER, backoff=(0.0, 0.0)))
+    try:
+        mark = daily.mark()  # the database does not answer: this process's own count
+        assert mark == 0
+        assert not mark.shared
+        proxy.up()
+        # the tenant counted b's 5, the request that asked and 2 of other integrations
+        c.configure(None, used_today=5 + 1 + 2, mark=mark)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            others = conn.execute("SELECT others FROM leadpipe_budget_day").fetchall()
+        assert others == [(0,)]
+        granted = 0
+        for _ in range(8):
+            try:
+                b.acquire()
+                granted += 1
+            except QuotaExhausted:
+                pass
+        assert granted == 10 - 5
+    finally:
+        proxy.down()
+
+
 def test_postgresql_down_nothing_is_sent_no_thread_dies_and_it_resumes(
     postgres_cluster: Cluster, db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

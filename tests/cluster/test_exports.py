@@ -4,6 +4,7 @@ writes the window; catch-up after downtime still works."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -193,3 +194,69 @@ def test_a_window_whose_lease_was_lost_mid_write_is_not_renamed_into_place(
             )  # fmt: skip
     assert days_written(outbox) == []
     assert not list((outbox / "daily").glob("*.manifest.json"))
+
+
+class OtherNodeWritesFirst(ClusterExports):
+    """Node ``other`` writes, records and releases the first window a asks the lease of, in
+    the moment between a's first look ("not written yet") and a's lease of the window."""
+
+    def __init__(self, node: ClusterNode, other: NodeExports) -> None:
+        super().__init__(node)
+        self.other = other
+        self.raced: list[Window] = []
+
+    @contextlib.contextmanager
+    def window(self, name: str, window: Window) -> Iterator[Callable[[], bool] | None]:
+        if not self.raced:
+            self.raced.append(window)
+            theirs = ClusterExports(self.other.node)
+            with theirs.window(name, window) as mine:
+                assert mine is not None
+                result = export_window(
+                    JOB, window, client=self.other.client,
+                    outbox=self.other.settings.paths.outbox, timezone=TZ, now=START,
+                    still_mine=mine,
+                )  # fmt: skip
+                assert result.path is not None
+                theirs.record(name, window, result.path, result.rows)
+        with super().window(name, window) as mine:
+            yield mine
+
+
+def test_a_window_written_by_another_node_before_the_lease_is_taken_is_not_written_again(
+    two_nodes: tuple[NodeExports, NodeExports], sandbox_at_start: Sandbox
+) -> None:
+    a, b = two_nodes
+    racing = OtherNodeWritesFirst(a.node, b)
+    a.scheduler.shared = racing
+    results = a.scheduler.run_due(START)
+    assert racing.raced == [Window(date(2026, 10, 1), date(2026, 10, 2))]
+    assert [r.window.start.day for r in results] == [2, 3, 4, 5, 6, 7]  # not the first again
+    assert set(exports_of(sandbox_at_start).values()) == {1}
+    assert days_written(a.settings.paths.outbox) == EXPECTED
+    assert [n for _, _, n, _ in written_windows(a.node, "daily")] == ["b"] + ["a"] * 6
+    assert a.scheduler.planned("daily", START) == []
+
+
+def test_the_single_node_watermark_is_recorded_so_a_node_on_another_machine_follows_it(
+    two_nodes: tuple[NodeExports, NodeExports], sandbox_at_start: Sandbox
+) -> None:
+    """[paths] state is each machine's own disk: the former single node's watermark reaches
+    the other nodes through the database (docs/cluster.md, "Exports")."""
+    a, b = two_nodes
+    shared = a.settings.cluster.shared_state
+    assert shared is not None
+    # the former single node's export state, on its own disk only
+    StateStore(shared / "exports").save(JobState("daily", watermark="2026-10-05"))
+    b.scheduler.settings = replace(
+        b.settings, cluster=replace(b.settings.cluster, shared_state=shared.parent / "b-disk")
+    )
+    # a starts first, when nothing is due yet: it adopts the watermark, writes nothing
+    assert a.scheduler.run_due(datetime(2026, 10, 5, 12, 0, tzinfo=UTC)) == []
+    assert exports_of(sandbox_at_start) == Counter()
+    # b, on another machine, takes the job first later: only the days after the watermark
+    results = b.scheduler.run_due(START)
+    assert [r.window.start.day for r in results] == [5, 6, 7]
+    assert set(exports_of(sandbox_at_start).values()) == {1}
+    assert [f.day for f, _, _, _ in written_windows(b.node, "daily")] == [5, 6, 7]
+    assert b.scheduler.planned("daily", START) == []

@@ -81,3 +81,17 @@ def test_export_window_now_against_the_sandbox(tmp_path: Path) -> None:
     out = tmp_path / "outbox" / "nightly" / "nightly_2026-01-01_2026-01-03.csv"
     assert out.is_file()
     assert Path(f"{out}.manifest.json").is_file()
+
+
+def test_export_without_a_window_is_refused_in_a_cluster(tmp_path: Path) -> None:
+    """A catch-up by hand would start from this node's own watermark, uncoordinated with the
+    other nodes (docs/cluster.md, "Exports"): refused, and nothing is asked of the database."""
+    cfg = config(tmp_path)
+    ledger = '\n[state]\nledger = "postgresql://leadpipe@127.0.0.1:1/leadpipe"\n'
+    cfg.write_text(cfg.read_text(encoding="utf-8") + ledger, encoding="utf-8")
+    for extra in ([], ["--dry-run"]):
+        result = runner.invoke(app, ["--config", str(cfg), "export", "nightly", *extra])
+        assert result.exit_code == 3, result.output
+        assert "in a cluster" in result.output
+        assert "--from/--to" in result.output
+    assert not (tmp_path / "outbox").exists()
