@@ -459,7 +459,8 @@ NODES_DIR = "nodes"
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    """``[cluster]``: several ``leadpipe run`` nodes on one drop folder (docs/cluster.md).
+    """``[cluster]``: several ``leadpipe run`` nodes on one drop folder (docs/cluster.md,
+    "Nodes").
 
     Used only with a PostgreSQL ledger; with SQLite nothing here changes anything.
     """

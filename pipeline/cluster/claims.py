@@ -1,10 +1,11 @@
 """Leases on drop-folder claims (docs/cluster.md, "How nodes share the drop folder").
 
 The resource of a claim is ``claim:<campaign folder>/<claim folder>`` (the claim folder's name
-is unique: claim time, sequence, content hash). Its key is the campaign folder and the content
-hash: two claims of the same content for one campaign (the same file dropped twice) are never
-worked on by two nodes at once, since each run of a file first turns the rows its last run
-left ``sending`` into ``uncertain``.
+is unique: claim time, sequence, content hash). Its key is the campaign folder's name lower-cased
+(campaign folders are matched without regard to case, so ``Acme/`` and ``ACME/`` are one
+campaign) and the content hash: two claims of the same content for one campaign (the same
+file dropped twice) are never worked on by two nodes at once, since each run of a file first
+turns the rows its last run left ``sending`` into ``uncertain``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 
 from pipeline.cluster.leases import Hold
 from pipeline.cluster.node import ClusterNode
+from pipeline.dropfolder.jobs import LeasesUnreachable
 from pipeline.dropfolder.layout import parse_claim
+from pipeline.errors import StateError
 
 
 def claim_resource(claim: Path) -> str:
@@ -22,11 +25,12 @@ def claim_resource(claim: Path) -> str:
 
 
 def claim_key(claim: Path) -> str:
-    """The exclusivity key of a claim: its campaign folder and content hash (and preview)."""
+    """The exclusivity key of a claim: its campaign (the folder's name lower-cased, as
+    :meth:`CampaignDirectory.code_for` matches it) and content hash (and preview)."""
     _, digest, preview = parse_claim(claim.name)
     if not digest:
         return ""
-    return f"file:{claim.parent.name}:{digest}" + (":preview" if preview else "")
+    return f"file:{claim.parent.name.lower()}:{digest}" + (":preview" if preview else "")
 
 
 class ClaimLeases:
@@ -36,7 +40,10 @@ class ClaimLeases:
         self.node = node
 
     def take(self, claim: Path) -> Hold | None:
-        return self.node.acquire(claim_resource(claim), claim_key(claim))
+        try:
+            return self.node.acquire(claim_resource(claim), claim_key(claim), strict=True)
+        except StateError as exc:
+            raise LeasesUnreachable(str(exc)) from exc
 
     def release(self, claim: Path) -> None:
         hold = self.node.held(claim_resource(claim))

@@ -2,10 +2,11 @@
 
 Three tables beside the ledger's (docs/cluster.md, "What is stored"):
 
-- ``cluster_nodes``: one row per node name: host, pid, started, last seen (the heartbeat),
+- ``cluster_nodes``: one row per node name: host, pid (and where it means something: boot
+  and pid namespace), instance (a uuid4 per process), started, last seen (the heartbeat),
   stopped (a clean stop);
-- ``cluster_leases``: one row per leased resource: holder, fencing token (from one sequence,
-  so never reused), an optional exclusivity key, expiry;
+- ``cluster_leases``: one row per leased resource: holder and its instance, fencing token
+  (from one sequence, so never reused), an optional exclusivity key, expiry;
 - ``cluster_exports``: one row per export window written (job, window, file, rows, when, by
   which node).
 
@@ -56,6 +57,12 @@ _TABLES = (
     )""",
     "CREATE INDEX IF NOT EXISTS cluster_leases_holder ON cluster_leases (holder)",
     "CREATE INDEX IF NOT EXISTS cluster_leases_key ON cluster_leases (key) WHERE key != ''",
+    # the instance (a uuid4 per process): two processes under one name are told apart;
+    # added to tables of an earlier version too (docs/cluster.md, "Nodes")
+    "ALTER TABLE cluster_nodes ADD COLUMN IF NOT EXISTS instance TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE cluster_leases ADD COLUMN IF NOT EXISTS instance TEXT NOT NULL DEFAULT ''",
+    # where its pid means something (boot id, pid namespace): see registry.py
+    "ALTER TABLE cluster_nodes ADD COLUMN IF NOT EXISTS pidspace TEXT NOT NULL DEFAULT ''",
     """CREATE TABLE IF NOT EXISTS cluster_exports (
         job TEXT NOT NULL,
         window_from DATE NOT NULL,

@@ -1,11 +1,13 @@
 """Leases with fencing tokens (docs/cluster.md, "Leases and fencing").
 
 A lease is a row of ``cluster_leases``: a resource (``claim:<campaign folder>/<claim>``,
-``export:<job>``, ``export:<job>:<from>_<to>``), its holder node, a fencing token and an
-expiry, all by the database's clock. Taking one is ONE statement::
+``export:<job>``, ``export:<job>:<from>_<to>``), its holder node and the holder's instance
+(process), a fencing token and an expiry, all by the database's clock. Taking one is ONE
+statement::
 
     INSERT ... ON CONFLICT (resource) DO UPDATE ... WHERE the old lease expired
-    (or its holder is this very node: a restart of it) RETURNING token
+    (or its holder is this very process, or an earlier process of this node's name that is
+    not alive any more: a restart after kill -9) RETURNING token
 
 so two nodes can never both take a resource. Every take (first or takeover) draws a new token
 from one sequence: a token is never reused, so a holder that lost its lease can never pass a
@@ -31,16 +33,26 @@ from pipeline.errors import StateError
 
 log = logging.getLogger("leadpipe.cluster")
 
+#: A lease this node may not take is live and neither this very process's own nor left by an
+#: earlier process under this name that is not alive any more (its registry row is stale or
+#: another instance's now: a restart after kill -9 takes its leases back at once).
 _ACQUIRE = """
-INSERT INTO cluster_leases AS l (resource, holder, token, key, acquired, expires)
-SELECT %(resource)s, %(node)s, nextval('cluster_lease_token'), %(key)s, now(),
+INSERT INTO cluster_leases AS l (resource, holder, instance, token, key, acquired, expires)
+SELECT %(resource)s, %(node)s, %(inst)s, nextval('cluster_lease_token'), %(key)s, now(),
        now() + make_interval(secs => %(ttl)s)
 WHERE %(key)s = '' OR NOT EXISTS (
     SELECT 1 FROM cluster_leases o WHERE o.key = %(key)s AND o.resource != %(resource)s
-    AND o.expires > now() AND o.holder != %(node)s)
-ON CONFLICT (resource) DO UPDATE SET holder = excluded.holder, token = excluded.token,
-    key = excluded.key, acquired = excluded.acquired, expires = excluded.expires
-WHERE l.expires <= now() OR l.holder = %(node)s
+    AND o.expires > now() AND NOT (o.holder = %(node)s AND (o.instance = %(inst)s
+        OR NOT EXISTS (SELECT 1 FROM cluster_nodes n WHERE n.name = o.holder
+            AND n.instance = o.instance AND n.stopped IS NULL
+            AND n.last_seen > now() - make_interval(secs => %(ttl)s)))))
+ON CONFLICT (resource) DO UPDATE SET holder = excluded.holder, instance = excluded.instance,
+    token = excluded.token, key = excluded.key, acquired = excluded.acquired,
+    expires = excluded.expires
+WHERE l.expires <= now() OR (l.holder = %(node)s AND (l.instance = %(inst)s
+    OR NOT EXISTS (SELECT 1 FROM cluster_nodes n WHERE n.name = l.holder
+        AND n.instance = l.instance AND n.stopped IS NULL
+        AND n.last_seen > now() - make_interval(secs => %(ttl)s))))
 RETURNING token
 """
 
@@ -99,15 +111,23 @@ class Hold:
 class LeaseTable:
     """The ``cluster_leases`` table for one node."""
 
-    def __init__(self, db: ClusterDb, node: str, lease_seconds: float) -> None:
+    def __init__(self, db: ClusterDb, node: str, lease_seconds: float, instance: str = "") -> None:
         self.db = db
         self.node = node
+        self.instance = instance
         self.ttl = float(lease_seconds)
 
     def acquire(self, resource: str, key: str = "") -> int | None:
-        """Take ``resource`` if free, expired or this node's: its new token (None: held by a
-        live lease of another node, or ``key`` is). Raises StateError when unreachable."""
-        args = {"resource": resource, "node": self.node, "key": key, "ttl": self.ttl}
+        """Take ``resource`` if free, expired or this process's (or left by a dead earlier
+        process of this name): its new token (None: held by a live lease of another node or
+        process, or ``key`` is). Raises StateError when unreachable."""
+        args = {
+            "resource": resource,
+            "node": self.node,
+            "inst": self.instance,
+            "key": key,
+            "ttl": self.ttl,
+        }
         with self.db.tx() as cur:
             if key:  # two takes of one key never pass the NOT EXISTS at once
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"lease:{key}",))
@@ -116,14 +136,17 @@ class LeaseTable:
         return int(row["token"]) if row else None
 
     def renew(self, held: Iterable[tuple[str, int]]) -> set[str]:
-        """Extend every ``(resource, token)`` still held with that token; those renewed."""
+        """Extend every ``(resource, token)`` still held with that token and not expired; those
+        renewed. An expired lease is never revived (a paused node's late beat): it is lost,
+        another node may have taken it and found its rows ``sending``."""
         pairs = list(held)
         if not pairs:
             return set()
         rows = self.db.query(
             "UPDATE cluster_leases l SET expires = now() + make_interval(secs => %s)"
             " FROM unnest(%s::text[], %s::bigint[]) AS h(r, t)"
-            " WHERE l.resource = h.r AND l.token = h.t AND l.holder = %s RETURNING l.resource",
+            " WHERE l.resource = h.r AND l.token = h.t AND l.holder = %s AND l.expires > now()"
+            " RETURNING l.resource",
             (self.ttl, [r for r, _ in pairs], [t for _, t in pairs], self.node),
         )
         return {r["resource"] for r in rows}

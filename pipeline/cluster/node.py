@@ -1,4 +1,4 @@
-"""This process as a node of the cluster (docs/cluster.md).
+"""This process as a node of the cluster (docs/cluster.md, "Nodes").
 
 :class:`ClusterNode` composes the registry, the lease table and the heartbeat: it registers
 at start, takes and releases leases for the intake and the export scheduler, renews them all
@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 from pipeline.cluster.db import ClusterDb
@@ -60,8 +61,12 @@ class ClusterNode:
             settings.state.ledger, settings.state.password, timeout=max(2.0, c.heartbeat_seconds)
         )
         self.monotonic = monotonic
-        self.leases = LeaseTable(self.db, self.name, c.lease_seconds)
-        self.registry = NodeRegistry(self.db, self.name, self.host, self.pid, c.lease_seconds)
+        #: this process (a uuid4): two processes under one name are told apart
+        self.instance = uuid.uuid4().hex
+        self.leases = LeaseTable(self.db, self.name, c.lease_seconds, self.instance)
+        self.registry = NodeRegistry(
+            self.db, self.name, self.host, self.pid, c.lease_seconds, self.instance
+        )
         self._held: dict[str, Hold] = {}
         self._lock = threading.Lock()
         self._nodes: tuple[NodeStatus, ...] = ()
@@ -92,7 +97,8 @@ class ClusterNode:
 
     def stop(self) -> None:
         """Stop beating; say goodbye. Held leases are not released: they expire by themselves
-        (a request whose answer was not waited for may still be out; docs/cluster.md)."""
+        (a request whose answer was not waited for may still be out; docs/cluster.md, "Leases
+        and fencing")."""
         if self._heartbeat is not None:
             self._heartbeat.stop(timeout=1.0)
         # only while the database answers: a stop never waits out its timeouts (the service
@@ -109,12 +115,18 @@ class ClusterNode:
 
     # -- leases -------------------------------------------------------------------------------
 
-    def acquire(self, resource: str, key: str = "") -> Hold | None:
-        """Take ``resource`` (None: another live node holds it, or the database is down)."""
+    def acquire(self, resource: str, key: str = "", *, strict: bool = False) -> Hold | None:
+        """Take ``resource`` (None: another live node holds it, or the database is down).
+
+        ``strict``: the database being down raises StateError instead, so a caller going
+        through many resources can stop at the first (each try waits the pool's timeout).
+        """
         sent = self.monotonic()
         try:
             token = self.leases.acquire(resource, key)
         except StateError as exc:
+            if strict:
+                raise
             log.warning("cluster: cannot take %s: %s", resource, exc)
             return None
         if token is None:
@@ -172,18 +184,31 @@ class ClusterNode:
             holds = list(self._held.values())
         sent = self.monotonic()
         try:
-            self.registry.beat()
-            renewed = self.leases.renew((h.resource, h.token) for h in holds if not h.lost.is_set())
+            mine = self.registry.beat()
+            renewed = (
+                self.leases.renew((h.resource, h.token) for h in holds if not h.lost.is_set())
+                if mine
+                else set()
+            )
         except StateError:
             for h in holds:
                 h.fenced()  # too old now? no new request for it
             raise
-        for h in holds:
-            if h.resource in renewed:
-                h.renewed = max(h.renewed, sent)
-            elif not h.lost.is_set():
-                log.warning("%s: the lease is lost (another node took it over)", h.resource)
-                h.lost.set()
+        if not mine:
+            log.error(
+                "cluster: the node name %s is registered by another process now: every lease "
+                'of this one is lost (docs/cluster.md, "Nodes")',
+                self.name,
+            )
+        with self._lock:
+            for h in holds:
+                if self._held.get(h.resource) is not h:
+                    continue  # released (or taken again) while this beat was out: not lost
+                if h.resource in renewed:
+                    h.renewed = max(h.renewed, sent)
+                elif not h.lost.is_set():
+                    log.warning("%s: the lease is lost (another node took it over)", h.resource)
+                    h.lost.set()
         self.last_beat = sent
         self._refresh()
 

@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pipeline.dropfolder.identity import FileIdentity
-from pipeline.dropfolder.jobs import ClaimLeases, Job, LeaseHold, Outcome
+from pipeline.dropfolder.jobs import ClaimLeases, Job, LeaseHold, LeasesUnreachable, Outcome
 from pipeline.dropfolder.layout import CLAIM_RECORD, DropFolder, error_text, parse_claim, safe_name
 from pipeline.dropfolder.scan import SeenFile
 from pipeline.errors import FileUnreadable
@@ -114,7 +114,11 @@ class Claims:
         lease: LeaseHold | None = None
         if self.leases is not None:
             # before the folder exists: no other node can take it as an interrupted claim
-            lease = self.leases.take(claim)
+            try:
+                lease = self.leases.take(claim)
+            except LeasesUnreachable as exc:
+                log.warning("cluster: cannot take the lease of a new claim: %s", exc)
+                lease = None
             if lease is None:
                 raise NotClaimed(
                     "waits: another node is working on the same file, or the cluster's "
@@ -179,7 +183,9 @@ class Claims:
         """Every claim left in the work folder that is not ``handled`` already, as a job.
 
         In a cluster, only the claims whose lease this node takes (none held, or expired: its
-        node died or could not renew it), each job with its lease.
+        node died or could not renew it), each job with its lease. The look ends at the first
+        claim whose lease the database cannot answer for: every further one would wait the
+        same timeout in the loop's thread (the next sweep looks again).
         """
         try:
             campaign_dirs = [d for d in self.layout.work.iterdir() if d.is_dir()]
@@ -187,12 +193,22 @@ class Claims:
             return []
         jobs: list[Job] = []
         for cdir in campaign_dirs:
-            for claim in sorted(cdir.iterdir()):
+            try:
+                claims = sorted(cdir.iterdir())
+            except OSError:
+                continue  # gone meanwhile
+            for claim in claims:
                 if not claim.is_dir() or handled(claim):
                     continue
                 lease: LeaseHold | None = None
-                if self.leases is not None and (lease := self.leases.take(claim)) is None:
-                    continue  # another live node works on it
+                if self.leases is not None:
+                    try:
+                        lease = self.leases.take(claim)
+                    except LeasesUnreachable as exc:
+                        log.warning("interrupted claims not looked at now: %s", exc)
+                        return jobs
+                    if lease is None:
+                        continue  # another live node works on it
                 try:
                     files = [f for f in claim.iterdir() if f.is_file() and f.name != CLAIM_RECORD]
                 except OSError:

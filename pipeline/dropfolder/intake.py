@@ -102,7 +102,8 @@ class Intake:
         self.settling = Settling(settle_seconds, self.clock, trust_ctime=trust_ctime)
         self.campaigns = CampaignDirectory(campaigns, self.clock)
         self.queues = Queues()
-        #: a cluster's leases on claims (docs/cluster.md); None: one node
+        #: a cluster's leases on claims (docs/cluster.md, "How nodes share the drop folder");
+        #: None: one node
         self.leases = leases
         self.claims = Claims(self.layout, self._local_now, leases)
         self.recent: deque[Finished] = deque(maxlen=recent_size)
@@ -493,7 +494,8 @@ class Intake:
             job.lease is not None
             and out.kind is not FileOutcome.INTERRUPTED
             and not job.lease.check()
-        ):  # another node took the claim over: it is that node's to place (docs/cluster.md)
+        ):  # another node took the claim over: it is that node's to place (docs/cluster.md,
+            # "How nodes share the drop folder")
             log.warning("%s: the claim's lease is lost; left to the node that holds it", job.name)
             out = Outcome(FileOutcome.INTERRUPTED, message="the claim's lease was lost")
         try:
@@ -568,6 +570,11 @@ class Intake:
             path, drop, preview, campaign = item.path, item.path.parent, item.preview, item.campaign
         if not os.path.lexists(path):  # it already reached its place: nothing to fail
             return None
+        if job is not None and job.lease is not None and not job.lease.check():
+            # another node took the claim over (or may by now): it is that node's to place
+            log.warning("%s: the claim's lease is lost; left to the node that holds it", job.name)
+            self._let_go(job, placed=False)
+            return None
         stamp = self.claims.stamp()
         message = (
             f"leadpipe hit an internal error while handling this file ({exc!r}). Rows it "
@@ -606,7 +613,8 @@ class Intake:
 
     def _let_go(self, job: Job, *, placed: bool) -> None:
         """In a cluster: release the claim's lease once its file is placed; else (it stays
-        claimed) stop renewing it, so it expires and any node resumes it (docs/cluster.md)."""
+        claimed) stop renewing it: this node takes it back at its next sweep, any other node
+        once it expired (docs/cluster.md, "How nodes share the drop folder")."""
         if self.leases is None or job.lease is None:
             return
         try:

@@ -42,15 +42,21 @@ class LeaseHold(Protocol):
         ...
 
 
+class LeasesUnreachable(Exception):
+    """The cluster's database did not answer a lease's take: nothing is known of who holds it."""
+
+
 class ClaimLeases(Protocol):
-    """What the intake asks of a cluster: a lease per claim folder (docs/cluster.md).
+    """What the intake asks of a cluster: a lease per claim folder (docs/cluster.md, "How
+    nodes share the drop folder").
 
     Without one (SQLite, one node) every claim in the work folder is this node's own.
     """
 
     def take(self, claim: Path) -> LeaseHold | None:
         """Take the lease of ``claim`` (a claim folder, made or not yet): None when another
-        live node holds it (or the same file's content), or the database cannot say."""
+        live node holds it (or the same file's content); raises :class:`LeasesUnreachable`
+        when the database cannot say."""
         ...
 
     def release(self, claim: Path) -> None:

@@ -11,10 +11,12 @@ Moving the original is the intake's job.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -42,12 +44,22 @@ from pipeline.files import WORK_DIR_NAME, free_name
 from pipeline.ingest.report.place import ReceiptWriter, ResultPlaces
 from pipeline.ingest.report.receipt import Receipt
 from pipeline.ingest.schema_cache import SchemaCache
-from pipeline.ledger import Claim, FileKey, Ledger, RowState, mark_changed
+from pipeline.ledger import (
+    Claim,
+    FileKey,
+    FileRecord,
+    FileState,
+    Ledger,
+    RowState,
+    mark_changed,
+)
 from pipeline.outcome import FileOutcome
 from pipeline.service.health import Heartbeats
 
 if TYPE_CHECKING:
     from pipeline.ingest.run import IngestResult
+
+log = logging.getLogger("leadpipe.intake")
 
 #: rows sent are counted from the ledger at most this often (s) while a file uploads
 COUNT_EVERY = 0.5
@@ -164,6 +176,10 @@ class IngestProcessor:
             return Outcome(FileOutcome.INTERRUPTED, message="the claim's lease was lost")
         if outcome is FileOutcome.INTERRUPTED or stopping:
             return Outcome(FileOutcome.INTERRUPTED, message=result.reason)  # stays claimed
+        # from here on, a lease lost meanwhile leaves the file's record to its new holder
+        ledger = (
+            self.ledger if job.lease is None else cast(Ledger, FencedLedger(self.ledger, job.lease))
+        )
         if outcome is FileOutcome.WAITING:
             shutil.rmtree(results, ignore_errors=True)
             return Outcome(
@@ -200,13 +216,14 @@ class IngestProcessor:
         ):  # written to again since ingest's last look: not done, take it again
             shutil.rmtree(results, ignore_errors=True)
             if outcome is not FileOutcome.ALREADY:  # a re-drop read nothing: its record stays
-                mark_changed(self.ledger, result.key, job.preview, "still being written")
+                mark_changed(ledger, result.key, job.preview, "still being written")
             return Outcome(
                 FileOutcome.CHANGED, message=FileChanged("it changed after it was read").reason
             )
         places = ResultPlaces.in_drop_folder(self.settings.paths.inbox, job.folder, job.preview)
         original = free_name(places.receipts / DropFolder.result_name(stamp, job.name))
-        placed = self.writer.place(self._as_dropped(job, receipt), rejects, places, original.name)
+        writer = self.writer if job.lease is None else ReceiptWriter(ledger)
+        placed = writer.place(self._as_dropped(job, receipt), rejects, places, original.name)
         shutil.rmtree(results, ignore_errors=True)
         done = placed.receipt
         counts = _receipt_counts(done)
@@ -349,11 +366,18 @@ class LeaseFence(threading.Event):
 
 
 class FencedLedger:
-    """The ledger, with the claim's lease checked before each batch of sends.
+    """The ledger, with the claim's lease checked before each batch of sends and before any
+    write about the file as a whole (docs/cluster.md, "Leases and fencing").
 
     :meth:`Ledger.claim_for_sending` records the intent before any POST of a batch: refused
     here when the lease is not this node's any more (or cannot be vouched for), so no row goes
-    ``sending`` without it. Every other call goes to the ledger unchanged.
+    ``sending`` without it. Once the lease is lost or fenced, the file is the new holder's:
+    the file's state (waiting, changed, done), its rows left ``sending`` and its new rows are
+    not touched any more (a paused node waking up must not set the file another node finished
+    back to waiting, nor turn its rows uncertain); those calls do nothing, so the run ends as
+    it would and the intake leaves the claim to its holder. What this node's own requests got
+    back (accepted, refused, uncertain, a unique id) is true whoever holds the lease: recorded.
+    Every other call goes to the ledger unchanged.
     """
 
     def __init__(self, ledger: Ledger, lease: LeaseHold) -> None:
@@ -362,6 +386,12 @@ class FencedLedger:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ledger, name)
+
+    def _gone(self, what: str, key: FileKey) -> bool:
+        if not self._lease.fenced():
+            return False
+        log.info("lease lost: the ledger's %s of a file left to its holder", what)
+        return True
 
     def claim_for_sending(self, key: FileKey, rows: Any, **kwargs: Any) -> Claim:
         if not self._lease.check():
@@ -375,6 +405,35 @@ class FencedLedger:
         if self._lease.fenced():
             return
         self._ledger.record_unsent(key, rows, reason)
+
+    def begin_file(self, key: FileKey, name: str) -> FileRecord:
+        """Recorded as being processed, unless the lease is lost and the record is there: it
+        is the new holder's then (returned as it is)."""
+        if self._lease.fenced() and (record := self._ledger.file(key)) is not None:
+            return record
+        return self._ledger.begin_file(key, name)
+
+    def set_file_state(self, key: FileKey, state: FileState, reason: str = "") -> None:
+        if not self._gone("state", key):
+            self._ledger.set_file_state(key, state, reason)
+
+    def finish_file(
+        self, key: FileKey, state: FileState, receipt_path: str, receipt_json: str
+    ) -> None:
+        if not self._gone("end", key):
+            self._ledger.finish_file(key, state, receipt_path, receipt_json)
+
+    def add_rows(self, key: FileKey, rows: Iterable[tuple[int, str]]) -> int:
+        if self._gone("new rows", key):
+            return 0
+        return self._ledger.add_rows(key, rows)
+
+    def recover_sending(self, key: FileKey | None = None) -> int:
+        """Rows left ``sending`` become uncertain: never under the new holder's feet (nor,
+        without a key, for every file: only this claim's lease is known here)."""
+        if key is None or self._gone("rows left sending", key):
+            return 0
+        return self._ledger.recover_sending(key)
 
 
 class FencedClient:

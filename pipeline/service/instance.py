@@ -50,7 +50,7 @@ class InstanceLock:
                 f"another `leadpipe run` (pid {holder}) is already running on the state folder "
                 f"{self.path.parent}. Stop it first (e.g. `systemctl stop leadpipe`), or give this "
                 "one its own state folder in the config (in a cluster: its own node name, "
-                "LEADPIPE_NODE; docs/cluster.md)."
+                'LEADPIPE_NODE; docs/cluster.md, "Nodes").'
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

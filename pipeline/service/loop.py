@@ -179,7 +179,7 @@ class Service:
         cluster: ClusterNode | None = None,
     ) -> None:
         self.settings = settings
-        #: this node of a cluster (docs/cluster.md); None: the only node (SQLite)
+        #: this node of a cluster (docs/cluster.md, "Nodes"); None: the only node (SQLite)
         self.cluster = cluster
         leases = None
         if cluster is not None:
@@ -328,7 +328,8 @@ class Service:
         return found + self._cluster_health()
 
     def _cluster_health(self) -> list[str]:
-        """In a cluster: a heartbeat that has not reached the database (docs/cluster.md)."""
+        """In a cluster: a heartbeat that has not reached the database (docs/cluster.md, "What
+        to monitor")."""
         node = self.cluster
         if node is None or node.last_beat is None:
             return []

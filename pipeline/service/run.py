@@ -2,7 +2,7 @@
 
 :func:`run_service` is the one library call behind ``leadpipe run``. It holds an OS lock on
 the state folder (one instance per state folder; in a cluster, per node: each node has its own
-state folder, docs/cluster.md), sweeps the inbox at start-up and every
+state folder, docs/cluster.md, "Nodes"), sweeps the inbox at start-up and every
 ``intake.sweep_seconds`` (file-system events only wake it early), processes files with
 ``campaign_parallelism`` workers, runs due exports, and serves the status page. Setting
 ``stop`` (the CLI does on SIGTERM/SIGINT) stops taking files; in-flight uploads halt after the
@@ -51,7 +51,8 @@ def _open_api(
     session.hooks["response"].append(metrics.api_response)
     watch = ApiWatch(clock)  # the page turns red at the first failed call
     watch.attach(session)
-    if settings.cluster.enabled:  # no upload leaves without its file's lease (docs/cluster.md)
+    # no upload leaves without its file's lease (docs/cluster.md, "Leases and fencing")
+    if settings.cluster.enabled:
         from pipeline.service import fencing
 
         fencing.attach(session)
@@ -97,7 +98,7 @@ def run_service(
     lock = InstanceLock(state_dir).acquire()  # in a cluster: the node's own state folder
     cluster = None
     try:
-        if settings.cluster.enabled:  # a node of a cluster (docs/cluster.md)
+        if settings.cluster.enabled:  # a node of a cluster (docs/cluster.md, "Nodes")
             from pipeline.cluster.node import open_node
 
             cluster = open_node(settings)

@@ -107,7 +107,7 @@ class ServiceStatus:
     at: str = ""  #: when this was taken (ISO 8601)
     pid: int | None = None
     running: bool = True
-    #: this node's name, in a cluster (docs/cluster.md); "" for one node (SQLite)
+    #: this node's name, in a cluster (docs/cluster.md, "Nodes"); "" for one node (SQLite)
     node: str = ""
     #: every node of the cluster: alive or not, last seen, what it holds
     nodes: tuple[NodeStatus, ...] = ()

@@ -15,6 +15,7 @@ from pipeline.cluster.node import ClusterNode, fence_after
 from pipeline.config import Settings
 from pipeline.errors import StateError
 from tests.cluster.conftest import age_node, expire
+from tests.cluster.test_node_identity import dead_pid
 
 
 class Ticks:
@@ -77,7 +78,8 @@ def test_a_key_is_held_by_one_node_at_a_time_and_a_node_takes_back_its_own(
         # the same content for the same campaign in another claim: not while a works on it
         assert b.acquire("claim:X/2", "file:X:same") is None
         assert b.acquire("claim:X/3", "file:X:other") is not None
-        # a restart of node a (same name) takes its own lease back at once
+        # a restart of node a (same name) after kill -9 takes its own lease back at once
+        a.db.query("UPDATE cluster_nodes SET pid = %s WHERE name = 'a'", (dead_pid(),))
         again = started(make_settings("a"))
         try:
             assert again.acquire("claim:X/1", "file:X:same") is not None
