@@ -8,12 +8,10 @@ window, never a duration.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import math
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +32,7 @@ from pipeline.config import ApiSettings, Paths, Settings, StateSettings
 from pipeline.errors import Unavailable
 from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER, Sandbox
 from tests.postgres import Cluster
+from tests.tcprelay import TcpRelay
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -256,68 +255,6 @@ def test_the_tenants_count_of_other_integrations_is_shared(db_url: str) -> None:
 # -- PostgreSQL down ----------------------------------------------------------------------------
 
 
-class TcpProxy:
-    """127.0.0.1:port -> the database; ``down()`` closes it and every connection through it."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target = ("127.0.0.1", target_port)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self._server: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def up(self) -> None:
-        server = socket.socket()
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("127.0.0.1", self.port))
-        server.listen(16)
-        self._server = server
-        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
-
-    def down(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            with contextlib.suppress(OSError):
-                server.shutdown(socket.SHUT_RDWR)  # wakes the accept() in progress
-            server.close()
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for c in conns:
-            with contextlib.suppress(OSError):
-                c.shutdown(socket.SHUT_RDWR)
-            c.close()
-
-    def _accept(self, server: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = server.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-
 def test_herobases_daily_header_count_is_kept_and_shared_with_every_node(db_url: str) -> None:
     """A daily X-Rate-Limit-* window counts every integration on the account: a shared permit
     does not hide it (docs/api-contract.md, "The daily quota"), and the other nodes learn it."""
@@ -351,7 +288,7 @@ def test_a_mark_the_database_did_not_give_is_not_shared_as_others(
 ) -> None:
     """A database blip while asking the tenant's count: that node's figure holds the other
     nodes' requests, so it is not shared as "others" (it would stay all day)."""
-    proxy = TcpProxy(postgres_cluster.port)
+    proxy = TcpRelay(("127.0.0.1", postgres_cluster.port))
     db = db_url.rsplit("/", 1)[1]
     via_proxy = f"postgresql://leadpipe@127.0.0.1:{proxy.port}/{db}"
     clock = SystemClock()
@@ -386,7 +323,7 @@ def test_a_mark_the_database_did_not_give_is_not_shared_as_others(
 def test_postgresql_down_nothing_is_sent_no_thread_dies_and_it_resumes(
     postgres_cluster: Cluster, db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    proxy = TcpProxy(postgres_cluster.port)
+    proxy = TcpRelay(("127.0.0.1", postgres_cluster.port))
     proxy.up()
     db = db_url.rsplit("/", 1)[1]
     via_proxy = f"postgresql://leadpipe@127.0.0.1:{proxy.port}/{db}"

@@ -6,9 +6,6 @@ stops at the first claim instead of waiting the timeout for each."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,6 +24,7 @@ from pipeline.ledger import FileKey, FileState, Ledger, RowState, mark_changed
 from pipeline.ledger.sqlite import open_ledger
 from tests.cluster.conftest import expire
 from tests.cluster.test_claims import SHA, claims_of, left_claim, resume
+from tests.tcprelay import TcpRelay
 
 
 def registered(settings: Settings, db: ClusterDb | None = None) -> ClusterNode:
@@ -148,68 +146,12 @@ def test_an_internal_error_after_the_lease_was_lost_leaves_the_file_claimed(
         b.stop()
 
 
-class Blackhole:
-    """127.0.0.1:port -> the database, until ``cut()``: then every connection through it is
-    closed and new ones are accepted but never answered (a network gone dark)."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.target = (parts.hostname or "127.0.0.1", parts.port or 5432)
-        self.server = socket.socket()
-        self.server.bind(("127.0.0.1", 0))
-        self.server.listen(64)
-        port = self.server.getsockname()[1]
-        netloc = parts.netloc.rsplit(":", 1)[0] + f":{port}"
-        self.url = urlunsplit(parts._replace(netloc=netloc))
-        self.dark = False
-        self.conns: list[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def cut(self) -> None:
-        with self.lock:
-            self.dark = True
-            conns, self.conns = self.conns, []
-        for c in conns:
-            with contextlib.suppress(OSError):
-                c.shutdown(socket.SHUT_RDWR)
-            c.close()
-
-    def close(self) -> None:
-        self.cut()
-        self.server.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.conns.append(client)
-                if self.dark:
-                    continue  # accepted, never answered
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.conns.append(upstream)
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
+def relayed(url: str) -> tuple[TcpRelay, str]:
+    """A relay in front of the database at ``url``, and the URL through it."""
+    parts = urlsplit(url)
+    relay = TcpRelay((parts.hostname or "127.0.0.1", parts.port or 5432)).up()
+    netloc = parts.netloc.rsplit(":", 1)[0] + f":{relay.port}"
+    return relay, urlunsplit(parts._replace(netloc=netloc))
 
 
 def test_a_sweep_with_the_database_cut_off_stops_at_the_first_claim(
@@ -218,14 +160,14 @@ def test_a_sweep_with_the_database_cut_off_stops_at_the_first_claim(
     inbox = tmp_path / "inbox"
     for i in range(8):
         left_claim(inbox, "ALPHA", f"20261130010203000000{i:02d}")
-    hole = Blackhole(cluster_db)
-    a = registered(make_settings("a"), ClusterDb(hole.url, timeout=1.0))
+    hole, via_hole = relayed(cluster_db)
+    a = registered(make_settings("a"), ClusterDb(via_hole, timeout=1.0))
     try:
-        hole.cut()
+        hole.go_dark()
         started = time.monotonic()
         assert resume(claims_of(a, inbox)) == []
         # one wait of the pool's timeout, not one per claim (8 s)
         assert time.monotonic() - started < 4.0
     finally:
         a.db.close()
-        hole.close()
+        hole.down()
