@@ -136,6 +136,15 @@ class Cluster:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
+    @contextlib.contextmanager
+    def fresh_database(self) -> Iterator[str]:
+        """The URL of a new, empty database, dropped afterwards."""
+        name = self.create_database()
+        try:
+            yield self.url(name)
+        finally:
+            self.drop_database(name)
+
 
 def start_cluster() -> Cluster | str:
     """A running cluster, or the reason there can be none here (for a skip)."""
@@ -198,8 +207,5 @@ def ledger_backend(request: pytest.FixtureRequest) -> Iterator[LedgerBackend]:
         yield LedgerBackend("sqlite")
         return
     cluster: Cluster = request.getfixturevalue("postgres_cluster")
-    db = cluster.create_database()
-    try:
-        yield LedgerBackend("postgresql", cluster.url(db))
-    finally:
-        cluster.drop_database(db)
+    with cluster.fresh_database() as url:
+        yield LedgerBackend("postgresql", url)

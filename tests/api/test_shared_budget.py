@@ -49,11 +49,8 @@ PER_MINUTE, CAP = 300, 10
 @pytest.fixture
 def db_url(postgres_cluster: Cluster) -> Iterator[str]:
     """A fresh database on the session's throwaway PostgreSQL cluster."""
-    name = postgres_cluster.create_database()
-    try:
-        yield postgres_cluster.url(name)
-    finally:
-        postgres_cluster.drop_database(name)
+    with postgres_cluster.fresh_database() as url:
+        yield url
 
 
 def budget(url: str, **kw: Any) -> SharedBudget:

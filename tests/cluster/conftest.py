@@ -15,11 +15,8 @@ from tests.postgres import Cluster
 @pytest.fixture
 def cluster_db(postgres_cluster: Cluster) -> Iterator[str]:
     """The URL of a fresh, empty database on the session's throwaway PostgreSQL cluster."""
-    db = postgres_cluster.create_database()
-    try:
-        yield postgres_cluster.url(db)
-    finally:
-        postgres_cluster.drop_database(db)
+    with postgres_cluster.fresh_database() as url:
+        yield url
 
 
 def node_settings(

@@ -82,11 +82,8 @@ KILLS_PER_CASE = 17
 @pytest.fixture
 def pg_url(postgres_cluster: Cluster) -> Iterator[str]:
     """A fresh, empty database on the session's throwaway PostgreSQL cluster."""
-    db = postgres_cluster.create_database()
-    try:
-        yield postgres_cluster.url(db)
-    finally:
-        postgres_cluster.drop_database(db)
+    with postgres_cluster.fresh_database() as url:
+        yield url
 
 
 @pytest.mark.slow

@@ -42,11 +42,8 @@ CANARY = "canary-Pw-5512"
 @pytest.fixture
 def target(postgres_cluster: Cluster) -> Iterator[str]:
     """The URL of a fresh, empty database (dropped after the test)."""
-    db = postgres_cluster.create_database()
-    try:
-        yield postgres_cluster.url(db)
-    finally:
-        postgres_cluster.drop_database(db)
+    with postgres_cluster.fresh_database() as url:
+        yield url
 
 
 def _ingest(settings: Settings, client: HeroBaseClient, ledger: Ledger, path: Path) -> Receipt:
