@@ -24,7 +24,6 @@ from pipeline.api.ratelimit import limiter_for
 from pipeline.api.retry import RetryPolicy
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
-from pipeline.errors import StateError
 
 if TYPE_CHECKING:  # psycopg is loaded only for a PostgreSQL ledger
     from pipeline.api.shared_budget import SharedBudget
@@ -44,10 +43,9 @@ def shared_budget_for(settings: Settings) -> SharedBudget | None:
     try:
         from pipeline.api.shared_budget import SharedBudget
     except ImportError as exc:
-        raise StateError(
-            "[state] ledger is a PostgreSQL database, but psycopg is not installed: "
-            "pip install 'leadpipe[postgresql]' (psycopg[binary,pool])."
-        ) from exc
+        from pipeline.ledger.connect import psycopg_missing
+
+        raise psycopg_missing() from exc
     api = settings.api
     return SharedBudget(settings.state.ledger, settings.state.password, api.url, api.user)
 

@@ -21,6 +21,14 @@ from pipeline.ledger import LEDGER_FILE, MARKER_FILE, Ledger
 POSTGRES_MARKER = "ledger.postgresql"
 
 
+def psycopg_missing() -> StateError:
+    """What to say when the ledger is PostgreSQL and psycopg is not installed."""
+    return StateError(
+        "[state] ledger is a PostgreSQL database, but psycopg is not installed: "
+        "pip install 'leadpipe[postgresql]' (psycopg[binary,pool])."
+    )
+
+
 def open_ledger_for(settings: Settings, *, create: bool = True) -> Ledger:
     """Open the configured ledger (created on first use when ``create``).
 
@@ -45,10 +53,7 @@ def open_ledger_for(settings: Settings, *, create: bool = True) -> Ledger:
         import psycopg  # noqa: F401  (only to say what is missing)
         import psycopg_pool  # noqa: F401
     except ImportError as exc:
-        raise StateError(
-            "[state] ledger is a PostgreSQL database, but psycopg is not installed: "
-            "pip install 'leadpipe[postgresql]' (psycopg[binary,pool])."
-        ) from exc
+        raise psycopg_missing() from exc
     from pipeline.ledger.postgres import open_postgres_ledger
 
     # a node of a cluster keeps its state in its own folder under the shared one, which is
