@@ -277,6 +277,18 @@ def test_the_risky_scan_of_a_column_agrees_with_is_risky() -> None:
         assert sink._risky_cells(col, *sink._joined(col)) == want, col
 
 
+def test_the_whole_column_scans_agree_with_each_cell() -> None:
+    rng = random.Random(2)
+    pieces = [" ", "\u00a0", "\t", "\n", "a", "&", "<", ">", "\x01", "_x0041_", "_x00", "1_", "é"]
+    for _ in range(20_000):
+        col = ["".join(rng.choices(pieces, k=rng.randint(0, 4))) for _ in range(rng.randint(1, 4))]
+        joined, clean = sink._joined(col)
+        assert clean
+        edge = any(v[:1].isspace() or v[-1:].isspace() for v in col)
+        assert sink._edge_space(joined) == edge, col
+        assert sink._xml_special(joined) == any(sink._xml_text(v) != v for v in col), col
+
+
 def test_a_big_batch_reaches_the_thread_in_bounded_pieces(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

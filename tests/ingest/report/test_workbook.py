@@ -1,0 +1,57 @@
+"""The reject workbook's quick comment parts are xlsxwriter's own, byte for byte."""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import xlsxwriter
+
+from pipeline.ingest.report.workbook import ZIP_LEVEL, Workbook
+
+
+def _build(cls: Any, path: Path) -> None:
+    wb = cls(str(path), {"constant_memory": True})
+    for s in range(2):
+        ws = wb.add_worksheet(f"Sheet {s}")
+        ws.set_column(1, 1, 30)
+        ws.write_string(0, 0, "head")
+        # more than 1,024 comments on a sheet: xlsxwriter numbers the VML ids in blocks
+        for r in range(1, 1200):
+            text = f" bad & <{r}> \x01 _x0041_ é " if r % 7 else f"plain {r}\nsecond line"
+            ws.write_comment(r, r % 4, text, {"x_scale": 3})
+            ws.write_string(r, 0, "x")
+    ws.write_comment(1300, 2, "shown", {"visible": True, "author": "A & B", "color": "#ff0000"})
+    wb.close()
+
+
+def test_every_part_equals_xlsxwriters_own(tmp_path: Path) -> None:
+    ref, ours = tmp_path / "ref.xlsx", tmp_path / "ours.xlsx"
+    _build(xlsxwriter.Workbook, ref)
+    _build(Workbook, ours)
+    with zipfile.ZipFile(ref) as a, zipfile.ZipFile(ours) as b:
+        assert a.namelist() == b.namelist()
+        assert "xl/comments2.xml" in a.namelist()
+        assert "xl/drawings/vmlDrawing2.vml" in a.namelist()
+        for name in a.namelist():
+            if name != "docProps/core.xml":  # the creation time
+                assert a.read(name) == b.read(name), name
+
+
+def _deflated_size(data: bytes, level: int) -> int:
+    packer = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return len(packer.compress(data) + packer.flush())
+
+
+def test_only_a_leadpipe_workbook_is_compressed_at_its_level(tmp_path: Path) -> None:
+    plain, ours = tmp_path / "plain.xlsx", tmp_path / "ours.xlsx"
+    _build(Workbook, ours)
+    _build(xlsxwriter.Workbook, plain)  # after ours: xlsxwriter's own level is untouched
+    sheet = "xl/worksheets/sheet1.xml"
+    with zipfile.ZipFile(plain) as a, zipfile.ZipFile(ours) as b:
+        data = a.read(sheet)
+        assert b.getinfo(sheet).compress_size == _deflated_size(data, ZIP_LEVEL)
+        assert a.getinfo(sheet).compress_size == _deflated_size(data, zlib.Z_DEFAULT_COMPRESSION)
+        assert b.getinfo(sheet).compress_size != a.getinfo(sheet).compress_size
