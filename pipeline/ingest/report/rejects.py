@@ -29,6 +29,7 @@ import logging
 import os
 import queue
 import sqlite3
+import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -46,7 +47,7 @@ from pipeline.ingest.report.sink import (
     Reject,
     Sink,
 )
-from pipeline.ingest.report.sink_process import ChildGone, ChildSink
+from pipeline.ingest.report.sink_process import ChildGone, ChildSink, start_child, stop_child
 
 __all__ = [
     "MAX_CELL",
@@ -118,6 +119,12 @@ class RejectWriter:
         self._stream: _Stream | None = None
         self._streaming = True  # until a row arrives out of order or again
         self._rows_ended = False  # told no more rows come (they still may: then no stream)
+        # The files' process is started now, so its start overlaps reading the first rows;
+        # it is given the files with the first rejected rows, or stopped unused.
+        self._child: subprocess.Popen[bytes] | None = None
+        if writer == "process":
+            with contextlib.suppress(ChildGone):  # tried again, and said, at the first rows
+                self._child = start_child()
 
     def add(self, row: int, values: Sequence[str], problems: Sequence[RowProblem]) -> None:
         """Add a row (original values, in header order) and its problems.
@@ -230,7 +237,10 @@ class RejectWriter:
         """The streamed files' writer: a child process, or this process when none starts."""
         if self._writer == "process":
             try:
-                return ChildSink(self.xlsx_path, self.csv_path, self.headers, self._limits())
+                child, self._child = self._child, None
+                return ChildSink(
+                    self.xlsx_path, self.csv_path, self.headers, self._limits(), process=child
+                )
             except ChildGone as exc:
                 log.warning("%s; writing the reject files in this process instead", exc)
         return self._new_sink()
@@ -241,6 +251,11 @@ class RejectWriter:
             stream.cancel()
 
     def _drop_spool(self) -> None:
+        """Remove the spool, and stop the files' process if no rows needed it (the writer
+        thread has ended: the caller joined it)."""
+        child, self._child = self._child, None
+        if child is not None:
+            stop_child(child)
         self._db.close()
         with contextlib.suppress(OSError):
             self._spool_path.unlink()

@@ -54,16 +54,17 @@ class ChildSink:
     """
 
     def __init__(
-        self, xlsx_path: Path, csv_path: Path, headers: Sequence[str], limits: Limits
+        self,
+        xlsx_path: Path,
+        csv_path: Path,
+        headers: Sequence[str],
+        limits: Limits,
+        *,
+        process: subprocess.Popen[bytes] | None = None,
     ) -> None:
-        try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", __name__],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-            )
-        except OSError as exc:
-            raise ChildGone(f"the reject writer's process did not start: {exc}") from exc
+        """``process``: a child from :func:`start_child` (its start has overlapped other
+        work); without it, one is started now."""
+        self._proc = process if process is not None else start_child()
         self._done = False
         self._targets = (Path(xlsx_path), Path(csv_path))
         try:
@@ -149,6 +150,32 @@ class ChildSink:
             for leftover in folder.glob(f".{glob.escape(target.name)}.*.part"):
                 with contextlib.suppress(OSError):
                     leftover.unlink()
+
+
+def start_child() -> subprocess.Popen[bytes]:
+    """A child process, started and importing the sink while the caller goes on; it waits for
+    a :class:`ChildSink` to send it "open", and ends by itself at the end of its input.
+
+    Raises :class:`ChildGone` when it cannot be started.
+    """
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+    except OSError as exc:
+        raise ChildGone(f"the reject writer's process did not start: {exc}") from exc
+
+
+def stop_child(process: subprocess.Popen[bytes]) -> None:
+    """End a child :func:`start_child` started that was never given files: it has nothing to
+    remove, so it is killed rather than waited for (it may still be importing)."""
+    with contextlib.suppress(OSError):
+        process.kill()
+    for pipe in (process.stdin, process.stdout):
+        with contextlib.suppress(OSError):
+            if pipe is not None:
+                pipe.close()
+    process.wait()
 
 
 def _portable(exc: BaseException) -> BaseException:

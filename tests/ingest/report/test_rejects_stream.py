@@ -373,6 +373,19 @@ def test_the_child_process_and_the_thread_write_the_same_files(tmp_path: Path) -
     assert read_csv(made["process"][1]) == read_csv(made["thread"][1])
 
 
+def test_the_writer_process_starts_with_the_writer_and_an_unused_one_is_stopped(
+    tmp_path: Path,
+) -> None:
+    """The files' process starts before the first rejected row (its start overlaps reading);
+    a file without rejected rows, or a pass that stops, leaves no process behind."""
+    for name, end in (("none", "close"), ("stopped", "abort")):
+        w = writer(tmp_path, name)
+        assert len(writer_children()) == 1
+        assert getattr(w, end)() in ([], None)
+        assert not writer_children()
+        assert files_in(tmp_path / name) == []
+
+
 def test_a_killed_writer_process_fails_the_close_plainly_and_leaves_no_file(
     tmp_path: Path,
 ) -> None:
