@@ -51,3 +51,18 @@ def test_a_command_help_imports_no_heavy_package() -> None:
         usage, modules = _loaded(command, "--help")
         assert usage == "1", command
         assert _heavy(modules) == [], command
+
+
+def test_reading_a_file_does_not_load_hypothesis() -> None:
+    """pandera loads hypothesis (installed for leadpipe's own tests) for data synthesis, which
+    leadpipe never uses; an ingest keeps it out, and it imports as usual afterwards."""
+    probe = (
+        "import sys\n"
+        "import pipeline.ingest.fields, pipeline.ingest.validate.checks\n"
+        "import pandera.strategies.base_strategies as s\n"
+        "print('hypothesis' in sys.modules, s.HAS_HYPOTHESIS)\n"
+        "import hypothesis\n"
+        "print(hypothesis.__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False", "hypothesis"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC
@@ -26,7 +27,6 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 import polars as pl
 
 from pipeline.clock import Clock, SystemClock
@@ -34,6 +34,20 @@ from pipeline.errors import StateError, Unavailable, Uncertain
 from pipeline.files import atomic_write_text
 from pipeline.ingest.matching import nonempty_mask, pattern_masks
 from pipeline.regexmatch import DEFAULT_SEMANTICS, Semantics
+
+# pandera loads hypothesis when it is installed (a development tool here), for synthesising
+# test data, which leadpipe never asks of it: ~0.1 s of every command that reads a file. It is
+# kept out while pandera loads; whoever imports it later gets it as usual.
+_HIDE_HYPOTHESIS = "hypothesis" not in sys.modules
+if _HIDE_HYPOTHESIS:
+    sys.modules["hypothesis"] = None  # type: ignore[assignment]  # "not installed" to pandera
+try:
+    # The built-in checks load hypothesis; pandera loads them at the first check, so here.
+    import pandera.backends.pandas.builtin_checks  # noqa: F401
+    import pandera.pandas as pa
+finally:
+    if _HIDE_HYPOTHESIS and "hypothesis" in sys.modules and sys.modules["hypothesis"] is None:
+        del sys.modules["hypothesis"]
 
 SchemaSource = Literal["live", "snapshot"]
 
