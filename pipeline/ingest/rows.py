@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from pipeline.crashpoints import CRASH_ENV, crash_point
 from pipeline.ingest.deliver.upload import UploadRow
 from pipeline.ingest.matching import arrow_strings
 from pipeline.ingest.problems import RowProblem
+from pipeline.ingest.report.batch import RejectBatch
 from pipeline.ingest.report.rejects import RejectWriter
 from pipeline.ledger import FileKey, Ledger, RowRecord, RowState
 from pipeline.ledger.fingerprint import fingerprints
@@ -104,24 +106,41 @@ def add_rejects(
     problems: Sequence[RowProblem],
     refusals: Mapping[int, list[RowProblem]],
 ) -> None:
-    """Add this chunk's rejected rows (original cells) with their problems, in row order."""
-    by_row: dict[int, list[RowProblem]] = {}
-    for p in problems:
-        by_row.setdefault(p.row, []).append(p)
-    for row, ps in refusals.items():
-        by_row.setdefault(row, []).extend(ps)
-    if not by_row:
+    """Add this chunk's rejected rows (original cells) with their problems, in row order.
+
+    A row's refusals come after its other problems. The cells are taken a whole column at a
+    time and handed over as one :class:`~pipeline.ingest.report.batch.RejectBatch`.
+    """
+    extra = [p for ps in refusals.values() for p in ps]
+    # grouped by row (a stable sort: a row keeps its order, refusals last; linear when sorted)
+    problems = sorted([*problems, *extra], key=attrgetter("row"))
+    if not problems:
         return
-    # whole columns of the rejected rows: far faster than a lookup or a tuple per row
-    at = np.flatnonzero(chunk["_row"].isin(list(by_row)).to_numpy())
-    rows = chunk["_row"].to_numpy()[at].tolist()
-    take = pa.array(at)
-    columns = [pc.fill_null(arrow_strings(chunk[h]).take(take), "").to_pylist() for h in headers]
-    cells = zip(*columns, strict=True) if columns else ([] for _ in rows)
-    writer.add_many((row, list(c), by_row[row]) for row, c in zip(rows, cells, strict=True))
-    # a row not in the chunk (none expected) still goes in: its problems must not be lost
-    missing = by_row.keys() - set(rows)
-    writer.add_many((row, [], by_row[row]) for row in sorted(missing))
+    wanted = list(dict.fromkeys(p.row for p in problems))
+    chunk_rows = chunk["_row"].to_numpy()
+    at = np.flatnonzero(np.isin(chunk_rows, wanted))
+    at = at[np.argsort(chunk_rows[at], kind="stable")]
+    rows = chunk_rows[at].tolist()
+    if rows != wanted:  # a row not in the chunk (none expected) still goes in: nothing is lost
+        by_row: dict[int, list[RowProblem]] = {}
+        for p in problems:
+            by_row.setdefault(p.row, []).append(p)
+        cells = dict(zip(rows, _cells(chunk, headers, at), strict=True))
+        writer.add_many((row, cells.get(row, []), ps) for row, ps in by_row.items())
+    else:
+        columns = [_column(chunk, h, at) for h in headers]
+        writer.add_batch(RejectBatch.from_columns(rows, columns, problems))
     if os.environ.get(CRASH_ENV):  # the kill -9 tests: a point after each reject row
-        for _ in range(len(by_row)):
+        for _ in range(len(wanted)):
             crash_point("rejects")
+
+
+def _column(chunk: pd.DataFrame, header: str, at: np.ndarray) -> list[str]:
+    """The cells of column ``header`` at positions ``at``, as text (a missing cell empty)."""
+    return pc.fill_null(arrow_strings(chunk[header]).take(pa.array(at)), "").to_pylist()  # type: ignore[no-any-return]
+
+
+def _cells(chunk: pd.DataFrame, headers: Sequence[str], at: np.ndarray) -> list[list[str]]:
+    """The rows at positions ``at``, each a list of its cells in header order."""
+    columns = [_column(chunk, h, at) for h in headers]
+    return [list(c) for c in zip(*columns, strict=True)] if columns else [[] for _ in at]

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from pipeline.ingest.problems import RowProblem
+from pipeline.ingest.report.batch import Reject, RejectBatch
 from pipeline.ingest.report.sink import (
     MAX_CELL,
     MAX_COMMENTS,
@@ -44,7 +45,6 @@ from pipeline.ingest.report.sink import (
     ROW_COLUMN,
     SHEET_ROWS,
     Limits,
-    Reject,
     Sink,
 )
 from pipeline.ingest.report.sink_process import ChildGone, ChildSink, start_child, stop_child
@@ -56,6 +56,7 @@ __all__ = [
     "ROW_COLUMN",
     "SHEET_ROWS",
     "Reject",
+    "RejectBatch",
     "RejectWriter",
 ]
 
@@ -73,7 +74,7 @@ WriterKind = Literal["process", "thread"]
 class FileSink(Protocol):
     """What the writer thread writes through: a :class:`Sink` or a :class:`ChildSink`."""
 
-    def write(self, batch: Sequence[Reject]) -> None: ...
+    def write(self, batch: RejectBatch) -> None: ...
     def finish(self) -> None: ...
     def publish(self) -> int: ...
     def discard(self) -> None: ...
@@ -134,41 +135,33 @@ class RejectWriter:
         cells = ["" if v is None else str(v) for v in values]
         self.add_many([(row, cells, list(problems))])
 
-    def add_many(self, rows: Iterable[tuple[int, Sequence[str], Sequence[RowProblem]]]) -> None:
+    def add_many(self, rows: Iterable[Reject]) -> None:
         """Add rows (cells as text, one per header) with their problems, in one transaction.
 
         Rows may come in any order; a row added again (here or earlier) keeps its first cells
         and gets the new problems after its earlier ones.
         """
-        width = len(self.headers)
-        batch: dict[int, Reject] = {}
-        for row, cells, problems in rows:
-            got = batch.get(row)
-            if got is not None:
-                got[2].extend(problems)
-                continue
-            cells = list(cells)
-            if len(cells) != width:  # a refusal of a row seen in an earlier chunk: no cells
-                cells = (cells + [""] * width)[:width]
-            batch[row] = (row, cells, list(problems))
-        if not batch:
+        self.add_batch(RejectBatch.of(rows, len(self.headers)))
+
+    def add_batch(self, batch: RejectBatch) -> None:
+        """Add a batch of rows (see :meth:`add_many`), as the checks of a chunk give them."""
+        if not batch.rows:
             return
-        recs = [batch[r] for r in sorted(batch)]
-        in_order = recs[0][0] > self._last
-        self._last = max(self._last, recs[-1][0])
+        in_order = batch.rows[0] > self._last
+        self._last = max(self._last, batch.rows[-1])
         if in_order and self._streaming and not self._rows_ended:  # after all earlier rows
             if self._stream is None:
                 self._stream = _Stream(self._spool, self._stream_sink)
-            for i in range(0, len(recs), BATCH_ROWS):  # spooled and written by the thread
-                self._stream.put(recs[i : i + BATCH_ROWS])
-            self.count += len(recs)
+            for i in range(0, len(batch), BATCH_ROWS):  # spooled and written by the thread
+                self._stream.put(batch.slice(i, i + BATCH_ROWS))
+            self.count += len(batch)
             return
         if self._streaming:  # out of order or again: the files are written from the spool
             self._streaming = False
             stream, self._stream = self._stream, None
             if stream is not None:
                 stream.stop()  # everything handed over is spooled once this returns
-        self.count += self._spool(recs)
+        self.count += self._spool(batch)
 
     def end_rows(self) -> None:
         """No more rows come: the writer thread completes the files (under temporary names)
@@ -216,14 +209,23 @@ class RejectWriter:
         finally:
             self._drop_spool()
 
-    def _spool(self, recs: Sequence[Reject]) -> int:
+    def _spool(self, batch: RejectBatch) -> int:
         """Store rows in the spool (one transaction); how many of them were new."""
         with self._db:
-            cur = self._db.executemany(self._insert_cells, [(r, *c) for r, c, _ in recs])
+            cur = self._db.executemany(
+                self._insert_cells, zip(batch.rows, *batch.columns, strict=True)
+            )
             added: int = cur.rowcount  # a row spooled before is ignored, its problems added
             self._db.executemany(
                 "INSERT INTO problems VALUES (?, ?, ?, ?, ?)",
-                [(r, p.column, p.value, p.rule, p.message) for r, _, ps in recs for p in ps],
+                zip(
+                    batch.problem_rows,
+                    batch.problem_columns,
+                    batch.problem_values,
+                    batch.problem_rules,
+                    batch.problem_messages,
+                    strict=True,
+                ),
             )
         return added
 
@@ -260,24 +262,22 @@ class RejectWriter:
         with contextlib.suppress(OSError):
             self._spool_path.unlink()
 
-    def _spooled(self) -> Iterator[list[Reject]]:
+    def _spooled(self) -> Iterator[RejectBatch]:
         """The spooled rows in row order, each with its problems in the order they came."""
         problems = self._db.execute(
             "SELECT row, col, value, rule, msg FROM problems ORDER BY row, rowid"
         )
         pending = next(problems, None)
-        batch: list[Reject] = []
-        for row, *cells in self._db.execute("SELECT * FROM cells ORDER BY row"):
-            ps: list[RowProblem] = []
-            while pending is not None and pending[0] == row:
-                ps.append(RowProblem(*pending))
+        cells = self._db.execute("SELECT * FROM cells ORDER BY row")
+        while chunk := cells.fetchmany(BATCH_ROWS):
+            last = chunk[-1][0]
+            found = []
+            while pending is not None and pending[0] <= last:
+                found.append(pending)
                 pending = next(problems, None)
-            batch.append((row, cells, ps))
-            if len(batch) == BATCH_ROWS:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+            rows, *columns = (list(c) for c in zip(*chunk, strict=True))
+            p = [list(c) for c in zip(*found, strict=True)] if found else [[], [], [], [], []]
+            yield RejectBatch(rows, columns, *p)
 
 
 class _Stream:
@@ -290,9 +290,9 @@ class _Stream:
     """
 
     def __init__(
-        self, spool: Callable[[list[Reject]], object], make_sink: Callable[[], FileSink]
+        self, spool: Callable[[RejectBatch], object], make_sink: Callable[[], FileSink]
     ) -> None:
-        self._queue: queue.Queue[list[Reject] | None] = queue.Queue(maxsize=QUEUE_BATCHES)
+        self._queue: queue.Queue[RejectBatch | None] = queue.Queue(maxsize=QUEUE_BATCHES)
         self._writing = True  # cleared by stop(): spool only, no files
         self._dropped = False  # set by cancel(): nothing more at all
         self._ended = False  # the end of the rows is queued
@@ -304,7 +304,7 @@ class _Stream:
         )
         self._thread.start()
 
-    def put(self, batch: list[Reject]) -> None:
+    def put(self, batch: RejectBatch) -> None:
         """Hand a batch over (waits while the queue is full)."""
         if self._spool_error is None:
             self._queue.put(batch)
@@ -348,7 +348,7 @@ class _Stream:
         return sink
 
     def _run(
-        self, spool: Callable[[list[Reject]], object], make_sink: Callable[[], FileSink]
+        self, spool: Callable[[RejectBatch], object], make_sink: Callable[[], FileSink]
     ) -> None:
         while (batch := self._queue.get()) is not None:
             if self._dropped or self._spool_error is not None:

@@ -21,7 +21,7 @@ from xlsxwriter.xmlwriter import XMLwriter
 
 from pipeline.cells import column_letters, is_risky, neutralise_csv
 from pipeline.files import atomic_open, atomic_path
-from pipeline.ingest.problems import RowProblem
+from pipeline.ingest.report.batch import RejectBatch
 from pipeline.ingest.report.workbook import Workbook
 
 ROW_COLUMN = "_row"
@@ -35,8 +35,6 @@ MAX_COMMENTS = 10_000
 SHEET_ROWS = 1_048_576
 #: Column widths of the reject workbook, in characters: fitted to the longest text, within these.
 MIN_WIDTH, MAX_WIDTH, MAX_PROBLEMS_WIDTH = 6, 50, 100
-#: A rejected row: its row number, its cells in header order, its problems.
-Reject = tuple[int, list[str], list[RowProblem]]
 
 
 class Limits(NamedTuple):
@@ -118,7 +116,7 @@ class Sink:
             self.discard()
             raise
 
-    def write(self, batch: Sequence[Reject]) -> None:
+    def write(self, batch: RejectBatch) -> None:
         """Write rows (in row order, after those written before) to both files."""
         columns = self._columns(batch)
         scans = [_Scan.of(col) for col in columns]  # each column scanned once, for both files
@@ -130,13 +128,13 @@ class Sink:
                 _fit(self._ws, self._widths, self._last)
                 self._ws, self._last = self._new_sheet(), 0
                 continue
-            part = slice(done, min(len(batch), done + room))
-            if part.stop - part.start == len(batch):
+            stop = min(len(batch), done + room)
+            if stop - done == len(batch):
                 self._write_xlsx(batch, columns, scans)
             else:  # a sheet ends inside the batch: each part is scanned again
-                cols = [col[part] for col in columns]
-                self._write_xlsx(batch[part], cols, [_Scan.of(col) for col in cols])
-            done = part.stop
+                cols = [col[done:stop] for col in columns]
+                self._write_xlsx(batch.slice(done, stop), cols, [_Scan.of(col) for col in cols])
+            done = stop
 
     def finish(self) -> None:
         """Complete both files, still under their temporary names (the long part of the end:
@@ -180,14 +178,9 @@ class Sink:
         sheet.freeze_panes(1, 0)
         return sheet
 
-    def _columns(self, batch: Sequence[Reject]) -> list[list[str]]:
-        """The batch column by column, ``_row`` and ``_problems`` included."""
-        cols = [list(c) for c in zip(*(cells for _, cells, _ in batch), strict=True)]
-        if not cols:  # a file without columns: nothing to transpose
-            cols = [[] for _ in self.headers]
-        cols.append([str(row) for row, _, _ in batch])
-        cols.append([_problems_text(ps) for _, _, ps in batch])
-        return cols
+    def _columns(self, batch: RejectBatch) -> list[list[str]]:
+        """The batch's columns, ``_row`` and ``_problems`` included."""
+        return [*batch.columns, [str(row) for row in batch.rows], batch.problem_texts()]
 
     def _write_csv(self, columns: list[list[str]], scans: list[_Scan]) -> None:
         safe = []
@@ -200,18 +193,19 @@ class Sink:
             safe.append(col)
         self._csv.writerows(zip(*safe, strict=True))
 
-    def _write_xlsx(
-        self, batch: Sequence[Reject], columns: list[list[str]], scans: list[_Scan]
-    ) -> None:
+    def _write_xlsx(self, batch: RejectBatch, columns: list[list[str]], scans: list[_Scan]) -> None:
         ws, first = self._ws, self._last + 1
         n = len(batch)
         # bad cells: column -> {position in batch: messages}
         bad: dict[int, dict[int, list[str]]] = {}
-        for i, (_, _, problems) in enumerate(batch):
-            for p in problems:
-                c = self._index.get(p.column)
-                if c is not None:
-                    bad.setdefault(c, {}).setdefault(i, []).append(p.message)
+        position = {row: i for i, row in enumerate(batch.rows)}
+        index = self._index
+        for row, column, message in zip(
+            batch.problem_rows, batch.problem_columns, batch.problem_messages, strict=True
+        ):
+            c = index.get(column)
+            if c is not None:
+                bad.setdefault(c, {}).setdefault(position[row], []).append(message)
         # xlsxwriter writes its pending row (the header) and then takes comments for rows from
         # `first` on: a comment must be added before its row is written.
         ws._write_single_row(first)
@@ -303,10 +297,6 @@ def _fit(sheet: Any, widths: Sequence[int], last_row: int) -> None:
         cap = MAX_PROBLEMS_WIDTH if c == len(widths) - 1 else MAX_WIDTH
         sheet.set_column(c, c, min(max(chars, MIN_WIDTH) + 2, cap))
     sheet.autofilter(0, 0, max(last_row, 1), len(widths) - 1)
-
-
-def _problems_text(problems: Sequence[RowProblem]) -> str:
-    return "\n".join(p.message for p in problems)
 
 
 class _Scan(NamedTuple):

@@ -10,7 +10,7 @@ The conversation is pickled messages on the child's stdin, answered on its stdou
 moves its own stdout to stderr first, so nothing else can land in the answers)::
 
     ("open", xlsx, csv, headers, limits)  -> ("ready", None) | ("error", exception)
-    ("rows", batch)                       -> (no answer: an error is kept for "finish")
+    ("rows", RejectBatch)                 -> (no answer: an error is kept for "finish")
     ("finish",)                           -> ("finished", None) | ("error", exception)
     ("publish",)                          -> ("published", sheets) | ("error", exception)
     ("discard",)                          -> ("discarded", None)
@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from pipeline.files import WORK_DIR_NAME
-from pipeline.ingest.report.sink import Limits, Reject, Sink
+from pipeline.ingest.report.batch import RejectBatch
+from pipeline.ingest.report.sink import Limits, Sink
 
 #: How long a child may take to discard its files before it is killed.
 DISCARD_WAIT_SECONDS = 10.0
@@ -74,8 +75,8 @@ class ChildSink:
             self._end()
             raise
 
-    def write(self, batch: Sequence[Reject]) -> None:
-        self._send(("rows", list(batch)))
+    def write(self, batch: RejectBatch) -> None:
+        self._send(("rows", batch))
 
     def finish(self) -> None:
         self._send(("finish",))

@@ -296,7 +296,7 @@ def test_a_big_batch_reaches_the_thread_in_bounded_pieces(
     sizes: list[int] = []
     write = sink.Sink.write
 
-    def counting(self: sink.Sink, batch: list[rejects.Reject]) -> None:
+    def counting(self: sink.Sink, batch: rejects.RejectBatch) -> None:
         sizes.append(len(batch))
         write(self, batch)
 
