@@ -66,3 +66,19 @@ def test_reading_a_file_does_not_load_hypothesis() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False", "hypothesis"]
+
+
+def test_a_command_loads_its_modules_without_the_collector_and_then_freezes_them() -> None:
+    """While a command's heavy modules load, the cyclic collector is paused; what they made
+    is frozen (left out of later collections) and collection is back on afterwards."""
+    probe = (
+        "import gc\n"
+        "from pipeline.cli.app import loading\n"
+        "seen = []\n"
+        "gc.callbacks.append(lambda phase, info: seen.append(phase))\n"
+        "with loading():\n"
+        "    import pandas, pandera.pandas, polars\n"
+        "print(len(seen), gc.isenabled(), gc.get_freeze_count() > 100_000)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0", "True", "True"]

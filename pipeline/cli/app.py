@@ -10,14 +10,17 @@ Imports are kept for the commands that use them (each ``*_cmd`` module imports i
 calls inside the command): ``leadpipe --help`` loads typer, the config and the error tree, not
 pandas, polars, requests or the sandbox server. Help is plain text (typer's rich markup mode
 off, which would load rich's markdown, syntax and traceback modules), and rich itself is loaded
-when a command first prints (:func:`console`, :func:`escape`).
+when a command first prints (:func:`console`, :func:`escape`). A command loads its heavy
+modules inside :func:`loading`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
@@ -157,6 +160,26 @@ def run(fn: Callable[[], T]) -> T:
         return fn()
     except LeadpipeError as exc:
         fail(exc)
+
+
+@contextlib.contextmanager
+def loading() -> Iterator[None]:
+    """Load a command's heavy modules (pandas, pandera, polars, requests, the sandbox) inside.
+
+    Imports create a few hundred thousand objects that live as long as the process; Python's
+    cyclic garbage collector would walk all of them over and over while they are made (and at
+    every full collection after). So collection is paused while they load, and what they made
+    is then frozen (``gc.freeze``): left out of every later collection. A tenth to a fifth of
+    a second of each data command (bench/RESULTS.md).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def is_terminal() -> bool:

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.cli.app import app, console, err_console, escape, is_terminal, run, settings
+from pipeline.cli.app import (
+    app,
+    console,
+    err_console,
+    escape,
+    is_terminal,
+    loading,
+    run,
+    settings,
+)
 from pipeline.outcome import FileOutcome
 
 if TYPE_CHECKING:
@@ -111,15 +120,19 @@ def ingest(
     ] = None,
 ) -> None:
     """Process one file: validate, upload each valid row exactly once, write rejects and receipt."""
-    from pipeline.api.connect import open_client
-    from pipeline.clock import SystemClock
-    from pipeline.ingest.accounting import with_estimate
-    from pipeline.ingest.report.place import ReceiptWriter, ResultPlaces
-    from pipeline.ingest.report.receipt import render_receipt
-    from pipeline.ingest.run import IngestContext, IngestRequest, ingest_file
-    from pipeline.ledger.connect import open_ledger_for
-
     s = settings(ctx)
+    with loading():
+        from pipeline.api.connect import open_client
+        from pipeline.clock import SystemClock
+        from pipeline.ingest.accounting import with_estimate
+        from pipeline.ingest.report.place import ReceiptWriter, ResultPlaces
+        from pipeline.ingest.report.receipt import render_receipt
+        from pipeline.ingest.run import IngestContext, IngestRequest, ingest_file
+        from pipeline.ledger.connect import open_ledger_for
+
+        if s.api.embedded:  # started by open_client: loaded with the rest
+            import pipeline.sandbox  # noqa: F401
+
     clock = SystemClock()
 
     def work() -> Receipt:
