@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 #: Heavy packages only some commands need (the top-level package name as in ``sys.modules``).
 HEAVY = ("pandas", "polars", "pandera", "pyarrow", "numpy", "requests", "uvicorn", "starlette")
@@ -82,3 +83,22 @@ def test_a_command_loads_its_modules_without_the_collector_and_then_freezes_them
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["0", "True", "True"]
+
+
+def test_a_dry_run_of_a_small_file_does_not_load_polars(tmp_path: Path) -> None:
+    """A few rows are checked with the Python matcher: polars' load would cost more."""
+    small = tmp_path / "small.csv"
+    small.write_text("name;phone;email\nAnne;+45 12345678;anne@example.dk\nBo;12ab;\n")
+    out = tmp_path / "out"
+    args = ("--demo", "ingest", str(small), "--campaign", "B2B-DK-SPRING", "--dry-run")
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args, "--json", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    modules = set(done.stdout.splitlines()[-1].split())
+    assert "pandera" in modules  # the file was checked
+    assert sorted(out.rglob("*.rejects.csv")), done.stderr  # and its bad row rejected
+    assert _heavy(modules, ("polars",)) == []

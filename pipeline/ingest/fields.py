@@ -23,17 +23,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
-import polars as pl
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import StateError, Unavailable, Uncertain
 from pipeline.files import atomic_write_text
 from pipeline.ingest.matching import nonempty_mask, pattern_masks
 from pipeline.regexmatch import DEFAULT_SEMANTICS, Semantics
+
+if TYPE_CHECKING:
+    import polars as pl
 
 # pandera loads hypothesis when it is installed (a development tool here), for synthesising
 # test data, which leadpipe never asks of it: ~0.1 s of every command that reads a file. It is
@@ -143,7 +145,7 @@ def _frame_check(
 def build_pandera_schema(
     fields: Sequence[FieldSpec],
     record: Masks | None = None,
-    twin: dict[str, pl.DataFrame] | None = None,
+    twin: dict[str, Any] | None = None,
     semantics: Semantics = DEFAULT_SEMANTICS,
 ) -> Any:
     """The one place a pandera schema is built: a column per field (columns named by field).
@@ -153,7 +155,8 @@ def build_pandera_schema(
     ``semantics``; empty values pass),
     each computing all its columns in one pass. With ``record``, the checks store their masks
     there and tell pandera only whether they passed (see :class:`RowChecks`); ``twin["frame"]``,
-    when set, is the validated frame already converted to polars.
+    when set, is the validated frame already converted to polars, and ``twin["fast"]`` False
+    checks every value with the Python matcher (no fast engine, no polars).
     """
     required = [f.name for f in fields if f.required]
     patterns = {f.name: f.regex for f in fields if has_pattern(f, semantics)}
@@ -162,7 +165,9 @@ def build_pandera_schema(
         return {c: nonempty_mask(frame[c]) for c in required if c in frame.columns}
 
     def matching(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        return pattern_masks(frame, patterns, (twin or {}).get("frame"), semantics)
+        given = twin or {}
+        fast = given.get("fast", True) is not False
+        return pattern_masks(frame, patterns, given.get("frame"), semantics, fast=fast)
 
     checks = []
     if required:
@@ -205,19 +210,21 @@ class RowChecks:
         self, fields: Sequence[FieldSpec], semantics: Semantics = DEFAULT_SEMANTICS
     ) -> None:
         self._masks: Masks = {}
-        self._twin: dict[str, pl.DataFrame] = {}
+        self._twin: dict[str, Any] = {}
         self.schema = build_pandera_schema(
             fields, record=self._masks, twin=self._twin, semantics=semantics
         )
 
     def failures(
-        self, frame: pd.DataFrame, polars_frame: pl.DataFrame | None = None
+        self, frame: pd.DataFrame, polars_frame: pl.DataFrame | None = None, *, fast: bool = True
     ) -> dict[tuple[str, str], np.ndarray]:
         """``(column, check)`` -> the positions (0-based) failing it, for each failed check.
 
-        ``polars_frame``: the same columns as a polars frame, if the caller has one.
+        ``polars_frame``: the same columns as a polars frame, if the caller has one; ``fast``
+        False: no fast regex engine (see :func:`~pipeline.ingest.matching.pattern_masks`).
         """
         self._masks.clear()
+        self._twin["fast"] = fast
         if polars_frame is not None:
             self._twin["frame"] = polars_frame
         try:

@@ -22,15 +22,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import numpy as np
 import pandas as pd
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.regexmatch import DEFAULT_SEMANTICS, Matcher, Semantics, try_compile
+
+if TYPE_CHECKING:  # loaded where its engine is used: a small file never needs it
+    import polars as pl
 
 Plan = Literal["fast", "ascii", "python"]
 
@@ -151,6 +153,8 @@ def _rust_pattern(pattern: str, semantics: Semantics) -> str:
 @lru_cache(maxsize=512)
 def rust_compiles(pattern: str, semantics: Semantics) -> bool:
     """Whether polars' Rust regex engine takes ``pattern`` (as sent under ``semantics``)."""
+    import polars as pl
+
     try:
         pl.Series([""]).str.contains(_rust_pattern(pattern, semantics))
     except pl.exceptions.PolarsError:
@@ -168,6 +172,8 @@ def pattern_masks(
     patterns: Mapping[str, str],
     polars_frame: pl.DataFrame | None = None,
     semantics: Semantics = DEFAULT_SEMANTICS,
+    *,
+    fast: bool = True,
 ) -> dict[str, np.ndarray]:
     """Per column of ``patterns`` (column -> regex): which values match it under ``semantics``.
 
@@ -175,27 +181,37 @@ def pattern_masks(
     that does not compile checks nothing here (the API still validates). The engines (module
     docstring) answer only where they agree with :meth:`Matcher.matches`; every other value is
     checked with it one by one. ``polars_frame``: the same columns already converted to polars.
+    Without ``fast`` polars' engine is not used (nor loaded): for a few rows, checking them
+    with :meth:`Matcher.matches` is quicker than loading it.
     """
     out: dict[str, np.ndarray] = {}
     matchers = {c: compile_regex(rx, semantics) for c, rx in patterns.items() if c in frame.columns}
     plans = {c: engine_plan(patterns[c]) for c, m in matchers.items() if m is not None}
-    fast = [
-        c for c, plan in plans.items() if plan != "python" and rust_compiles(patterns[c], semantics)
-    ]
+    fast_columns = (
+        [
+            c
+            for c, plan in plans.items()
+            if plan != "python" and rust_compiles(patterns[c], semantics)
+        ]
+        if fast
+        else []
+    )
     unsure: dict[str, np.ndarray] = {}
-    if fast:
-        if polars_frame is not None and all(c in polars_frame.columns for c in fast):
+    if fast_columns:
+        import polars as pl
+
+        if polars_frame is not None and all(c in polars_frame.columns for c in fast_columns):
             values = polars_frame
         else:
-            values = pl.DataFrame([pl.Series(c, arrow_strings(frame[c])) for c in fast])
-        guarded = [c for c in fast if plans[c] == "ascii"]
+            values = pl.DataFrame([pl.Series(c, arrow_strings(frame[c])) for c in fast_columns])
+        guarded = [c for c in fast_columns if plans[c] == "ascii"]
         hits = values.select(
             *(pl.col(c).str.contains(_rust_pattern(patterns[c], semantics)).fill_null(True)
-              for c in fast),
+              for c in fast_columns),
             *((pl.col(c).str.len_bytes() != pl.col(c).str.len_chars()).fill_null(False)
               .alias(f"\0{c}") for c in guarded),
         )  # fmt: skip
-        for c in fast:
+        for c in fast_columns:
             out[c] = hits.get_column(c).to_numpy().astype(bool, copy=False)
         for c in guarded:  # values with a non-ASCII character: Python decides
             unsure[c] = hits.get_column(f"\0{c}").to_numpy().astype(bool, copy=False)

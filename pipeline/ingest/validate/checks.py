@@ -18,11 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -37,11 +36,18 @@ from pipeline.ingest.map import ColumnMapping
 from pipeline.ingest.matching import arrow_strings
 from pipeline.ingest.problems import RowProblem
 from pipeline.ingest.validate.excel_damage import find_damage
-from pipeline.ingest.validate.seen import SeenRows, row_fingerprints
+from pipeline.ingest.validate.seen import SeenRows, python_fingerprints, row_fingerprints
 from pipeline.prefetch import read_ahead
 from pipeline.regexmatch import DEFAULT_SEMANTICS, Semantics, try_compile
 
+if TYPE_CHECKING:  # loaded for a file with more than SMALL_ROWS rows
+    import polars as pl
+
 RULE_DUPLICATE = "duplicate"
+#: A file whose first chunk has at most this many rows is checked without the fast engines
+#: (polars' regex and row hashes): for a few rows, loading polars takes longer than checking
+#: each value with the Python matcher and hashing rows in Python (same verdicts, same rows).
+SMALL_ROWS = 2_000
 _NONE = np.zeros(0, dtype=np.int64)
 RULE_MALFORMED = "malformed"
 _FIX = "Fix the value and drop the file again."
@@ -183,6 +189,9 @@ class Validator:
         self._specs = {f.name: f for f in schema.fields}
         self._seen = SeenRows(tmp_dir)
         self.duplicates = 0
+        #: whether the fast engines are used: decided by the first chunk, then kept for the
+        #: file (its rows' fingerprints must all be made one way)
+        self.fast: bool | None = None
 
     def close(self) -> None:
         """Free the duplicate index (also done when the validator is garbage-collected)."""
@@ -231,8 +240,14 @@ class Validator:
         fields = pd.DataFrame(
             {f: pd.Series(a, dtype="str") for f, a in stripped.items()}, index=chunk.index
         )
-        twin = pl.DataFrame([pl.Series(f, a) for f, a in stripped.items()])
-        failed = self._checks.failures(fields, twin)
+        if self.fast is None:
+            self.fast = len(chunk) > SMALL_ROWS
+        twin = None
+        if self.fast:
+            import polars as pl
+
+            twin = pl.DataFrame([pl.Series(f, a) for f, a in stripped.items()])
+        failed = self._checks.failures(fields, twin, fast=self.fast)
         column_at = {h: n for n, h in enumerate(chunk.columns)}
         at: list[np.ndarray] = []  # per group of problems: their positions in the chunk,
         column: list[int] = []  # the sheet column they are in,
@@ -256,11 +271,19 @@ class Validator:
         return _Checked(
             rows=rows,
             values=pa.table(stripped) if stripped else None,
-            hashes=row_fingerprints(twin) if stripped else None,
+            hashes=self._fingerprints(twin, stripped, len(chunk)) if stripped else None,
             bad=bad,
             rejected=chunk[bad].reset_index(drop=True),
             problems=[problems[k] for k in order.tolist()],
         )
+
+    @staticmethod
+    def _fingerprints(
+        twin: pl.DataFrame | None, stripped: Mapping[str, pa.Array | pa.ChunkedArray], rows: int
+    ) -> np.ndarray:
+        if twin is not None:
+            return row_fingerprints(twin)
+        return python_fingerprints(list(stripped.values()), rows)
 
     def _finish(self, checked: _Checked) -> ChunkResult:
         """The part that needs the chunks in order: duplicates of earlier rows."""

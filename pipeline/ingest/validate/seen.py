@@ -13,10 +13,15 @@ from __future__ import annotations
 import shutil
 import tempfile
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import polars as pl
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    import polars as pl
 
 _MIX_BITS = np.uint64(0xC2B2AE3D27D4EB4F)
 _SIX_BITS = np.uint64(63)
@@ -35,6 +40,19 @@ def row_fingerprints(frame: pl.DataFrame) -> np.ndarray:
         return np.zeros(frame.height, dtype=np.uint64)
     hashes = frame.fill_null("").hash_rows(seed=_SEED)
     return hashes.to_numpy().astype(np.uint64, copy=False)
+
+
+def python_fingerprints(columns: Sequence[pa.Array | pa.ChunkedArray], rows: int) -> np.ndarray:
+    """A 64-bit fingerprint per row of text columns, from Python's own hash of each row's
+    values (a missing value counts as empty): for a small file, where loading polars would cost
+    more than hashing. Stable within one process, like :func:`row_fingerprints`; a file's rows
+    are all fingerprinted one way (:class:`~pipeline.ingest.validate.checks.Validator`).
+    """
+    if not columns:
+        return np.zeros(rows, dtype=np.uint64)
+    values = [[v if v is not None else "" for v in c.to_pylist()] for c in columns]
+    hashes = np.fromiter(map(hash, zip(*values, strict=True)), dtype=np.int64, count=rows)
+    return hashes.view(np.uint64)
 
 
 class SeenRows:

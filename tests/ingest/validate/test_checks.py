@@ -285,3 +285,54 @@ def test_xlsx_numbers_and_dates_flagged_not_repaired(tmp_path: Path) -> None:
 )
 def test_dropdown_choices_are_read_from_the_regex(regex: str, choices: list[str] | None) -> None:
     assert dropdown_choices(regex) == choices
+
+
+def test_a_small_file_is_checked_without_polars_with_the_same_results(tmp_path: Path) -> None:
+    """The fast engines (polars' regex and row hashes) and the Python path give the same valid
+    rows, rejected rows, problems and repeats; the first chunk decides for the whole file."""
+    from pipeline.ingest.map import map_columns
+    from pipeline.ingest.read.open import open_table
+    from tests.ingest.stage_helpers import OPTIONS, SCHEMA, SPECS
+
+    path = write_messy(tmp_path / "messy.csv")
+    with path.open("ab") as f:  # repeats of earlier rows, in later chunks
+        f.write(b"".join(";".join(messy_row(i)).encode("cp1252") + b"\r\n" for i in range(5)))
+        f.write("Åse;+٤٥ ١٢٣٤٥٦٧٨;2100;2024-01-31;Köge\r\n".encode("utf-8", "replace"))
+    table = open_table(path, options=OPTIONS, expected_fields=[f.name for f in SPECS])
+    (whole,) = list(table.chunks())
+    mapping = map_columns(table.headers, SPECS, OPTIONS.columns)
+
+    def results(fast: bool) -> list[tuple[object, ...]]:
+        validator = Validator(SCHEMA, mapping, semantics="whole")
+        validator.fast = fast
+        chunks = (whole.iloc[start : start + 40].copy() for start in range(0, len(whole), 40))
+        out = [
+            (r.valid.to_dict("list"), r.rejected["_row"].tolist(), r.problems, r.duplicates)
+            for _c, r in validator.validate_all(chunks)
+        ]
+        assert validator.fast is fast  # kept for every chunk
+        return out
+
+    fast, python = results(True), results(False)
+    assert python == fast
+    assert sum(len(r[3]) for r in python) >= 5
+    assert sum(len(r[2]) for r in python) > 0
+
+
+def test_the_first_chunk_decides_which_engines_check_the_file() -> None:
+    from pipeline.ingest.map import map_columns
+    from pipeline.ingest.validate.checks import SMALL_ROWS
+    from tests.ingest.stage_helpers import SCHEMA, SPECS
+
+    def chunk(rows: int) -> pd.DataFrame:
+        frame = pd.DataFrame({"Navn": ["Anne"] * rows, "Tlf.": ["+45 12345678"] * rows})
+        frame = frame.astype("str")
+        frame["_row"] = range(2, rows + 2)
+        return frame
+
+    mapping = map_columns(["Navn", "Tlf."], SPECS, {"Navn": "name", "Tlf.": "phone"})
+    for rows, fast in ((SMALL_ROWS, False), (SMALL_ROWS + 1, True)):
+        validator = Validator(SCHEMA, mapping)
+        validator.validate(chunk(rows))
+        validator.validate(chunk(5))
+        assert validator.fast is fast
