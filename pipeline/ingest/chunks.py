@@ -92,9 +92,9 @@ def read_and_deliver(
     """
     file, table = opened.file, opened.table
     tally = Tally()
-    writer = rejects.writer(table.headers)
     validator = Validator(opened.schema, opened.mapping, semantics=opened.semantics)
     chunks = validator.validate_all(table.chunks())
+    writer = rejects.writer(table.headers)  # last: it starts the reject files' process
     changed = ""
     try:
         for chunk, result in chunks:
@@ -175,9 +175,9 @@ def write_not_sent(
     sent = {rec.row for rec in ledger.rows(key, SENT_STATES)} - refused.keys()
     header_of = opened.header_of
     table = opened.table
-    writer = place.writer(table.headers)
     validator = Validator(opened.schema, opened.mapping, semantics=opened.semantics)
     chunks = validator.validate_all(table.chunks())
+    writer = place.writer(table.headers)  # last: it starts the reject files' process
     data_rows = rows = repeated = 0
     try:
         for chunk, result in chunks:

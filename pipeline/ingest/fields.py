@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 # pandera loads hypothesis when it is installed (a development tool here), for synthesising
 # test data, which leadpipe never asks of it: ~0.1 s of every command that reads a file. It is
-# kept out while pandera loads; whoever imports it later gets it as usual.
+# kept out while pandera loads, so pandera's data synthesis is off in this process; hypothesis
+# itself imports as usual afterwards.
 _HIDE_HYPOTHESIS = "hypothesis" not in sys.modules
 if _HIDE_HYPOTHESIS:
     sys.modules["hypothesis"] = None  # type: ignore[assignment]  # "not installed" to pandera

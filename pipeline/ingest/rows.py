@@ -125,7 +125,9 @@ def add_rejects(
         by_row: dict[int, list[RowProblem]] = {}
         for p in problems:
             by_row.setdefault(p.row, []).append(p)
-        cells = dict(zip(rows, _cells(chunk, headers, at), strict=True))
+        cells: dict[int, list[str]] = {}
+        for row, row_cells in zip(rows, _cells(chunk, headers, at), strict=True):
+            cells.setdefault(row, row_cells)  # a row given twice keeps its first cells
         writer.add_many((row, cells.get(row, []), ps) for row, ps in by_row.items())
     else:
         columns = [_column(chunk, h, at) for h in headers]

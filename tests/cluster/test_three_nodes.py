@@ -45,6 +45,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.export.scheduler import BUSY_RETRY
 from tests.cluster.nodes_harness import (
     EXPORT_JOB,
     Node,
@@ -277,7 +278,10 @@ def test_a_node_paused_mid_export_does_not_write_a_window_again(
             other = next(n for n in nodes if n is not paused)
             paused.pause()
             written = len(list(folder.glob("*.manifest.json")))
-            wait_until(lambda: export_lease_holder(pg_url) == other.name, 60, "the takeover")
+            # the other node looks at a busy job again BUSY_RETRY seconds after it last found
+            # it busy, and the paused node's lease must have run out by then
+            takeover = BUSY_RETRY + 2 * CLUSTER["lease_seconds"] + 30
+            wait_until(lambda: export_lease_holder(pg_url) == other.name, takeover, "the takeover")
             wait_until(lambda: len(list(folder.glob("*.manifest.json"))) >= written + 2, 60, "more")
             paused.cont()
             wait_until(

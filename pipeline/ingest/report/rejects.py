@@ -32,6 +32,7 @@ import sqlite3
 import subprocess
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
@@ -126,6 +127,8 @@ class RejectWriter:
         if writer == "process":
             with contextlib.suppress(ChildGone):  # tried again, and said, at the first rows
                 self._child = start_child()
+                # a writer dropped without close() or abort() (its caller failed) ends it too
+                weakref.finalize(self, stop_child, self._child)
 
     def add(self, row: int, values: Sequence[str], problems: Sequence[RowProblem]) -> None:
         """Add a row (original values, in header order) and its problems.
@@ -145,6 +148,8 @@ class RejectWriter:
 
     def add_batch(self, batch: RejectBatch) -> None:
         """Add a batch of rows (see :meth:`add_many`), as the checks of a chunk give them."""
+        if len(batch.columns) != len(self.headers):
+            raise ValueError(f"{len(batch.columns)} columns for {len(self.headers)} headers")
         if not batch.rows:
             return
         in_order = batch.rows[0] > self._last

@@ -161,7 +161,12 @@ def start_child() -> subprocess.Popen[bytes]:
     """
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-m", __name__],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            # not in the terminal's process group: Ctrl-C is the parent's to handle (while
+            # the child still imports, it could not ignore it yet)
+            start_new_session=True,
         )
     except OSError as exc:
         raise ChildGone(f"the reject writer's process did not start: {exc}") from exc
@@ -169,7 +174,9 @@ def start_child() -> subprocess.Popen[bytes]:
 
 def stop_child(process: subprocess.Popen[bytes]) -> None:
     """End a child :func:`start_child` started that was never given files: it has nothing to
-    remove, so it is killed rather than waited for (it may still be importing)."""
+    remove, so it is killed rather than waited for (it may still be importing). Idempotent."""
+    if process.returncode is not None:
+        return
     with contextlib.suppress(OSError):
         process.kill()
     for pipe in (process.stdin, process.stdout):

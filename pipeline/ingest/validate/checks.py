@@ -44,10 +44,13 @@ if TYPE_CHECKING:  # loaded for a file with more than SMALL_ROWS rows
     import polars as pl
 
 RULE_DUPLICATE = "duplicate"
-#: A file whose first chunk has at most this many rows is checked without the fast engines
-#: (polars' regex and row hashes): for a few rows, loading polars takes longer than checking
-#: each value with the Python matcher and hashing rows in Python (same verdicts, same rows).
+#: A file whose first chunk has at most this many rows and bytes of mapped text is checked
+#: without the fast engines (polars' regex and row hashes): for a few rows, loading polars
+#: takes longer than checking each value with the Python matcher and hashing rows in Python
+#: (same verdicts, same rows). A chunk ends at far more rows or bytes, so such a first chunk is
+#: the whole file.
 SMALL_ROWS = 2_000
+SMALL_BYTES = 1 << 20
 _NONE = np.zeros(0, dtype=np.int64)
 RULE_MALFORMED = "malformed"
 _FIX = "Fix the value and drop the file again."
@@ -241,7 +244,8 @@ class Validator:
             {f: pd.Series(a, dtype="str") for f, a in stripped.items()}, index=chunk.index
         )
         if self.fast is None:
-            self.fast = len(chunk) > SMALL_ROWS
+            text = sum(a.nbytes for a in stripped.values())
+            self.fast = len(chunk) > SMALL_ROWS or text > SMALL_BYTES
         twin = None
         if self.fast:
             import polars as pl

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import random
 import subprocess
 import sys
@@ -347,11 +349,15 @@ def test_a_row_after_end_rows_is_still_written(tmp_path: Path, late_row: int) ->
 
 
 def writer_children() -> list[psutil.Process]:
-    return [
-        p
-        for p in psutil.Process().children()
-        if "pipeline.ingest.report.sink_process" in " ".join(p.cmdline())
-    ]
+    """The reject writers' processes of this one that are running (a writer another test
+    dropped stops its process when it is collected)."""
+    gc.collect()
+    found = []
+    for p in psutil.Process().children():
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+            if "pipeline.ingest.report.sink_process" in " ".join(p.cmdline()):
+                found.append(p)
+    return found
 
 
 def files_in(folder: Path) -> list[Path]:
@@ -384,6 +390,10 @@ def test_the_writer_process_starts_with_the_writer_and_an_unused_one_is_stopped(
         assert getattr(w, end)() in ([], None)
         assert not writer_children()
         assert files_in(tmp_path / name) == []
+    dropped = writer(tmp_path, "dropped")  # its caller failed before close() or abort()
+    assert len(writer_children()) == 1
+    del dropped
+    assert not writer_children()  # stopped and reaped when the writer is collected
 
 
 def test_a_killed_writer_process_fails_the_close_plainly_and_leaves_no_file(

@@ -324,15 +324,19 @@ def test_the_first_chunk_decides_which_engines_check_the_file() -> None:
     from pipeline.ingest.validate.checks import SMALL_ROWS
     from tests.ingest.stage_helpers import SCHEMA, SPECS
 
-    def chunk(rows: int) -> pd.DataFrame:
-        frame = pd.DataFrame({"Navn": ["Anne"] * rows, "Tlf.": ["+45 12345678"] * rows})
+    def chunk(rows: int, name: str = "Anne") -> pd.DataFrame:
+        frame = pd.DataFrame({"Navn": [name] * rows, "Tlf.": ["+45 12345678"] * rows})
         frame = frame.astype("str")
         frame["_row"] = range(2, rows + 2)
         return frame
 
     mapping = map_columns(["Navn", "Tlf."], SPECS, {"Navn": "name", "Tlf.": "phone"})
-    for rows, fast in ((SMALL_ROWS, False), (SMALL_ROWS + 1, True)):
+    wide = "x" * 20_000  # few rows, but a chunk ends at its bytes: more chunks may follow
+    for first, fast in ((chunk(SMALL_ROWS), False), (chunk(SMALL_ROWS + 1), True)):
         validator = Validator(SCHEMA, mapping)
-        validator.validate(chunk(rows))
+        validator.validate(first)
         validator.validate(chunk(5))
         assert validator.fast is fast
+    validator = Validator(SCHEMA, mapping)
+    validator.validate(chunk(100, wide))
+    assert validator.fast is True
