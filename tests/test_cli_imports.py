@@ -54,6 +54,12 @@ def test_a_command_help_imports_no_heavy_package() -> None:
         assert _heavy(modules) == [], command
 
 
+def _printed(probe: str) -> list[str]:
+    """What a fresh interpreter running ``probe`` printed, word by word."""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
 def test_reading_a_file_does_not_load_hypothesis() -> None:
     """pandera loads hypothesis (installed for leadpipe's own tests) for data synthesis, which
     leadpipe never uses; an ingest keeps it out, and it imports as usual afterwards."""
@@ -65,8 +71,7 @@ def test_reading_a_file_does_not_load_hypothesis() -> None:
         "import hypothesis\n"
         "print(hypothesis.__name__)\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["False", "False", "hypothesis"]
+    assert _printed(probe) == ["False", "False", "hypothesis"]
 
 
 def test_a_command_loads_its_modules_without_the_collector_and_then_freezes_them() -> None:
@@ -81,8 +86,7 @@ def test_a_command_loads_its_modules_without_the_collector_and_then_freezes_them
         "    import pandas, pandera.pandas, polars\n"
         "print(len(seen), gc.isenabled(), gc.get_freeze_count() > 100_000)\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["0", "True", "True"]
+    assert _printed(probe) == ["0", "True", "True"]
 
 
 def test_a_dry_run_of_a_small_file_does_not_load_polars(tmp_path: Path) -> None:
