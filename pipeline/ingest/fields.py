@@ -167,8 +167,9 @@ def build_pandera_schema(
 
     def matching(frame: pd.DataFrame) -> dict[str, np.ndarray]:
         given = twin or {}
-        fast = given.get("fast", True) is not False
-        return pattern_masks(frame, patterns, given.get("frame"), semantics, fast=fast)
+        return pattern_masks(
+            frame, patterns, given.get("frame"), semantics, fast=given.get("fast", True)
+        )
 
     checks = []
     if required:

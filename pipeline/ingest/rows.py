@@ -23,7 +23,7 @@ from pipeline.crashpoints import CRASH_ENV, crash_point
 from pipeline.ingest.deliver.upload import UploadRow
 from pipeline.ingest.matching import arrow_strings
 from pipeline.ingest.problems import RowProblem
-from pipeline.ingest.report.batch import RejectBatch
+from pipeline.ingest.report.batch import Reject, RejectBatch
 from pipeline.ingest.report.rejects import RejectWriter
 from pipeline.ledger import FileKey, Ledger, RowRecord, RowState
 from pipeline.ledger.fingerprint import fingerprints
@@ -122,13 +122,11 @@ def add_rejects(
     at = at[np.argsort(chunk_rows[at], kind="stable")]
     rows = chunk_rows[at].tolist()
     if rows != wanted:  # a row not in the chunk (none expected) still goes in: nothing is lost
-        by_row: dict[int, list[RowProblem]] = {}
-        for p in problems:
-            by_row.setdefault(p.row, []).append(p)
-        cells: dict[int, list[str]] = {}
-        for row, row_cells in zip(rows, _cells(chunk, headers, at), strict=True):
-            cells.setdefault(row, row_cells)  # a row given twice keeps its first cells
-        writer.add_many((row, cells.get(row, []), ps) for row, ps in by_row.items())
+        # add_many merges by row: the first cells are kept, the problems in order
+        records: list[Reject] = [
+            (row, c, []) for row, c in zip(rows, _cells(chunk, headers, at), strict=True)
+        ]
+        writer.add_many([*records, *((p.row, [], [p]) for p in problems)])
     else:
         columns = [_column(chunk, h, at) for h in headers]
         writer.add_batch(RejectBatch.from_columns(rows, columns, problems))

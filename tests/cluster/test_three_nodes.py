@@ -221,11 +221,7 @@ def test_a_paused_node_sends_nothing_once_another_node_took_its_file_over(
         leads = sb.leads()
         dump_forensics(tmp_path, sb, pg_url)
     finally:
-        for node in nodes:
-            node.cont()
-            if node.alive:
-                node.proc.kill()  # type: ignore[union-attr]
-        sb.stop()
+        _stop_all(nodes, sb)
     names = Counter(
         lead["data"]["name"]
         for lead in leads
@@ -234,6 +230,15 @@ def test_a_paused_node_sends_nothing_once_another_node_took_its_file_over(
     twice = sorted(n for n, c in names.items() if c > 1)
     assert not twice, f"{len(twice)} rows created twice, e.g. {twice[:5]} (logs: {tmp_path})"
     assert sorted(names) == sorted(w.files[0].valid)
+
+
+def _stop_all(nodes: list[Node], sb: SandboxProcess) -> None:
+    """Whatever a probe left: paused nodes resumed and killed, the sandbox stopped."""
+    for node in nodes:
+        node.cont()
+        if node.alive:
+            node.proc.kill()  # type: ignore[union-attr]
+    sb.stop()
 
 
 def export_lease_holder(url: str) -> str | None:
@@ -301,11 +306,7 @@ def test_a_node_paused_mid_export_does_not_write_a_window_again(
             if r["path"].lower() == "/leads/csv" and r.get("status") == 200
         )
     finally:
-        for node in nodes:
-            node.cont()
-            if node.alive:
-                node.proc.kill()  # type: ignore[union-attr]
-        sb.stop()
+        _stop_all(nodes, sb)
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(
         want + [f"{n}.manifest.json" for n in want]
     )

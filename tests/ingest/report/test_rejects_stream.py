@@ -482,3 +482,31 @@ def test_an_error_opening_the_files_in_the_child_is_raised_as_it_was(tmp_path: P
     with pytest.raises((FileExistsError, NotADirectoryError)):
         w.close()
     assert not writer_children()
+
+
+def test_a_chunks_rejects_keep_every_problem_also_of_a_row_not_in_the_chunk(
+    tmp_path: Path,
+) -> None:
+    """add_rejects: cells from the chunk, refusals after a row's own problems, and a problem
+    of a row the chunk does not hold still written (with empty cells), in row order."""
+    import pandas as pd
+
+    from pipeline.ingest.rows import add_rejects
+
+    chunk = pd.DataFrame({h: [f"{h} {r}" for r in (2, 3, 4)] for h in HEADERS}).astype("str")
+    chunk["_row"] = [2, 3, 4]
+    refusal = RowProblem(3, "", "", "api", "Row 3: refused")
+    for name, problems in (
+        ("in-chunk", [problem(3), problem(4, "Navn")]),
+        ("missing", [problem(3), problem(9, "Navn")]),
+    ):
+        w = writer(tmp_path, name, "thread")
+        add_rejects(w, chunk, HEADERS, problems, {3: [refusal]})
+        _, csv_path = w.close()
+        rows = read_csv(csv_path)[1:]
+        assert rows[0] == ["Navn 3", "Tlf. 3", "Noter 3", "3", "Row 3: bad phone\nRow 3: refused"]
+        last = rows[1]
+        if name == "missing":
+            assert last == ["", "", "", "9", "Row 9: bad phone"]
+        else:
+            assert last == ["Navn 4", "Tlf. 4", "Noter 4", "4", "Row 4: bad phone"]
