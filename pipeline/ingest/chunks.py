@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.errors import FileChanged, InputError
 from pipeline.ingest.deliver.delivery import Delivery
 from pipeline.ingest.opening import Opened
-from pipeline.ingest.problems import RowProblem
+from pipeline.ingest.problems import Problems, RowProblem
 from pipeline.ingest.report.rejects import RejectWriter
 from pipeline.ingest.rows import add_rejects, refusal_problems
 from pipeline.ingest.validate.checks import Validator
@@ -106,9 +106,7 @@ def read_and_deliver(
             tally.repeats += len(result.duplicates)
             room = MAX_REPEATS_NAMED - len(tally.repeat_problems)
             tally.repeat_problems.extend(result.duplicates[:room])
-            tally.sample.extend(
-                p.message for p in result.problems[: MAX_SAMPLE - len(tally.sample)]
-            )
+            tally.sample.extend(result.problems.messages[: MAX_SAMPLE - len(tally.sample)])
             refusals = delivery.deliver(result.valid)  # records the rows; sends while not halted
             add_rejects(writer, chunk, table.headers, result.problems, refusals)
             if progress is not None:
@@ -192,7 +190,7 @@ def write_not_sent(
                 for r in (int(r) for r in chunk["_row"].tolist())
                 if r not in sent and r not in repeats
             ]
-            problems = [
+            problems = Problems.of(
                 p
                 for r in todo
                 for p in (
@@ -200,7 +198,7 @@ def write_not_sent(
                     if r in refused
                     else [*found.get(r, []), RowProblem(r, "", "", "not_sent", f"not sent: {text}")]
                 )
-            ]
+            )
             add_rejects(writer, chunk, table.headers, problems, {})
             rows += sum(1 for r in todo if r not in refused)
         files = writer.close()  # none when every row was sent

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ import pyarrow.compute as pc
 from pipeline.crashpoints import CRASH_ENV, crash_point
 from pipeline.ingest.deliver.upload import UploadRow
 from pipeline.ingest.matching import arrow_strings
-from pipeline.ingest.problems import RowProblem
+from pipeline.ingest.problems import Problems, RowProblem
 from pipeline.ingest.report.batch import Reject, RejectBatch
 from pipeline.ingest.report.rejects import RejectWriter
 from pipeline.ledger import FileKey, Ledger, RowRecord, RowState
@@ -103,7 +102,7 @@ def add_rejects(
     writer: RejectWriter,
     chunk: pd.DataFrame,
     headers: Sequence[str],
-    problems: Sequence[RowProblem],
+    problems: Problems,
     refusals: Mapping[int, list[RowProblem]],
 ) -> None:
     """Add this chunk's rejected rows (original cells) with their problems, in row order.
@@ -111,25 +110,29 @@ def add_rejects(
     A row's refusals come after its other problems. The cells are taken a whole column at a
     time and handed over as one :class:`~pipeline.ingest.report.batch.RejectBatch`.
     """
-    extra = [p for ps in refusals.values() for p in ps]
-    # grouped by row (a stable sort: a row keeps its order, refusals last; linear when sorted)
-    problems = sorted([*problems, *extra], key=attrgetter("row"))
+    if refusals:
+        problems = problems.slice(0, len(problems))  # (a copy: the caller's stays as it was)
+        problems.extend(p for ps in refusals.values() for p in ps)
     if not problems:
         return
-    wanted = list(dict.fromkeys(p.row for p in problems))
+    by_row = np.asarray(problems.rows, dtype=np.int64)
+    if (by_row[1:] < by_row[:-1]).any():  # grouped by row: a stable sort keeps a row's order
+        order = np.argsort(by_row, kind="stable")
+        problems, by_row = problems.take(order.tolist()), by_row[order]
+    wanted = np.unique(by_row)
     chunk_rows = chunk["_row"].to_numpy()
     at = np.flatnonzero(np.isin(chunk_rows, wanted))
     at = at[np.argsort(chunk_rows[at], kind="stable")]
     rows = chunk_rows[at].tolist()
-    if rows != wanted:  # a row not in the chunk (none expected) still goes in: nothing is lost
-        # add_many merges by row: the first cells are kept, the problems in order
+    if rows != wanted.tolist():  # a row not in the chunk (none expected) still goes in: nothing
+        # is lost; add_many merges by row: the first cells are kept, the problems in order
         records: list[Reject] = [
             (row, c, []) for row, c in zip(rows, _cells(chunk, headers, at), strict=True)
         ]
         writer.add_many([*records, *((p.row, [], [p]) for p in problems)])
     else:
         columns = [_column(chunk, h, at) for h in headers]
-        writer.add_batch(RejectBatch.from_columns(rows, columns, problems))
+        writer.add_batch(RejectBatch(rows, columns, problems))
     if os.environ.get(CRASH_ENV):  # the kill -9 tests: a point after each reject row
         for _ in range(len(wanted)):
             crash_point("rejects")

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pipeline.ingest.problems import RowProblem
+from pipeline.ingest.problems import Problems, RowProblem
 from pipeline.ingest.report.batch import Reject, RejectBatch
 from pipeline.ingest.report.sink import (
     MAX_CELL,
@@ -223,14 +223,7 @@ class RejectWriter:
             added: int = cur.rowcount  # a row spooled before is ignored, its problems added
             self._db.executemany(
                 "INSERT INTO problems VALUES (?, ?, ?, ?, ?)",
-                zip(
-                    batch.problem_rows,
-                    batch.problem_columns,
-                    batch.problem_values,
-                    batch.problem_rules,
-                    batch.problem_messages,
-                    strict=True,
-                ),
+                zip(*batch.problems.lists(), strict=True),
             )
         return added
 
@@ -281,8 +274,7 @@ class RejectWriter:
                 found.append(pending)
                 pending = next(problems, None)
             rows, *columns = (list(c) for c in zip(*chunk, strict=True))
-            p = [list(c) for c in zip(*found, strict=True)] if found else [[], [], [], [], []]
-            yield RejectBatch(rows, columns, *p)
+            yield RejectBatch(rows, columns, Problems.of(map(RowProblem._make, found)))
 
 
 class _Stream:

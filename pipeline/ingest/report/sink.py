@@ -201,7 +201,7 @@ class Sink:
         position = {row: i for i, row in enumerate(batch.rows)}
         index = self._index
         for row, column, message in zip(
-            batch.problem_rows, batch.problem_columns, batch.problem_messages, strict=True
+            batch.problems.rows, batch.problems.columns, batch.problems.messages, strict=True
         ):
             c = index.get(column)
             if c is not None:

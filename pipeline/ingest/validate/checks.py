@@ -15,7 +15,7 @@ duplicate index, which needs the file's order, runs in the caller's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ from pipeline.ingest.fields import (
 )
 from pipeline.ingest.map import ColumnMapping
 from pipeline.ingest.matching import arrow_strings
-from pipeline.ingest.problems import RowProblem
+from pipeline.ingest.problems import Problems, RowProblem
 from pipeline.ingest.validate.excel_damage import find_damage
 from pipeline.ingest.validate.seen import SeenRows, python_fingerprints, row_fingerprints
 from pipeline.prefetch import read_ahead
@@ -155,7 +155,7 @@ class ChunkResult:
 
     valid: pd.DataFrame
     rejected: pd.DataFrame
-    problems: list[RowProblem]
+    problems: Problems
     duplicates: list[RowProblem] = field(default_factory=list)
 
 
@@ -168,7 +168,7 @@ class _Checked:
     hashes: np.ndarray | None  # a fingerprint per row
     bad: np.ndarray
     rejected: pd.DataFrame
-    problems: list[RowProblem]
+    problems: Problems
 
 
 class Validator:
@@ -255,20 +255,25 @@ class Validator:
         column_at = {h: n for n, h in enumerate(chunk.columns)}
         at: list[np.ndarray] = []  # per group of problems: their positions in the chunk,
         column: list[int] = []  # the sheet column they are in,
-        problems: list[RowProblem] = []  # and the problems themselves, in the same order
+        problems = Problems()  # and the problems themselves, in the same order
         for name, header in header_for.items():
             for idx, found in self._column_problems(chunk, stripped, rows, name, header, failed):
                 at.append(idx)
                 column.append(column_at[header])
-                problems += found
-        for row, message in chunk.attrs.get("malformed", {}).items():
+                problems.extend(found)
+        malformed = chunk.attrs.get("malformed", {})
+        for row in malformed:
             at.append(np.flatnonzero(rows == row)[:1])
             column.append(-1)
-            text = f"Row {row}: {message}. {_FIX_ROW}"
-            problems.append(RowProblem(int(row), "", "", RULE_MALFORMED, text))
+        problems.extend(
+            RowProblem(int(row), "", "", RULE_MALFORMED, f"Row {row}: {message}. {_FIX_ROW}")
+            for row, message in malformed.items()
+        )
         positions = np.concatenate(at) if at else _NONE
         columns = np.repeat(column, [len(a) for a in at]) if at else _NONE
         order = np.lexsort((columns, positions))  # row order, then the sheet's column order
+        if (order[1:] < order[:-1]).any():  # (one column's problems are in order already)
+            problems = problems.take(order.tolist())
         bad = np.zeros(len(chunk), dtype=bool)
         bad[positions] = True
         chunk.attrs = {}  # (the date/malformed marks are used; filtering would copy them)
@@ -278,7 +283,7 @@ class Validator:
             hashes=self._fingerprints(twin, stripped, len(chunk)) if stripped else None,
             bad=bad,
             rejected=chunk[bad].reset_index(drop=True),
-            problems=[problems[k] for k in order.tolist()],
+            problems=problems,
         )
 
     @staticmethod
@@ -315,7 +320,7 @@ class Validator:
         name: str,
         header: str,
         failed: Mapping[tuple[str, str], np.ndarray],
-    ) -> list[tuple[np.ndarray, list[RowProblem]]]:
+    ) -> list[tuple[np.ndarray, Problems]]:
         """One column's problems as (positions, problems) groups; Excel damage first (its
         message replaces the regex one). A problem keeps the value as the person typed it;
         its message shows it stripped.
@@ -327,56 +332,43 @@ class Validator:
             return []
         values, typed = stripped[name], arrow_strings(chunk[header])
         damage = find_damage(self._specs[name], values, pattern, cells, self.semantics)
+        groups: list[tuple[np.ndarray, Problems]] = []
         at = np.fromiter(damage, dtype=np.int64, count=len(damage))
-        groups = [
-            (
-                at,
-                [
-                    RowProblem(
-                        row, header, value, "excel_damage", f"Row {row}, column '{header}': "
-                        f"'{shown}' {damage[i]}"
-                    )
-                    for i, row, shown, value in zip(
-                        at.tolist(), rows[at].tolist(), _texts(values, at), _texts(typed, at),
-                        strict=True,
-                    )
-                ],
-            )
-        ]  # fmt: skip
+        if len(at):
+            row_list, shown, value_list = _cells_at(values, typed, rows, at)
+            where = f", column '{header}': '"
+            messages = [
+                f"Row {row}{where}{v}' {damage[i]}"
+                for i, row, v in zip(at.tolist(), row_list, shown, strict=True)
+            ]
+            groups.append((at, _group(row_list, header, value_list, "excel_damage", messages)))
         for check, idx in ((RULE_REQUIRED, required), (RULE_PATTERN, pattern)):
             if damage:
                 idx = idx[~np.isin(idx, at)]
             if len(idx) == 0:
                 continue
-            wording = self._wording(name, header, check)
-            groups.append(
-                (
-                    idx,
-                    [
-                        RowProblem(row, header, value, check, wording(row, shown))
-                        for row, shown, value in zip(
-                            rows[idx].tolist(), _texts(values, idx), _texts(typed, idx),
-                            strict=True,
-                        )
-                    ],
-                )
-            )  # fmt: skip
+            row_list, shown, value_list = _cells_at(values, typed, rows, idx)
+            head, tail = self._wording(name, header, check)
+            if check == RULE_REQUIRED:
+                messages = [f"Row {row}{tail}" for row in row_list]
+            else:
+                messages = [
+                    f"Row {row}{head}{v}{tail}" for row, v in zip(row_list, shown, strict=True)
+                ]
+            groups.append((idx, _group(row_list, header, value_list, check, messages)))
         return groups
 
-    def _wording(self, name: str, header: str, check: str) -> Callable[[int, str], str]:
-        """The message for a value failing ``check`` in column ``header``: (row, stripped value)
-        -> text."""
-        spec = self._specs[name]
+    def _wording(self, name: str, header: str, check: str) -> tuple[str, str]:
+        """The message for a value failing ``check`` in column ``header``, around the row number
+        and the stripped value: ``Row <row><head><value><tail>`` (a required value is empty:
+        ``Row <row><tail>``)."""
         where = f", column '{header}'"
         if check == RULE_REQUIRED:
-            tail = (
+            return "", (
                 f"{where}: the value is empty, but field {name} is required. "
                 "Fill it in and drop the file again."
             )
-            return lambda row, _value: f"Row {row}{tail}"
-        head = f"{where}: '"
-        tail = f"' {rule_in_words(spec, self.semantics)}. {_FIX}"
-        return lambda row, value: f"Row {row}{head}{value}{tail}"
+        return f"{where}: '", f"' {rule_in_words(self._specs[name], self.semantics)}. {_FIX}"
 
     def _duplicates(
         self, hashes: np.ndarray | None, rows: np.ndarray, bad: np.ndarray
@@ -403,6 +395,25 @@ class Validator:
                 out.append((i, RowProblem(row, "", "", RULE_DUPLICATE, msg)))
         self.duplicates += len(out)
         return out
+
+
+def _cells_at(
+    values: pa.Array | pa.ChunkedArray,
+    typed: pa.Array | pa.ChunkedArray,
+    rows: np.ndarray,
+    at: np.ndarray,
+) -> tuple[list[int], list[str], list[str]]:
+    """At positions ``at``: the row numbers, the stripped values and the values as typed."""
+    shown = _texts(values, at)
+    return rows[at].tolist(), shown, shown if values is typed else _texts(typed, at)
+
+
+def _group(
+    rows: list[int], header: str, values: list[str], rule: str, messages: list[str]
+) -> Problems:
+    """Problems of one column and rule."""
+    n = len(rows)
+    return Problems(rows, [header] * n, values, [rule] * n, messages)
 
 
 def _texts(values: pa.Array | pa.ChunkedArray, at: np.ndarray) -> list[str]:

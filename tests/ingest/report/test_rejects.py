@@ -131,7 +131,7 @@ def test_fixed_reject_file_is_valid_input(tmp_path: Path) -> None:
     result = run(fixed)
     assert result.mapping.ignored == ["_row", "_problems"]
     assert result.mapping.unmapped == ["Notes"]
-    assert result.problems == []
+    assert list(result.problems) == []
     assert len(result.valid) == 100
     assert set(result.valid.columns) == {"name", "phone", "zip", "born", "city", "_row"}
 

@@ -19,7 +19,7 @@ import pytest
 import xlsxwriter
 
 from pipeline.cells import is_risky
-from pipeline.ingest.problems import RowProblem
+from pipeline.ingest.problems import Problems, RowProblem
 from pipeline.ingest.report import rejects, sink
 from pipeline.ingest.report.rejects import RejectWriter, WriterKind
 
@@ -422,7 +422,7 @@ def test_the_writer_process_removes_its_files_when_leadpipe_is_killed(tmp_path: 
     script = f"""
 import sys, time
 from pathlib import Path
-from pipeline.ingest.problems import RowProblem
+from pipeline.ingest.problems import Problems, RowProblem
 from pipeline.ingest.report.rejects import RejectWriter
 out = Path({str(tmp_path / "out")!r})
 w = RejectWriter(out / "r.rejects.xlsx", out / "r.rejects.csv", ["A"], tmp_dir=out / "spool")
@@ -501,7 +501,7 @@ def test_a_chunks_rejects_keep_every_problem_also_of_a_row_not_in_the_chunk(
         ("missing", [problem(3), problem(9, "Navn")]),
     ):
         w = writer(tmp_path, name, "thread")
-        add_rejects(w, chunk, HEADERS, problems, {3: [refusal]})
+        add_rejects(w, chunk, HEADERS, Problems.of(problems), {3: [refusal]})
         _, csv_path = w.close()
         rows = read_csv(csv_path)[1:]
         assert rows[0] == ["Navn 3", "Tlf. 3", "Noter 3", "3", "Row 3: bad phone\nRow 3: refused"]
