@@ -6,6 +6,8 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,16 +24,32 @@ from pipeline.ingest.read.table import (
     SAMPLE_BYTES,
     Table,
     blank_mask,
+    chunk_sizes,
     find_header,
     to_frame,
     unique_headers,
 )
 from pipeline.prefetch import read_ahead
 
+#: Arrow's freed pages go back to the OS at most this often (seconds), after a chunk is done.
+#: After every chunk, the next chunk's buffers fault fresh pages in again: on a quiet machine a
+#: quarter of the checks' CPU time went to page faults. In between, the pages are reused;
+#: memory stays as flat (bench/ingest.py: the same peak for 1M rows as for 5M), about 30 MB
+#: higher (bench/RESULTS.md).
+RELEASE_EVERY = 0.25
 
-def _release_arrow_memory() -> None:
-    """Hand Arrow's freed pages back to the OS once a chunk is done (keeps RSS flat)."""
-    pa.default_memory_pool().release_unused()
+
+class _ArrowRelease:
+    """Hands Arrow's freed pages back to the OS, at most every :data:`RELEASE_EVERY` s."""
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= RELEASE_EVERY:
+            self._last = now
+            pa.default_memory_pool().release_unused()
 
 
 DELIMITERS = (",", ";", "\t", "|")
@@ -103,8 +121,15 @@ def open_csv(
         text = text[: text.rfind("\n") + 1] or text
     delimiter = _sniff_delimiter(text.splitlines()[:HEADER_SEARCH_ROWS], options.delimiter)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    # only the records the header can be in (the rest of the sample is pyarrow's to read)
+    wanted = max(HEADER_SEARCH_ROWS, options.header_row)
     try:
-        records = list(reader)
+        records = list(itertools.islice(reader, wanted))
+        if not any(any(c.strip() for c in r) for r in records):  # blank so far: on to a row
+            for r in reader:  # with text (the header when nothing looks like one)
+                records.append(r)
+                if any(c.strip() for c in r):
+                    break
     except csv.Error as exc:  # a value over the csv module's 128 KB limit
         raise _too_long(path, reader.line_num) from exc
     records = [r if r else [""] for r in records]
@@ -121,9 +146,7 @@ def open_csv(
         kind="csv",
         headers=headers,
         header_row=h + 1,
-        _iter=lambda t: read_ahead(
-            lambda: _iter_csv(t, h, chunk_rows), after_item=_release_arrow_memory
-        ),
+        _iter=lambda t: read_ahead(lambda: _iter_csv(t, h, chunk_rows), after_item=_ArrowRelease()),
         encoding=encoding,
         delimiter=delimiter,
     )
@@ -166,12 +189,14 @@ def _record_batches(
     delivered = 0  # data records handed out so far
     bad: list[tuple[int, str, int]] = []
     threaded = True
+    sizes = chunk_sizes(chunk_rows)
     while True:
         bad.clear()
         reader = _open_reader(table, h, names, bad, threaded, first)
         if reader is None:
             return
         index, pending, restart, reported, size = 0, [], False, 0, 0
+        limit = next(sizes)
         while True:
             try:
                 batch = reader.read_next_batch()
@@ -192,9 +217,10 @@ def _record_batches(
             pending.append(batch)
             index += n
             size += batch.nbytes
-            if index - delivered >= chunk_rows or size >= CHUNK_BYTES:
+            if index - delivered >= limit or size >= CHUNK_BYTES:
                 yield _take(pending, delivered, index, first, bad, reported)
                 pending, delivered, reported, size = [], index, len(bad), 0
+                limit = next(sizes)
         if restart:
             continue
         if pending or len(bad) > reported:

@@ -16,6 +16,22 @@ from pipeline.ingest.map import header_score
 
 SAMPLE_BYTES = 1024 * 1024
 HEADER_SEARCH_ROWS = 50
+#: A file's first chunk has at most this many rows, each next one twice as many as the last, up
+#: to the reader's ``chunk_rows``: a mid-sized file then flows through the checks, the delivery
+#: and the reject files' process in overlapping steps instead of one after the other, and a big
+#: file still goes in big chunks. More than the checks' small-file limit
+#: (``pipeline.ingest.validate.checks.SMALL_ROWS``), so a first chunk that small is the whole
+#: file.
+FIRST_CHUNK_ROWS = 10_000
+
+
+def chunk_sizes(chunk_rows: int) -> Iterator[int]:
+    """The most rows of each chunk in turn: :data:`FIRST_CHUNK_ROWS`, doubling, up to
+    ``chunk_rows``."""
+    size = max(1, min(FIRST_CHUNK_ROWS, chunk_rows))
+    while True:
+        yield size
+        size = min(size * 2, max(chunk_rows, 1))
 
 
 @dataclass

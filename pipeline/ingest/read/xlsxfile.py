@@ -18,6 +18,7 @@ from pipeline.ingest.read.table import (
     HEADER_SEARCH_ROWS,
     Table,
     blank_mask,
+    chunk_sizes,
     find_header,
     to_frame,
     unique_headers,
@@ -88,9 +89,13 @@ _DATE_TIME_BYTES = 19
 
 
 def _iter_xlsx(table: Table, body: pa.Table, first: int, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    for start in range(0, body.num_rows, chunk_rows):
-        part = body.slice(start, chunk_rows)
+    start = 0
+    for size in chunk_sizes(chunk_rows):
+        if start >= body.num_rows:
+            return
+        part = body.slice(start, size)
         rows = first + start + np.arange(part.num_rows, dtype=np.int64)
+        start += size
         cols, dates = [], {}
         for name, col in zip(table.headers, part.columns, strict=False):
             if not pc.any(pc.equal(pc.binary_length(col), _DATE_TIME_BYTES)).as_py():

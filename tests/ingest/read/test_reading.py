@@ -480,3 +480,52 @@ def test_a_workbook_with_more_cells_than_allowed_is_refused(
     _workbook(book, rows=150)  # 302 cells
     with pytest.raises(FileUnreadable, match=r"its sheets hold more than 100 cells"):
         read(book)
+
+
+def test_a_file_starts_with_small_chunks_that_grow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first chunks are small (the checks, delivery and reject files start early), then
+    twice as big each time up to chunk_rows; every row arrives once, in order, numbered."""
+    from pipeline.ingest.read import table as tables
+
+    monkeypatch.setattr(tables, "FIRST_CHUNK_ROWS", 4)
+    assert list(zip(range(5), tables.chunk_sizes(16), strict=False)) == [
+        (0, 4), (1, 8), (2, 16), (3, 16), (4, 16)
+    ]  # fmt: skip
+    assert next(tables.chunk_sizes(3)) == 3  # never more than chunk_rows
+
+    wb = xlsxwriter.Workbook(str(tmp_path / "grow.xlsx"))
+    ws = wb.add_worksheet("Leads")
+    ws.write_row(0, 0, ["Navn", "Tlf."])
+    for i in range(40):
+        ws.write_row(i + 1, 0, [f"n{i}", f"{i:08d}"])
+    wb.close()
+    table = open_table(
+        tmp_path / "grow.xlsx", options=OPTIONS, expected_fields=FIELDS, chunk_rows=16
+    )
+    chunks = list(table.chunks())
+    assert [len(c) for c in chunks] == [4, 8, 16, 12]
+    assert [r for c in chunks for r in c["_row"].tolist()] == list(range(2, 42))
+
+    path = tmp_path / "grow.csv"  # a CSV chunk ends on one of the parser's 1 MB blocks
+    note = "x" * 150  # about 5,600 rows a block
+    path.write_text(
+        "name,phone,notes\n" + "".join(f"n{i},{i:08d},{note}\n" for i in range(100_000))
+    )
+    monkeypatch.setattr(tables, "FIRST_CHUNK_ROWS", 10_000)
+    table = open_table(path, options=OPTIONS, expected_fields=FIELDS, chunk_rows=100_000)
+    sizes = [len(c) for c in table.chunks()]
+    assert sizes[0] <= 15_000 < sizes[1] < sizes[2]
+    assert sum(sizes) == 100_000
+
+
+def test_the_header_is_found_after_many_blank_lines(tmp_path: Path) -> None:
+    """Only the first rows are parsed to find the header; when they are all blank, the first
+    row with text is taken, however far down the sample it is."""
+    path = tmp_path / "blank-top.csv"
+    path.write_text("\n" * 80 + "Customer,Contact\nSøren,12345678\n", encoding="utf-8")
+    table, rows = read(path)
+    assert table.header_row == 81  # type: ignore[attr-defined]
+    assert table.headers == ["Customer", "Contact"]  # type: ignore[attr-defined]
+    assert rows == [{"Customer": "Søren", "Contact": "12345678", "_row": 82}]
