@@ -9,6 +9,9 @@ xlsxwriter's as it is and changes only:
 - each comment's ``<comment>`` element and ``<v:shape>`` are written from one template, byte for
   byte what xlsxwriter's own methods write (the tests compare the two packages' parts); the
   parts' heads, ids and numbering stay xlsxwriter's;
+- a comment's ``<comment>`` element is rendered when the comment is added, while rows still
+  stream in, all but its author id (known only once every comment is in); the end of the
+  workbook only joins the pieces;
 - the package is compressed at level 1: about three times as fast, files about a quarter bigger.
 
 This leans on xlsxwriter's packager methods (``_get_packager``, ``_write_vml_files``,
@@ -25,6 +28,7 @@ from typing import Any
 
 import xlsxwriter
 import xlsxwriter.workbook
+import xlsxwriter.worksheet
 from xlsxwriter.comments import Comments
 from xlsxwriter.packager import Packager
 from xlsxwriter.utility import _preserve_whitespace, xl_rowcol_to_cell
@@ -55,9 +59,28 @@ class _ZipFile(zipfile.ZipFile):
 xlsxwriter.workbook.ZipFile = _ZipFile
 
 
+class _Worksheet(xlsxwriter.worksheet.Worksheet):  # type: ignore[misc]  # xlsxwriter is untyped
+    """A worksheet that renders each comment's text part as the comment is added."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: (row, col) -> the comment's ``<comment>`` element before and after its author id
+        self.comment_parts: dict[tuple[int, int], tuple[str, str]] = {}
+
+    def write_comment(
+        self, row: int, col: int, comment: str, options: dict[str, Any] | None = None
+    ) -> int:
+        done: int = super().write_comment(row, col, comment, options)
+        if done == 0:
+            self.comment_parts[(row, col)] = _comment_parts(self.comments[row][col])
+        return done
+
+
 class Workbook(xlsxwriter.Workbook):  # type: ignore[misc]  # xlsxwriter is untyped
     """An :class:`xlsxwriter.Workbook` whose comments are written quickly and whose package is
     compressed at :data:`ZIP_LEVEL`; its files are otherwise xlsxwriter's."""
+
+    worksheet_class = _Worksheet
 
     def _get_packager(self) -> Packager:
         return _Packager()
@@ -88,7 +111,7 @@ class _Packager(Packager):  # type: ignore[misc]  # xlsxwriter is untyped
         index = 1
         for ws in self.workbook.worksheets():
             if ws.has_comments:
-                comments = _Comments()
+                comments = _Comments(getattr(ws, "comment_parts", {}))
                 comments._set_xml_writer(self._filename(f"xl/comments{index}.xml"))
                 comments._assemble_xml_file(ws.comments_list)
                 index += 1
@@ -118,16 +141,29 @@ class _Vml(Vml):  # type: ignore[misc]  # xlsxwriter is untyped
 
 
 class _Comments(Comments):  # type: ignore[misc]  # xlsxwriter is untyped
+    def __init__(self, parts: dict[tuple[int, int], tuple[str, str]]) -> None:
+        super().__init__()
+        self._parts = parts
+
     def _write_comment(self, comment: Any, author_id: int) -> None:
-        """xlsxwriter's ``<comment>`` element, from one template."""
-        ref = xl_rowcol_to_cell(comment.row, comment.col)
+        """xlsxwriter's ``<comment>`` element: the parts rendered when it was added."""
+        head, tail = self._parts.get((comment.row, comment.col)) or _comment_parts(comment)
         author = f' authorId="{author_id}"' if author_id != -1 else ""
-        text = comment.text
-        space = ' xml:space="preserve"' if _preserve_whitespace(text) else ""
-        text = XMLwriter._escape_control_characters(self._escape_data(text))
-        self.fh.write(
-            f'<comment ref="{ref}"{author}><text><r><rPr><sz val="{comment.font_size}"/>'
-            f'<color indexed="81"/><rFont val="{self._escape_attributes(comment.font_name)}"/>'
-            f'<family val="{comment.font_family}"/></rPr><t{space}>{text}</t></r></text>'
-            "</comment>"
-        )
+        self.fh.write(f"{head}{author}{tail}")
+
+
+_XML = XMLwriter()  # (for its escaping methods)
+
+
+def _comment_parts(comment: Any) -> tuple[str, str]:
+    """A comment's ``<comment>`` element, from one template, before and after its author id."""
+    ref = xl_rowcol_to_cell(comment.row, comment.col)
+    text = comment.text
+    space = ' xml:space="preserve"' if _preserve_whitespace(text) else ""
+    text = XMLwriter._escape_control_characters(_XML._escape_data(text))
+    return f'<comment ref="{ref}"', (
+        f'><text><r><rPr><sz val="{comment.font_size}"/>'
+        f'<color indexed="81"/><rFont val="{_XML._escape_attributes(comment.font_name)}"/>'
+        f'<family val="{comment.font_family}"/></rPr><t{space}>{text}</t></r></text>'
+        "</comment>"
+    )
