@@ -174,7 +174,7 @@ def ours_csv(path: Path, chunk_rows: int = 100_000) -> tuple[int, int, int]:
     valid = rejected = problems = 0
     for _chunk, res in validator.validate_all(table.chunks()):
         valid += len(res.valid)
-        rejected += len(res.rejected)
+        rejected += res.rejected_rows
         problems += len(res.problems)
     return valid, rejected, problems
 

@@ -102,7 +102,7 @@ def read_and_deliver(
                 changed = file.identity.changes(file.path) or "it changed while it was read"
                 break
             tally.data_rows += len(chunk)
-            tally.rejected += len(result.rejected)
+            tally.rejected += result.rejected_rows
             tally.repeats += len(result.duplicates)
             room = MAX_REPEATS_NAMED - len(tally.repeat_problems)
             tally.repeat_problems.extend(result.duplicates[:room])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,9 +155,22 @@ class ChunkResult:
     """A validated chunk: rows to send, rows to reject (original columns) and why."""
 
     valid: pd.DataFrame
-    rejected: pd.DataFrame
     problems: Problems
     duplicates: list[RowProblem] = field(default_factory=list)
+    #: the chunk as read (original columns) and which of its rows failed the checks
+    chunk: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    bad: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
+
+    @property
+    def rejected_rows(self) -> int:
+        """How many rows failed the checks."""
+        return int(np.count_nonzero(self.bad))
+
+    @cached_property
+    def rejected(self) -> pd.DataFrame:
+        """The rows that failed the checks, with their original columns. Made when asked: the
+        pass over a file needs only their number (the reject files take the cells they need)."""
+        return self.chunk[self.bad].reset_index(drop=True)
 
 
 @dataclass
@@ -167,7 +181,7 @@ class _Checked:
     values: pa.Table | None  # the mapped fields, stripped
     hashes: np.ndarray | None  # a fingerprint per row
     bad: np.ndarray
-    rejected: pd.DataFrame
+    chunk: pd.DataFrame
     problems: Problems
 
 
@@ -282,7 +296,7 @@ class Validator:
             values=pa.table(stripped) if stripped else None,
             hashes=self._fingerprints(twin, stripped, len(chunk)) if stripped else None,
             bad=bad,
-            rejected=chunk[bad].reset_index(drop=True),
+            chunk=chunk,
             problems=problems,
         )
 
@@ -307,9 +321,10 @@ class Validator:
         valid["_row"] = rows[ok]
         return ChunkResult(
             valid=valid,
-            rejected=checked.rejected,
             problems=checked.problems,
             duplicates=[p for _i, p in dups],
+            chunk=checked.chunk,
+            bad=checked.bad,
         )
 
     def _column_problems(

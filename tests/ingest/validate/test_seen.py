@@ -29,3 +29,25 @@ def test_lookup_finds_first_rows_across_spilled_runs(
     assert not got[len(keys[::997]) :].any()
     seen.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fingerprints_found_however_their_top_bits_are_spread(tmp_path: Path) -> None:
+    """The index sorts by the top bits first: keys that all share them (one bucket) or crowd
+    a few, as well as evenly spread ones, are all found with their first rows."""
+    rng = np.random.default_rng(5)
+    spread = rng.integers(1, 2**63, 20_000, dtype=np.int64).astype(np.uint64)
+    one_bucket = np.uint64(0xABCD) << np.uint64(48) | rng.integers(1, 2**40, 20_000).astype(
+        np.uint64
+    )
+    few = (rng.integers(0, 3, 20_000).astype(np.uint64) << np.uint64(48)) | rng.integers(
+        1, 2**40, 20_000
+    ).astype(np.uint64)
+    for keys in (spread, one_bucket, few):
+        keys = np.unique(keys)
+        rows = np.arange(2, len(keys) + 2, dtype=np.int64)
+        shuffled = rng.permutation(len(keys))
+        seen = SeenRows(tmp_path)
+        seen.add(keys[shuffled], rows[shuffled])
+        assert seen.lookup(keys).tolist() == rows.tolist()
+        assert not seen.lookup(keys + np.uint64(2**41)).any()  # none of these was added
+        seen.close()
