@@ -231,8 +231,17 @@ def pattern_masks(
         recheck = np.flatnonzero(~ok | unsure[c]) if c in unsure else np.flatnonzero(~ok)
         if len(recheck):
             taken = arrow_strings(frame[c]).take(pa.array(recheck, type=pa.int64()))
-            ok[recheck] = [not v or matcher.matches(v) for v in taken.to_pylist()]
+            ok[recheck] = _python_verdicts(taken, matcher)
     return out
+
+
+def _python_verdicts(values: pa.Array | pa.ChunkedArray, matcher: Matcher) -> np.ndarray:
+    """:meth:`Matcher.matches` of each value (empty and missing ones pass), each distinct
+    value asked once: wrong values repeat (``n/a``, ``-``, the same typo pasted down a column)."""
+    distinct = pc.unique(values)
+    verdicts = np.array([not v or matcher.matches(v) for v in distinct.to_pylist()], dtype=bool)
+    at = pc.index_in(values, value_set=distinct, skip_nulls=False)
+    return verdicts[np.asarray(at.to_numpy(zero_copy_only=False), dtype=np.intp)]
 
 
 def _empty_mask(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
