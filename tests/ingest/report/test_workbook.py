@@ -55,3 +55,34 @@ def test_only_a_leadpipe_workbook_is_compressed_at_its_level(tmp_path: Path) -> 
         assert b.getinfo(sheet).compress_size == _deflated_size(data, ZIP_LEVEL)
         assert a.getinfo(sheet).compress_size == _deflated_size(data, zlib.Z_DEFAULT_COMPRESSION)
         assert b.getinfo(sheet).compress_size != a.getinfo(sheet).compress_size
+
+
+def test_box_positions_equal_xlsxwriters_own(tmp_path: Path) -> None:
+    """Where a comment's box goes: the same as xlsxwriter's for narrow, wide and hidden
+    columns, offsets that reach back into earlier columns and rows, and either anchor."""
+    import random
+
+    from xlsxwriter.worksheet import Worksheet
+
+    rng = random.Random(11)
+    ours_wb, ref_wb = (
+        Workbook(str(tmp_path / "a.xlsx")),
+        xlsxwriter.Workbook(str(tmp_path / "b.xlsx")),
+    )
+    ours, ref = ours_wb.add_worksheet(), ref_wb.add_worksheet()
+    assert type(ours) is not Worksheet  # ours is the subclass
+    assert type(ref) is Worksheet
+    for ws in (ours, ref):
+        ws.set_column(0, 0, 3)
+        ws.set_column(2, 2, 40)
+        ws.set_column(4, 5, 12, None, {"hidden": True})
+        ws.set_column(7, 7, 0.5)
+    for _ in range(3000):
+        args = (
+            rng.randrange(0, 12), rng.randrange(0, 60), rng.randrange(-300, 300),
+            rng.randrange(-80, 80), rng.choice([128, 384, 50, 0]), rng.choice([74, 20, 200]),
+            rng.choice([0, 4]),
+        )  # fmt: skip
+        assert ours._position_object_pixels(*args) == ref._position_object_pixels(*args), args
+    ours_wb.close()
+    ref_wb.close()
