@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -36,15 +37,30 @@ class Tenant:
         self._hidden: dict[str, float] = {}  # uniqueId (upper) -> visible from (monotonic)
         self.clock: Clock = clock or SystemClock()
         self.tz = self.seed.tz
-        self.store = LeadStore(self.seed.id_suffix, db)
+        self._store = LeadStore(self.seed.id_suffix, db)
         self.limiter = RateLimiter(self.seed.requests_per_minute, self.seed.requests_per_day)
         self.faults = FaultBook()
         self.log = RequestLog()
         self.accounts = {a.username.lower(): a for a in self.seed.accounts}
         self._rounds = itertools.count(1)
-        if self.store.persisted_count == 0 and self.seed.demo_leads > 0:
-            uploader = self.seed.accounts[0].username if self.seed.accounts else "import"
-            populate(self.store, self.seed, self.now(), uploader)
+        # the demo history is made when the leads are first asked for, as of now
+        self._history_lock = threading.Lock()
+        self._history_at: datetime | None = None
+        if self._store.persisted_count == 0 and self.seed.demo_leads > 0:
+            self._history_at = self.now()
+
+    @property
+    def store(self) -> LeadStore:
+        """The leads. The demo tenant's history (``demo_leads`` leads of the 30 days before the
+        tenant started) is added the first time they are asked for: a command that never looks
+        at leads (a preview reads only the import example) does not wait for it."""
+        if self._history_at is not None:
+            with self._history_lock:
+                if self._history_at is not None:
+                    uploader = self.seed.accounts[0].username if self.seed.accounts else "import"
+                    populate(self._store, self.seed, self._history_at, uploader)
+                    self._history_at = None
+        return self._store
 
     def now(self) -> datetime:
         """Tenant-local time now, naive (as the API shows it)."""
@@ -156,4 +172,4 @@ class Tenant:
 
     def close(self) -> None:
         """Release the database."""
-        self.store.close()
+        self._store.close()

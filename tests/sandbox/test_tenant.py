@@ -106,6 +106,21 @@ def test_simulation_closes_open_leads_deterministically(clock: FakeClock) -> Non
             assert lead["firstProcessedByUser"] == lead["lastModifiedByUser"]
 
 
+def test_the_demo_history_is_the_same_whenever_it_is_first_asked_for() -> None:
+    """The demo tenant's 300 leads are made when leads are first looked at (a preview never
+    does), dated as of the tenant's start: the same leads as a tenant that made them at once."""
+    early, late = FakeClock(START), FakeClock(START)
+    with Sandbox(clock=early) as a, Sandbox(clock=late) as b:
+        assert a.tenant._history_at is not None  # not made yet
+        first = a.leads()
+        assert a.tenant._history_at is None
+        late.advance(3 * 86400)  # three days pass before anyone looks
+        assert b.leads() == first
+        assert len(first) == a.tenant.seed.demo_leads
+        started = a.tenant.now().isoformat()  # tenant-local, as the leads show it
+        assert max(x["uploadTime"] for x in first) < started
+
+
 def test_simulated_outcomes_reach_the_exports(fapi: Api, fake_sb: Sandbox) -> None:
     uid = fapi.lead().json()["uniqueId"]
     fake_sb.simulate(1.0)
