@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from pipeline.cli import app
 from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER, Sandbox
@@ -142,3 +142,42 @@ def test_dry_run_and_a_stopped_upload_exit_codes(sb: Sandbox, tmp_path: Path) ->
     again = runner.invoke(app, [*base, "--json"], env=env_for(sb))
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["accepted"] == 34
+
+
+def _writer_processes() -> list[object]:
+    """The reject files' processes this test process has running."""
+    import contextlib
+
+    import psutil
+
+    found = []
+    for p in psutil.Process().children():
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+            if "pipeline.ingest.report.sink_process" in " ".join(p.cmdline()):
+                found.append(p)
+    return found
+
+
+def test_the_reject_files_process_starts_with_the_command_and_ends_with_it(
+    sb: Sandbox, tmp_path: Path
+) -> None:
+    """ingest starts the reject files' process as it begins (it loads meanwhile); the file's
+    writer takes it. Whether the command ends with reject files or refuses the file before any
+    row is read, no such process is left."""
+    cfg = write_config(tmp_path)
+    messy.build(tmp_path / "kunder.csv", 40)
+    (tmp_path / "empty.csv").write_text("", encoding="utf-8")
+
+    def ingest(name: str) -> Result:
+        args = ["--config", str(cfg), "ingest", str(tmp_path / name), "--campaign", CAMPAIGN]
+        args += ["--json", "--dry-run", "--out", str(tmp_path / "out")]
+        return runner.invoke(app, args, env=env_for(sb))
+
+    done = ingest("kunder.csv")
+    assert done.exit_code == 0, done.output
+    assert len(json.loads(done.stdout)["reject_files"]) == 2
+    assert _writer_processes() == []
+    refused = ingest("empty.csv")
+    assert refused.exit_code != 0
+    assert "empty" in refused.output
+    assert _writer_processes() == []

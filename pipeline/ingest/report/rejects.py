@@ -48,7 +48,7 @@ from pipeline.ingest.report.sink import (
     Limits,
     Sink,
 )
-from pipeline.ingest.report.sink_process import ChildGone, ChildSink, start_child, stop_child
+from pipeline.ingest.report.sink_process import ChildGone, ChildSink, stop_child, take_child
 
 __all__ = [
     "MAX_CELL",
@@ -126,7 +126,7 @@ class RejectWriter:
         self._child: subprocess.Popen[bytes] | None = None
         if writer == "process":
             with contextlib.suppress(ChildGone):  # tried again, and said, at the first rows
-                self._child = start_child()
+                self._child = take_child()
                 # a writer dropped without close() or abort() (its caller failed) ends it too
                 weakref.finalize(self, stop_child, self._child)
 

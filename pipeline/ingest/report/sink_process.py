@@ -24,6 +24,7 @@ share the pipe, so pickle is safe here.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import os
@@ -170,6 +171,40 @@ def start_child() -> subprocess.Popen[bytes]:
         )
     except OSError as exc:
         raise ChildGone(f"the reject writer's process did not start: {exc}") from exc
+
+
+#: A child started ahead of any writer (:func:`start_spare`), for the next one to take.
+_spare: list[subprocess.Popen[bytes]] = []
+
+
+def start_spare() -> None:
+    """Start a child now for the next :func:`take_child`, e.g. when a command begins, so that
+    it has loaded by the time the first rejected rows come (a few-row file otherwise waits for
+    the child's start at its end). The caller stops it (:func:`stop_spare`) if no writer took
+    it; so does the interpreter's exit. Nothing happens when one is waiting already or none
+    can start."""
+    if _spare:
+        return
+    with contextlib.suppress(ChildGone):
+        child = start_child()
+        _spare.append(child)
+        atexit.register(stop_child, child)
+
+
+def stop_spare() -> None:
+    """Stop the spare child if no writer took it (idempotent)."""
+    while _spare:
+        stop_child(_spare.pop())
+
+
+def take_child() -> subprocess.Popen[bytes]:
+    """The spare child if one is waiting (and still there), else a new one (:func:`start_child`)."""
+    while _spare:
+        child = _spare.pop()
+        if child.poll() is None:
+            return child
+        stop_child(child)
+    return start_child()
 
 
 def stop_child(process: subprocess.Popen[bytes]) -> None:
