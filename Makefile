@@ -31,6 +31,7 @@ $(DEV): $(STAMP)
 	touch $(DEV)
 
 run: $(STAMP)
+	@$(BIN)/python -m compileall -q pipeline
 	$(BIN)/leadpipe run
 
 test: $(DEV)

@@ -56,10 +56,10 @@ class Tenant:
         at leads (a preview reads only the import example) does not wait for it."""
         if self._history_at is not None:
             with self._history_lock:
-                if self._history_at is not None:
+                at, self._history_at = self._history_at, None  # (once, even if it fails)
+                if at is not None:
                     uploader = self.seed.accounts[0].username if self.seed.accounts else "import"
-                    populate(self._store, self.seed, self._history_at, uploader)
-                    self._history_at = None
+                    populate(self._store, self.seed, at, uploader)
         return self._store
 
     def now(self) -> datetime:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from pipeline.config import CampaignSettings
@@ -39,6 +40,15 @@ from pipeline.prefetch import read_ahead
 RELEASE_EVERY = 0.25
 
 
+def _released(chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """``chunks``, then Arrow's freed pages handed back once reading ends (a service holds
+    them until its next file otherwise)."""
+    try:
+        yield from chunks
+    finally:
+        pa.default_memory_pool().release_unused()
+
+
 class _ArrowRelease:
     """Hands Arrow's freed pages back to the OS, at most every :data:`RELEASE_EVERY` s."""
 
@@ -53,6 +63,10 @@ class _ArrowRelease:
 
 
 DELIMITERS = (",", ";", "\t", "|")
+#: A value longer than this (bytes) refuses the file: no lead field holds as much, and it is
+#: nearly always a quote never closed, which made the rest of the file one value (its rows
+#: would otherwise vanish into that one cell).
+MAX_VALUE_BYTES = 128 * 1024
 #: A chunk ends after this many bytes of text (or ``chunk_rows`` rows, whichever comes first).
 CHUNK_BYTES = 12 << 20
 
@@ -146,7 +160,9 @@ def open_csv(
         kind="csv",
         headers=headers,
         header_row=h + 1,
-        _iter=lambda t: read_ahead(lambda: _iter_csv(t, h, chunk_rows), after_item=_ArrowRelease()),
+        _iter=lambda t: _released(
+            read_ahead(lambda: _iter_csv(t, h, chunk_rows), after_item=_ArrowRelease())
+        ),
         encoding=encoding,
         delimiter=delimiter,
     )
@@ -161,6 +177,7 @@ def _iter_csv(table: Table, h: int, chunk_rows: int) -> Iterator[pd.DataFrame]:
             empty["_row"] = pd.Series([], dtype="int64")
             yield _with_malformed(empty, bad, table)
             continue
+        _refuse_too_long(table, data, rows)
         blank = blank_mask(data)
         n_blank = int(blank.sum())
         if n_blank:
@@ -283,6 +300,17 @@ def _open_reader(
         if "Could not skip" in str(exc):  # the header is the last line: no data rows
             return None
         raise _not_text(table, first, exc) from exc
+
+
+def _refuse_too_long(table: Table, data: pa.Table, rows: np.ndarray) -> None:
+    """Raise :func:`_too_long` naming the row of a value over :data:`MAX_VALUE_BYTES` (the
+    parser reads values up to its block size; the header search reads only the first rows)."""
+    for column in data.columns:
+        lengths = pc.binary_length(column)
+        longest = pc.max(lengths).as_py()
+        if longest is not None and longest > MAX_VALUE_BYTES:
+            at = int(np.argmax(np.asarray(lengths.to_numpy(zero_copy_only=False))))
+            raise _too_long(table.path, int(rows[at]))
 
 
 def _too_long(path: Path, line: int) -> FileUnreadable:

@@ -210,14 +210,14 @@ def take_child() -> subprocess.Popen[bytes]:
 def stop_child(process: subprocess.Popen[bytes]) -> None:
     """End a child :func:`start_child` started that was never given files: it has nothing to
     remove, so it is killed rather than waited for (it may still be importing). Idempotent."""
-    if process.returncode is not None:
-        return
-    with contextlib.suppress(OSError):
-        process.kill()
     for pipe in (process.stdin, process.stdout):
         with contextlib.suppress(OSError):
             if pipe is not None:
                 pipe.close()
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(OSError):
+        process.kill()
     process.wait()
 
 

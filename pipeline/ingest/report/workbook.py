@@ -36,6 +36,7 @@ from xlsxwriter.comments import Comments
 from xlsxwriter.packager import Packager
 from xlsxwriter.utility import _preserve_whitespace, xl_rowcol_to_cell
 from xlsxwriter.vml import Vml
+from xlsxwriter.worksheet import convert_cell_args
 from xlsxwriter.xmlwriter import XMLwriter
 
 #: zlib level of the reject workbook's parts (1: fastest; xlsxwriter's own is zlib's default, 6)
@@ -81,6 +82,7 @@ class _Worksheet(xlsxwriter.worksheet.Worksheet):  # type: ignore[misc]  # xlsxw
         #: (col_start, x1, width, anchor) -> the column part of a box's position
         self._across: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
+    @convert_cell_args  # type: ignore[untyped-decorator]  # ("B3" too, as xlsxwriter's own)
     def write_comment(
         self, row: int, col: int, comment: str, options: dict[str, Any] | None = None
     ) -> int:

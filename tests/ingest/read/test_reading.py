@@ -351,6 +351,18 @@ def test_a_value_over_128_kb_is_a_plain_refusal_naming_the_line(tmp_path: Path) 
     unclosed.write_text('name,phone\n"Bo,+4512345678\n' + "Al,+4587654321\n" * 20_000)
     with pytest.raises(FileUnreadable, match=r"quote character .* never closed"):
         read(unclosed)
+    after_header_search = tmp_path / "row80.csv"  # in the sample, past the rows searched
+    after_header_search.write_text(
+        "name,phone\n" + "Al,+4587654321\n" * 78 + '"' + "z" * 200_000 + '",+45123\n'
+    )
+    with pytest.raises(FileUnreadable, match=r"a value around line 80 is longer than"):
+        read(after_header_search)
+    past_sample = tmp_path / "past.csv"  # past the sample, under the parser's block size
+    past_sample.write_text(
+        "name,phone\n" + "Al,+4587654321\n" * 90_000 + '"' + "w" * 300_000 + '",+45123\n'
+    )
+    with pytest.raises(FileUnreadable, match=r"a value around line 90002 is longer than"):
+        read(past_sample)
     late = tmp_path / "late.csv"  # far past the sample: the row reader finds it
     late.write_text(
         "name,phone\n" + "Al,+4587654321\n" * 80_000 + '"' + "y" * 3_000_000 + '",+45123\n'

@@ -24,6 +24,7 @@ def _build(cls: Any, path: Path) -> None:
             ws.write_comment(r, r % 4, text, {"x_scale": 3})
             ws.write_string(r, 0, "x")
     ws.write_comment(1300, 2, "shown", {"visible": True, "author": "A & B", "color": "#ff0000"})
+    ws.write_comment("D1302", "by the cell's name", {"x_scale": 3})
     wb.close()
 
 
