@@ -285,8 +285,8 @@ class Sink:
         if room <= 0 or not bad:
             return
         cells = sorted((i, c) for c, rows in bad.items() for i in rows)[:room]
-        for i, c in cells:
-            ws.write_comment(first + i, c, _cell("\n".join(bad[c][i])), {"x_scale": 3})
+        notes = [(first + i, c, _cell("\n".join(bad[c][i]))) for i, c in cells]
+        ws.write_comments(notes, {"x_scale": 3})
         self._comments += len(cells)
 
 

@@ -26,15 +26,17 @@ path.
 from __future__ import annotations
 
 import contextvars
+import re
 import zipfile
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import xlsxwriter
 import xlsxwriter.workbook
 import xlsxwriter.worksheet
-from xlsxwriter.comments import Comments
+from xlsxwriter.comments import Comments, CommentType
 from xlsxwriter.packager import Packager
-from xlsxwriter.utility import _preserve_whitespace, xl_rowcol_to_cell
+from xlsxwriter.utility import _utf16_len, xl_rowcol_to_cell_fast
 from xlsxwriter.vml import Vml
 from xlsxwriter.worksheet import convert_cell_args
 from xlsxwriter.xmlwriter import XMLwriter
@@ -92,6 +94,31 @@ class _Worksheet(xlsxwriter.worksheet.Worksheet):  # type: ignore[misc]  # xlsxw
             fill = _XML._escape_attributes(note.color._vml_rgb_hex_value())
             self.comment_parts[(row, col)] = _Parts(*_comment_parts(note), fill)
         return done
+
+    def write_comments(
+        self, cells: Iterable[tuple[int, int, str]], options: dict[str, Any]
+    ) -> None:
+        """:meth:`write_comment` of each ``(row, col, text)`` with the same ``options``, the
+        comment's defaults and options worked out once (a reject sheet adds thousands). Options
+        that place a comment themselves (offsets, a start cell) take xlsxwriter's own way."""
+        if not options.keys() <= _PLAIN_OPTIONS:
+            for row, col, text in cells:
+                self.write_comment(row, col, text, options)
+            return
+        model = CommentType(0, 0, "", options)
+        fill = _XML._escape_attributes(model.color._vml_rgb_hex_value())
+        for row, col, text in cells:
+            if self._check_dimensions(row, col):
+                continue  # (as write_comment: outside the sheet)
+            if len(text) > self.xls_strmax // 2 and _utf16_len(text) > self.xls_strmax:
+                continue  # (as write_comment: too long for a cell)
+            note = CommentType.__new__(CommentType)
+            note.__dict__.update(model.__dict__)
+            note.row, note.col, note.text, note.vertices = row, col, text, []
+            note.set_offsets(row, col)
+            self.comments[row][col] = note
+            self.comment_parts[(row, col)] = _Parts(*_comment_parts(note), fill)
+        self.has_vml = self.has_comments = True
 
     def _prepare_vml_objects(self, *args: Any) -> Any:
         self._across = {}  # the columns' widths are final now
@@ -242,12 +269,22 @@ class _Comments(Comments):  # type: ignore[misc]  # xlsxwriter is untyped
 _XML = XMLwriter()  # (for its escaping methods)
 
 
+#: Options of a comment that do not place it themselves (see ``_Worksheet.write_comments``).
+_PLAIN_OPTIONS = frozenset(
+    {"x_scale", "y_scale", "width", "height", "visible", "color", "author", "font_size",
+     "font_name", "font_family"}
+)  # fmt: skip
+#: Any character xlsxwriter's escaping of a comment's text would look at.
+_ESCAPED = re.compile(r'["&<>\n\x00-\x08\x0b-\x1f]|_x[0-9a-fA-F]{4}_')
+
+
 def _comment_parts(comment: Any) -> tuple[str, str]:
     """A comment's ``<comment>`` element, from one template, before and after its author id."""
-    ref = xl_rowcol_to_cell(comment.row, comment.col)
+    ref = xl_rowcol_to_cell_fast(comment.row, comment.col)
     text = comment.text
-    space = ' xml:space="preserve"' if _preserve_whitespace(text) else ""
-    text = XMLwriter._escape_control_characters(_XML._escape_data(text))
+    space = ' xml:space="preserve"' if text[:1].isspace() or text[-1:].isspace() else ""
+    if _ESCAPED.search(text):
+        text = XMLwriter._escape_control_characters(_XML._escape_data(text))
     return f'<comment ref="{ref}"', (
         f'><text><r><rPr><sz val="{comment.font_size}"/>'
         f'<color indexed="81"/><rFont val="{_XML._escape_attributes(comment.font_name)}"/>'
