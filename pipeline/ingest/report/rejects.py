@@ -278,8 +278,9 @@ class RejectWriter:
 
 
 class _Stream:
-    """A writer thread fed batches in row order through a bounded queue: it spools each batch
-    and writes it to the files, which this (the calling) thread puts in place or removes.
+    """A writer thread fed batches in row order through a bounded queue: it writes each batch
+    to the files (handing it to their process first, so that process starts on it at once) and
+    spools it; this (the calling) thread puts the files in place or removes them.
 
     The thread never raises: an error is kept and raised by :meth:`finish` (or, for the spool,
     by :meth:`stop`); a failed step is skipped from then on, and the queue is always drained,
@@ -350,19 +351,18 @@ class _Stream:
         while (batch := self._queue.get()) is not None:
             if self._dropped or self._spool_error is not None:
                 continue  # drain only
+            # the files first: their process starts on the batch while this thread spools it
+            if self._writing and self._file_error is None:
+                try:
+                    if self._sink is None:
+                        self._sink = make_sink()
+                    self._sink.write(batch)
+                except BaseException as exc:  # kept for finish(); the spool goes on
+                    self._file_error = exc
             try:
                 spool(batch)
             except BaseException as exc:  # kept for finish() and stop(): never lost
                 self._spool_error = exc
-                continue
-            if not self._writing or self._file_error is not None:
-                continue
-            try:
-                if self._sink is None:
-                    self._sink = make_sink()
-                self._sink.write(batch)
-            except BaseException as exc:  # kept for finish(); the spool goes on
-                self._file_error = exc
         if self._sink is None or not self._writing or self._dropped:
             return
         try:
