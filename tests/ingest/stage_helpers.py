@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import psutil
 
 from pipeline.config import CampaignSettings
 from pipeline.ingest.fields import CampaignSchema, parse_example
@@ -63,3 +66,15 @@ def run(path: Path, options: CampaignSettings = OPTIONS, chunk_rows: int = 100_0
     v = pd.concat(valid, ignore_index=True) if valid else pd.DataFrame()
     r = pd.concat(rejected, ignore_index=True) if rejected else pd.DataFrame()
     return Run(table, mapping, v, r, problems, dups)
+
+
+def writer_children() -> list[psutil.Process]:
+    """The reject writers' processes of this one that are running (a writer another test
+    dropped stops its process when it is collected)."""
+    gc.collect()
+    found = []
+    for p in psutil.Process().children():
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+            if "pipeline.ingest.report.sink_process" in " ".join(p.cmdline()):
+                found.append(p)
+    return found

@@ -12,6 +12,7 @@ from pipeline.cli import app
 from pipeline.sandbox import DEMO_PASSWORD, DEMO_USER, Sandbox
 from tests.ingest import messy
 from tests.ingest.conftest import CAMPAIGN
+from tests.ingest.stage_helpers import writer_children
 
 runner = CliRunner()
 JSON_FIELDS = {
@@ -144,20 +145,6 @@ def test_dry_run_and_a_stopped_upload_exit_codes(sb: Sandbox, tmp_path: Path) ->
     assert json.loads(again.stdout)["accepted"] == 34
 
 
-def _writer_processes() -> list[object]:
-    """The reject files' processes this test process has running."""
-    import contextlib
-
-    import psutil
-
-    found = []
-    for p in psutil.Process().children():
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
-            if "pipeline.ingest.report.sink_process" in " ".join(p.cmdline()):
-                found.append(p)
-    return found
-
-
 def test_the_reject_files_process_starts_with_the_command_and_ends_with_it(
     sb: Sandbox, tmp_path: Path
 ) -> None:
@@ -176,8 +163,8 @@ def test_the_reject_files_process_starts_with_the_command_and_ends_with_it(
     done = ingest("kunder.csv")
     assert done.exit_code == 0, done.output
     assert len(json.loads(done.stdout)["reject_files"]) == 2
-    assert _writer_processes() == []
+    assert writer_children() == []
     refused = ingest("empty.csv")
     assert refused.exit_code != 0
     assert "empty" in refused.output
-    assert _writer_processes() == []
+    assert writer_children() == []

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import gc
 import random
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from pipeline.cells import is_risky
 from pipeline.ingest.problems import Problems, RowProblem
 from pipeline.ingest.report import rejects, sink
 from pipeline.ingest.report.rejects import RejectWriter, WriterKind
+from tests.ingest.stage_helpers import writer_children
 
 HEADERS = ["Navn", "Tlf.", "Noter"]
 
@@ -346,18 +345,6 @@ def test_a_row_after_end_rows_is_still_written(tmp_path: Path, late_row: int) ->
 
 
 # ---------------------------------------------------------------- the writer's child process
-
-
-def writer_children() -> list[psutil.Process]:
-    """The reject writers' processes of this one that are running (a writer another test
-    dropped stops its process when it is collected)."""
-    gc.collect()
-    found = []
-    for p in psutil.Process().children():
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
-            if "pipeline.ingest.report.sink_process" in " ".join(p.cmdline()):
-                found.append(p)
-    return found
 
 
 def files_in(folder: Path) -> list[Path]:
