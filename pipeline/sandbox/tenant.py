@@ -55,11 +55,14 @@ class Tenant:
         tenant started) is added the first time they are asked for: a command that never looks
         at leads (a preview reads only the import example) does not wait for it."""
         if self._history_at is not None:
-            with self._history_lock:
-                at, self._history_at = self._history_at, None  # (once, even if it fails)
+            with self._history_lock:  # (others wait here until it is all in)
+                at = self._history_at
                 if at is not None:
                     uploader = self.seed.accounts[0].username if self.seed.accounts else "import"
-                    populate(self._store, self.seed, at, uploader)
+                    try:
+                        populate(self._store, self.seed, at, uploader)
+                    finally:
+                        self._history_at = None  # once, even if it failed
         return self._store
 
     def now(self) -> datetime:

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from pipeline.config import CampaignSettings
@@ -29,6 +28,7 @@ from pipeline.ingest.read.table import (
     find_header,
     to_frame,
     unique_headers,
+    value_lengths,
 )
 from pipeline.prefetch import read_ahead
 
@@ -177,8 +177,9 @@ def _iter_csv(table: Table, h: int, chunk_rows: int) -> Iterator[pd.DataFrame]:
             empty["_row"] = pd.Series([], dtype="int64")
             yield _with_malformed(empty, bad, table)
             continue
-        _refuse_too_long(table, data, rows)
-        blank = blank_mask(data)
+        lengths = value_lengths(data)
+        _refuse_too_long(table, lengths, rows)
+        blank = blank_mask(data, lengths)
         n_blank = int(blank.sum())
         if n_blank:
             data = data.filter(pa.array(~blank))
@@ -302,15 +303,13 @@ def _open_reader(
         raise _not_text(table, first, exc) from exc
 
 
-def _refuse_too_long(table: Table, data: pa.Table, rows: np.ndarray) -> None:
+def _refuse_too_long(table: Table, lengths: Sequence[np.ndarray], rows: np.ndarray) -> None:
     """Raise :func:`_too_long` naming the row of a value over :data:`MAX_VALUE_BYTES` (the
-    parser reads values up to its block size; the header search reads only the first rows)."""
-    for column in data.columns:
-        lengths = pc.binary_length(column)
-        longest = pc.max(lengths).as_py()
-        if longest is not None and longest > MAX_VALUE_BYTES:
-            at = int(np.argmax(np.asarray(lengths.to_numpy(zero_copy_only=False))))
-            raise _too_long(table.path, int(rows[at]))
+    parser reads values up to its block size; the header search reads only the first rows).
+    ``lengths``: each column's values' byte lengths."""
+    for column_lengths in lengths:
+        if len(column_lengths) and column_lengths.max() > MAX_VALUE_BYTES:
+            raise _too_long(table.path, int(rows[int(np.argmax(column_lengths))]))
 
 
 def _too_long(path: Path, line: int) -> FileUnreadable:

@@ -93,15 +93,26 @@ def find_header(rows: Sequence[Sequence[str]], expected: Sequence[str], configur
     return next((i for i, r in enumerate(rows) if any(c.strip() for c in r)), 0)
 
 
-def blank_mask(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
-    """Rows whose every cell is empty or whitespace (byte lengths first, read from the offsets;
-    trimming only for short rows)."""
+def value_lengths(batch: pa.RecordBatch | pa.Table) -> list[np.ndarray]:
+    """Each column's values' byte lengths (read from the offsets; a missing value is 0)."""
+    return [
+        np.asarray(
+            pc.fill_null(pc.binary_length(col), 0).to_numpy(zero_copy_only=False), dtype=np.int64
+        )
+        for col in batch.columns
+    ]
+
+
+def blank_mask(
+    batch: pa.RecordBatch | pa.Table, lengths: Sequence[np.ndarray] | None = None
+) -> np.ndarray:
+    """Rows whose every cell is empty or whitespace (byte lengths first, :func:`value_lengths`
+    unless the caller has them; trimming only for short rows)."""
     if batch.num_columns == 0:
         return np.zeros(batch.num_rows, dtype=bool)
     total = np.zeros(batch.num_rows, dtype=np.int64)
-    for col in batch.columns:
-        lengths = pc.fill_null(pc.binary_length(col), 0)
-        total += np.asarray(lengths.to_numpy(zero_copy_only=False), dtype=np.int64)
+    for column_lengths in value_lengths(batch) if lengths is None else lengths:
+        total += column_lengths
     blank = total == 0
     maybe = np.flatnonzero(~blank & (total <= 16 * batch.num_columns))
     if len(maybe):
