@@ -89,8 +89,9 @@ def test_a_command_loads_its_modules_without_the_collector_and_then_freezes_them
     assert _printed(probe) == ["0", "True", "True"]
 
 
-def test_a_dry_run_of_a_small_file_does_not_load_polars(tmp_path: Path) -> None:
-    """A few rows are checked with the Python matcher: polars' load would cost more."""
+def test_a_dry_run_of_a_small_file_does_not_load_polars_or_xlsxwriter(tmp_path: Path) -> None:
+    """A few rows are checked with the Python matcher: polars' load would cost more. The
+    reject workbook is written by a process of its own: this one never loads xlsxwriter."""
     small = tmp_path / "small.csv"
     small.write_text("name;phone;email\nAnne;+45 12345678;anne@example.dk\nBo;12ab;\n")
     out = tmp_path / "out"
@@ -105,4 +106,4 @@ def test_a_dry_run_of_a_small_file_does_not_load_polars(tmp_path: Path) -> None:
     modules = set(done.stdout.splitlines()[-1].split())
     assert "pandera" in modules  # the file was checked
     assert sorted(out.rglob("*.rejects.csv")), done.stderr  # and its bad row rejected
-    assert _heavy(modules, ("polars",)) == []
+    assert _heavy(modules, ("polars", "xlsxwriter")) == []

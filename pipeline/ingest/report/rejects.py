@@ -35,20 +35,22 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pipeline.ingest.problems import Problems, RowProblem
 from pipeline.ingest.report.batch import Reject, RejectBatch
-from pipeline.ingest.report.sink import (
+from pipeline.ingest.report.sheet import (
     MAX_CELL,
     MAX_COMMENTS,
     PROBLEMS_COLUMN,
     ROW_COLUMN,
     SHEET_ROWS,
     Limits,
-    Sink,
 )
 from pipeline.ingest.report.sink_process import ChildGone, ChildSink, stop_child, take_child
+
+if TYPE_CHECKING:
+    from pipeline.ingest.report.sink import Sink
 
 __all__ = [
     "MAX_CELL",
@@ -231,6 +233,9 @@ class RejectWriter:
         return Limits(SHEET_ROWS, MAX_COMMENTS)
 
     def _new_sink(self) -> Sink:
+        # the files in this process (xlsxwriter is loaded only then: usually the child writes)
+        from pipeline.ingest.report.sink import Sink
+
         return Sink(self.xlsx_path, self.csv_path, self.headers, self._limits())
 
     def _stream_sink(self) -> FileSink:

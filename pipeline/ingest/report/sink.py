@@ -22,29 +22,17 @@ from xlsxwriter.xmlwriter import XMLwriter
 from pipeline.cells import column_letters, is_risky, neutralise_csv
 from pipeline.files import atomic_open, atomic_path
 from pipeline.ingest.report.batch import RejectBatch
+from pipeline.ingest.report.sheet import (
+    DEFAULT_LIMITS,
+    MAX_CELL,
+    PROBLEMS_COLUMN,
+    ROW_COLUMN,
+    Limits,
+)
 from pipeline.ingest.report.workbook import Workbook
 
-ROW_COLUMN = "_row"
-PROBLEMS_COLUMN = "_problems"
-#: Excel's cell limit; longer texts are cut (with a note) so the workbook stays valid.
-MAX_CELL = 32_767
-#: Beyond this many commented cells Excel gets slow to open a file (and xlsxwriter to write
-#: one): later bad cells are still highlighted and explained in ``_problems``.
-MAX_COMMENTS = 10_000
-#: Rows per worksheet, header included (Excel's limit): more rejects continue on the next sheet.
-SHEET_ROWS = 1_048_576
 #: Column widths of the reject workbook, in characters: fitted to the longest text, within these.
 MIN_WIDTH, MAX_WIDTH, MAX_PROBLEMS_WIDTH = 6, 50, 100
-
-
-class Limits(NamedTuple):
-    """Excel's limits a sink keeps to (smaller ones in tests)."""
-
-    sheet_rows: int = SHEET_ROWS
-    max_comments: int = MAX_COMMENTS
-
-
-DEFAULT_LIMITS = Limits()
 
 _CUT_NOTE = " ... (cut by leadpipe)"
 # Whole columns are scanned once (joined by a character no check looks for), so the per-cell

@@ -34,11 +34,14 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pipeline.files import WORK_DIR_NAME
 from pipeline.ingest.report.batch import RejectBatch
-from pipeline.ingest.report.sink import Limits, Sink
+from pipeline.ingest.report.sheet import Limits
+
+if TYPE_CHECKING:
+    from pipeline.ingest.report.sink import Sink
 
 #: How long a child may take to discard its files before it is killed.
 DISCARD_WAIT_SECONDS = 10.0
@@ -232,6 +235,9 @@ def _portable(exc: BaseException) -> BaseException:
 
 def serve(requests: IO[bytes], answers: IO[bytes]) -> int:
     """The child's side: one sink, driven by the messages on ``requests``."""
+    # loaded here, in the child, before the first message: the parent never needs xlsxwriter
+    from pipeline.ingest.report.sink import Sink
+
     sink: Sink | None = None
     error: BaseException | None = None
 

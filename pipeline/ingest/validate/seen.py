@@ -1,11 +1,15 @@
 """Which rows of a file were seen before: 64-bit row fingerprints in flat memory.
 
-:func:`row_fingerprints` hashes rows of text columns (polars' ``hash_rows``). A fixed 16 MB
-Bloom filter (4 bits per fingerprint, all in one 64-bit word: one memory access each) answers
-"certainly new" for almost every row; the fingerprints themselves (with the first row number)
-live in sorted runs: small ones in memory, larger ones spilled to a temporary folder with a sparse
+:func:`row_fingerprints` hashes rows of text columns (polars' ``hash_rows``). A Bloom filter
+(4 bits per fingerprint, all in one 64-bit word: one memory access each) answers "certainly
+new" for almost every row; the fingerprints themselves (with the first row number) live in
+sorted runs: small ones in memory, larger ones spilled to a temporary folder with a sparse
 in-memory index, so memory stays the same whether a file has 1M or 50M rows. Only the few
 rows the filter cannot clear read the disk.
+
+The filter is 8 KB for a file's first 4,096 distinct rows and then 16 MB, fixed. A few-row
+file so never touches 16 MB of fresh memory: on a virtual machine the first touch of such
+memory cost a 10-row file up to 25 ms (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -61,10 +65,13 @@ class SeenRows:
     """Remember (fingerprint -> first row); look many fingerprints up at once."""
 
     FILTER_BITS = 1 << 27  # 16 MB: 4 set bits per fingerprint, ~0.1 % false hits at 5M rows
+    #: 8 KB, until it holds a sixteenth as many fingerprints as bits (then ~0.2 % false hits)
+    FIRST_FILTER_BITS = 1 << 16
     MEMORY_ENTRIES = 1 << 18  # keep at most this many fingerprints in memory, then spill
 
     def __init__(self, tmp_dir: Path | None = None) -> None:
-        self._filter = np.zeros(self.FILTER_BITS // 64, dtype=np.uint64)
+        self._filter = np.zeros(self.FIRST_FILTER_BITS // 64, dtype=np.uint64)
+        self._entries = 0  # fingerprints added
         self._mem: list[tuple[np.ndarray, np.ndarray]] = []
         self._disk: list[tuple[Path, Path, np.ndarray, int]] = []  # keys, rows, sparse index, n
         self._dir = Path(tempfile.mkdtemp(prefix="leadpipe-seen-", dir=tmp_dir))
@@ -74,12 +81,17 @@ class SeenRows:
         """Delete the spilled runs."""
         self._finalizer()
 
+    @property
+    def filter_bits(self) -> int:
+        """The Bloom filter's size now, in bits."""
+        return len(self._filter) * 64
+
     def probes(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(filter word, its 4-bit mask) per fingerprint: the word from the fingerprint's top
         bits (so sorted fingerprints give sorted words), the bits from a multiplied copy."""
         with np.errstate(over="ignore"):
             bit_mix = hashes * _MIX_BITS
-        shift = np.uint64(64 - (self.FILTER_BITS // 64).bit_length() + 1)
+        shift = np.uint64(64 - len(self._filter).bit_length() + 1)
         word = (hashes >> shift).astype(np.intp)
         one = np.uint64(1)
         mask = one << (bit_mix >> np.uint64(58))
@@ -119,6 +131,10 @@ class SeenRows:
         ``probes``: those of ``hashes``, when the caller has them already)."""
         if len(hashes) == 0:
             return
+        self._entries += len(hashes)
+        if self._entries * 16 > self.filter_bits and self.filter_bits < self.FILTER_BITS:
+            self._grow()
+            probes = None  # (they were worked out for the smaller filter)
         order = _sorting(hashes)
         keys = hashes[order]
         # words in order: OR the masks of each word, write once
@@ -136,6 +152,15 @@ class SeenRows:
             self._mem.append((keys[o], np.concatenate([r1, r2])[o]))
         if sum(len(k) for k, _r in self._mem) >= self.MEMORY_ENTRIES:
             self._spill()
+
+    def _grow(self) -> None:
+        """Replace the first, small filter by the full-size one, with every fingerprint so far."""
+        self._filter = np.zeros(self.FILTER_BITS // 64, dtype=np.uint64)
+        runs = [keys for keys, _rows in self._mem]
+        runs += [np.fromfile(keys_path, dtype=np.uint64) for keys_path, *_ in self._disk]
+        for keys in runs:
+            word, mask = self.probes(keys)
+            np.bitwise_or.at(self._filter, word, mask)
 
     def _spill(self) -> None:
         keys = np.concatenate([k for k, _r in self._mem])

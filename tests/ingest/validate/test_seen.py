@@ -51,3 +51,27 @@ def test_fingerprints_found_however_their_top_bits_are_spread(tmp_path: Path) ->
         assert seen.lookup(keys).tolist() == rows.tolist()
         assert not seen.lookup(keys + np.uint64(2**41)).any()  # none of these was added
         seen.close()
+
+
+def test_the_filter_starts_small_and_grows_with_every_fingerprint_kept(tmp_path: Path) -> None:
+    """A few-row file's index holds an 8 KB filter; past 4,096 fingerprints it is rebuilt at
+    full size with all of them, so rows seen before the growth are still found after it."""
+    rng = np.random.default_rng(7)
+    keys = np.unique(rng.integers(1, 2**63, 12_000, dtype=np.int64).astype(np.uint64))
+    keys = keys[rng.permutation(len(keys))]
+    rows = np.arange(2, len(keys) + 2, dtype=np.int64)
+    seen = SeenRows(tmp_path)
+    seen.add(keys[:10], rows[:10])
+    assert seen.filter_bits == SeenRows.FIRST_FILTER_BITS  # 8 KB for ten rows
+    assert seen.lookup(keys[:10]).tolist() == rows[:10].tolist()
+    seen.add(keys[10:4000], rows[10:4000])
+    assert seen.filter_bits == SeenRows.FIRST_FILTER_BITS
+    for start in range(4000, len(keys), 3000):  # grows at the first of these
+        part = slice(start, start + 3000)
+        probes = seen.probes(keys[part])  # as the validator does: worked out before the add
+        assert not seen.lookup(keys[part], probes).any()
+        seen.add(keys[part], rows[part], probes)
+    assert seen.filter_bits == SeenRows.FILTER_BITS
+    assert seen.lookup(keys).tolist() == rows.tolist()
+    assert not seen.lookup(keys + np.uint64(1)).any()
+    seen.close()
