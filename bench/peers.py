@@ -9,7 +9,9 @@ medians reported:
   --dry-run --json --out <tmp>/out`` (the console script; embedded sandbox; a fresh config,
   state and output folder each run; reject files and receipt written). Its bad-row count is
   the receipt's ``rejected``, its repeated rows the receipt's ``duplicates``.
-- ``pandas``: the obvious script: ``pandas.read_csv(dtype=str, keep_default_na=False)`` and a
+- ``pandas``: the obvious script, in the environment a user would have (hypothesis, installed
+  here for leadpipe's tests, hidden: pandera would load it for data synthesis nobody uses here,
+  0.1-0.15 s): ``pandas.read_csv(dtype=str, keep_default_na=False)`` and a
   pandera ``DataFrameSchema`` with one ``Column(str, checks)`` per mapped field,
   ``validate(lazy=True)``, ``SchemaErrors.failure_cases`` written to CSV; bad rows = the unique
   row indexes among the failure cases. pandera 0.35 has no built-in whole-value match
@@ -20,6 +22,8 @@ medians reported:
   a pattern as ``^pattern$``, so it is given as ``(?:regex)``); bad rows = the rows with a cell
   error. Skipped, with a line saying so, when frictionless is not installed
   (``pip install -e '.[bench]'``).
+- ``imports``: ``import pandas, pandera.pandas`` and nothing else: what any tool that validates
+  with pandera pays before it reads a row (the floor under the small sizes; no counts).
 - ``polars``: the floor: ``polars.read_csv`` (every column ``pl.String``, ``infer_schema=False``)
   and an anchored ``str.contains("^(?:regex)$")`` per mapped field.
 
@@ -55,8 +59,13 @@ parent's peak, so this runner imports nothing heavy and makes its data in a chil
 peak is printed as the floor under every figure). ``uptime`` load averages are printed at the
 start and the end: the machine is shared, so read every figure with them.
 
-    .venv/bin/python bench/peers.py [--rows 1000000] [--rounds 3]
-        [--only leadpipe,pandas,frictionless,polars]
+One run can measure several sizes (``--rows 10,100000,1000000``: each size's rounds, table and
+targets in turn) and, when leadpipe is measured, ``leadpipe --help`` (``--help-runs``, fresh
+processes, median). It ends with every target of the run in one table, so the whole set is
+judged on one machine state rather than pieced together from runs at different times.
+
+    .venv/bin/python bench/peers.py [--rows 10,100000,1000000] [--rounds 3]
+        [--only leadpipe,pandas,frictionless,polars] [--help-runs 7]
 """
 
 from __future__ import annotations
@@ -77,7 +86,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "data"
-TOOLS = ("leadpipe", "pandas", "frictionless", "polars")
+TOOLS = ("leadpipe", "pandas", "frictionless", "polars", "imports")
 CAMPAIGN = "B2B-DK-SPRING"
 #: the same config as bench/ingest.py's dry-run scenario ("Email" maps itself)
 CONFIG = """\
@@ -240,7 +249,20 @@ def run_polars(path: Path, rules: list[dict[str, Any]], out: Path) -> dict[str, 
     }
 
 
-PEERS = {"pandas": run_pandas, "frictionless": run_frictionless, "polars": run_polars}
+def run_imports(path: Path, rules: list[dict[str, Any]], out: Path) -> dict[str, int]:
+    """The start-up floor of a pandera check: its imports, nothing read."""
+    import pandas  # noqa: F401
+    import pandera.pandas  # noqa: F401
+
+    return {}
+
+
+PEERS = {
+    "pandas": run_pandas,
+    "frictionless": run_frictionless,
+    "polars": run_polars,
+    "imports": run_imports,
+}
 
 
 # ---------------------------------------------------------------------------------- runner
@@ -346,7 +368,7 @@ def check_counts(runs: dict[str, Runs], data: dict[str, Any]) -> None:
     print(f"\ncounts ({data['rows']:,} data rows, {data['repeats']:,} of them written twice):")
     final: dict[str, dict[str, int]] = {}
     for tool, r in runs.items():
-        if not r.counts:
+        if not r.counts or not r.counts[0]:  # (the imports floor counts nothing)
             continue
         first = r.counts[0]
         if any(c != first for c in r.counts[1:]):
@@ -367,8 +389,12 @@ def check_counts(runs: dict[str, Runs], data: dict[str, Any]) -> None:
             print(f"  {what} counts agree: {next(iter(values.values())):,}")
 
 
-def report(runs: dict[str, Runs], rows: int) -> None:
-    """The table (medians) and the targets that apply to ``rows``."""
+#: (what, measured, limit): met when measured <= limit
+Target = tuple[str, float, float]
+
+
+def report(runs: dict[str, Runs], rows: int) -> list[Target]:
+    """Print the table (medians) and the targets that apply to ``rows``; return those."""
     med = {t: statistics.median(r.wall) for t, r in runs.items() if r.wall}
     peak = {t: max(r.rss_mb) for t, r in runs.items() if r.rss_mb}
     base = med.get("leadpipe")
@@ -384,8 +410,8 @@ def report(runs: dict[str, Runs], rows: int) -> None:
             f"{peak[tool]:>8.0f} MB{ratio:>15}"
         )
     if base is None:
-        return
-    targets: list[tuple[str, float, float]] = []  # (what, measured, limit)
+        return []
+    targets: list[Target] = []
     if "pandas" in med and rows >= 1_000_000:
         targets.append(("leadpipe / pandas+pandera", base / med["pandas"], 0.8))
     elif "pandas" in med and rows >= 100_000:
@@ -397,64 +423,58 @@ def report(runs: dict[str, Runs], rows: int) -> None:
     if rows <= 10:
         targets.append(("leadpipe wall (s)", base, 0.7))
     print("\ntargets:")
+    print_targets(targets)
+    return targets
+
+
+def print_targets(targets: list[Target]) -> None:
     for what, got, limit in targets:
         verdict = "met" if got <= limit else "MISSED"
-        print(f"  {what:<28} {got:>8.2f}  <= {limit:g}   {verdict}")
+        print(f"  {what:<38} {got:>8.3f}  <= {limit:g}   {verdict}")
+
+
+def help_walls(runs: int) -> list[float]:
+    """``leadpipe --help`` in ``runs`` fresh processes: the wall time of each."""
+    walls = []
+    with tempfile.TemporaryDirectory(prefix="leadpipe-peers-") as tmp:
+        for _ in range(runs):
+            wall, _rss, code, out, err = spawn([leadpipe_bin(), "--help"], Path(tmp))
+            if code != 0 or "Usage:" not in out:
+                raise RuntimeError(f"leadpipe --help exited {code}: {(err or out)[-300:]}")
+            walls.append(wall)
+    return walls
 
 
 def child(tool: str, path: Path, rules_file: Path, out: Path) -> None:
-    """A peer in this (fresh) process: its counts as one JSON line."""
+    """A peer in this (fresh) process: its counts as one JSON line.
+
+    hypothesis is hidden first: it is installed here for leadpipe's tests, not in the
+    environment of a user's script (pandera needs it only for its optional data synthesis),
+    and pandera loads it at the first check when it can: 0.1-0.15 s that would slow the peer
+    and flatter every ratio against it.
+    """
+    sys.modules["hypothesis"] = None  # type: ignore[assignment]  # "not installed" to pandera
     rules = json.loads(rules_file.read_text(encoding="utf-8"))
     print(json.dumps(PEERS[tool](path, rules, out)))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--only", default=",".join(TOOLS))
-    ap.add_argument("--child", choices=sorted(PEERS), help=argparse.SUPPRESS)
-    ap.add_argument("--make", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--file", type=Path, help=argparse.SUPPRESS)
-    ap.add_argument("--rules", type=Path, help=argparse.SUPPRESS)
-    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
-        child(args.child, args.file, args.rules, args.out)
-        return
-    if args.make:
-        print(json.dumps(make_data(args.make)))
-        return
-    if args.rows < 1 or args.rounds < 1:
-        ap.error("--rows and --rounds must be at least 1")
-    tools = [t for t in args.only.split(",") if t]
-    unknown = set(tools) - set(TOOLS)
-    if unknown:
-        ap.error(f"--only: unknown tool(s) {', '.join(sorted(unknown))}; choose from {TOOLS}")
-    print(f"start: {uptime()}")
-    if "leadpipe" in tools:  # as installed: bytecode written once (see the docstring)
-        package = Path(__file__).resolve().parent.parent / "pipeline"
-        compiled = subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)])
-        if compiled.returncode:
-            print("note: leadpipe's modules could not all be compiled (a read-only checkout?)")
-    if "frictionless" in tools and importlib.util.find_spec("frictionless") is None:
-        print("frictionless: skipped (not installed; pip install -e '.[bench]')")
-        tools.remove("frictionless")
+def measure(rows: int, tools: list[str], rounds: int, fields: list[dict[str, Any]]) -> list[Target]:
+    """One size: its data, its interleaved rounds, counts, table and targets."""
     made = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--make", str(args.rows)],
+        [sys.executable, str(Path(__file__).resolve()), "--make", str(rows)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     data = json_in(made.stdout)
     path = Path(data["path"])
     print(
-        f"data: {path} ({path.stat().st_size / 1e6:.0f} MB; {args.rows:,} generated rows "
-        f"+ {data['repeats']:,} written twice), campaign {CAMPAIGN}"
+        f"\n=== {rows:,} rows\ndata: {path} ({path.stat().st_size / 1e6:.0f} MB; {rows:,} "
+        f"generated rows + {data['repeats']:,} written twice), campaign {CAMPAIGN}"
     )
     with path.open("rb") as f:  # into the page cache, for every tool alike
         while f.read(1 << 20):
             pass
     headers = path.open(encoding="utf-8").readline().strip().replace('"', "").split(";")
-    rules = mapped_rules(campaign_fields(), headers)
+    rules = mapped_rules(fields, headers)
     print("rules: " + "; ".join(
         f"{r['header']}->{r['field']} {r['regex']!r}{' required' if r['required'] else ''}"
         for r in rules
@@ -463,7 +483,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="leadpipe-peers-") as tmp:
         rules_file = Path(tmp) / "rules.json"
         rules_file.write_text(json.dumps(rules), encoding="utf-8")
-        for n in range(args.rounds):
+        for n in range(rounds):
             order = tools[n % len(tools) :] + tools[: n % len(tools)]
             line = []
             for tool in order:
@@ -481,7 +501,59 @@ def main() -> None:
                 line.append(f"{tool} {wall:.2f} s {rss:.0f} MB")
             print(f"round {n + 1}: " + ", ".join(line), flush=True)
     check_counts(runs, data)
-    report(runs, args.rows)
+    return report(runs, rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--rows", default="1000000", help="one size or several: 10,100000,1000000")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", default=",".join(TOOLS))
+    ap.add_argument("--help-runs", type=int, default=7, help="leadpipe --help runs (0: none)")
+    ap.add_argument("--child", choices=sorted(PEERS), help=argparse.SUPPRESS)
+    ap.add_argument("--make", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--file", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--rules", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.file, args.rules, args.out)
+        return
+    if args.make:
+        print(json.dumps(make_data(args.make)))
+        return
+    try:
+        sizes = [int(n.replace("_", "")) for n in args.rows.split(",") if n.strip()]
+    except ValueError:
+        ap.error(f"--rows: whole numbers separated by commas, not {args.rows!r}")
+    if not sizes or min(sizes) < 1 or args.rounds < 1 or args.help_runs < 0:
+        ap.error("--rows and --rounds must be at least 1, --help-runs at least 0")
+    tools = [t for t in args.only.split(",") if t]
+    unknown = set(tools) - set(TOOLS)
+    if unknown:
+        ap.error(f"--only: unknown tool(s) {', '.join(sorted(unknown))}; choose from {TOOLS}")
+    print(f"start: {uptime()}")
+    if "leadpipe" in tools:  # as installed: bytecode written once (see the docstring)
+        package = Path(__file__).resolve().parent.parent / "pipeline"
+        compiled = subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)])
+        if compiled.returncode:
+            print("note: leadpipe's modules could not all be compiled (a read-only checkout?)")
+    if "frictionless" in tools and importlib.util.find_spec("frictionless") is None:
+        print("frictionless: skipped (not installed; pip install -e '.[bench]')")
+        tools.remove("frictionless")
+    fields = campaign_fields()
+    summary: list[Target] = []
+    for rows in sizes:
+        summary += [(f"{rows:,} rows: {what}", got, limit) for what, got, limit in
+                    measure(rows, tools, args.rounds, fields)]  # fmt: skip
+        print(f"(load: {uptime()})")
+    if "leadpipe" in tools and args.help_runs:
+        walls = help_walls(args.help_runs)
+        print(f"\nleadpipe --help: {' '.join(f'{w:.2f}' for w in walls)} s")
+        summary.append(("leadpipe --help wall (s)", statistics.median(walls), 0.15))
+    if summary:
+        print("\nevery target of this run:")
+        print_targets(summary)
     print(f"\nthis runner's own peak RSS {own_peak_mb():.0f} MB (a floor under the RSS figures)")
     print(f"end: {uptime()}")
 
