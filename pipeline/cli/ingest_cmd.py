@@ -121,10 +121,12 @@ def ingest(
 ) -> None:
     """Process one file: validate, upload each valid row exactly once, write rejects and receipt."""
     s = settings(ctx)
+    from pipeline.dropfolder.identity import hash_ahead
     from pipeline.ingest.report.sink_process import start_spare, stop_spare
 
     start_spare()  # the reject files' process loads while this one does
     ctx.call_on_close(stop_spare)  # (if the file never got as far as its reject files)
+    hash_ahead(path)  # and the file is hashed on another core meanwhile
     with loading():
         from pipeline.api.connect import open_client
         from pipeline.clock import SystemClock
