@@ -92,7 +92,12 @@ def read_and_deliver(
     """
     file, table = opened.file, opened.table
     tally = Tally()
-    validator = Validator(opened.schema, opened.mapping, semantics=opened.semantics)
+    validator = Validator(
+        opened.schema,
+        opened.mapping,
+        semantics=opened.semantics,
+        expected_rows=opened.table.expected_rows,
+    )
     chunks = validator.validate_all(table.chunks())
     writer = rejects.writer(table.headers)  # last: it starts the reject files' process
     changed = ""
@@ -173,7 +178,12 @@ def write_not_sent(
     sent = {rec.row for rec in ledger.rows(key, SENT_STATES)} - refused.keys()
     header_of = opened.header_of
     table = opened.table
-    validator = Validator(opened.schema, opened.mapping, semantics=opened.semantics)
+    validator = Validator(
+        opened.schema,
+        opened.mapping,
+        semantics=opened.semantics,
+        expected_rows=opened.table.expected_rows,
+    )
     chunks = validator.validate_all(table.chunks())
     writer = place.writer(table.headers)  # last: it starts the reject files' process
     data_rows = rows = repeated = 0

@@ -9,8 +9,12 @@ semantics (``search`` or ``whole``, docs/api-contract.md). The engines only make
   Python. A pattern whose answer depends on class tables the engines do not share (``\D``,
   ``\W``, ``\b``, ``\P{..}``, a negated class with ``\d``/``\w``/``\p``, some ``\p{..}``) is
   trusted only for values of ASCII characters; the others are checked in Python.
-- pyarrow's RE2, when Rust refuses such a pattern and it uses no class shorthand (RE2's
-  ``\d``/``\w``/``\s``/``\b`` are ASCII-only).
+- pyarrow's RE2 where polars is not used (a file that is not big enough to pay for loading
+  it) or Rust refuses the pattern. RE2's class shorthands (``\d``, ``\w``, ``\s``, ``\b``)
+  and Unicode tables are ASCII-only, and its ``\s`` leaves out the vertical tab: a pattern
+  with any of them (or with ``\p{..}``) is trusted only for values of ASCII characters other
+  than the vertical tab, where the engines agree (checked over every such character); the
+  others are checked in Python. A pattern without them is trusted for every value.
 - Python (``regex``) for every other pattern, and for every value a fast engine refused.
 
 So a fast engine never decides a value the Python verdict would decide differently.
@@ -167,6 +171,11 @@ def _re2_reads_alike(pattern: str) -> bool:
     return engine_plan(pattern) == "fast" and re.search(r"\\[dDwWsSbBpP]", pattern) is None
 
 
+#: A value with a character outside ASCII, or with the vertical tab (RE2's ``\s`` leaves it out),
+#: is one RE2 may judge differently from Python when the pattern has a class shorthand.
+_RE2_UNSURE = "[^\\x00-\\x0a\\x0c-\\x7f]"
+
+
 def pattern_masks(
     frame: pd.DataFrame,
     patterns: Mapping[str, str],
@@ -181,8 +190,8 @@ def pattern_masks(
     that does not compile checks nothing here (the API still validates). The engines (module
     docstring) answer only where they agree with :meth:`Matcher.matches`; every other value is
     checked with it one by one. ``polars_frame``: the same columns already converted to polars.
-    Without ``fast`` polars' engine is not used (nor loaded): for a few rows, checking them
-    with :meth:`Matcher.matches` is quicker than loading it.
+    Without ``fast`` polars' engine is not used (nor loaded): for a file that is not big,
+    RE2 and :meth:`Matcher.matches` are quicker than loading it.
     """
     out: dict[str, np.ndarray] = {}
     matchers = {c: compile_regex(rx, semantics) for c, rx in patterns.items() if c in frame.columns}
@@ -221,10 +230,12 @@ def pattern_masks(
             continue
         if c not in out:
             arr = arrow_strings(frame[c])
-            if _re2_reads_alike(patterns[c]):
-                out[c] = _re2_mask(arr, _rust_pattern(patterns[c], semantics))
-            else:
+            if plans[c] == "python":
                 out[c] = _empty_mask(arr)
+            else:
+                out[c] = _re2_mask(arr, _rust_pattern(patterns[c], semantics))
+                if not _re2_reads_alike(patterns[c]):  # values where the engines may differ
+                    unsure[c] = _re2_mask(arr, _RE2_UNSURE, missing=False)
         ok = out[c]
         if not ok.flags.writeable:
             ok = out[c] = ok.copy()
@@ -250,14 +261,15 @@ def _empty_mask(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(empty.to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _re2_mask(arr: pa.ChunkedArray | pa.Array, pattern: str) -> np.ndarray:
-    """pyarrow's RE2 (only for patterns it reads as .NET does, :func:`_re2_reads_alike`); if
-    RE2 refuses the pattern, only empty values pass here and the caller checks the rest."""
+def _re2_mask(arr: pa.ChunkedArray | pa.Array, pattern: str, *, missing: bool = True) -> np.ndarray:
+    """pyarrow's RE2 (its verdict is trusted where :func:`pattern_masks` says); if RE2 refuses
+    the pattern, only empty values pass here and the caller checks the rest. ``missing``: the
+    answer for a missing value."""
     try:
         hit = pc.match_substring_regex(arr, pattern)
     except pa.ArrowInvalid:
         return _empty_mask(arr)
-    return np.asarray(pc.fill_null(hit, True).to_numpy(zero_copy_only=False), dtype=bool)
+    return np.asarray(pc.fill_null(hit, missing).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def match_mask(

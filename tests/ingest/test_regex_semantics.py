@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -229,3 +230,36 @@ def test_seed_regex_match_is_checked() -> None:
     with pytest.raises(ConfigError) as caught:
         load_seed({"tenant": {"regex_match": "fullmatch"}})
     assert "tenant.regex_match" in str(caught.value)
+
+
+#: every class shorthand, and every Unicode general category by name (RE2 reads scripts too)
+_CLASSES = [r"\d", r"\D", r"\w", r"\W", r"\s", r"\S", r"[^\s]", r"[^\d]", r"[^\w]", "."]
+_NAMES = ["C", "Cc", "Cf", "Co", "L", "Ll", "Lm", "Lo", "Lt", "Lu", "M", "Mc", "Me", "Mn", "N",
+          "Nd", "Nl", "No", "P", "Pc", "Pd", "Pe", "Pf", "Pi", "Po", "Ps", "S", "Sc", "Sk", "Sm",
+          "So", "Z", "Zl", "Zp", "Zs", "Latin", "Greek"]  # fmt: skip
+_CLASSES += [rf"\{p}{{{c}}}" for p in "pP" for c in _NAMES]
+_ASCII_BUT_VT = [chr(i) for i in range(128) if i != 0x0B]
+
+
+@pytest.mark.parametrize("cls", _CLASSES)
+def test_re2_reads_every_class_as_python_does_on_ascii_but_the_vertical_tab(cls: str) -> None:
+    """Where polars is not used, RE2 decides values of these characters for patterns with class
+    shorthands or Unicode classes (matching.py); every such character, every such class."""
+    pattern = f"^(?:{cls})$"
+    re2 = pc.match_substring_regex(pa.array(_ASCII_BUT_VT), pattern).to_pylist()
+    python = [compile_for(pattern).matches(c) for c in _ASCII_BUT_VT]
+    assert re2 == python
+
+
+def test_re2_reads_word_boundaries_as_python_does_on_ascii_but_the_vertical_tab() -> None:
+    pairs = [a + b for a in _ASCII_BUT_VT for b in _ASCII_BUT_VT]
+    for pattern in (r"a\b", r"\ba", r"\B", r"\b"):
+        re2 = pc.match_substring_regex(pa.array(pairs), pattern).to_pylist()
+        assert re2 == [compile_for(pattern).matches(v) for v in pairs], pattern
+
+
+def test_values_re2_may_judge_differently_are_sent_to_python() -> None:
+    values = [*(chr(i) for i in range(128)), "æ", "١", "a\u00a0b", "plain text 123"]
+    unsure = matching._re2_mask(pa.array(values), matching._RE2_UNSURE, missing=False)
+    expected = [v == "\x0b" or not v.isascii() for v in values]
+    assert unsure.tolist() == expected

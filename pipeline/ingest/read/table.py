@@ -48,6 +48,9 @@ class Table:
     sheet: str = ""
     blank_rows: int = 0
     rows_read: int = 0
+    #: about how many rows follow the header (XLSX: the sheet's; CSV: the file's size over the
+    #: first lines' average), for choosing how to check them; None when unknown
+    expected_rows: int | None = None
 
     def chunks(self) -> Iterator[pd.DataFrame]:
         """The data rows as frames of text plus ``_row`` (blank rows skipped and counted)."""

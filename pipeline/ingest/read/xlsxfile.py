@@ -79,6 +79,7 @@ def open_xlsx(
         header_row=offset + h,
         _iter=lambda t: _iter_xlsx(t, body, offset + h + 1, chunk_rows),
         sheet=sheet[0],
+        expected_rows=body.num_rows,
     )
 
 

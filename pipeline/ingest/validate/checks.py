@@ -41,17 +41,21 @@ from pipeline.ingest.validate.seen import SeenRows, python_fingerprints, row_fin
 from pipeline.prefetch import read_ahead
 from pipeline.regexmatch import DEFAULT_SEMANTICS, Semantics, try_compile
 
-if TYPE_CHECKING:  # loaded for a file with more than SMALL_ROWS rows
+if TYPE_CHECKING:  # loaded for a big file only (Validator._wants_polars)
     import polars as pl
 
 RULE_DUPLICATE = "duplicate"
 #: A file whose first chunk has at most this many rows and bytes of mapped text is checked
-#: without the fast engines (polars' regex and row hashes): for a few rows, loading polars
-#: takes longer than checking each value with the Python matcher and hashing rows in Python
+#: without polars (its regex engine and row hashes): for a few rows, loading polars takes
+#: longer than checking values with RE2 and the Python matcher and hashing rows in Python
 #: (same verdicts, same rows). A chunk ends at far more rows or bytes, so such a first chunk is
 #: the whole file.
 SMALL_ROWS = 2_000
 SMALL_BYTES = 1 << 20
+#: Nor is a bigger file expected to hold at most this many mapped cells (rows x mapped fields,
+#: from the reader's estimate, :attr:`~pipeline.ingest.read.table.Table.expected_rows`):
+#: loading polars (0.12-0.16 s here) pays off only beyond about this many. bench/RESULTS.md.
+POLARS_FROM_CELLS = 800_000
 _NONE = np.zeros(0, dtype=np.int64)
 RULE_MALFORMED = "malformed"
 _FIX = "Fix the value and drop the file again."
@@ -198,15 +202,18 @@ class Validator:
         *,
         tmp_dir: Path | None = None,
         semantics: Semantics = DEFAULT_SEMANTICS,
+        expected_rows: int | None = None,
     ) -> None:
         self.schema = schema
         self.mapping = mapping
         self.semantics = semantics
+        #: the reader's estimate of the file's rows (None: unknown; polars for a big file)
+        self.expected_rows = expected_rows
         self._checks = RowChecks(schema.fields, semantics)
         self._specs = {f.name: f for f in schema.fields}
         self._seen = SeenRows(tmp_dir)
         self.duplicates = 0
-        #: whether the fast engines are used: decided by the first chunk, then kept for the
+        #: whether polars' engines are used: decided by the first chunk, then kept for the
         #: file (its rows' fingerprints must all be made one way)
         self.fast: bool | None = None
 
@@ -258,8 +265,7 @@ class Validator:
             {f: pd.Series(a, dtype="str") for f, a in stripped.items()}, index=chunk.index
         )
         if self.fast is None:
-            text = sum(a.nbytes for a in stripped.values())
-            self.fast = len(chunk) > SMALL_ROWS or text > SMALL_BYTES
+            self.fast = self._wants_polars(len(chunk), stripped)
         twin = None
         if self.fast:
             import polars as pl
@@ -299,6 +305,15 @@ class Validator:
             chunk=chunk,
             problems=problems,
         )
+
+    def _wants_polars(self, rows: int, stripped: Mapping[str, pa.Array | pa.ChunkedArray]) -> bool:
+        """Whether polars pays for its load: the first chunk is not the small file's whole
+        text, and the file is expected to hold more than :data:`POLARS_FROM_CELLS` cells."""
+        text = sum(a.nbytes for a in stripped.values())
+        if rows <= SMALL_ROWS and text <= SMALL_BYTES:
+            return False
+        expected = self.expected_rows
+        return expected is None or expected * len(stripped) > POLARS_FROM_CELLS
 
     @staticmethod
     def _fingerprints(

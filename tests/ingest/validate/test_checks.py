@@ -340,3 +340,49 @@ def test_the_first_chunk_decides_which_engines_check_the_file() -> None:
     validator = Validator(SCHEMA, mapping)
     validator.validate(chunk(100, wide))
     assert validator.fast is True
+
+
+def test_a_file_expected_to_hold_few_cells_is_checked_without_polars() -> None:
+    """Past the small file, polars is loaded only when the reader expects more than
+    POLARS_FROM_CELLS mapped cells (or cannot say how many rows follow)."""
+    from pipeline.ingest.map import map_columns
+    from pipeline.ingest.validate.checks import POLARS_FROM_CELLS, SMALL_ROWS
+    from tests.ingest.stage_helpers import SCHEMA, SPECS
+
+    rows = SMALL_ROWS + 1
+    first = pd.DataFrame({"Navn": ["Anne"] * rows, "Tlf.": ["+45 12345678"] * rows})
+    first = first.astype("str")
+    first["_row"] = range(2, rows + 2)
+    mapping = map_columns(["Navn", "Tlf."], SPECS, {"Navn": "name", "Tlf.": "phone"})
+    at_most = POLARS_FROM_CELLS // 2  # rows of two mapped fields
+    for expected, fast in ((at_most, False), (at_most + 1, True), (None, True)):
+        validator = Validator(SCHEMA, mapping, expected_rows=expected)
+        validator.validate(first)
+        assert validator.fast is fast, expected
+
+
+def test_the_readers_say_about_how_many_rows_follow_the_header(tmp_path: Path) -> None:
+    from pipeline.ingest.read.open import open_table
+    from pipeline.ingest.read.table import SAMPLE_BYTES
+    from tests.ingest.stage_helpers import OPTIONS, SPECS
+
+    expected = [f.name for f in SPECS]
+    small = tmp_path / "small.csv"
+    small.write_text("Navn;Tlf.\n" + "".join(f"Anne {i};+45 1234567{i % 10}\n" for i in range(7)))
+    assert open_table(small, options=OPTIONS, expected_fields=expected).expected_rows == 7
+    big = tmp_path / "big.csv"
+    line = "Anne Andersen;+45 12345678;anne@example.dk\n"
+    rows = 3 * SAMPLE_BYTES // len(line)
+    big.write_text("Navn;Tlf.;Email\n" + line * rows)
+    got = open_table(big, options=OPTIONS, expected_fields=expected).expected_rows
+    assert got is not None
+    assert abs(got - rows) <= rows // 100  # from the sample: about right
+    import xlsxwriter
+
+    book_path = tmp_path / "sheet.xlsx"
+    book = xlsxwriter.Workbook(str(book_path))
+    sheet = book.add_worksheet()
+    for r, values in enumerate([["Navn", "Tlf."], *(["Bo", "+45 12345678"] for _ in range(12))]):
+        sheet.write_row(r + 2, 0, values)  # the header on row 3
+    book.close()
+    assert open_table(book_path, options=OPTIONS, expected_fields=expected).expected_rows == 12
