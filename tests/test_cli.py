@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from pipeline import __version__
@@ -135,3 +136,49 @@ def test_the_console_script_ends_with_the_commands_code_and_all_of_its_output(
     assert done.returncode == 0, done.stderr
     receipt = json.loads(done.stdout[done.stdout.index("{") :])  # the whole JSON arrived
     assert receipt["rows_read"] == 300
+
+
+def _leadpipe(entry: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``leadpipe ARGS`` in a fresh process, through ``entry`` of :mod:`pipeline.cli`."""
+    code = f"import sys; from pipeline.cli import {entry}; sys.argv[0] = 'leadpipe'; {entry}()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_a_named_command_is_run_and_helped_as_with_every_command_built() -> None:
+    """The console script builds only the command it is given; what a person sees is the same
+    as from the whole command line (``app`` builds every command): the command's help, its
+    errors, the top-level help and a mistyped command."""
+    for args in (
+        ["ingest", "--help"],
+        ["--demo", "ledger", "--help"],
+        ["ingest"],  # a missing argument
+        ["--config=x.toml", "fields", "--help"],
+        ["--help"],
+        ["ingst", "f.csv"],  # no such command: typer's own message
+        [],
+    ):
+        one, whole = _leadpipe("console", *args), _leadpipe("app", *args)
+        assert (one.returncode, one.stdout, one.stderr) == (
+            whole.returncode,
+            whole.stdout,
+            whole.stderr,
+        ), args
+    listed = _leadpipe("console", "--help").stdout
+    assert all(name in listed for name in ("ingest", "export", "ledger", "alerts", "doctor"))
+
+
+def test_every_command_is_still_registered_after_one_ran() -> None:
+    from pipeline.cli import main
+
+    before = list(app.registered_commands), list(app.registered_groups)
+    argv = sys.argv
+    sys.argv = ["leadpipe", "ingest", "--help"]
+    try:
+        with pytest.raises(SystemExit) as done:
+            main()
+    finally:
+        sys.argv = argv
+    assert done.value.code == 0
+    assert (app.registered_commands, app.registered_groups) == before

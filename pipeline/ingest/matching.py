@@ -41,6 +41,11 @@ if TYPE_CHECKING:  # loaded where its engine is used: a small file never needs i
 Plan = Literal["fast", "ascii", "python"]
 
 
+#: Patterns every value matches under the ``search`` semantics (an empty match at its start):
+#: no engine is asked.
+ANY_VALUE: Final = frozenset({"", ".*", ".*?", "^.*", "^.*?", "(.*)", "(?:.*)"})
+
+
 def compile_regex(pattern: str, semantics: Semantics = DEFAULT_SEMANTICS) -> Matcher | None:
     """The field's matcher under ``semantics`` (:mod:`pipeline.regexmatch`); None if the
     pattern does not compile."""
@@ -195,6 +200,9 @@ def pattern_masks(
     """
     out: dict[str, np.ndarray] = {}
     matchers = {c: compile_regex(rx, semantics) for c, rx in patterns.items() if c in frame.columns}
+    for c in [c for c in matchers if semantics == "search" and patterns[c] in ANY_VALUE]:
+        out[c] = np.ones(len(frame), dtype=bool)  # e.g. ".*", a text field's usual pattern
+        del matchers[c]
     plans = {c: engine_plan(patterns[c]) for c, m in matchers.items() if m is not None}
     fast_columns = (
         [

@@ -72,6 +72,7 @@ def _all_patterns() -> list[str]:
         r"[\p{L} .-]+", r"^\d+$", r"\d+", "a$", r"a\Z", r"a\z", r"^.*$", "", r"[a-z-[aeiou]]+",
         r"\W+", r"\b\w+\b", r"[^\d]+", r"(?=\d{4}$)\d+", r"(\w)\1", r"\P{L}", r"x{,2}", r"\s",
         r"^(SMB|Enterprise)$", r"(?i)^smb$", r"^[\p{Lu}][\p{Ll}]+$", r"\D", "\n", r"^$",
+        *sorted(matching.ANY_VALUE),  # (taken as matching everything under "search")
     ]  # fmt: skip
     unique: list[str] = []
     for rx in found:
