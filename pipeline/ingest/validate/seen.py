@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 if TYPE_CHECKING:
     import polars as pl
@@ -49,16 +50,37 @@ def row_fingerprints(frame: pl.DataFrame) -> np.ndarray:
 
 
 def python_fingerprints(columns: Sequence[pa.Array | pa.ChunkedArray], rows: int) -> np.ndarray:
-    """A 64-bit fingerprint per row of text columns, from Python's own hash of each row's
-    values (a missing value counts as empty): for a small file, where loading polars would cost
-    more than hashing. Stable within one process, like :func:`row_fingerprints`; a file's rows
-    are all fingerprinted one way (:class:`~pipeline.ingest.validate.checks.Validator`).
+    """A 64-bit fingerprint per row of text columns (a missing value counts as empty), without
+    polars: for a file too small to pay for loading it. Stable within one process, like
+    :func:`row_fingerprints`; a file's rows are all fingerprinted one way
+    (:class:`~pipeline.ingest.validate.checks.Validator`).
+
+    Each row's values are joined into one text (by Arrow) and hashed by Python (SipHash, with
+    a key of the process's own); the values' lengths are then mixed in, so that where the
+    join's separator falls is part of the fingerprint: ``("a", "bc")`` and ``("ab", "c")``
+    differ, whatever the values hold. One Python string per row, not one per value: about
+    half the time.
     """
     if not columns:
         return np.zeros(rows, dtype=np.uint64)
-    values = [[v if v is not None else "" for v in c.to_pylist()] for c in columns]
-    hashes = np.fromiter(map(hash, zip(*values, strict=True)), dtype=np.int64, count=rows)
-    return hashes.view(np.uint64)
+    columns = [
+        c if pa.types.is_large_string(c.type) else c.cast(pa.large_string()) for c in columns
+    ]
+    joined = pc.binary_join_element_wise(
+        *columns, _JOIN, null_handling="replace", null_replacement=""
+    )
+    hashes = np.fromiter(map(hash, joined.to_pylist()), dtype=np.int64, count=rows)
+    out = hashes.view(np.uint64)
+    with np.errstate(over="ignore"):
+        for column in columns:
+            lengths = pc.fill_null(pc.binary_length(column), 0).to_numpy(zero_copy_only=False)
+            out = (out ^ lengths.astype(np.uint64)) * _MIX_LENGTHS
+            out ^= out >> np.uint64(29)
+    return out
+
+
+_JOIN = pa.scalar("\x1f", type=pa.large_string())
+_MIX_LENGTHS = np.uint64(0x9E3779B97F4A7C15)
 
 
 class SeenRows:

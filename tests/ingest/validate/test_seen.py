@@ -75,3 +75,24 @@ def test_the_filter_starts_small_and_grows_with_every_fingerprint_kept(tmp_path:
     assert seen.lookup(keys).tolist() == rows.tolist()
     assert not seen.lookup(keys + np.uint64(1)).any()
     seen.close()
+
+
+def test_rows_fingerprinted_without_polars_are_the_same_only_when_their_values_are() -> None:
+    """Values are joined before they are hashed: where one value ends is part of the
+    fingerprint, whatever characters the values hold; a missing value counts as empty."""
+    import pyarrow as pa
+
+    from pipeline.ingest.validate.seen import python_fingerprints
+
+    rows = [
+        ("ab", "c"), ("a", "bc"), ("a\x1fb", "c"), ("a", "b\x1fc"), ("a\x1f", "c"), ("a", "\x1fc"),
+        ("", "x"), (None, "x"), ("ab", "c"), ("Åse", "+45 12"), ("Åse", "+45 12 "),
+    ]  # fmt: skip
+    columns = [pa.array([r[i] for r in rows], type=pa.large_string()) for i in range(2)]
+    got = python_fingerprints(columns, len(rows)).tolist()
+    for i, a in enumerate(rows):
+        for j, b in enumerate(rows):
+            same = tuple(v or "" for v in a) == tuple(v or "" for v in b)
+            assert (got[i] == got[j]) is same, (a, b)
+    plain = [pa.array([r[i] for r in rows], type=pa.string()) for i in range(2)]
+    assert python_fingerprints(plain, len(rows)).tolist() == got  # (either string type)
