@@ -176,11 +176,6 @@ def _re2_reads_alike(pattern: str) -> bool:
     return engine_plan(pattern) == "fast" and re.search(r"\\[dDwWsSbBpP]", pattern) is None
 
 
-#: A value with a character outside ASCII, or with the vertical tab (RE2's ``\s`` leaves it out),
-#: is one RE2 may judge differently from Python when the pattern has a class shorthand.
-_RE2_UNSURE = "[^\\x00-\\x0a\\x0c-\\x7f]"
-
-
 def pattern_masks(
     frame: pd.DataFrame,
     patterns: Mapping[str, str],
@@ -243,7 +238,7 @@ def pattern_masks(
             else:
                 out[c] = _re2_mask(arr, _rust_pattern(patterns[c], semantics))
                 if not _re2_reads_alike(patterns[c]):  # values where the engines may differ
-                    unsure[c] = _re2_mask(arr, _RE2_UNSURE, missing=False)
+                    unsure[c] = _re2_unsure(arr)
         ok = out[c]
         if not ok.flags.writeable:
             ok = out[c] = ok.copy()
@@ -269,15 +264,35 @@ def _empty_mask(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(empty.to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _re2_mask(arr: pa.ChunkedArray | pa.Array, pattern: str, *, missing: bool = True) -> np.ndarray:
+def _re2_mask(arr: pa.ChunkedArray | pa.Array, pattern: str) -> np.ndarray:
     """pyarrow's RE2 (its verdict is trusted where :func:`pattern_masks` says); if RE2 refuses
-    the pattern, only empty values pass here and the caller checks the rest. ``missing``: the
-    answer for a missing value."""
+    the pattern, only empty values pass here and the caller checks the rest."""
     try:
         hit = pc.match_substring_regex(arr, pattern)
     except pa.ArrowInvalid:
         return _empty_mask(arr)
-    return np.asarray(pc.fill_null(hit, missing).to_numpy(zero_copy_only=False), dtype=bool)
+    return np.asarray(pc.fill_null(hit, True).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _re2_unsure(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The values RE2 may judge differently from Python when a pattern has class shorthands or
+    Unicode classes: those with a character outside ASCII, or with the vertical tab (RE2's
+    ``\\s`` leaves it out). The tab is looked for value by value only when the text has one."""
+    unsure = pc.invert(pc.string_is_ascii(arr))
+    if _has_byte(arr, 0x0B):
+        unsure = pc.or_(unsure, pc.match_substring(arr, "\x0b"))
+    return np.asarray(pc.fill_null(unsure, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _has_byte(arr: pa.ChunkedArray | pa.Array, byte: int) -> bool:
+    """Whether the text buffers behind ``arr`` hold ``byte`` (perhaps outside its values,
+    when it is a slice: then the caller only looks closer)."""
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    for chunk in chunks:
+        data = chunk.buffers()[2]
+        if data is not None and data.size and (np.frombuffer(data, dtype=np.uint8) == byte).any():
+            return True
+    return False
 
 
 def match_mask(

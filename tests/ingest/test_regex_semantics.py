@@ -261,6 +261,9 @@ def test_re2_reads_word_boundaries_as_python_does_on_ascii_but_the_vertical_tab(
 
 def test_values_re2_may_judge_differently_are_sent_to_python() -> None:
     values = [*(chr(i) for i in range(128)), "æ", "١", "a\u00a0b", "plain text 123"]
-    unsure = matching._re2_mask(pa.array(values), matching._RE2_UNSURE, missing=False)
     expected = [v == "\x0b" or not v.isascii() for v in values]
-    assert unsure.tolist() == expected
+    for arr in (pa.array(values), pa.chunked_array([values[:40], values[40:]])):
+        assert matching._re2_unsure(arr).tolist() == expected
+    no_tab = pa.array([v for v in values if v != "\x0b"], type=pa.large_string())
+    assert matching._re2_unsure(no_tab).tolist() == [not v.isascii() for v in no_tab.to_pylist()]
+    assert matching._re2_unsure(pa.array(["a", None, "æ"])).tolist() == [False, False, True]
