@@ -112,7 +112,7 @@ def read_and_deliver(
             room = MAX_REPEATS_NAMED - len(tally.repeat_problems)
             tally.repeat_problems.extend(result.duplicates[:room])
             tally.sample.extend(result.problems.messages[: MAX_SAMPLE - len(tally.sample)])
-            refusals = delivery.deliver(result.valid)  # records the rows; sends while not halted
+            refusals = delivery.deliver(result)  # records the rows; sends while not halted
             add_rejects(writer, chunk, table.headers, result.problems, refusals)
             if progress is not None:
                 progress("reading", tally.data_rows, None)

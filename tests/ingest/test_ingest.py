@@ -260,6 +260,24 @@ def test_dry_run_uploads_nothing_and_marks_nothing(env: Env) -> None:
     assert len(receipt.reject_files) == 2
 
 
+def test_a_dry_run_takes_no_valid_row_out_of_its_chunk(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A preview counts the valid rows; with nothing accepted for the campaign it needs none of
+    their values, so they are never copied out of the chunk (the same counts)."""
+    from pipeline.ingest.validate.checks import ChunkResult
+
+    def taken(_self: ChunkResult) -> None:
+        raise AssertionError("the valid rows were taken out of the chunk")
+
+    src = env.tmp / "kunder.csv"
+    messy.build(src, 100)
+    with monkeypatch.context() as mp:
+        mp.setattr(ChunkResult, "valid", property(taken))
+        receipt = env.ingest(src, dry_run=True)
+    assert (receipt.accepted, receipt.rejected, receipt.duplicates) == (86, 12, 1)
+
+
 def test_401_mid_file_stops_says_why_and_a_retry_finishes(env: Env) -> None:
     src = env.tmp / "kunder.csv"
     exp = messy.build(src, 300)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def test_a_preview_of_a_campaign_with_nothing_accepted_computes_no_fingerprints(
     led = ledger_backend.open(tmp_path)
     _accept(led, ["f9"], campaign="OTHER")
     preview = PreviewDelivery(led, "C1", skip_duplicates=True)
-    assert preview.deliver(_valid()) == {}
+    assert preview.deliver(_Rows(_valid())) == {}
     result = preview.result()
     assert (result.accepted, result.duplicates) == (2, 0)
 
@@ -71,7 +72,7 @@ def test_a_preview_counts_the_rows_already_accepted(
     valid = _valid()
     _accept(led, valid_fingerprints(valid, "C1")[1:])  # the row with a quote and a line break
     preview = PreviewDelivery(led, "C1", skip_duplicates=True)
-    preview.deliver(valid)
+    preview.deliver(_Rows(valid))
     result = preview.result()
     assert (result.accepted, result.duplicates) == (1, 1)
     # duplicates uploaded anyway: nothing is looked up
@@ -101,3 +102,14 @@ def test_compact_says_so_when_another_reader_keeps_the_log(tmp_path: Path) -> No
         ledger.compact(vacuum=False)  # nobody reads now: done
     finally:
         ledger.close()
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """A chunk's valid rows given as a frame (what a delivery takes)."""
+
+    valid: pd.DataFrame
+
+    @property
+    def valid_rows(self) -> int:
+        return len(self.valid)

@@ -59,13 +59,24 @@ class Delivered:
     blind_reason: str = ""
 
 
+class ValidRows(Protocol):
+    """One chunk's valid rows (e.g. a :class:`~pipeline.ingest.validate.checks.ChunkResult`):
+    how many, and their fields as a frame, which may be made only when asked for."""
+
+    @property
+    def valid_rows(self) -> int: ...
+
+    @property
+    def valid(self) -> pd.DataFrame: ...
+
+
 class Delivery(Protocol):
     """The delivery step of ingest: takes each chunk's valid rows, then says where they stand."""
 
     #: whether rows reach HeroBase (an upload) or not (a preview)
     sends: bool
 
-    def deliver(self, valid: pd.DataFrame) -> dict[int, list[RowProblem]]:
+    def deliver(self, chunk: ValidRows) -> dict[int, list[RowProblem]]:
         """Take one chunk's valid rows; returns the API's refusals among them, by row."""
         ...
 
@@ -107,9 +118,9 @@ class UploadDelivery:
             uploader.hold(hold)
         return cls(uploader, header_of)
 
-    def deliver(self, valid: pd.DataFrame) -> dict[int, list[RowProblem]]:
+    def deliver(self, chunk: ValidRows) -> dict[int, list[RowProblem]]:
         """Record the rows, send them while not halted; the API's refusals among them."""
-        rows = upload_rows(valid, self.uploader.campaign)
+        rows = upload_rows(chunk.valid, self.uploader.campaign)
         self.uploader.deliver(rows)
         return api_refusals(self.ledger, self.key, rows, self.header_of)
 
@@ -166,11 +177,12 @@ class PreviewDelivery:
         self.valid = 0
         self.known = 0  #: valid rows whose data is already accepted for the campaign
 
-    def deliver(self, valid: pd.DataFrame) -> dict[int, list[RowProblem]]:
-        """Count the rows, and those the ledger knows as accepted for the campaign."""
-        self.valid += len(valid)
+    def deliver(self, chunk: ValidRows) -> dict[int, list[RowProblem]]:
+        """Count the rows, and those the ledger knows as accepted for the campaign (their
+        fields are looked at only then)."""
+        self.valid += chunk.valid_rows
         if self.skip_duplicates:
-            prints = valid_fingerprints(valid, self.campaign)
+            prints = valid_fingerprints(chunk.valid, self.campaign)
             seen = self.ledger.accepted_fingerprints(self.campaign, prints)
             self.known += sum(1 for f in prints if f in seen)
         return {}

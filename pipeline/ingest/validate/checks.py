@@ -158,12 +158,31 @@ def rule_in_words(spec: FieldSpec, semantics: Semantics = DEFAULT_SEMANTICS) -> 
 class ChunkResult:
     """A validated chunk: rows to send, rows to reject (original columns) and why."""
 
-    valid: pd.DataFrame
     problems: Problems
     duplicates: list[RowProblem] = field(default_factory=list)
     #: the chunk as read (original columns) and which of its rows failed the checks
     chunk: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     bad: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
+    #: every row's mapped fields (stripped), the rows to send among them, their row numbers
+    values: pa.Table | None = field(default=None, repr=False)
+    ok: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
+    rows: np.ndarray = field(default_factory=lambda: _NONE, repr=False)
+
+    @property
+    def valid_rows(self) -> int:
+        """How many rows are to be sent."""
+        return int(np.count_nonzero(self.ok))
+
+    @cached_property
+    def valid(self) -> pd.DataFrame:
+        """The rows to send: their fields (stripped) and ``_row``. Made when asked: a preview
+        needs only their number (taking them out of the chunk copies every value)."""
+        if self.values is not None:
+            valid: pd.DataFrame = self.values.filter(pa.array(self.ok)).to_pandas()
+        else:
+            valid = pd.DataFrame(index=pd.RangeIndex(self.valid_rows))
+        valid["_row"] = self.rows[self.ok]
+        return valid
 
     @property
     def rejected_rows(self) -> int:
@@ -329,17 +348,14 @@ class Validator:
         dups = self._duplicates(checked.hashes, rows, bad)
         ok = ~bad
         ok[[i for i, _p in dups]] = False
-        if checked.values is not None:
-            valid = checked.values.filter(pa.array(ok)).to_pandas()
-        else:
-            valid = pd.DataFrame(index=pd.RangeIndex(int(ok.sum())))
-        valid["_row"] = rows[ok]
         return ChunkResult(
-            valid=valid,
             problems=checked.problems,
             duplicates=[p for _i, p in dups],
             chunk=checked.chunk,
             bad=checked.bad,
+            values=checked.values,
+            ok=ok,
+            rows=rows,
         )
 
     def _column_problems(
