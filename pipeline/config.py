@@ -265,11 +265,11 @@ class AlertSettings:
 
 def _alerts(raw: Any, env: Mapping[str, str], col: _Collector) -> AlertSettings:
     """``[alerts]`` with its targets (secrets from the environment) and expectations."""
+    if raw is None:  # (no alerts: their modules are not even loaded)
+        return AlertSettings()
     from pipeline.alerts.events import EVENT_NAMES, SEVERITY_NAMES
     from pipeline.alerts.targets import ExpandError, expand, literal_secret
 
-    if raw is None:
-        return AlertSettings()
     if not isinstance(raw, dict):
         col.add("alerts", "expected a table [alerts]")
         return AlertSettings()

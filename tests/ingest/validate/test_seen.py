@@ -96,3 +96,11 @@ def test_rows_fingerprinted_without_polars_are_the_same_only_when_their_values_a
             assert (got[i] == got[j]) is same, (a, b)
     plain = [pa.array([r[i] for r in rows], type=pa.string()) for i in range(2)]
     assert python_fingerprints(plain, len(rows)).tolist() == got  # (either string type)
+    chunked = [  # (columns in pieces, each cut elsewhere)
+        pa.chunked_array([c.slice(0, 3), c.slice(3)])
+        if i
+        else pa.chunked_array([c.slice(0, 7), c.slice(7)])
+        for i, c in enumerate(columns)
+    ]
+    assert python_fingerprints(chunked, len(rows)).tolist() == got
+    assert python_fingerprints([c.slice(0, 0) for c in columns], 0).tolist() == []
