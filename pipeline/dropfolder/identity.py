@@ -45,12 +45,18 @@ class FileIdentity:
             ahead = _AHEAD.pop(Path(path).absolute(), None)
         if ahead is not None:
             ahead.done.wait()
-            if ahead.identity is not None and ahead.identity.stat_matches(path):
-                return ahead.identity
-        return cls._hashed(path)
+            if ahead.identity is not None and ahead.stat is not None:
+                try:
+                    now = os.stat(path)
+                except OSError:
+                    now = None
+                if now is not None and _same_file(ahead.stat, now):
+                    return ahead.identity
+        return cls._hashed(path)[0]
 
     @classmethod
-    def _hashed(cls, path: Path) -> FileIdentity:
+    def _hashed(cls, path: Path) -> tuple[FileIdentity, os.stat_result]:
+        """The identity, and the file's status taken before it was hashed."""
         try:
             with Path(path).open("rb") as fh:
                 before = os.fstat(fh.fileno())
@@ -59,7 +65,7 @@ class FileIdentity:
                     h.update(block)
         except OSError as exc:
             raise FileUnreadable(f"cannot be read: {exc.strerror or exc}", path=path) from exc
-        return cls(before.st_size, before.st_mtime_ns, h.hexdigest())
+        return cls(before.st_size, before.st_mtime_ns, h.hexdigest()), before
 
     def stat_matches(self, path: Path) -> bool:
         """True when size and modification time are still those recorded (cheap: one stat)."""
@@ -85,7 +91,7 @@ class FileIdentity:
             return "its modification time changed"
         if open_for_writing(path):
             return "another program still has it open for writing"
-        if content and FileIdentity.of(path).sha256 != self.sha256:
+        if content and FileIdentity._hashed(path)[0].sha256 != self.sha256:
             return "its content changed (same size)"
         return ""
 
@@ -95,6 +101,7 @@ class _Ahead:
 
     def __init__(self, path: Path) -> None:
         self.identity: FileIdentity | None = None  #: None: it failed (the taker hashes again)
+        self.stat: os.stat_result | None = None  #: the file's status before it was hashed
         self.done = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(path,), name="leadpipe-hash-ahead", daemon=True
@@ -104,9 +111,27 @@ class _Ahead:
     def _run(self, path: Path) -> None:
         try:
             with contextlib.suppress(Exception):  # the taker hashes again and reports it
-                self.identity = FileIdentity._hashed(path)
+                self.identity, self.stat = FileIdentity._hashed(path)
         finally:
             self.done.set()
+
+
+def _same_file(before: os.stat_result, now: os.stat_result) -> bool:
+    """The same file, unchanged since ``before``: its inode, size, modification time and
+    status-change time (which any write, and setting the modification time back, moves on)."""
+    return (
+        before.st_dev,
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ctime_ns,
+    ) == (
+        now.st_dev,
+        now.st_ino,
+        now.st_size,
+        now.st_mtime_ns,
+        now.st_ctime_ns,
+    )
 
 
 _AHEAD: dict[Path, _Ahead] = {}
@@ -115,7 +140,7 @@ _AHEAD_LOCK = threading.Lock()
 
 def hash_ahead(path: Path) -> None:
     """Start hashing ``path`` now, in a helper thread, for the next :meth:`FileIdentity.of`
-    of it to take.
+    of it to take (only if the file is still the one hashed and unchanged: :func:`_same_file`).
 
     Reading and hashing release the interpreter lock, so a big file is hashed on another core
     while the caller does other work, e.g. ``leadpipe ingest`` loading its modules (an 86 MB

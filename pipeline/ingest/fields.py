@@ -31,7 +31,7 @@ import pandas as pd
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import StateError, Unavailable, Uncertain
 from pipeline.files import atomic_write_text
-from pipeline.ingest.matching import nonempty_mask, pattern_masks
+from pipeline.ingest.matching import ANY_VALUE, nonempty_mask, pattern_masks
 from pipeline.regexmatch import DEFAULT_SEMANTICS, Semantics
 
 if TYPE_CHECKING:
@@ -111,10 +111,11 @@ def parse_example(plain: Mapping[str, str], full: Mapping[str, str]) -> list[Fie
 def has_pattern(spec: FieldSpec, semantics: Semantics = DEFAULT_SEMANTICS) -> bool:
     """Whether the field's regex can refuse a value under ``semantics``.
 
-    Under ``search``, ``.*`` and the empty regex match every value; under ``whole`` even they
+    Under ``search``, ``.*``, the empty regex and the others of
+    :data:`~pipeline.ingest.matching.ANY_VALUE` match every value; under ``whole`` even they
     refuse some (``.*`` a value with a line break, the empty regex any non-empty value).
     """
-    return semantics == "whole" or spec.regex not in ("", ".*")
+    return semantics == "whole" or spec.regex not in ANY_VALUE
 
 
 Masks = dict[tuple[str, str], np.ndarray]
@@ -157,7 +158,7 @@ def build_pandera_schema(
     each computing all its columns in one pass. With ``record``, the checks store their masks
     there and tell pandera only whether they passed (see :class:`RowChecks`); ``twin["frame"]``,
     when set, is the validated frame already converted to polars, and ``twin["fast"]`` False
-    checks every value with the Python matcher (no fast engine, no polars).
+    leaves polars out (RE2 and the Python matcher answer: ``pattern_masks``).
     """
     required = [f.name for f in fields if f.required]
     patterns = {f.name: f.regex for f in fields if has_pattern(f, semantics)}
@@ -223,7 +224,7 @@ class RowChecks:
         """``(column, check)`` -> the positions (0-based) failing it, for each failed check.
 
         ``polars_frame``: the same columns as a polars frame, if the caller has one; ``fast``
-        False: no fast regex engine (see :func:`~pipeline.ingest.matching.pattern_masks`).
+        False: no polars (see :func:`~pipeline.ingest.matching.pattern_masks`).
         """
         self._masks.clear()
         self._twin["fast"] = fast

@@ -11,10 +11,11 @@ semantics (``search`` or ``whole``, docs/api-contract.md). The engines only make
   trusted only for values of ASCII characters; the others are checked in Python.
 - pyarrow's RE2 where polars is not used (a file that is not big enough to pay for loading
   it) or Rust refuses the pattern. RE2's class shorthands (``\d``, ``\w``, ``\s``, ``\b``)
-  and Unicode tables are ASCII-only, and its ``\s`` leaves out the vertical tab: a pattern
-  with any of them (or with ``\p{..}``) is trusted only for values of ASCII characters other
-  than the vertical tab, where the engines agree (checked over every such character); the
-  others are checked in Python. A pattern without them is trusted for every value.
+  are ASCII-only, its ``\s`` leaves out the vertical tab, and its Unicode tables are not the
+  ``regex`` package's: a pattern with a shorthand or a ``\p{..}`` class is trusted only for
+  values of ASCII characters other than the vertical tab, where the engines agree (checked
+  over every such character); the others are checked in Python. A pattern without them is
+  trusted for every value.
 - Python (``regex``) for every other pattern, and for every value a fast engine refused.
 
 So a fast engine never decides a value the Python verdict would decide differently.

@@ -37,7 +37,20 @@ def test_a_hash_made_ahead_is_taken_only_while_the_file_is_as_it_was_hashed(
     path = tmp_path / "leads.csv"
     path.write_bytes(b"Name,Phone\nAcme,+4512345678\n" * 1000)
     hash_ahead(path)
-    assert FileIdentity.of(path) == FileIdentity._hashed(path)  # taken, and right
+    ahead = _ahead_of(path)
+    ahead.done.wait()
+    taken = FileIdentity.of(path)
+    assert taken is ahead.identity  # taken,
+    assert taken == FileIdentity._hashed(path)[0]  # and right
+
+    hash_ahead(path)
+    _ahead_of(path).done.wait()  # hashed; then rewritten, same size, its time set back
+    st = os.stat(path)
+    path.write_bytes(path.read_bytes().replace(b"Acme", b"Acne"))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    rewritten = FileIdentity.of(path)
+    assert (rewritten.size, rewritten.mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert rewritten.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()  # not the old one
 
     hash_ahead(path)
     _ahead_of(path).done.wait()  # hashed; then the file grows before it is recorded

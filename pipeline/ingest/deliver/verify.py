@@ -189,7 +189,9 @@ def _rows(
     mapping = map_columns(table.headers, schema.fields, columns, path=original)
     out: dict[int, UploadRow] = {}
     semantics = settings.validation.regex_match
-    with Validator(schema, mapping, semantics=semantics) as validator:
+    with Validator(
+        schema, mapping, semantics=semantics, expected_rows=table.expected_rows
+    ) as validator:
         for _chunk, result in validator.validate_all(table.chunks()):
             for r in upload_rows(result.valid, campaign):
                 if r.row in wanted:

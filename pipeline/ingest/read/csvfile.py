@@ -170,10 +170,14 @@ def open_csv(
     return table
 
 
-def _expected_rows(path: Path, head: bytes, header_index: int) -> int:
+def _expected_rows(path: Path, head: bytes, header_index: int) -> int | None:
     """About how many rows follow the header: the file's size over the sample's average line
-    (exact when the sample is the whole file, a quoted line break apart)."""
-    lines = head.count(b"\n") + (not head.endswith(b"\n"))
+    (exact when the sample is the whole file, a quoted line break apart). Lines end at LF,
+    else (old Mac files) at CR; None when the sample shows no line end at all."""
+    breaks = head.count(b"\n") or head.count(b"\r")
+    if not breaks and len(head) >= SAMPLE_BYTES:
+        return None
+    lines = breaks + (not head.endswith((b"\n", b"\r")))
     if len(head) < SAMPLE_BYTES:
         return max(0, lines - header_index - 1)
     try:

@@ -87,7 +87,7 @@ class SeenRows:
     """Remember (fingerprint -> first row); look many fingerprints up at once."""
 
     FILTER_BITS = 1 << 27  # 16 MB: 4 set bits per fingerprint, ~0.1 % false hits at 5M rows
-    #: 8 KB, until it holds a sixteenth as many fingerprints as bits (then ~0.2 % false hits)
+    #: 8 KB, until it holds a sixteenth as many fingerprints as bits (then ~0.5 % false hits)
     FIRST_FILTER_BITS = 1 << 16
     MEMORY_ENTRIES = 1 << 18  # keep at most this many fingerprints in memory, then spill
 

@@ -377,6 +377,11 @@ def test_the_readers_say_about_how_many_rows_follow_the_header(tmp_path: Path) -
     got = open_table(big, options=OPTIONS, expected_fields=expected).expected_rows
     assert got is not None
     assert abs(got - rows) <= rows // 100  # from the sample: about right
+    old_mac = tmp_path / "old_mac.csv"  # lines that end at CR alone
+    old_mac.write_bytes(big.read_bytes().replace(b"\n", b"\r"))
+    got = open_table(old_mac, options=OPTIONS, expected_fields=expected).expected_rows
+    assert got is not None
+    assert abs(got - rows) <= rows // 100
     import xlsxwriter
 
     book_path = tmp_path / "sheet.xlsx"
