@@ -26,6 +26,7 @@ path.
 from __future__ import annotations
 
 import contextvars
+import functools
 import re
 import zipfile
 from collections.abc import Iterable
@@ -269,6 +270,14 @@ class _Comments(Comments):  # type: ignore[misc]  # xlsxwriter is untyped
 _XML = XMLwriter()  # (for its escaping methods)
 
 
+@functools.lru_cache(maxsize=64)
+def _attribute(text: str) -> str:
+    """xlsxwriter's escaping of an attribute's value, once per value (every comment of a
+    reject workbook names the same font: escaping it each time was a sixth of a batch's time)."""
+    escaped: str = _XML._escape_attributes(text)
+    return escaped
+
+
 #: Options of a comment that do not place it themselves (see ``_Worksheet.write_comments``).
 _PLAIN_OPTIONS = frozenset(
     {"x_scale", "y_scale", "width", "height", "visible", "color", "author", "font_size",
@@ -287,7 +296,7 @@ def _comment_parts(comment: Any) -> tuple[str, str]:
         text = XMLwriter._escape_control_characters(_XML._escape_data(text))
     return f'<comment ref="{ref}"', (
         f'><text><r><rPr><sz val="{comment.font_size}"/>'
-        f'<color indexed="81"/><rFont val="{_XML._escape_attributes(comment.font_name)}"/>'
+        f'<color indexed="81"/><rFont val="{_attribute(comment.font_name)}"/>'
         f'<family val="{comment.font_family}"/></rPr><t{space}>{text}</t></r></text>'
         "</comment>"
     )
