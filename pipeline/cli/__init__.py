@@ -7,6 +7,8 @@ import contextlib
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 import typer.main
 
@@ -37,14 +39,22 @@ def main() -> None:
     command) gets the whole command line, so help and error messages are typer's own.
     """
     name = _command_named(sys.argv[1:])
-    every = app.registered_commands, app.registered_groups
-    if name is not None:
-        commands = [c for c in every[0] if c.name == name]
-        groups = [g for g in every[1] if g.name == name]
-        if commands or groups:
-            app.registered_commands, app.registered_groups = commands, groups
-    try:
+    commands = [c for c in app.registered_commands if c.name == name]
+    groups = [g for g in app.registered_groups if g.name == name]
+    if name is None or not (commands or groups):
         app()
+        return
+    with _only(commands, groups):
+        app()
+
+
+@contextlib.contextmanager
+def _only(commands: list[Any], groups: list[Any]) -> Iterator[None]:
+    """Inside, the app has only these commands and groups; every one is back after."""
+    every = app.registered_commands, app.registered_groups
+    app.registered_commands, app.registered_groups = commands, groups
+    try:
+        yield
     finally:
         app.registered_commands, app.registered_groups = every
 
@@ -52,12 +62,8 @@ def main() -> None:
 def _command_named(args: list[str]) -> str | None:
     """The command ``args`` name after the top-level options; None when there is none, or
     before it ``--help`` or an option leadpipe does not have."""
-    every = app.registered_commands, app.registered_groups
-    app.registered_commands, app.registered_groups = [], []
-    try:
+    with _only([], []):
         options = typer.main.get_group(app).params  # the top-level options alone
-    finally:
-        app.registered_commands, app.registered_groups = every
     flags = {o for p in options if getattr(p, "is_flag", False) for o in p.opts}
     valued = {o for p in options if not getattr(p, "is_flag", False) for o in p.opts}
     i = 0

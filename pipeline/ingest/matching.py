@@ -43,7 +43,7 @@ Plan = Literal["fast", "ascii", "python"]
 
 
 #: Patterns every value matches under the ``search`` semantics (an empty match at its start):
-#: no engine is asked.
+#: a field with one gets no pattern check (:func:`pipeline.ingest.fields.has_pattern`).
 ANY_VALUE: Final = frozenset({"", ".*", ".*?", "^.*", "^.*?", "(.*)", "(?:.*)"})
 
 
@@ -196,9 +196,6 @@ def pattern_masks(
     """
     out: dict[str, np.ndarray] = {}
     matchers = {c: compile_regex(rx, semantics) for c, rx in patterns.items() if c in frame.columns}
-    for c in [c for c in matchers if semantics == "search" and patterns[c] in ANY_VALUE]:
-        out[c] = np.ones(len(frame), dtype=bool)  # e.g. ".*", a text field's usual pattern
-        del matchers[c]
     plans = {c: engine_plan(patterns[c]) for c, m in matchers.items() if m is not None}
     fast_columns = (
         [
