@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 #: Heavy packages only some commands need (the top-level package name as in ``sys.modules``).
 HEAVY = ("pandas", "polars", "pandera", "pyarrow", "numpy", "requests", "uvicorn", "starlette")
@@ -107,3 +110,29 @@ def test_a_dry_run_of_a_small_file_does_not_load_polars_or_xlsxwriter(tmp_path: 
     assert "pandera" in modules  # the file was checked
     assert sorted(out.rglob("*.rejects.csv")), done.stderr  # and its bad row rejected
     assert _heavy(modules, ("polars", "xlsxwriter")) == []
+
+
+def _threads_after_numpy(environment: dict[str, str]) -> int:
+    """Threads of a fresh leadpipe process once numpy has loaded (Linux: /proc/self/task)."""
+    probe = (
+        "import os\n"
+        "from pipeline.cli import process_defaults\n"
+        "process_defaults()\n"
+        "import numpy\n"
+        "print(len(os.listdir('/proc/self/task')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=environment
+    )
+    return int(done.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_a_command_starts_no_blas_worker_threads() -> None:
+    """numpy's OpenBLAS would start a spinning worker per core that leadpipe never uses; the
+    command line asks for one BLAS thread (none started) unless the environment says more."""
+    environment = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    assert _threads_after_numpy(environment) == 1
+    if (os.cpu_count() or 1) > 1:  # an operator's own setting is kept
+        asked = _threads_after_numpy({**environment, "OPENBLAS_NUM_THREADS": "2"})
+        assert asked == 2

@@ -30,6 +30,19 @@ from pipeline.cli.app import app
 _MAIN = threading.main_thread()
 
 
+def process_defaults() -> None:
+    """Settings of this process that must be made before numpy loads; a value the environment
+    already has is kept.
+
+    numpy's OpenBLAS starts a worker thread per core when numpy loads, and those threads spin
+    for a while waiting for matrix work leadpipe never gives them. On a machine with few cores
+    that spinning takes a core from leadpipe's own workers (the checks' helper thread, the
+    reject files' process): 6 % of a 100,000-row preview's time on two cores
+    (bench/RESULTS.md). One BLAS thread starts none.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def main() -> None:
     """Run the command line (raises SystemExit when the command is done, as typer does).
 
@@ -38,6 +51,7 @@ def main() -> None:
     that one is built; anything else (no command, ``--help`` before one, an unknown option or
     command) gets the whole command line, so help and error messages are typer's own.
     """
+    process_defaults()
     name = _command_named(sys.argv[1:])
     commands = [c for c in app.registered_commands if c.name == name]
     groups = [g for g in app.registered_groups if g.name == name]
@@ -110,4 +124,4 @@ def console() -> None:
     os._exit(code or 0)
 
 
-__all__ = ["app", "console", "main"]
+__all__ = ["app", "console", "main", "process_defaults"]
