@@ -230,7 +230,7 @@ class Validator:
         self.expected_rows = expected_rows
         self._checks = RowChecks(schema.fields, semantics)
         self._specs = {f.name: f for f in schema.fields}
-        self._seen = SeenRows(tmp_dir)
+        self._seen = SeenRows(tmp_dir, expected_rows)
         self.duplicates = 0
         #: whether polars' engines are used: decided by the first chunk, then kept for the
         #: file (its rows' fingerprints must all be made one way)

@@ -86,13 +86,19 @@ _MIX_LENGTHS = np.uint64(0x9E3779B97F4A7C15)
 class SeenRows:
     """Remember (fingerprint -> first row); look many fingerprints up at once."""
 
-    FILTER_BITS = 1 << 27  # 16 MB: 4 set bits per fingerprint, ~0.1 % false hits at 5M rows
-    #: 8 KB, until it holds a sixteenth as many fingerprints as bits (then ~0.5 % false hits)
-    FIRST_FILTER_BITS = 1 << 16
+    FILTER_BITS = 1 << 27  # the most: 16 MB, 4 set bits per fingerprint, ~0.1 % false hits at 5M
+    FIRST_FILTER_BITS = 1 << 16  # the least: 8 KB
+    #: A filter is made with this many bits per fingerprint (expected, or held so far), and made
+    #: again bigger once it holds a sixteenth as many fingerprints as bits (~0.5 % false hits).
+    #: Its size follows the file's: the filter's memory is fresh pages the system zeroes, and
+    #: the most for a 100,000-row file took as long as the rest of its duplicate index.
+    ROOM_BITS = 64
     MEMORY_ENTRIES = 1 << 18  # keep at most this many fingerprints in memory, then spill
 
-    def __init__(self, tmp_dir: Path | None = None) -> None:
-        self._filter = np.zeros(self.FIRST_FILTER_BITS // 64, dtype=np.uint64)
+    def __init__(self, tmp_dir: Path | None = None, expected: int | None = None) -> None:
+        """``expected``: how many fingerprints the file will likely give (the reader's
+        estimate of its rows), so that the filter is made once at its size."""
+        self._filter = np.zeros(self.bits_for(expected or 0) // 64, dtype=np.uint64)
         self._entries = 0  # fingerprints added
         self._mem: list[tuple[np.ndarray, np.ndarray]] = []
         self._disk: list[tuple[Path, Path, np.ndarray, int]] = []  # keys, rows, sparse index, n
@@ -107,6 +113,15 @@ class SeenRows:
     def filter_bits(self) -> int:
         """The Bloom filter's size now, in bits."""
         return len(self._filter) * 64
+
+    @classmethod
+    def bits_for(cls, fingerprints: int) -> int:
+        """A filter's size for ``fingerprints``: :data:`ROOM_BITS` each, a power of two, at
+        least :data:`FIRST_FILTER_BITS` and at most :data:`FILTER_BITS`."""
+        bits = cls.FIRST_FILTER_BITS
+        while bits < fingerprints * cls.ROOM_BITS and bits < cls.FILTER_BITS:
+            bits *= 2
+        return bits
 
     def probes(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(filter word, its 4-bit mask) per fingerprint: the word from the fingerprint's top
@@ -155,7 +170,7 @@ class SeenRows:
             return
         self._entries += len(hashes)
         if self._entries * 16 > self.filter_bits and self.filter_bits < self.FILTER_BITS:
-            self._grow()
+            self._grow(self.bits_for(self._entries))
             probes = None  # (they were worked out for the smaller filter)
         order = _sorting(hashes)
         keys = hashes[order]
@@ -175,9 +190,9 @@ class SeenRows:
         if sum(len(k) for k, _r in self._mem) >= self.MEMORY_ENTRIES:
             self._spill()
 
-    def _grow(self) -> None:
-        """Replace the first, small filter by the full-size one, with every fingerprint so far."""
-        self._filter = np.zeros(self.FILTER_BITS // 64, dtype=np.uint64)
+    def _grow(self, bits: int) -> None:
+        """Replace the filter by one of ``bits`` bits, with every fingerprint so far."""
+        self._filter = np.zeros(bits // 64, dtype=np.uint64)
         runs = [keys for keys, _rows in self._mem]
         runs += [np.fromfile(keys_path, dtype=np.uint64) for keys_path, *_ in self._disk]
         for keys in runs:

@@ -54,8 +54,9 @@ def test_fingerprints_found_however_their_top_bits_are_spread(tmp_path: Path) ->
 
 
 def test_the_filter_starts_small_and_grows_with_every_fingerprint_kept(tmp_path: Path) -> None:
-    """A few-row file's index holds an 8 KB filter; past 4,096 fingerprints it is rebuilt at
-    full size with all of them, so rows seen before the growth are still found after it."""
+    """A few-row file's index holds an 8 KB filter; once it holds a sixteenth as many
+    fingerprints as bits it is made again bigger with all of them, so rows seen before the
+    growth are still found after it."""
     rng = np.random.default_rng(7)
     keys = np.unique(rng.integers(1, 2**63, 12_000, dtype=np.int64).astype(np.uint64))
     keys = keys[rng.permutation(len(keys))]
@@ -71,9 +72,27 @@ def test_the_filter_starts_small_and_grows_with_every_fingerprint_kept(tmp_path:
         probes = seen.probes(keys[part])  # as the validator does: worked out before the add
         assert not seen.lookup(keys[part], probes).any()
         seen.add(keys[part], rows[part], probes)
-    assert seen.filter_bits == SeenRows.FILTER_BITS
+    assert seen.filter_bits == SeenRows.bits_for(7000) == 1 << 19  # 64 bits for each of 7,000
     assert seen.lookup(keys).tolist() == rows.tolist()
     assert not seen.lookup(keys + np.uint64(1)).any()
+    seen.close()
+
+
+def test_the_filter_is_made_for_the_rows_expected_and_grows_only_to_its_most() -> None:
+    """The reader's estimate sizes the filter at once (no growth for a file as big as it
+    said); 16 MB is the most, whatever the estimate."""
+    assert SeenRows.bits_for(0) == SeenRows.bits_for(1000) == SeenRows.FIRST_FILTER_BITS
+    assert SeenRows.bits_for(100_000) == 1 << 23  # 1 MB for a 100,000-row file
+    assert SeenRows.bits_for(5_000_000) == SeenRows.bits_for(10**9) == SeenRows.FILTER_BITS
+    seen = SeenRows(expected=100_000)
+    assert seen.filter_bits == 1 << 23
+    rng = np.random.default_rng(3)
+    keys = np.unique(rng.integers(1, 2**63, 100_000, dtype=np.int64).astype(np.uint64))
+    rows = np.arange(2, len(keys) + 2, dtype=np.int64)
+    for start in range(0, len(keys), 25_000):
+        seen.add(keys[start : start + 25_000], rows[start : start + 25_000])
+    assert seen.filter_bits == 1 << 23  # as many as expected: made once
+    assert seen.lookup(keys).tolist() == rows.tolist()
     seen.close()
 
 
