@@ -217,51 +217,37 @@ def _record_batches(
     :data:`CHUNK_BYTES` each, whichever comes first (wide rows make smaller chunks, so memory
     stays flat however wide the sheet).
 
-    Parsing is multi-threaded; threads cannot say where a malformed row was, so on the first
-    one the file is read again sequentially from the first record not yet delivered.
+    The file is parsed in the calling thread (a helper of the reading, :mod:`pipeline.prefetch`;
+    Arrow lets go of the interpreter lock while it parses), not by Arrow's own threads: the
+    checks keep the other cores busy, and on two cores Arrow's threads only took turns with
+    them (docs/architecture.md). One parser also says where each malformed row was.
     """
     names = [f"c{i}" for i in range(len(table.headers))]
     first = h + 2  # the row number of the first data record
-    delivered = 0  # data records handed out so far
     bad: list[tuple[int, str, int]] = []
-    threaded = True
-    sizes = chunk_sizes(chunk_rows)
-    while True:
-        bad.clear()
-        reader = _open_reader(table, h, names, bad, threaded, first)
-        if reader is None:
-            return
-        index, pending, restart, reported, size = 0, [], False, 0, 0
-        limit = next(sizes)
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                break
-            except pa.ArrowInvalid as exc:
-                raise _not_text(table, first + index, exc) from exc
-            if threaded and bad:
-                threaded, restart = False, True
-                break
-            n = batch.num_rows
-            if index + n <= delivered:
-                index += n
-                continue
-            if index < delivered:
-                batch, index = batch.slice(delivered - index), delivered
-                n = batch.num_rows
-            pending.append(batch)
-            index += n
-            size += batch.nbytes
-            if index - delivered >= limit or size >= CHUNK_BYTES:
-                yield _take(pending, delivered, index, first, bad, reported)
-                pending, delivered, reported, size = [], index, len(bad), 0
-                limit = next(sizes)
-        if restart:
-            continue
-        if pending or len(bad) > reported:
-            yield _take(pending, delivered, index, first, bad, reported)
+    reader = _open_reader(table, h, names, bad, first)
+    if reader is None:
         return
+    sizes = chunk_sizes(chunk_rows)
+    pending: list[pa.RecordBatch] = []
+    delivered, index, reported, size = 0, 0, 0, 0  # records handed out, read; bad rows told
+    limit = next(sizes)
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        except pa.ArrowInvalid as exc:
+            raise _not_text(table, first + index, exc) from exc
+        pending.append(batch)
+        index += batch.num_rows
+        size += batch.nbytes
+        if index - delivered >= limit or size >= CHUNK_BYTES:
+            yield _take(pending, delivered, index, first, bad, reported)
+            pending, delivered, reported, size = [], index, len(bad), 0
+            limit = next(sizes)
+    if pending or len(bad) > reported:
+        yield _take(pending, delivered, index, first, bad, reported)
 
 
 def _take(
@@ -285,7 +271,6 @@ def _open_reader(
     h: int,
     names: list[str],
     bad: list[tuple[int, str, int]],
-    threaded: bool,
     first: int,
 ) -> Any:
     def on_bad_row(row: Any) -> str:
@@ -297,7 +282,7 @@ def _open_reader(
         return pcsv.open_csv(
             table.path,
             read_options=pcsv.ReadOptions(
-                use_threads=threaded,
+                use_threads=False,  # (see _record_batches)
                 block_size=1024 * 1024,  # bigger blocks: more read-ahead memory, no speed
                 skip_rows=h + 1,
                 column_names=names,
