@@ -136,3 +136,31 @@ def test_a_command_starts_no_blas_worker_threads() -> None:
     if (os.cpu_count() or 1) > 1:  # an operator's own setting is kept
         asked = _threads_after_numpy({**environment, "OPENBLAS_NUM_THREADS": "2"})
         assert asked == 2
+
+
+def test_modules_loaded_first_come_from_a_thread_of_their_own_and_so_do_their_errors(
+    tmp_path: Path,
+) -> None:
+    """``loading(*first)`` imports those modules on a fresh thread's stack, in order, while the
+    command waits; a module that fails to load fails the command as it would have here."""
+    (tmp_path / "lp_probe_a.py").write_text(
+        "import threading\nTHREAD = threading.current_thread().name\n", encoding="utf-8"
+    )
+    (tmp_path / "lp_probe_b.py").write_text(
+        "import lp_probe_a\nAFTER = True\nraise ImportError('lp_probe_b cannot load')\n",
+        encoding="utf-8",
+    )
+    probe = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+        "import threading\n"
+        "from pipeline.cli.app import loading\n"
+        "with loading('lp_probe_a'):\n"
+        "    import lp_probe_a\n"
+        "print(lp_probe_a.THREAD != threading.current_thread().name)\n"
+        "try:\n"
+        "    with loading('lp_probe_a', 'lp_probe_b'):\n"
+        "        print('not reached')\n"
+        "except ImportError as exc:\n"
+        "    print(str(exc).replace(' ', '_'))\n"
+    )
+    assert _printed(probe) == ["True", "lp_probe_b_cannot_load"]

@@ -20,7 +20,8 @@ import contextlib
 import gc
 import os
 import sys
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
@@ -163,23 +164,48 @@ def run(fn: Callable[[], T]) -> T:
 
 
 @contextlib.contextmanager
-def loading() -> Iterator[None]:
-    """Load a command's heavy modules (pandas, pandera, polars, requests, the sandbox) inside.
+def loading(*first: str) -> Iterator[None]:
+    """Load a command's heavy modules (pandas, pandera, polars, requests, the sandbox) inside;
+    the modules named in ``first`` are imported on entry, in this order, on a fresh stack.
 
     Imports create a few hundred thousand objects that live as long as the process; Python's
     cyclic garbage collector would walk all of them over and over while they are made (and at
     every full collection after). So collection is paused while they load, and what they made
     is then frozen (``gc.freeze``): left out of every later collection. A tenth to a fifth of
     a second of each data command (bench/RESULTS.md).
+
+    Where they load matters too: see docs/architecture.md, "The rest of a small or mid-sized
+    file's time".
     """
     enabled = gc.isenabled()
     gc.disable()
     try:
+        if first:
+            _import_on_fresh_stack(first)
         yield
     finally:
         gc.freeze()
         if enabled:
             gc.enable()
+
+
+def _import_on_fresh_stack(names: Sequence[str]) -> None:
+    """Import ``names`` in order in a new thread, whose stack starts empty; its error, if any,
+    is raised here."""
+    failed: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            for name in names:
+                __import__(name)
+        except BaseException as exc:  # (raised again in the waiting thread)
+            failed.append(exc)
+
+    thread = threading.Thread(target=load, name="leadpipe-load", daemon=True)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
 
 
 def is_terminal() -> bool:

@@ -127,7 +127,10 @@ def ingest(
     start_spare()  # the reject files' process loads while this one does
     ctx.call_on_close(stop_spare)  # (if the file never got as far as its reject files)
     hash_ahead(path)  # and the file is hashed on another core meanwhile
-    with loading():
+    # each library from the bottom of a stack, as a script imports it; then leadpipe's modules
+    first = ["pandas", "requests", "pipeline.ingest.fields", "pipeline.ingest.run"]
+    first += ["uvicorn", "pipeline.sandbox.server"] if s.api.embedded else []
+    with loading(*first, "pipeline.api.connect"):
         from pipeline.api.connect import open_client
         from pipeline.clock import SystemClock
         from pipeline.ingest.accounting import with_estimate
@@ -135,9 +138,6 @@ def ingest(
         from pipeline.ingest.report.receipt import render_receipt
         from pipeline.ingest.run import IngestContext, IngestRequest, ingest_file
         from pipeline.ledger.connect import open_ledger_for
-
-        if s.api.embedded:  # started by open_client: loaded with the rest
-            import pipeline.sandbox  # noqa: F401
 
     clock = SystemClock()
 
