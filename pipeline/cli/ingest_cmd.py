@@ -127,7 +127,8 @@ def ingest(
     start_spare()  # the reject files' process loads while this one does
     ctx.call_on_close(stop_spare)  # (if the file never got as far as its reject files)
     hash_ahead(path)  # and the file is hashed on another core meanwhile
-    # each library from the bottom of a stack, as a script imports it; then leadpipe's modules
+    # each library from the bottom of a stack, as a script imports it (pandera through the one
+    # module that loads it, ingest.fields), then leadpipe's modules: see loading()
     first = ["pandas", "requests", "pipeline.ingest.fields", "pipeline.ingest.run"]
     first += ["uvicorn", "pipeline.sandbox.server"] if s.api.embedded else []
     with loading(*first, "pipeline.api.connect"):
