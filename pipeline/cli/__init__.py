@@ -30,9 +30,13 @@ from pipeline.cli.app import app
 _MAIN = threading.main_thread()
 
 
+#: What OpenBLAS reads for its thread count, in the order it reads them.
+_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+
+
 def process_defaults() -> None:
-    """Settings of this process that must be made before numpy loads; a value the environment
-    already has is kept.
+    """Settings of this process that must be made before numpy loads; where the environment
+    already says something, it is kept.
 
     numpy's OpenBLAS starts a worker thread per core when numpy loads, and those threads spin
     for a while waiting for matrix work leadpipe never gives them. On a machine with few cores
@@ -40,7 +44,8 @@ def process_defaults() -> None:
     reject files' process): 6 % of a 100,000-row preview's time on two cores
     (bench/RESULTS.md). One BLAS thread starts none.
     """
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if not any(os.environ.get(name) for name in _BLAS_THREADS):
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ memory cost a 10-row file up to 25 ms (bench/RESULTS.md).
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 import weakref
@@ -193,9 +194,8 @@ class SeenRows:
     def _grow(self, bits: int) -> None:
         """Replace the filter by one of ``bits`` bits, with every fingerprint so far."""
         self._filter = np.zeros(bits // 64, dtype=np.uint64)
-        runs = [keys for keys, _rows in self._mem]
-        runs += [np.fromfile(keys_path, dtype=np.uint64) for keys_path, *_ in self._disk]
-        for keys in runs:
+        on_disk = (np.fromfile(path, dtype=np.uint64) for path, *_ in self._disk)
+        for keys in itertools.chain((k for k, _rows in self._mem), on_disk):  # a run at a time
             word, mask = self.probes(keys)
             np.bitwise_or.at(self._filter, word, mask)
 

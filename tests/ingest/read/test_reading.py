@@ -69,6 +69,16 @@ def test_malformed_rows_are_listed_for_validation(tmp_path: Path) -> None:
     }
 
 
+def test_a_file_of_only_malformed_rows_names_each_row(tmp_path: Path) -> None:
+    """Every data row has a separator too many: each is listed under its own sheet row (no
+    record is read, so nothing else could say where they were)."""
+    path = tmp_path / "all_bad.csv"
+    path.write_text("name,phone\nA,1,2\nB,2,3\nC,3,4\n", encoding="utf-8")
+    table = open_table(path, options=OPTIONS, expected_fields=FIELDS)
+    malformed = {k: v for c in table.chunks() for k, v in c.attrs.get("malformed", {}).items()}
+    assert sorted(malformed) == [2, 3, 4]
+
+
 def test_malformed_row_deep_in_a_big_file_keeps_every_row_once(tmp_path: Path) -> None:
     lines = ["name,phone"] + [f"n{i},{i:08d}" for i in range(300_000)]
     lines[250_001] = "broken,1,2"  # the record on sheet row 250002
