@@ -419,15 +419,24 @@ class Validator:
     def _duplicates(
         self, hashes: np.ndarray | None, rows: np.ndarray, bad: np.ndarray
     ) -> list[tuple[int, RowProblem]]:
+        """(position, problem) of each row repeating an earlier row of the file.
+
+        Only rows that passed every check are compared and remembered. A row that failed one
+        is rejected with its own problems; and a malformed row's cells (cut or padded to the
+        header) are not what the person typed, so a valid row that equals them is not a repeat
+        and is sent. (The reader may even hand a malformed row over a chunk early.)
+        """
         if hashes is None or len(rows) == 0:
             return []
+        kept = np.flatnonzero(~bad)  # the positions compared
+        hashes, rows = hashes[kept], rows[kept]
         word, mask = self._seen.probes(hashes)  # computed once for the lookup and the add
         earlier = self._seen.lookup(hashes, (word, mask))
         in_chunk = pd.Series(hashes).duplicated().to_numpy()
         new = ~in_chunk & (earlier == 0)
         self._seen.add(hashes[new], rows[new], (word[new], mask[new]))
         out: list[tuple[int, RowProblem]] = []
-        repeat = np.flatnonzero(~new & ~bad)
+        repeat = np.flatnonzero(~new)
         if len(repeat):
             firsts = pd.Series(rows[~in_chunk], index=hashes[~in_chunk])
             first_row = firsts.reindex(pd.Index(hashes[repeat])).to_numpy()
@@ -438,7 +447,7 @@ class Validator:
                     f"Row {row} repeats row {orig} (the same values in every field); it is "
                     "not sent twice. Nothing to do, unless it should differ."
                 )
-                out.append((i, RowProblem(row, "", "", RULE_DUPLICATE, msg)))
+                out.append((int(kept[i]), RowProblem(row, "", "", RULE_DUPLICATE, msg)))
         self.duplicates += len(out)
         return out
 

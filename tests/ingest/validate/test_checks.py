@@ -178,6 +178,31 @@ def test_date_cell_in_a_phone_column_and_malformed_row() -> None:
     assert res.duplicates[0].message.startswith("Row 4 repeats row 2 ")
 
 
+def test_a_valid_row_equal_to_a_malformed_rows_cut_cells_is_not_a_repeat() -> None:
+    """A malformed row's cells are cut to the header, so they may equal a valid row's: the
+    valid row is still sent, also when the reader hands the malformed row over a chunk early
+    (before rows that come ahead of it in the file), and a real repeat is still found."""
+    specs = parse_example(
+        {"phone": f"example phone, type is phone, regex used for validation {PHONE_RE}"}, {}
+    )
+    from pipeline.ingest.map import map_columns
+
+    schema = CampaignSchema("C", specs, "live", "", "h")
+    validator = Validator(schema, map_columns(["Tlf"], specs, {"Tlf": "phone"}))
+    first = pd.DataFrame({"Tlf": ["11111111", "12345678"]}, dtype="str")
+    first["_row"] = [2, 9]  # row 9: "12345678;extra", cut to the header's one column
+    first.attrs = {"malformed": {9: "the row has 2 values but the header has 1 columns"}}
+    second = pd.DataFrame({"Tlf": ["12345678", "12345678", "11111111"]}, dtype="str")
+    second["_row"] = [5, 6, 7]
+    one, two = validator.validate(first), validator.validate(second)
+    assert [(p.row, p.rule) for p in one.problems] == [(9, "malformed")]
+    assert one.duplicates == []
+    assert [(p.row, p.rule) for p in two.duplicates] == [(6, "duplicate"), (7, "duplicate")]
+    assert two.duplicates[0].message.startswith("Row 6 repeats row 5 ")
+    assert two.duplicates[1].message.startswith("Row 7 repeats row 2 ")
+    assert two.valid["_row"].tolist() == [5]  # sent: it repeats no row the person wrote
+
+
 def test_duplicates_across_chunks_point_at_the_first_row() -> None:
     specs = parse_example(
         {"name": "example name, type is varchar, regex used for validation .+"}, {}
