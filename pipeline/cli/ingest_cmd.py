@@ -131,7 +131,8 @@ def ingest(
     # module that loads it, ingest.fields), then leadpipe's modules: see loading()
     first = ["pandas", "requests", "pipeline.ingest.fields", "pipeline.ingest.run"]
     first += ["uvicorn", "pipeline.sandbox.server"] if s.api.embedded else []
-    with loading(*first, "pipeline.api.connect"):
+    first.append("pipeline.api.connect")
+    with loading(*first):
         from pipeline.api.connect import open_client
         from pipeline.clock import SystemClock
         from pipeline.ingest.accounting import with_estimate
