@@ -77,6 +77,32 @@ def test_reading_a_file_does_not_load_hypothesis() -> None:
     assert _printed(probe) == ["False", "False", "hypothesis"]
 
 
+def test_the_api_client_loads_requests_without_chardet(tmp_path: Path) -> None:
+    """requests loads chardet whenever it is installed (a benchmark tool brings it); the API
+    package keeps it out, so requests guesses with charset_normalizer as in a plain install,
+    and chardet imports as usual afterwards. A stand-in chardet on the path makes it
+    installed here whatever the environment has."""
+    fake = tmp_path / "chardet"
+    fake.mkdir()
+    (fake / "__init__.py").write_text('__version__ = "5.2.0"\nSTAND_IN = True\n')
+    probe = (
+        "import sys\n"
+        "import pipeline.api\n"
+        "import requests.compat\n"
+        "print('chardet' in sys.modules, requests.compat.chardet.__name__)\n"
+        "import chardet\n"
+        "print(chardet.STAND_IN)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert done.stdout.split() == ["False", "charset_normalizer", "True"]
+
+
 def test_a_command_loads_its_modules_without_the_collector_and_then_freezes_them() -> None:
     """While a command's heavy modules load, the cyclic collector is paused; what they made
     is frozen (left out of later collections) and collection is back on afterwards."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC
@@ -31,6 +30,7 @@ import pandas as pd
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import StateError, Unavailable, Uncertain
 from pipeline.files import atomic_write_text
+from pipeline.imports import not_installed
 from pipeline.ingest.matching import ANY_VALUE, nonempty_mask, pattern_masks
 from pipeline.regexmatch import DEFAULT_SEMANTICS, Semantics
 
@@ -41,16 +41,10 @@ if TYPE_CHECKING:
 # test data, which leadpipe never asks of it: ~0.1 s of every command that reads a file. It is
 # kept out while pandera loads, so pandera's data synthesis is off in this process; hypothesis
 # itself imports as usual afterwards.
-_HIDE_HYPOTHESIS = "hypothesis" not in sys.modules
-if _HIDE_HYPOTHESIS:
-    sys.modules["hypothesis"] = None  # type: ignore[assignment]  # "not installed" to pandera
-try:
+with not_installed("hypothesis"):
     # The built-in checks load hypothesis; pandera loads them at the first check, so here.
     import pandera.backends.pandas.builtin_checks  # noqa: F401
     import pandera.pandas as pa
-finally:
-    if _HIDE_HYPOTHESIS and "hypothesis" in sys.modules and sys.modules["hypothesis"] is None:
-        del sys.modules["hypothesis"]
 
 SchemaSource = Literal["live", "snapshot"]
 
