@@ -15,19 +15,28 @@ xlsxwriter's as it is and changes only:
 - where each comment's box goes is worked out per column once (xlsxwriter walks the columns'
   widths again for every comment) and per row without a method call per row when the rows
   have the default height; a test compares the positions with xlsxwriter's own;
-- the package is compressed at level 1: about three times as fast, files about a quarter bigger.
+- the package is compressed at level 1: about three times as fast, files about a quarter bigger;
+- each part is added to the zip file by a helper thread as soon as it is written, while the
+  next part is made (zlib lets go of the interpreter lock), not all of them after the last:
+  for 3,600 commented rejects the workbook's end takes 42 instead of 50 ms.
 
-This leans on xlsxwriter's packager methods (``_get_packager``, ``_write_vml_files``,
-``_write_comment_files``, the per-comment ``_write_comment_shape`` and ``_write_comment``);
+This leans on xlsxwriter's packager methods (``_get_packager``, ``_create_package`` and its
+``filenames`` list, ``_write_vml_files``, ``_write_comment_files``, the per-comment
+``_write_comment_shape`` and ``_write_comment``);
 a workbook with buttons or header images, which leadpipe never writes, takes xlsxwriter's own
 path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
+import os
+import queue
 import re
+import threading
+import time
 import zipfile
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -45,8 +54,18 @@ from xlsxwriter.xmlwriter import XMLwriter
 #: zlib level of the reject workbook's parts (1: fastest; xlsxwriter's own is zlib's default, 6)
 ZIP_LEVEL = 1
 
-_zip_level: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "leadpipe_xlsx_zip_level", default=None
+
+class _Storing:
+    """A :class:`Workbook` being stored in this thread: its zip level, and the zip file
+    xlsxwriter made for it (once made)."""
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+        self.zip_file: zipfile.ZipFile | None = None
+
+
+_storing: contextvars.ContextVar[_Storing | None] = contextvars.ContextVar(
+    "leadpipe_xlsx_storing", default=None
 )
 
 
@@ -55,10 +74,12 @@ class _ZipFile(zipfile.ZipFile):
     (in this thread) and exactly as before for any other workbook."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        level = _zip_level.get()
-        if level is not None:
-            kwargs.setdefault("compresslevel", level)
+        storing = _storing.get()
+        if storing is not None:
+            kwargs.setdefault("compresslevel", storing.level)
         super().__init__(*args, **kwargs)
+        if storing is not None:
+            storing.zip_file = self
 
 
 # xlsxwriter looks its ZipFile up in its module when it stores a workbook: the subclass above
@@ -192,14 +213,33 @@ class Workbook(xlsxwriter.Workbook):  # type: ignore[misc]  # xlsxwriter is unty
         return _Packager()
 
     def _store_workbook(self) -> None:
-        token = _zip_level.set(ZIP_LEVEL)
+        token = _storing.set(_Storing(ZIP_LEVEL))
         try:
             super()._store_workbook()
         finally:
-            _zip_level.reset(token)
+            _storing.reset(token)
 
 
 class _Packager(Packager):  # type: ignore[misc]  # xlsxwriter is untyped
+    def _create_package(self) -> list[Any]:
+        """xlsxwriter's parts, each put into the zip file by a helper thread as soon as it is
+        written, while the next is made: compressing a part (zlib lets go of the interpreter
+        lock) overlaps making the next one (Python). xlsxwriter would compress them one after
+        another once all are made. The zip file ends the same: the same parts, in the same
+        order, with the same dates."""
+        storing = _storing.get()
+        if self.in_memory or storing is None or storing.zip_file is None:
+            return super()._create_package()  # type: ignore[no-any-return]
+        parts = _ZippedParts(storing.zip_file, storing.level)
+        self.filenames = parts
+        try:
+            super()._create_package()
+        except BaseException:
+            parts.abandon()
+            raise
+        parts.close()
+        return []  # every part is in the zip file already: nothing left for xlsxwriter to add
+
     def _write_vml_files(self) -> None:
         sheets = self.workbook.worksheets()
         if any(ws.has_header_vml or ws.buttons_list for ws in sheets):
@@ -221,6 +261,72 @@ class _Packager(Packager):  # type: ignore[misc]  # xlsxwriter is untyped
                 comments._set_xml_writer(self._filename(f"xl/comments{index}.xml"))
                 comments._assemble_xml_file(ws.comments_list)
                 index += 1
+
+
+class _ZippedParts(list[tuple[Any, str, bool]]):
+    """The packager's list of parts (temporary file, name in the zip, binary?): a part is
+    complete once the next one is listed (the packager writes one part at a time), and is then
+    handed to a thread that adds it to the zip file, in order, and removes its file."""
+
+    #: the date xlsxwriter gives every part (it sets the files' times to it before adding them)
+    DATE = time.mktime((1980, 1, 31, 0, 0, 0, 0, 0, -1))
+
+    def __init__(self, zip_file: zipfile.ZipFile, level: int) -> None:
+        super().__init__()
+        self._zip = zip_file
+        self._level = level
+        self._queue: queue.SimpleQueue[tuple[Any, str, bool] | None] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._handed = 0  # parts handed to the thread
+        self._thread = threading.Thread(target=self._run, name="reject-workbook-zip", daemon=True)
+        self._thread.start()
+
+    def append(self, part: tuple[Any, str, bool]) -> None:
+        if self:
+            self._hand_over()  # the part before is complete
+        super().append(part)
+
+    def close(self) -> None:
+        """Add the last part, wait for the thread; its error, if any, is raised here."""
+        if self._handed < len(self):
+            self._hand_over()
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            self._remove_files()
+            raise self._error
+
+    def abandon(self) -> None:
+        """The packager failed: stop the thread and remove every part's file."""
+        self._error = self._error or RuntimeError("the reject workbook was not made")
+        self._queue.put(None)
+        self._thread.join()
+        self._remove_files()
+
+    def _hand_over(self) -> None:
+        """Hand the last listed part to the thread."""
+        self._queue.put(self[-1])
+        self._handed = len(self)
+
+    def _run(self) -> None:
+        while (part := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # (its file is removed with the rest)
+            path, name, _binary = part
+            try:
+                os.utime(path, (self.DATE, self.DATE))
+                info = zipfile.ZipInfo.from_file(path, name)
+                with open(path, "rb") as f:
+                    data = f.read()  # one piece: compressed in one call, without the lock
+                self._zip.writestr(info, data, zipfile.ZIP_DEFLATED, self._level)
+                os.remove(path)
+            except BaseException as exc:  # raised by close(); the writing thread goes on
+                self._error = exc
+
+    def _remove_files(self) -> None:
+        for path, _name, _binary in self:
+            with contextlib.suppress(OSError):
+                os.remove(path)
 
 
 class _Vml(Vml):  # type: ignore[misc]  # xlsxwriter is untyped

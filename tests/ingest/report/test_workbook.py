@@ -48,6 +48,41 @@ def test_every_part_equals_xlsxwriters_own(tmp_path: Path) -> None:
         for name in a.namelist():
             if name != "docProps/core.xml":  # the creation time
                 assert a.read(name) == b.read(name), name
+        for x, y in zip(a.infolist(), b.infolist(), strict=True):  # each part's entry alike
+            assert (x.date_time, x.compress_type, x.external_attr, x.flag_bits) == (
+                y.date_time, y.compress_type, y.external_attr, y.flag_bits
+            ), x.filename  # fmt: skip
+    assert not list(tmp_path.glob("tmp*"))  # no part's temporary file is left
+
+
+def test_a_failed_part_leaves_no_workbook_part_behind(tmp_path: Path) -> None:
+    """A part that cannot be added to the zip file (here: its file is gone) fails the
+    workbook's close, and no temporary file of a part is left."""
+    import pytest
+    from xlsxwriter.exceptions import FileCreateError
+
+    from pipeline.ingest.report import workbook as module
+
+    class Failing(module._ZippedParts):
+        def append(self, part: Any) -> None:
+            if self and self[-1][1] == "xl/workbook.xml":  # written, not yet handed over
+                Path(self[-1][0]).unlink()
+            super().append(part)
+
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    wb = Workbook(str(tmp_path / "x.xlsx"), {"constant_memory": True, "tmpdir": str(parts)})
+    ws = wb.add_worksheet()
+    ws.write_string(0, 0, "head")
+    ws.write_comment(1, 0, "why", {"x_scale": 3})
+    original = module._ZippedParts
+    module._ZippedParts = Failing  # type: ignore[misc]
+    try:
+        with pytest.raises(FileCreateError, match="No such file"):  # (xlsxwriter's words)
+            wb.close()
+    finally:
+        module._ZippedParts = original  # type: ignore[misc]
+    assert list(parts.iterdir()) == []
 
 
 def _deflated_size(data: bytes, level: int) -> int:
