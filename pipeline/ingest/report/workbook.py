@@ -270,6 +270,8 @@ class _ZippedParts(list[tuple[Any, str, bool]]):
 
     #: the date xlsxwriter gives every part (it sets the files' times to it before adding them)
     DATE = time.mktime((1980, 1, 31, 0, 0, 0, 0, 0, -1))
+    #: bytes of a part read, checked and compressed at a time (a sheet's part can be 1 GB)
+    PIECE = 4 << 20
 
     def __init__(self, zip_file: zipfile.ZipFile, level: int) -> None:
         super().__init__()
@@ -314,14 +316,22 @@ class _ZippedParts(list[tuple[Any, str, bool]]):
                 continue  # (its file is removed with the rest)
             path, name, _binary = part
             try:
-                os.utime(path, (self.DATE, self.DATE))
-                info = zipfile.ZipInfo.from_file(path, name)
-                with open(path, "rb") as f:
-                    data = f.read()  # one piece: compressed in one call, without the lock
-                self._zip.writestr(info, data, zipfile.ZIP_DEFLATED, self._level)
+                self._add(path, name)
                 os.remove(path)
             except BaseException as exc:  # raised by close(); the writing thread goes on
                 self._error = exc
+
+    def _add(self, path: str, name: str) -> None:
+        """What ``ZipFile.write`` does (after xlsxwriter sets the file's date), in pieces of
+        :data:`PIECE` bytes instead of 8 KB: each is compressed in one call, without the
+        interpreter lock, and the thread seldom waits to get the lock back."""
+        os.utime(path, (self.DATE, self.DATE))
+        info = zipfile.ZipInfo.from_file(path, name)
+        info.compress_type = self._zip.compression
+        info._compresslevel = self._level  # type: ignore[attr-defined]  # (as ZipFile.write sets it)
+        with open(path, "rb") as src, self._zip.open(info, "w") as dest:
+            while piece := src.read(self.PIECE):
+                dest.write(piece)
 
     def _remove_files(self) -> None:
         for path, _name, _binary in self:

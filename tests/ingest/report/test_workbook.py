@@ -7,13 +7,17 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import xlsxwriter
 
 from pipeline.ingest.report.workbook import ZIP_LEVEL, Workbook
 
 
-def _build(cls: Any, path: Path) -> None:
-    wb = cls(str(path), {"constant_memory": True})
+def _build(cls: Any, path: Path, tmpdir: Path | None = None) -> None:
+    options: dict[str, Any] = {"constant_memory": True}
+    if tmpdir is not None:
+        options["tmpdir"] = str(tmpdir)
+    wb = cls(str(path), options)
     for s in range(2):
         ws = wb.add_worksheet(f"Sheet {s}")
         ws.set_column(1, 1, 30)
@@ -37,10 +41,19 @@ def _build(cls: Any, path: Path) -> None:
     wb.close()
 
 
-def test_every_part_equals_xlsxwriters_own(tmp_path: Path) -> None:
-    ref, ours = tmp_path / "ref.xlsx", tmp_path / "ours.xlsx"
+@pytest.mark.parametrize("piece", [4 << 20, 1000])
+def test_every_part_equals_xlsxwriters_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    """Every part and its zip entry (order, date, compression, attributes) as xlsxwriter makes
+    them, whether a part goes into the zip file in one piece or in many."""
+    from pipeline.ingest.report import workbook as module
+
+    monkeypatch.setattr(module._ZippedParts, "PIECE", piece)
+    ref, ours, parts = tmp_path / "ref.xlsx", tmp_path / "ours.xlsx", tmp_path / "parts"
+    parts.mkdir()
     _build(xlsxwriter.Workbook, ref)
-    _build(Workbook, ours)
+    _build(Workbook, ours, parts)
     with zipfile.ZipFile(ref) as a, zipfile.ZipFile(ours) as b:
         assert a.namelist() == b.namelist()
         assert "xl/comments2.xml" in a.namelist()
@@ -48,17 +61,17 @@ def test_every_part_equals_xlsxwriters_own(tmp_path: Path) -> None:
         for name in a.namelist():
             if name != "docProps/core.xml":  # the creation time
                 assert a.read(name) == b.read(name), name
-        for x, y in zip(a.infolist(), b.infolist(), strict=True):  # each part's entry alike
-            assert (x.date_time, x.compress_type, x.external_attr, x.flag_bits) == (
-                y.date_time, y.compress_type, y.external_attr, y.flag_bits
+        for x, y in zip(a.infolist(), b.infolist(), strict=True):
+            assert (x.date_time, x.compress_type, x.external_attr, x.flag_bits, x.extra) == (
+                y.date_time, y.compress_type, y.external_attr, y.flag_bits, y.extra
             ), x.filename  # fmt: skip
-    assert not list(tmp_path.glob("tmp*"))  # no part's temporary file is left
+        assert b.getinfo("xl/worksheets/sheet1.xml").file_size > 1000  # (many pieces)
+    assert list(parts.iterdir()) == []  # no part's temporary file is left
 
 
 def test_a_failed_part_leaves_no_workbook_part_behind(tmp_path: Path) -> None:
     """A part that cannot be added to the zip file (here: its file is gone) fails the
     workbook's close, and no temporary file of a part is left."""
-    import pytest
     from xlsxwriter.exceptions import FileCreateError
 
     from pipeline.ingest.report import workbook as module
