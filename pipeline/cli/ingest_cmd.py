@@ -128,11 +128,10 @@ def ingest(
     ctx.call_on_close(stop_spare)  # (if the file never got as far as its reject files)
     hash_ahead(path)  # and the file is hashed on another core meanwhile
     # each library from the bottom of a stack, as a script imports it (requests and pandera
-    # through the modules that load them, pipeline.api and ingest.fields), then leadpipe's
-    # modules: see loading()
+    # through the modules that load them: the API package, which is leadpipe's client, and
+    # ingest.fields), then leadpipe's modules: see loading()
     first = ["pandas", "pipeline.api", "pipeline.ingest.fields", "pipeline.ingest.run"]
     first += ["uvicorn", "pipeline.sandbox.server"] if s.api.embedded else []
-    first.append("pipeline.api.connect")
     with loading(*first):
         from pipeline.api.connect import open_client
         from pipeline.clock import SystemClock

@@ -269,7 +269,7 @@ class _ZippedParts(list[tuple[Any, str, bool]]):
     handed to a thread that adds it to the zip file, in order, and removes its file."""
 
     #: the date xlsxwriter gives every part (it sets the files' times to it before adding them)
-    DATE = time.mktime((1980, 1, 31, 0, 0, 0, 0, 0, -1))
+    DATE = (1980, 1, 31, 0, 0, 0, 0, 0, -1)
     #: bytes of a part read, checked and compressed at a time (a sheet's part can be 1 GB)
     PIECE = 4 << 20
 
@@ -284,14 +284,16 @@ class _ZippedParts(list[tuple[Any, str, bool]]):
         self._thread.start()
 
     def append(self, part: tuple[Any, str, bool]) -> None:
-        if self:
-            self._hand_over()  # the part before is complete
-        super().append(part)
+        super().append(part)  # (listed first: its file is removed if the package is abandoned)
+        if self._error is not None:  # a part could not be added: no use making more
+            raise self._error
+        if len(self) > 1:
+            self._hand_over(len(self) - 2)  # the part before is complete
 
     def close(self) -> None:
         """Add the last part, wait for the thread; its error, if any, is raised here."""
         if self._handed < len(self):
-            self._hand_over()
+            self._hand_over(len(self) - 1)
         self._queue.put(None)
         self._thread.join()
         if self._error is not None:
@@ -305,10 +307,10 @@ class _ZippedParts(list[tuple[Any, str, bool]]):
         self._thread.join()
         self._remove_files()
 
-    def _hand_over(self) -> None:
-        """Hand the last listed part to the thread."""
-        self._queue.put(self[-1])
-        self._handed = len(self)
+    def _hand_over(self, index: int) -> None:
+        """Hand the part at ``index`` (the next one not handed yet) to the thread."""
+        self._queue.put(self[index])
+        self._handed = index + 1
 
     def _run(self) -> None:
         while (part := self._queue.get()) is not None:
@@ -318,14 +320,15 @@ class _ZippedParts(list[tuple[Any, str, bool]]):
             try:
                 self._add(path, name)
                 os.remove(path)
-            except BaseException as exc:  # raised by close(); the writing thread goes on
+            except BaseException as exc:  # raised by the next append() or by close()
                 self._error = exc
 
     def _add(self, path: str, name: str) -> None:
         """What ``ZipFile.write`` does (after xlsxwriter sets the file's date), in pieces of
         :data:`PIECE` bytes instead of 8 KB: each is compressed in one call, without the
         interpreter lock, and the thread seldom waits to get the lock back."""
-        os.utime(path, (self.DATE, self.DATE))
+        date = time.mktime(self.DATE)  # (in the local time zone of now, as xlsxwriter does)
+        os.utime(path, (date, date))
         info = zipfile.ZipInfo.from_file(path, name)
         info.compress_type = self._zip.compression
         info._compresslevel = self._level  # type: ignore[attr-defined]  # (as ZipFile.write sets it)
