@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -11,6 +13,20 @@ import pytest
 import xlsxwriter
 
 from pipeline.ingest.report.workbook import ZIP_LEVEL, Workbook
+
+
+def _png() -> bytes:
+    """A 1x1 PNG."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    head = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\x00\x00")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
 
 
 def _build(cls: Any, path: Path, tmpdir: Path | None = None) -> None:
@@ -38,6 +54,14 @@ def _build(cls: Any, path: Path, tmpdir: Path | None = None) -> None:
             ws.write_string(r, 0, "x")
     ws.write_comment(1300, 2, "shown", {"visible": True, "author": "A & B", "color": "#ff0000"})
     ws.write_comment("D1302", "by the cell's name", {"x_scale": 3})
+    # parts a reject workbook never has, written by other packager methods: the zip thread
+    # must find each of them complete too
+    other = wb.add_worksheet("Other")
+    other.write_number(0, 0, 1)
+    other.insert_image(6, 0, "dot.png", {"image_data": io.BytesIO(_png())})
+    chart = wb.add_chart({"type": "line"})
+    chart.add_series({"values": "=Other!$A$1:$A$5"})
+    other.insert_chart("F2", chart)
     wb.close()
 
 
