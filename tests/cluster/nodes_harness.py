@@ -375,6 +375,9 @@ def expected_windows(start: date, today: date | None = None) -> list[str]:
 
 # --- the nodes ----------------------------------------------------------------------------------
 
+#: How long a node's run is let start before the end's SIGTERM (see Node.settle).
+SETTLE_SECONDS = 5.0
+
 
 class Node:
     """One ``leadpipe run`` node; every start gets its own log file in ``logs``."""
@@ -392,6 +395,7 @@ class Node:
         self.exits: list[int] = []
         self.down = False  #: stopped on purpose (killed, not restarted yet)
         self.paused = False  #: SIGSTOPped, not continued yet
+        self.started = 0.0  #: when the current run started (monotonic)
 
     @property
     def label(self) -> str:
@@ -407,6 +411,7 @@ class Node:
         self.starts += 1
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{self.label}-{self.starts:03d}.log"
+        self.started = time.monotonic()
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 leadpipe_cmd("--config", str(self.cfg), "run"),
@@ -439,6 +444,14 @@ class Node:
         if self.proc is None:
             return None
         return self.proc.poll()
+
+    def settle(self, seconds: float = SETTLE_SECONDS) -> None:
+        """Wait until the current run has been up ``seconds``: a node started a moment ago
+        (a killed node brought back just before the end) is still loading, and a SIGTERM
+        before ``leadpipe run`` sets its handler ends it as the system's default does (exit
+        -15). The end's SIGTERM is meant to find each service running."""
+        if self.alive:
+            time.sleep(max(0.0, self.started + seconds - time.monotonic()))
 
     def terminate(self, wait: float = 30) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
@@ -905,6 +918,7 @@ def run_scenario(s: Scenario, root: Path, log: Callable[[str], None] = print) ->
             report.problems.append(f"{exc}: {look_at_inbox(inbox)}")
         watch.__exit__()
         for node in nodes:
+            node.settle()
             code = node.terminate()
             if code not in (0, None):
                 report.unexpected_exits.append(
