@@ -7,9 +7,10 @@ sorted runs: small ones in memory, larger ones spilled to a temporary folder wit
 in-memory index, so memory stays the same whether a file has 1M or 50M rows. Only the few
 rows the filter cannot clear read the disk.
 
-The filter is 8 KB for a file's first 4,096 distinct rows and then 16 MB, fixed. A few-row
-file so never touches 16 MB of fresh memory: on a virtual machine the first touch of such
-memory cost a 10-row file up to 25 ms (bench/RESULTS.md).
+The filter is sized for the rows the reader expects (:meth:`SeenRows.bits_for`: 8 KB to 16 MB)
+and made again bigger if more come. A few-row file so never touches 16 MB of fresh memory: on
+a virtual machine the first touch of such memory cost a 10-row file up to 25 ms
+(bench/RESULTS.md).
 """
 
 from __future__ import annotations
